@@ -1,0 +1,542 @@
+"""Preset schema: TOML -> typed, validated config; ``--set`` overrides; variants and grids.
+
+A preset is a TOML file with top-level ``name``, ``description``, ``seed``, ``device``, the
+sections ``[data] [model] [optim] [schedule] [train] [probes]``, and optionally
+``[[variant]]`` tables (``name`` + ``set = {"dotted.key" = value}``) and a ``[grid]`` table
+(``"dotted.key" = [values]``). :func:`load_experiment` expands it into one resolved
+:class:`RunConfig` per run, validating every one before anything starts.
+
+Every problem is raised as :class:`ConfigError` naming the file, the dotted key and what was
+expected.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import itertools
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+PositiveInt = Field(gt=0)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+class DataConfig(_Section):
+    """``[data]``: which dataset, where it lives and how much of it to use."""
+
+    name: Literal[
+        "digits", "cifar10", "cifar100", "mnist", "fashion_mnist", "synthetic", "teacher_student"
+    ] = "digits"
+    root: str = "data"
+    download: bool = False
+    subset: Optional[int] = Field(default=None, gt=0, description="cap on training samples")
+    test_subset: Optional[int] = Field(default=None, gt=0, description="cap on test samples")
+    test_fraction: float = Field(default=0.2, gt=0, lt=1, description="digits/synthetic: held-out share")
+    augment: bool = True
+    crop_padding: Optional[int] = Field(default=None, ge=0)
+    flip: Optional[bool] = None
+    normalize: bool = True
+    # synthetic / teacher_student
+    n_train: int = Field(default=1024, gt=0)
+    n_test: int = Field(default=512, gt=0)
+    dim: int = Field(default=32, gt=0)
+    classes: int = Field(default=10, gt=1)
+    out_dim: int = Field(default=1, gt=0, description="teacher_student: regression outputs")
+    noise: float = Field(default=0.0, ge=0)
+    teacher_width: int = Field(default=64, gt=0)
+
+
+class ModelConfig(_Section):
+    """``[model]``: the architecture."""
+
+    name: str = "cnn"
+    width: int = Field(default=128, gt=0)
+    depth: int = Field(default=2, gt=0)
+    activation: Literal["relu", "tanh", "gelu", "linear"] = "relu"
+    parametrization: Literal["sp", "ntk", "mup"] = "sp"
+    batch_norm: bool = False
+    channels: list[int] = Field(default_factory=lambda: [32, 64])
+    init_scale: float = Field(default=1.0, gt=0, description="multiplies the init std")
+    bias: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        known = ("mlp", "uv", "cnn", "vgg11", "vgg16", "resnet20")
+        if v in known or (v.startswith("tv:") and len(v) > 3):
+            return v
+        raise ValueError(f"expected one of {', '.join(known)} or 'tv:<torchvision model>', got {v!r}")
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, v: list[int]) -> list[int]:
+        if not v or any(c <= 0 for c in v):
+            raise ValueError("expected a non-empty list of positive channel counts")
+        return v
+
+
+class OptimConfig(_Section):
+    """``[optim]``: optimizer and learning rate."""
+
+    name: Literal["sgd", "adam", "adamw", "gi_adam"] = "sgd"
+    lr: float = Field(default=0.1, gt=0)
+    lr_ntk: Optional[float] = Field(
+        default=None, gt=0, description="if set, lr = lr_ntk / lambda0 (NTK top eigenvalue at init)"
+    )
+    momentum: float = Field(default=0.0, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(default=0.0, ge=0)
+    weight_decay_norm_bias: bool = True
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(default=1e-8, gt=0)
+    lr_scaling: Literal["none", "linear"] = "none"
+    base_batch_size: int = Field(default=256, gt=0)
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in v):
+            raise ValueError("expected two numbers in [0, 1)")
+        return v
+
+    @model_validator(mode="after")
+    def _nesterov(self) -> "OptimConfig":
+        if self.nesterov and self.momentum <= 0:
+            raise ValueError("nesterov needs momentum > 0 (key optim.momentum)")
+        return self
+
+
+class WarmupConfig(_Section):
+    """``[schedule.warmup]``: ramps the lr up before the main schedule starts."""
+
+    epochs: Optional[float] = Field(default=None, ge=0)
+    steps: Optional[int] = Field(default=None, ge=0)
+    shape: Literal["linear", "exponential", "cosine"] = "linear"
+    start_factor: float = Field(default=0.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _one_duration(self) -> "WarmupConfig":
+        if self.epochs is not None and self.steps is not None:
+            raise ValueError("give warmup as epochs or steps, not both")
+        return self
+
+
+class ScheduleConfig(_Section):
+    """``[schedule]``: the lr as a function of the optimizer step (see core.schedules)."""
+
+    name: Literal[
+        "constant", "step", "multistep", "linear", "cosine", "sgdr", "exponential", "polynomial"
+    ] = "constant"
+    step_size: Optional[float] = Field(default=None, gt=0)
+    step_size_steps: Optional[int] = Field(default=None, gt=0)
+    milestones: Optional[list[float]] = None
+    milestones_steps: Optional[list[int]] = None
+    gamma: float = Field(default=0.1, gt=0)
+    end_factor: float = Field(default=0.0, ge=0)
+    min_lr: float = Field(default=0.0, ge=0)
+    t0: Optional[float] = Field(default=None, gt=0)
+    t0_steps: Optional[int] = Field(default=None, gt=0)
+    t_mult: float = Field(default=1.0, ge=1)
+    power: float = Field(default=1.0, gt=0)
+    warmup: Optional[WarmupConfig] = None
+
+
+class TrainConfig(_Section):
+    """``[train]``: the loop."""
+
+    epochs: float = Field(default=10, gt=0)
+    max_steps: Optional[int] = Field(default=None, gt=0)
+    batch_size: int = Field(default=128, gt=0)
+    full_batch: bool = False
+    drop_last: bool = False
+    loss: Literal["cross_entropy", "mse"] = "cross_entropy"
+    mse_reduction: Literal["mean", "half_sum"] = "mean"
+    log_every: int = Field(default=10, gt=0, description="steps between train events")
+    eval_every: float = Field(default=1, gt=0, description="epochs between evals")
+    eval_batch_size: int = Field(default=1024, gt=0)
+    eval_train_samples: int = Field(default=10000, gt=0)
+    checkpoint_every: float = Field(default=0, ge=0, description="epochs; 0 = only final.pt")
+    checkpoint_before_restart: bool = False
+    diverge_loss: float = Field(default=1e6, gt=0, description="loss above this ends the run as diverged")
+
+
+class SharpnessProbe(_Section):
+    every: int = Field(default=50, gt=0, description="steps")
+    batch: int = Field(default=512, gt=0, description="samples")
+    k: int = Field(default=1, ge=1)
+    method: Literal["lanczos", "power"] = "lanczos"
+    max_iter: int = Field(default=20, gt=0)
+    tol: float = Field(default=1e-3, gt=0)
+
+
+class NtkProbe(_Section):
+    at_init: bool = True
+    every: int = Field(default=0, ge=0, description="steps; 0 = at init only")
+    batch: int = Field(default=512, gt=0)
+
+
+class CatapultProbe(_Section):
+    enabled: bool = True
+    factor: float = Field(default=2.0, gt=1)
+
+
+class CcaProbe(_Section):
+    every_epochs: float = Field(default=1, gt=0)
+    samples: int = Field(default=500, gt=0)
+    method: Literal["svcca", "pwcca", "cka"] = "svcca"
+    layers: Union[Literal["auto"], list[str]] = "auto"
+    conv: Literal["flatten", "mean", "dft"] = "mean"
+
+
+class ProbesConfig(_Section):
+    sharpness: Optional[SharpnessProbe] = None
+    ntk: Optional[NtkProbe] = None
+    catapult: Optional[CatapultProbe] = None
+    cca: Optional[CcaProbe] = None
+
+
+class RunConfig(_Section):
+    """One fully resolved run."""
+
+    name: str = "run"
+    description: str = ""
+    seed: int = 0
+    device: str = "auto"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    probes: ProbesConfig = Field(default_factory=ProbesConfig)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", v):
+            return v
+        raise ValueError(f"expected auto, cpu, cuda, cuda:N or mps, got {v!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+# --------------------------------------------------------------------------- experiment
+
+
+@dataclass
+class Experiment:
+    """A preset expanded into runs (one per variant x grid point)."""
+
+    name: str
+    description: str
+    source: str
+    raw: dict[str, Any]
+    runs: dict[str, RunConfig] = field(default_factory=dict)
+
+
+_META_KEYS = ("variant", "grid")
+
+
+def _section_model(path: list[str]) -> type[BaseModel] | None:
+    """The pydantic model that owns the dotted prefix ``path`` (None if not a section)."""
+    model: type[BaseModel] = RunConfig
+    for part in path:
+        f = model.model_fields.get(part)
+        if f is None:
+            return None
+        sub = _nested_model(f.annotation)
+        if sub is None:
+            return None
+        model = sub
+    return model
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        m = _nested_model(arg)
+        if m is not None:
+            return m
+    return None
+
+
+def _all_keys(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:
+    keys = []
+    for name, f in model.model_fields.items():
+        dotted = f"{prefix}{name}"
+        keys.append(dotted)
+        sub = _nested_model(f.annotation)
+        if sub is not None:
+            keys.extend(_all_keys(sub, dotted + "."))
+    return keys
+
+
+def suggest_key(dotted: str) -> str:
+    """' (did you mean ...?)' for an unknown dotted key, or ''."""
+    parts = dotted.split(".")
+    model = _section_model(parts[:-1])
+    pool = list(model.model_fields) if model is not None else []
+    close = difflib.get_close_matches(parts[-1], pool, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean '{'.'.join(parts[:-1] + close)}'?)"
+    close = difflib.get_close_matches(dotted, _all_keys(), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: a TOML literal (``0.1``, ``true``, ``[1, 2]``, ``"x"``) or a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"expected KEY=VALUE, got {item!r}", key="--set")
+    key, _, value = item.partition("=")
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"expected KEY=VALUE, got {item!r}", key="--set")
+    return key, parse_value(value.strip())
+
+
+def set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``d[a][b][c] = value`` for ``a.b.c``, checking that the key exists in the schema."""
+    parts = dotted.split(".")
+    model = _section_model(parts[:-1])
+    if model is None or parts[-1] not in model.model_fields or parts[-1] in _META_KEYS and len(parts) == 1:
+        raise ConfigError(f"unknown key{suggest_key(dotted)}", key=dotted)
+    cur = d
+    for p in parts[:-1]:
+        nxt = cur.get(p)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            cur[p] = nxt
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def _describe_error(err: dict[str, Any]) -> tuple[str, str]:
+    loc = [str(p) for p in err.get("loc", ()) if not isinstance(p, int)]
+    # pydantic puts the union member / literal tag into loc for some errors: drop non-field names
+    cleaned: list[str] = []
+    model: type[BaseModel] | None = RunConfig
+    for p in loc:
+        if model is not None and p in model.model_fields:
+            cleaned.append(p)
+            model = _nested_model(model.model_fields[p].annotation)
+    key = ".".join(cleaned) if cleaned else ".".join(loc)
+    typ = err.get("type", "")
+    inp = err.get("input")
+    if typ == "extra_forbidden":
+        full = ".".join(cleaned + [loc[-1]]) if loc and (not cleaned or loc[-1] != cleaned[-1]) else key
+        return full, f"unknown key{suggest_key(full)}"
+    msg = err.get("msg", "invalid value")
+    msg = msg.removeprefix("Value error, ")
+    ctx = err.get("ctx") or {}
+    if typ in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        sym = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[typ]
+        bound = next(iter(ctx.values()), "?")
+        msg = f"expected a number {sym} {bound}"
+    elif typ == "literal_error":
+        msg = f"expected {ctx.get('expected', 'one of the allowed values')}"
+    elif typ.endswith("_parsing") or typ.endswith("_type"):
+        msg = f"expected {msg.removeprefix('Input should be ').removeprefix('a valid ')}"
+    if inp is not None and not isinstance(inp, dict) and "got" not in msg:
+        msg += f", got {inp!r}"
+    return key, msg
+
+
+def validate_run(d: dict[str, Any], file: str | None = None) -> RunConfig:
+    try:
+        return RunConfig.model_validate(d)
+    except ValidationError as e:
+        key, msg = _describe_error(e.errors()[0])
+        raise ConfigError(msg, file=file, key=key) from None
+
+
+def _load_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError("no such preset file", file=str(path)) from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read preset ({e.__class__.__name__})", file=str(path)) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        line = getattr(e, "lineno", None)
+        where = f"{path}:{line}" if line else str(path)
+        msg = getattr(e, "msg", str(e))
+        raise ConfigError(f"malformed TOML: {msg}", file=where) from None
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return "-".join(_fmt_value(x) for x in v)
+    return str(v)
+
+
+def _safe_name(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=+-]+", "-", s).strip("-") or "run"
+
+
+def grid_points(grid: dict[str, list[Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """Cartesian product of a ``[grid]`` table -> [(run name, {dotted key: value})]."""
+    if not grid:
+        return [("", {})]
+    keys = list(grid)
+    lasts = [k.split(".")[-1] for k in keys]
+    labels = [k if lasts.count(k.split(".")[-1]) > 1 else k.split(".")[-1] for k in keys]
+    out = []
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        name = "_".join(f"{lab}={_fmt_value(v)}" for lab, v in zip(labels, combo))
+        out.append((_safe_name(name), dict(zip(keys, combo))))
+    return out
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
+    """Read, expand and validate a preset. Raises :class:`ConfigError` on any problem."""
+    path = Path(path)
+    file = str(path)
+    raw = _load_toml(path)
+    try:
+        return expand(raw, overrides or [], file=file)
+    except ConfigError as e:
+        raise e.with_file(file) from None
+
+
+def expand(raw: dict[str, Any], overrides: list[str], file: str | None = None) -> Experiment:
+    base = copy.deepcopy(raw)
+    variants = base.pop("variant", None) or []
+    grid = base.pop("grid", None) or {}
+    if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
+        raise ConfigError("expected [[variant]] tables", key="variant")
+    if not isinstance(grid, dict):
+        raise ConfigError("expected a [grid] table of dotted keys to lists", key="grid")
+    for k, vals in grid.items():
+        if not isinstance(vals, list) or not vals:
+            raise ConfigError("expected a non-empty list of values", key=f"grid.{k}")
+        set_dotted({}, k, None)  # validates that the key exists
+    for item in overrides:
+        k, v = parse_override(item)
+        set_dotted(base, k, v)
+        grid.pop(k, None)  # an explicit override pins a grid axis
+    # validate the base on its own first, so errors point at the preset's own keys
+    base_cfg = validate_run(base, file)
+    exp = Experiment(
+        name=base_cfg.name, description=base_cfg.description, source=file or "", raw=raw
+    )
+    var_list: list[tuple[str, dict[str, Any]]] = []
+    for i, v in enumerate(variants):
+        extra = set(v) - {"name", "set"}
+        if extra:
+            raise ConfigError(f"unknown key {sorted(extra)[0]!r}: expected name and set", key=f"variant[{i}]")
+        vname = v.get("name")
+        if not isinstance(vname, str) or not vname:
+            raise ConfigError("expected a non-empty name", key=f"variant[{i}].name")
+        sets = v.get("set", {})
+        if not isinstance(sets, dict):
+            raise ConfigError('expected set = {"dotted.key" = value}', key=f"variant[{i}].set")
+        var_list.append((_safe_name(vname), sets))
+    if not var_list:
+        var_list = [("", {})]
+    names_seen: set[str] = set()
+    for vname, sets in var_list:
+        for gname, gsets in grid_points(grid):
+            d = copy.deepcopy(base)
+            label = f"variant '{vname}': " if vname else ""
+            for k, val in list(sets.items()) + list(gsets.items()):
+                try:
+                    set_dotted(d, k, val)
+                except ConfigError as e:
+                    raise ConfigError(label + e.message, key=e.key) from None
+            for k in overrides:  # overrides win over variants
+                ok, ov = parse_override(k)
+                set_dotted(d, ok, ov)
+            run_name = "_".join(p for p in (vname, gname) if p) or _safe_name(base_cfg.name)
+            if run_name in names_seen:
+                raise ConfigError(f"two runs are both named {run_name!r}", key="variant")
+            names_seen.add(run_name)
+            try:
+                cfg = validate_run(d, None)
+            except ConfigError as e:
+                raise ConfigError(label + e.message, key=e.key) from None
+            exp.runs[run_name] = cfg
+    return exp
+
+
+# --------------------------------------------------------------------------- TOML writing
+
+
+def _toml_scalar(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_scalar(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_scalar(x)}" for k, x in v.items()) + "}"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def _toml_key(k: str) -> str:
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else _toml_scalar(k)
+
+
+def dumps_toml(d: dict[str, Any], _prefix: str = "") -> str:
+    """A small TOML writer for nested dicts of scalars, lists and lists of tables."""
+    lines: list[str] = []
+    tables: list[tuple[str, dict]] = []
+    arrays: list[tuple[str, list]] = []
+    for k, v in d.items():
+        if v is None:
+            continue
+        if isinstance(v, dict):
+            tables.append((k, v))
+        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            arrays.append((k, v))
+        else:
+            lines.append(f"{_toml_key(k)} = {_toml_scalar(v)}")
+    out = "\n".join(lines)
+    for k, v in tables:
+        name = f"{_prefix}{_toml_key(k)}"
+        body = dumps_toml(v, name + ".")
+        head = f"[{name}]"
+        out += ("\n\n" if out else "") + head + ("\n" + body if body else "")
+    for k, items in arrays:
+        for item in items:
+            name = f"{_prefix}{_toml_key(k)}"
+            out += f"\n\n[[{name}]]\n" + "\n".join(
+                f"{_toml_key(ik)} = {_toml_scalar(iv)}" for ik, iv in item.items() if iv is not None
+            )
+    return out.strip() + "\n" if _prefix == "" else out.strip()
