@@ -1,0 +1,5 @@
+"""`heur compare` (not written yet)."""
+
+
+def register(app) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""`heur run` (being written)."""
+
+
+def register(app) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""`heur runs` (being written)."""
+
+
+def register(app) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""`heur schedule` (not written yet)."""
+
+
+def register(app) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""`heur tui` (not written yet)."""
+
+
+def register(app) -> None:
+    pass
