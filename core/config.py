@@ -248,6 +248,7 @@ class Experiment:
     source: str
     raw: dict[str, Any]
     runs: dict[str, RunConfig] = field(default_factory=dict)
+    resolved: dict[str, Any] = field(default_factory=dict)  # the preset with overrides applied
 
 
 _META_KEYS = ("variant", "grid")
@@ -444,8 +445,14 @@ def expand(raw: dict[str, Any], overrides: list[str], file: str | None = None) -
         grid.pop(k, None)  # an explicit override pins a grid axis
     # validate the base on its own first, so errors point at the preset's own keys
     base_cfg = validate_run(base, file)
+    resolved = copy.deepcopy(base)
+    if variants:
+        resolved["variant"] = variants
+    if grid:
+        resolved["grid"] = grid
     exp = Experiment(
-        name=base_cfg.name, description=base_cfg.description, source=file or "", raw=raw
+        name=base_cfg.name, description=base_cfg.description, source=file or "", raw=raw,
+        resolved=resolved,
     )
     var_list: list[tuple[str, dict[str, Any]]] = []
     for i, v in enumerate(variants):
