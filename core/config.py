@@ -384,9 +384,13 @@ def _load_toml(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        line = getattr(e, "lineno", None)
+        text_err = str(e)
+        m = re.search(r"\(at line (\d+), column (\d+)\)", text_err)
+        line = getattr(e, "lineno", None) or (int(m.group(1)) if m else None)
         where = f"{path}:{line}" if line else str(path)
-        msg = getattr(e, "msg", str(e))
+        msg = getattr(e, "msg", None) or re.sub(r"\s*\(at line \d+, column \d+\)", "", text_err)
+        if m:
+            msg += f" (column {m.group(2)})"
         raise ConfigError(f"malformed TOML: {msg}", file=where) from None
 
 

@@ -201,7 +201,8 @@ class Run:
             st = ck.get("probes", {}).get(p.name)
             if st:
                 p.load_state_dict(st)
-        self.events.emit("resume", self.start_step, self.start_step / self.spe, from_step=self.start_step,
+        # the resumed process writes steps > start_step: points from start_step + 1 on are replaced
+        self.events.emit("resume", self.start_step, self.start_step / self.spe, from_step=self.start_step + 1,
                          checkpoint=str(path.relative_to(self.run_dir)))
         return True
 
