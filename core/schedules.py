@@ -84,6 +84,7 @@ class Schedule:
     power: float = 1.0
     restart_steps: list[int] = field(default_factory=list)
     cycle_starts: list[int] = field(default_factory=list)  # main-phase steps where cycles begin
+    _table: Optional[list[float]] = field(default=None, repr=False, compare=False)
 
     @property
     def main_steps(self) -> int:
@@ -92,6 +93,10 @@ class Schedule:
     def __call__(self, step: int) -> float:
         if step < 0:
             raise ValueError(f"step must be >= 0, got {step}")
+        if step < self.total_steps:
+            if self._table is None:
+                self._table = self.lrs()
+            return self._table[step]
         return float(self._lr(np.array([step], dtype=np.int64))[0])
 
     def lrs(self) -> list[float]:

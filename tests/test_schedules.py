@@ -297,3 +297,36 @@ def test_lrs_long_run():
     lrs = build_schedule(cfg, 0.1, 391, 391 * 200).lrs()
     assert len(lrs) == 391 * 200
     assert math.isfinite(sum(lrs))
+
+
+@SETTINGS
+@given(t0=st.integers(1, 9), t_mult=st.floats(1.0, 2.5), n=st.integers(2, 150), w=st.integers(0, 10))
+def test_sgdr_fractional_t_mult_brute_force(t0, t_mult, n, w):
+    """Non-integer t_mult: cycle i lasts round(t0 * t_mult**i) steps (torch needs an int)."""
+    n = n + w
+    cfg = ScheduleConfig(name="sgdr", t0_steps=t0, t_mult=t_mult, min_lr=0.01,
+                         warmup=WarmupConfig(steps=w) if w else None)
+    sch = build_schedule(cfg, 1.0, 5, n)
+    expect, restarts = [], []
+    cycle, pos, length = 0, 0, t0
+    for s in range(w, n):
+        if pos == length:
+            cycle, pos = cycle + 1, 0
+            length = max(1, math.floor(t0 * t_mult**cycle + 0.5))
+            restarts.append(s)
+        expect.append(0.01 + 0.99 * (1 + math.cos(math.pi * pos / length)) / 2)
+        pos += 1
+    assert sch.restart_steps == restarts
+    assert_close(sch.lrs()[w:], expect, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["constant", "step", "multistep", "sgdr", "exponential"])
+def test_call_beyond_total_steps_continues_the_schedule(name):
+    """Steps past total_steps take the one-step path; it agrees with the vectorised table."""
+    cfg = ScheduleConfig(name=name, t0_steps=4, t_mult=1.5, step_size_steps=3, milestones_steps=[2, 7],
+                         gamma=0.7, warmup=WarmupConfig(steps=3, shape="exponential"))
+    short = build_schedule(cfg, 1.0, 4, 10)
+    long = build_schedule(cfg, 1.0, 4, 40)
+    assert [short(s) for s in range(40)] == pytest.approx(long.lrs(), rel=1e-14, abs=0)
+    with pytest.raises(ValueError):
+        short(-1)
