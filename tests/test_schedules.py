@@ -325,7 +325,7 @@ def test_call_beyond_total_steps_continues_the_schedule(name):
     """Steps past total_steps take the one-step path; it agrees with the vectorised table."""
     cfg = ScheduleConfig(name=name, t0_steps=4, t_mult=1.5, step_size_steps=3, milestones_steps=[2, 7],
                          gamma=0.7, warmup=WarmupConfig(steps=3, shape="exponential"))
-    short = build_schedule(cfg, 1.0, 4, 10)
+    short = build_schedule(cfg, 1.0, 4, 11)
     long = build_schedule(cfg, 1.0, 4, 40)
     assert [short(s) for s in range(40)] == pytest.approx(long.lrs(), rel=1e-14, abs=0)
     with pytest.raises(ValueError):
