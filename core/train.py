@@ -134,17 +134,15 @@ class Run:
         self.batch = batch_size(cfg)
         pad, flip = augment_policy(cfg, self.data)
         self.batcher = DeviceBatcher(self.data, self.batch, self.spe, cfg.seed, pad, flip, cfg.train.drop_last)
-        from .optim import build_optimizer, effective_lr
+        from .optim import build_optimizer, run_base_lr
         from .schedules import build_schedule
 
         self.lambda0: Optional[float] = None
-        base_lr = cfg.optim.lr
         if cfg.optim.lr_ntk is not None:
             from .probes_curvature import measure_lambda0
 
             self.lambda0 = float(measure_lambda0(self.model, cfg, self.data, self.loss_fn))
-            base_lr = cfg.optim.lr_ntk / self.lambda0
-        self.base_lr = effective_lr(cfg.optim, base_lr, self.batch)
+        self.base_lr = run_base_lr(cfg, self.lambda0)
         self.optimizer = build_optimizer(self.model, cfg.optim, self.base_lr)
         self.schedule = build_schedule(cfg.schedule, self.base_lr, self.spe, self.total)
         self.restarts = set(getattr(self.schedule, "restart_steps", []) or [])
