@@ -82,9 +82,10 @@ def watch(exp_dir: Path, poll: float = 0.25) -> int:
     console = Console()
     run_dirs = R.run_dirs(exp_dir)
     console.print(f"[bold]{exp_dir}[/]  ({len(run_dirs)} run(s); Ctrl-C stops them, they can be resumed)")
+    width = max([len(rd.name) for rd in run_dirs] + [4])
     progress = Progress(
-        TextColumn("{task.fields[name]:<24}"), BarColumn(bar_width=28), MofNCompleteColumn(),
-        TextColumn("{task.fields[state]:<9} loss {task.fields[loss]:>9} lr {task.fields[lr]:>9}"),
+        TextColumn(f"{{task.fields[name]:<{width}}}"), BarColumn(bar_width=16), MofNCompleteColumn(),
+        TextColumn("{task.fields[state]} loss {task.fields[loss]:>8} lr {task.fields[lr]:>8}"),
         TimeRemainingColumn(), console=console, transient=False,
     )
     tasks = {rd: progress.add_task("", total=None, name=rd.name, state="queued", loss="-", lr="-")
@@ -118,6 +119,7 @@ def watch(exp_dir: Path, poll: float = 0.25) -> int:
 
 
 _HIDDEN = {"run", "state", "reason", "step", "total_steps", "train_loss_running"}
+_HEADERS = {"train_accuracy": "train acc", "test_accuracy": "test acc", "wall_time": "time s"}
 
 
 def print_summary(summary: dict, console=None) -> None:  # noqa: ANN001
@@ -132,13 +134,13 @@ def print_summary(summary: dict, console=None) -> None:  # noqa: ANN001
             if k not in _HIDDEN and k not in extra and not isinstance(v, (dict, list)):
                 extra.append(k)
     t = Table(title=f"summary: {summary['experiment']}")
-    t.add_column("run")
-    t.add_column("state")
+    t.add_column("run", no_wrap=True)
+    t.add_column("state", no_wrap=True)
     for k in extra:
-        t.add_column(k.replace("_", " "), justify="right")
+        t.add_column(_HEADERS.get(k, k.replace("_", " ")), justify="right")
     for r in rows:
         style = STATE_STYLE.get(r["state"], "")
-        t.add_row(r["run"], f"[{style}]{r['state']}[/]", *(fmt(r.get(k)) for k in extra))
+        t.add_row(r["run"], f"[{style}]{r['state']}[/]", *(fmt(r.get(k), 3) for k in extra))
     console.print(t)
     for r in rows:
         if r["state"] in ("failed", "diverged", "lost", "stopped") and r.get("reason"):
