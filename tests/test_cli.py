@@ -86,3 +86,28 @@ def test_detach_then_stop_then_resume(tiny_preset, tmp_path):
         time.sleep(0.1)
     assert any(e["kind"] == "resume" and e["from_step"] == st["step"] + 1 for e in evs)
     heur("stop", str(exp_dir))
+
+
+def test_two_axis_grid_summary_draws_a_heatmap_with_diverged_cells(tmp_path):
+    from rich.console import Console
+
+    from heur.cli.cmd_run import print_summary
+    from heur.core import runs as R
+    from heur.core.config import expand
+    from heur.core.summary import write_summary
+
+    raw = {"name": "g", "grid": {"optim.lr": [0.1, 1.0], "schedule.warmup.epochs": [0, 2]}}
+    exp_dir = R.create_experiment(expand(raw, []), tmp_path)
+    for rd in R.run_dirs(exp_dir):
+        cfg = R.read_run_config(rd)
+        diverged = cfg.optim.lr == 1.0 and not (cfg.schedule.warmup and cfg.schedule.warmup.epochs)
+        st = {"state": "diverged" if diverged else "completed", "name": rd.name,
+              "result": {"test_loss": cfg.optim.lr + 0.01}}
+        (rd / "status.json").write_text(json.dumps(st))
+    summary = write_summary(exp_dir)
+    assert {r["run"]: r["params"]["optim.lr"] for r in summary["runs"]}["lr=1_epochs=2"] == 1.0
+    console = Console(record=True, width=100)
+    print_summary(summary, console)
+    text = console.export_text()
+    lines = [ln for ln in text.splitlines() if ln.startswith("│ 1 ")]
+    assert len(lines) == 1 and "DIV" in lines[0] and "1.01" in lines[0]
