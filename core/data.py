@@ -85,14 +85,25 @@ class DataBundle:
 # --------------------------------------------------------------------------- loading
 
 
-def _torchvision_root_error(cfg: Any, exc: Exception) -> ConfigError:
+_FOLDERS = {
+    "cifar10": "cifar-10-batches-py/",
+    "cifar100": "cifar-100-python/",
+    "mnist": "MNIST/raw/",
+    "fashion_mnist": "FashionMNIST/raw/",
+}
+
+
+def check_available(cfg: Any) -> None:
+    """ConfigError (key data.root) if a torchvision dataset's folder is missing and download is off.
+
+    Cheap (one stat), so that a preset naming missing data never starts a run."""
+    if cfg.name in _FOLDERS and not cfg.download and not (Path(cfg.root) / _FOLDERS[cfg.name]).is_dir():
+        raise _torchvision_root_error(cfg, None)
+
+
+def _torchvision_root_error(cfg: Any, exc: Exception | None) -> ConfigError:
     root = Path(cfg.root).resolve()
-    folder = {
-        "cifar10": "cifar-10-batches-py/",
-        "cifar100": "cifar-100-python/",
-        "mnist": "MNIST/raw/",
-        "fashion_mnist": "FashionMNIST/raw/",
-    }[cfg.name]
+    folder = _FOLDERS[cfg.name]
     return ConfigError(
         f"dataset {cfg.name} not found under {root} (expected {root / folder}; "
         f"put the torchvision files there or set data.download = true on a connected machine)",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .config import Experiment
-from .data import train_size
+from .data import check_available, train_size
 from .errors import ConfigError
 
 
@@ -22,6 +22,7 @@ def check_run(cfg: Any) -> None:
         if cfg.data.name in ("synthetic", "teacher_student"):
             raise ConfigError(f"model {cfg.model.name} needs image data, data.name = {cfg.data.name!r} is not",
                               key="model.name")
+    check_available(cfg.data)
     n = train_size(cfg.data)
     for name in ("sharpness", "ntk"):
         probe = getattr(cfg.probes, name, None)
