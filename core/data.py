@@ -111,10 +111,43 @@ def _torchvision_root_error(cfg: Any, exc: Exception | None) -> ConfigError:
     )
 
 
+def _load_cifar_folder(cfg: Any):
+    """CIFAR-10/100 from torchvision's python folder layout, read directly (no checksum pass)."""
+    import pickle
+
+    import numpy as np
+    import torch
+
+    folder = Path(cfg.root) / _FOLDERS[cfg.name]
+    if cfg.name == "cifar10":
+        train_files, test_files, key = [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels"
+    else:
+        train_files, test_files, key = ["train"], ["test"], b"fine_labels"
+
+    def read(files):
+        xs, ys = [], []
+        for name in files:
+            try:
+                with open(folder / name, "rb") as f:
+                    d = pickle.load(f, encoding="bytes")
+            except (OSError, pickle.UnpicklingError, EOFError) as e:
+                raise ConfigError(f"cannot read {folder / name} ({type(e).__name__})", key="data.root") from None
+            xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(d[key], dtype=np.int64))
+        return torch.from_numpy(np.concatenate(xs)).float().div_(255), torch.from_numpy(np.concatenate(ys))
+
+    xtr, ytr = read(train_files)
+    xte, yte = read(test_files)
+    return xtr, ytr, xte, yte, 100 if cfg.name == "cifar100" else 10
+
+
 def _load_torchvision(cfg: Any):
     import numpy as np
     import torch
     import torchvision.datasets as tvd
+
+    if cfg.name in ("cifar10", "cifar100") and (Path(cfg.root) / _FOLDERS[cfg.name]).is_dir():
+        return _load_cifar_folder(cfg)
 
     cls = {
         "cifar10": tvd.CIFAR10,

@@ -111,3 +111,16 @@ def test_two_axis_grid_summary_draws_a_heatmap_with_diverged_cells(tmp_path):
     text = console.export_text()
     lines = [ln for ln in text.splitlines() if ln.startswith("│ 1 ")]
     assert len(lines) == 1 and "DIV" in lines[0] and "1.01" in lines[0]
+
+
+def test_cifar10_preset_runs_from_a_local_folder(tiny_preset, tmp_path):
+    from test_data_models import _fake_cifar10
+
+    _fake_cifar10(tmp_path / "data")
+    r = heur("run", str(tiny_preset), "--runs-dir", str(tmp_path / "runs"), "--set", "data.name=cifar10",
+             "--set", f'data.root="{tmp_path / "data"}"', "--set", "model.name=resnet20",
+             "--set", "train.epochs=1", "--set", "data.subset=64")
+    assert r.returncode == 0, r.stdout + r.stderr
+    (exp_dir,) = (tmp_path / "runs").iterdir()
+    (row,) = json.loads((exp_dir / "summary.json").read_text())["runs"]
+    assert row["state"] == "completed" and row["test_loss"] is not None
