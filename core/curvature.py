@@ -59,6 +59,7 @@ class EigResult:
     converged: bool
     method: str
     info: dict[str, Any] = field(default_factory=dict)
+    vector: Optional[torch.Tensor] = None  # unit eigenvector estimate of the top value (flat)
 
     @property
     def top(self) -> float:
@@ -121,11 +122,27 @@ def _randn(n: int, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
     return torch.randn(n, generator=gen, dtype=torch.float64).to(device=like.device, dtype=like.dtype)
 
 
+WARM_NOISE = 0.05  # share of random direction mixed into a warm start (keeps every component > 0)
+
+
+def _start(n: int, gen: torch.Generator, like: torch.Tensor, v0: Optional[torch.Tensor]) -> torch.Tensor:
+    r = _randn(n, gen, like)
+    r = r / r.norm()
+    if v0 is None:
+        return r
+    if v0.numel() != n:
+        raise ValueError(f"v0 has {v0.numel()} entries, the operator {n}")
+    w = v0.reshape(-1).to(device=like.device, dtype=like.dtype)
+    w = w / w.norm() + WARM_NOISE * r
+    return w / w.norm()
+
+
 # --------------------------------------------------------------------------- eigensolvers
 
 
 def lanczos(op: Callable[[torch.Tensor], torch.Tensor], n: int, like: torch.Tensor, k: int = 1,
-            tol: float = 1e-3, max_iter: int = 100, seed: int = 0) -> EigResult:
+            tol: float = 1e-3, max_iter: int = 100, seed: int = 0,
+            v0: Optional[torch.Tensor] = None) -> EigResult:
     """The k largest eigenvalues of the symmetric operator ``op`` on R^n by Lanczos.
 
     Full reorthogonalisation (classical Gram–Schmidt, twice) against every stored Lanczos
@@ -134,7 +151,9 @@ def lanczos(op: Callable[[torch.Tensor], torch.Tensor], n: int, like: torch.Tens
     repeated eigenvalues are found with their multiplicity. Stops when each of the top-k Ritz
     values has an error estimate ``min(r, r²/gap) <= tol·|theta|`` (r = beta·|last component
     of the Ritz vector|, the residual norm; gap = distance to the nearest other Ritz value),
-    or after ``max_iter`` products (capped at n).
+    or after ``max_iter`` products (capped at n). ``v0`` warm-starts from a previous
+    eigenvector estimate (e.g. ``EigResult.vector`` of the last measurement), mixed with a
+    little of the seeded random vector; the stopping rule is the same.
     """
     if k < 1:
         raise ValueError("k must be >= 1")
@@ -142,9 +161,9 @@ def lanczos(op: Callable[[torch.Tensor], torch.Tensor], n: int, like: torch.Tens
         raise ValueError(f"k={k} eigenvalues asked of an operator of dimension {n}")
     m = max(min(max_iter, n), k)
     gen = _gen(seed)
-    Q = torch.zeros(m + 1, n, dtype=like.dtype, device=like.device)
-    q = _randn(n, gen, like)
-    Q[0] = q / q.norm()
+    # the basis grows in chunks, so a large max_iter does not reserve (max_iter x n) up front
+    Q = torch.zeros(min(m + 1, 16), n, dtype=like.dtype, device=like.device)
+    Q[0] = _start(n, gen, like, v0)
     alphas: list[float] = []
     betas: list[float] = []
     theta = torch.zeros(0, dtype=torch.float64)
@@ -193,14 +212,20 @@ def lanczos(op: Callable[[torch.Tensor], torch.Tensor], n: int, like: torch.Tens
             beta_next = beta
             w = w / beta
         betas.append(beta_next)
+        if j + 1 >= Q.shape[0]:
+            grown = torch.zeros(min(m + 1, 2 * Q.shape[0]), n, dtype=Q.dtype, device=Q.device)
+            grown[: Q.shape[0]] = Q
+            Q = grown
         Q[j + 1] = w
     vals = sorted(theta.tolist(), reverse=True)[:k]
-    return EigResult(values=vals, hvps=j + 1, iterations=j + 1, converged=converged, method="lanczos")
+    top = Q[: S.shape[0]].t() @ S[:, -1].to(device=Q.device, dtype=Q.dtype)
+    return EigResult(values=vals, hvps=j + 1, iterations=j + 1, converged=converged, method="lanczos",
+                     vector=top / top.norm())
 
 
 def power_iteration(op: Callable[[torch.Tensor], torch.Tensor], n: int, like: torch.Tensor,
                     k: int = 1, tol: float = 1e-3, max_iter: int = 100, seed: int = 0,
-                    shift_negative: bool = True) -> EigResult:
+                    shift_negative: bool = True, v0: Optional[torch.Tensor] = None) -> EigResult:
     """Top-k eigenvalues by power iteration with deflation (orthogonalising against the
     eigenvectors found before), stopping on a relative change of the Rayleigh quotient below
     ``tol`` (``max_iter`` products per eigenvalue at most).
@@ -208,7 +233,7 @@ def power_iteration(op: Callable[[torch.Tensor], torch.Tensor], n: int, like: to
     Power iteration finds the largest *magnitude*; with ``shift_negative`` a first value that
     comes out negative (an operator whose most negative eigenvalue dominates) is used as a
     shift s, the iteration is rerun on ``op - s·I`` (whose spectrum is >= 0) and s is added back,
-    so the values returned are the largest algebraic ones.
+    so the values returned are the largest algebraic ones. ``v0`` warm-starts the first one.
     """
     if k < 1:
         raise ValueError("k must be >= 1")
@@ -218,13 +243,13 @@ def power_iteration(op: Callable[[torch.Tensor], torch.Tensor], n: int, like: to
     total = 0
     iters = 0
 
-    def run(shift: float, kk: int) -> tuple[list[float], bool]:
+    def run(shift: float, kk: int) -> tuple[list[float], bool, list[torch.Tensor]]:
         nonlocal total, iters
         vecs: list[torch.Tensor] = []
         vals: list[float] = []
         all_conv = True
-        for _ in range(kk):
-            v = _randn(n, gen, like)
+        for i in range(kk):
+            v = _start(n, gen, like, v0 if i == 0 and not shift else None)
             theta: Optional[float] = None
             conv = False
             for _it in range(max_iter):
@@ -249,20 +274,21 @@ def power_iteration(op: Callable[[torch.Tensor], torch.Tensor], n: int, like: to
             all_conv = all_conv and conv
             vecs.append(v)
             vals.append(float(theta) + shift)
-        return vals, all_conv
+        return vals, all_conv, vecs
 
-    vals, conv = run(0.0, k)
+    vals, conv, vecs = run(0.0, k)
     if shift_negative and vals[0] < 0:
-        vals, conv = run(vals[0], k)
-    return EigResult(values=sorted(vals, reverse=True), hvps=total, iterations=iters,
-                     converged=conv, method="power")
+        vals, conv, vecs = run(vals[0], k)
+    order = sorted(range(len(vals)), key=lambda i: -vals[i])
+    return EigResult(values=[vals[i] for i in order], hvps=total, iterations=iters,
+                     converged=conv, method="power", vector=vecs[order[0]])
 
 
-def _solve(op, n, like, k, method, tol, max_iter, seed) -> EigResult:
+def _solve(op, n, like, k, method, tol, max_iter, seed, v0=None) -> EigResult:
     if method == "lanczos":
-        return lanczos(op, n, like, k=k, tol=tol, max_iter=max_iter, seed=seed)
+        return lanczos(op, n, like, k=k, tol=tol, max_iter=max_iter, seed=seed, v0=v0)
     if method == "power":
-        return power_iteration(op, n, like, k=k, tol=tol, max_iter=max_iter, seed=seed)
+        return power_iteration(op, n, like, k=k, tol=tol, max_iter=max_iter, seed=seed, v0=v0)
     raise ValueError(f"method must be 'lanczos' or 'power', got {method!r}")
 
 
@@ -301,18 +327,19 @@ def loss_normalisation(loss: str, reduction: str = "mean") -> str:
 def hessian_eigenvalues_with_info(model: torch.nn.Module, loss_fn: Callable, inputs: torch.Tensor,
                                   targets: Any, k: int = 1, method: str = "lanczos",
                                   tol: float = 1e-3, max_iter: int = 100, seed: int = 0,
-                                  eval_mode: bool = False) -> EigResult:
+                                  eval_mode: bool = False, v0: Optional[torch.Tensor] = None) -> EigResult:
     """Top-k Hessian eigenvalues of ``loss_fn(model(inputs), targets)`` with statistics.
 
     ``max_iter``: Lanczos steps (= Hessian-vector products) for "lanczos", products per
-    eigenvalue for "power". ``seed`` fixes the start vector. Train-mode loss unless
+    eigenvalue for "power". ``seed`` fixes the start vector; ``v0`` (flat, e.g. the ``vector``
+    of an earlier result) warm-starts it. Train-mode loss unless
     ``eval_mode``; model state restored exactly (see the module docstring).
     """
     params = _params(model)
     with _Guard(model, eval_mode):
         op, loss_value = _hessian_operator(model, loss_fn, inputs, targets, params)
         n = sum(p.numel() for p in params)
-        res = _solve(op, n, params[0].detach(), k, method, tol, max_iter, seed)
+        res = _solve(op, n, params[0].detach(), k, method, tol, max_iter, seed, v0)
     res.info.update(loss=loss_value, mode="eval" if eval_mode else "train", params=n,
                     samples=int(inputs.shape[0]))
     return res
@@ -368,7 +395,7 @@ def _gn_operator(model, inputs, params, loss: str, reduction: str):
 def gauss_newton_eigenvalues(model: torch.nn.Module, inputs: torch.Tensor, loss: str = "mse",
                              reduction: str = "mean", k: int = 1, method: str = "lanczos",
                              tol: float = 1e-3, max_iter: int = 100, seed: int = 0,
-                             eval_mode: bool = False) -> EigResult:
+                             eval_mode: bool = False, v0: Optional[torch.Tensor] = None) -> EigResult:
     """Top-k eigenvalues of the Gauss–Newton matrix of the loss on ``inputs`` (targets are not
     needed: G depends on the outputs only). ``info["normalisation"]`` records the scaling."""
     loss_normalisation(loss, reduction)  # validates
@@ -376,7 +403,7 @@ def gauss_newton_eigenvalues(model: torch.nn.Module, inputs: torch.Tensor, loss:
     with _Guard(model, eval_mode):
         op, m, C = _gn_operator(model, inputs, params, loss, reduction)
         n = sum(p.numel() for p in params)
-        res = _solve(op, n, params[0].detach(), k, method, tol, max_iter, seed)
+        res = _solve(op, n, params[0].detach(), k, method, tol, max_iter, seed, v0)
     res.info.update(normalisation=loss_normalisation(loss, reduction), loss=loss,
                     reduction=reduction if loss == "mse" else "mean", samples=m, outputs=C,
                     params=n, mode="eval" if eval_mode else "train")
@@ -424,7 +451,8 @@ def adam_preconditioner(optimizer: torch.optim.Optimizer, params: Sequence[torch
 def preconditioned_sharpness(model: torch.nn.Module, loss_fn: Callable, inputs: torch.Tensor,
                              targets: Any, optimizer: torch.optim.Optimizer, k: int = 1,
                              method: str = "lanczos", tol: float = 1e-3, max_iter: int = 100,
-                             seed: int = 0, eval_mode: bool = False) -> EigResult:
+                             seed: int = 0, eval_mode: bool = False,
+                             v0: Optional[torch.Tensor] = None) -> EigResult:
     """Top-k eigenvalues of P⁻¹H for Adam's current preconditioner P, computed as the
     eigenvalues of the symmetric ``P^{-1/2} H P^{-1/2}`` (same spectrum). Compare the top one
     with :func:`adam_threshold`."""
@@ -434,7 +462,7 @@ def preconditioned_sharpness(model: torch.nn.Module, loss_fn: Callable, inputs: 
     with _Guard(model, eval_mode):
         hop, loss_value = _hessian_operator(model, loss_fn, inputs, targets, params)
         res = _solve(lambda v: d * hop(d * v), P.numel(), params[0].detach(), k, method, tol,
-                     max_iter, seed)
+                     max_iter, seed, v0)
     res.info.update(loss=loss_value, mode="eval" if eval_mode else "train",
                     preconditioner="(1-beta1^(t+1))(sqrt(v_hat)+eps)")
     return res

@@ -3,7 +3,8 @@
 ``SharpnessProbe`` (``[probes.sharpness]``: every, batch, k, method, max_iter, tol) measures the
 top-k Hessian eigenvalues of the training loss (train mode: the loss the optimizer sees) on a
 fixed batch — the first ``batch`` samples of a permutation of the training set seeded by the
-run's seed — at step 0 and every ``every`` steps, and emits ``sharpness`` events. Its
+run's seed — at step 0 and every ``every`` steps, and emits ``sharpness`` events. Each
+measurement warm-starts Lanczos from the previous top eigenvector (same stopping rule). Its
 threshold is the optimizer's stability edge at the current lr: 2(1+mu)/lr for SGD with heavy-
 ball momentum mu (2/lr without), 2(1+mu)/(lr(1+2mu)) with Nesterov, and for Adam, AdamW and
 GI-Adam Adam's (2+2 beta1)/((1-beta1) lr), compared with the *preconditioned* sharpness.
@@ -136,6 +137,8 @@ class SharpnessProbe(Probe):
         self._batch: Optional[tuple[Any, Any]] = None
         self.history: list[list[float]] = []  # [step, lambda_max]
         self.last: Optional[dict[str, Any]] = None
+        self._v: Optional[torch.Tensor] = None  # last top eigenvectors: warm starts
+        self._pv: Optional[torch.Tensor] = None
 
     def _xy(self, ctx: TrainContext) -> tuple[Any, Any]:
         if self._batch is None:
@@ -148,7 +151,8 @@ class SharpnessProbe(Probe):
         x, y = self._xy(ctx)
         c = self.cfg
         kw = dict(k=c.k, method=c.method, tol=c.tol, max_iter=c.max_iter, seed=ctx.cfg.seed)
-        r = hessian_eigenvalues_with_info(ctx.model, ctx.loss_fn, x, y, **kw)
+        r = hessian_eigenvalues_with_info(ctx.model, ctx.loss_fn, x, y, v0=self._v, **kw)
+        self._v = r.vector
         lr = _current_lr(ctx)
         thr, thr_kind = stability_threshold(ctx.cfg.optim, lr)
         fields: dict[str, Any] = {
@@ -160,11 +164,12 @@ class SharpnessProbe(Probe):
         measured = r.top
         if ctx.cfg.optim.name in ADAM_FAMILY:
             try:
-                p = preconditioned_sharpness(ctx.model, ctx.loss_fn, x, y, ctx.optimizer, **kw)
+                p = preconditioned_sharpness(ctx.model, ctx.loss_fn, x, y, ctx.optimizer, v0=self._pv, **kw)
             except ValueError:  # no Adam state yet (before the first step)
                 fields["preconditioned_sharpness"] = None
                 measured = None
             else:
+                self._pv = p.vector
                 fields["preconditioned_sharpness"] = p.top
                 fields["hvps"] += p.hvps
                 fields["converged"] = r.converged and p.converged

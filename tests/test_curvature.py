@@ -89,6 +89,24 @@ def test_lanczos_and_power_on_known_spectrum_with_repeats():
     assert p.values == pytest.approx([10.0, 7.0, 7.0], rel=1e-5)
 
 
+def test_warm_start_and_returned_eigenvector():
+    torch.manual_seed(12)
+    n = 60
+    Q, _ = torch.linalg.qr(torch.randn(n, n, dtype=D))
+    spec = torch.linspace(0.0, 1.0, n, dtype=D) ** 3 * 5  # clustered top: slow from a random start
+    A = Q @ torch.diag(spec) @ Q.t()
+    like = torch.zeros(1, dtype=D)
+    cold = lanczos(lambda v: A @ v, n, like, k=1, tol=1e-8, max_iter=n)
+    vec = cold.vector
+    assert torch.linalg.norm(A @ vec - cold.top * vec) < 1e-3 * cold.top  # a true eigenvector
+    assert abs(abs(float(vec @ Q[:, -1])) - 1) < 1e-6
+    warm = lanczos(lambda v: A @ v, n, like, k=1, tol=1e-8, max_iter=n, v0=vec)
+    assert warm.top == pytest.approx(5.0, rel=1e-8) and warm.hvps < cold.hvps
+    pw_warm = power_iteration(lambda v: A @ v, n, like, k=1, tol=1e-14, max_iter=20, v0=vec)
+    pw_cold = power_iteration(lambda v: A @ v, n, like, k=1, tol=1e-14, max_iter=20)
+    assert abs(pw_warm.top - 5.0) < 1e-5 < abs(pw_cold.top - 5.0)
+
+
 def test_power_shift_returns_largest_algebraic_not_magnitude():
     torch.manual_seed(1)
     n = 20
