@@ -141,9 +141,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--pyhessian-tols", default="1e-3,1e-4",
                     help="PyHessian stopping tolerances to run (its tol is not its accuracy)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch CPU threads (0 = torch's default); 1 is steadier on a shared machine")
     ap.add_argument("--pretrain", type=int, default=30, help="SGD steps before measuring")
     args = ap.parse_args()
     dev = args.device
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = cnn().to(dev)
     x, y = synthetic_batch(args.batch, dev)
@@ -204,6 +208,19 @@ def main() -> None:
           f" = {g0 / s0:.2f} / {g1 / s1:.2f} training steps")
     print(f"  one HVP, torch.func jvp(grad) (not used):       {f0 * 1e3:7.1f} / {f1 * 1e3:7.1f} ms"
           f" = {f0 / s0:.2f} / {f1 / s1:.2f} training steps")
+
+    # what the sharpness probe does between measurements: warm start from the last eigenvector
+    for _ in range(10):
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+    model.zero_grad(set_to_none=True)
+    cold = hessian_eigenvalues_with_info(model, loss_fn, x, y, k=1, tol=1e-3, seed=7)
+    warm = hessian_eigenvalues_with_info(model, loss_fn, x, y, k=1, tol=1e-3, seed=7, v0=ref.vector)
+    truth = hessian_eigenvalues_with_info(model, loss_fn, x, y, k=1, tol=1e-9, max_iter=150).top
+    print(f"10 SGD steps later (lambda_max {truth:.5f}): cold start {cold.hvps} HVPs "
+          f"(rel err {abs(cold.top - truth) / truth:.1e}), warm start from the previous eigenvector "
+          f"{warm.hvps} HVPs (rel err {abs(warm.top - truth) / truth:.1e})")
 
 if __name__ == "__main__":
     main()
