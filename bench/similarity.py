@@ -39,14 +39,17 @@ def three_grams(x: np.ndarray, y: np.ndarray):
     return x.T @ x, y.T @ y, x.T @ y
 
 
-def timed(fn, repeats: int):
-    out = fn()  # warm-up (also the value compared)
-    ts = []
+def timed_side_by_side(fns: dict, repeats: int):
+    """Run every method once per round (interleaved, so that load from other processes falls on
+    all alike); return {name: (median s, min s, value of the warm-up call)}."""
+    vals = {k: f() for k, f in fns.items()}  # warm-up, and the values compared
+    ts = {k: [] for k in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts), out
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            ts[k].append(time.perf_counter() - t0)
+    return {k: (statistics.median(ts[k]), min(ts[k]), vals[k]) for k in fns}
 
 
 def main() -> None:
@@ -59,25 +62,31 @@ def main() -> None:
     x = rng.standard_normal((a.n, a.p)) + 0.5
     y = x @ (rng.standard_normal((a.p, a.p)) / np.sqrt(a.p)) + 0.7 * rng.standard_normal((a.n, a.p)) - 0.3
 
-    t_base, r_base = timed(lambda: covariance_baseline(x, y), a.repeats)
-    t_grams, _ = timed(lambda: three_grams(x, y), a.repeats)
-    t_ours, r_ours = timed(lambda: cca(x, y), a.repeats)
-    t_32, r_32 = timed(lambda: cca(x, y, dtype=torch.float32), a.repeats)
     x32, y32 = x.astype(np.float32), y.astype(np.float32)
-    t_32in, r_32in = timed(lambda: cca(x32, y32, dtype=torch.float32), a.repeats)
+    res = timed_side_by_side({
+        "base": lambda: covariance_baseline(x, y),
+        "grams": lambda: three_grams(x, y),
+        "ours": lambda: cca(x, y),
+        "f32": lambda: cca(x, y, dtype=torch.float32),
+        "f32in": lambda: cca(x32, y32, dtype=torch.float32),
+    }, a.repeats)
+    tb, _, rb = res["base"]
+    tg = res["grams"][0]
 
-    print(f"cca on {a.n} samples x {a.p} features per side; median of {a.repeats}; "
-          f"torch threads {torch.get_num_threads()}")
-    print(f"  coefficients: max {r_base.max():.4f}, mean {r_base.mean():.4f}, min {r_base.min():.4f}")
-    print(f"  baseline (np.cov + inverse sqrt + SVD) : {t_base * 1e3:8.1f} ms")
-    print(f"  three Gram products alone (float64)   : {t_grams * 1e3:8.1f} ms")
-    print(f"  ours, float64                          : {t_ours * 1e3:8.1f} ms   "
-          f"{t_base / t_ours:.2f}x faster than baseline, {t_ours / t_grams:.3f}x the Grams, "
-          f"max |diff| {np.abs(r_ours - r_base).max():.2e}")
-    print(f"  ours, dtype=float32 (float64 input)    : {t_32 * 1e3:8.1f} ms   "
-          f"{t_base / t_32:.2f}x faster than baseline, max |diff| {np.abs(r_32 - r_base).max():.2e}")
-    print(f"  ours, dtype=float32 (float32 input)    : {t_32in * 1e3:8.1f} ms   "
-          f"{t_base / t_32in:.2f}x faster than baseline, max |diff| {np.abs(r_32in - r_base).max():.2e}")
+    def line(label, key, grams=False):
+        t, tmin, r = res[key]
+        extra = f", {t / tg:.3f}x the Grams" if grams else ""
+        print(f"  {label:<40}: {t * 1e3:8.1f} ms (min {tmin * 1e3:7.1f})  {tb / t:.2f}x faster than baseline"
+              f"{extra}, max |diff| {np.abs(r - rb).max():.2e}")
+
+    print(f"cca on {a.n} samples x {a.p} features per side; median (and min) of {a.repeats} interleaved "
+          f"rounds; torch threads {torch.get_num_threads()}")
+    print(f"  coefficients: max {rb.max():.4f}, mean {rb.mean():.4f}, min {rb.min():.4f}")
+    print(f"  {'baseline (np.cov + inverse sqrt + SVD)':<40}: {tb * 1e3:8.1f} ms (min {res['base'][1] * 1e3:7.1f})")
+    print(f"  {'three Gram products alone (float64)':<40}: {tg * 1e3:8.1f} ms (min {res['grams'][1] * 1e3:7.1f})")
+    line("ours, float64", "ours", grams=True)
+    line("ours, dtype=float32 (float64 input)", "f32")
+    line("ours, dtype=float32 (float32 input)", "f32in")
 
 
 if __name__ == "__main__":
