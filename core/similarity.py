@@ -67,6 +67,8 @@ __all__ = [
     "pwcca",
     "linear_cka",
     "flatten_conv",
+    "similarity",
+    "METHODS",
     "SimilarityError",
     "FewSamplesWarning",
     "MIN_SAMPLES_PER_NEURON",
@@ -476,3 +478,15 @@ def linear_cka(x: Any, y: Any, *, dtype: Any = None, conv: str = "mean") -> floa
         return float(np.sum(g.cxy * g.cxy) / den)
 
     return _per_conv(one, x, y, conv, _avg_scalar)
+
+
+METHODS: dict[str, Callable[..., float]] = {"svcca": svcca, "pwcca": pwcca, "cka": linear_cka}
+
+
+def similarity(x: Any, y: Any, method: str = "svcca", *, conv: str = "mean", **kw: Any) -> float:
+    """One scalar similarity by the name used in presets (``probes.cca.method``):
+    "svcca", "pwcca" or "cka" (linear CKA); extra keywords go to that function."""
+    fn = METHODS.get(method)
+    if fn is None:
+        raise SimilarityError(f"expected one of {', '.join(METHODS)}, got {method!r}", key="probes.cca.method")
+    return fn(x, y, conv=conv, **kw)

@@ -282,3 +282,15 @@ def test_conv_dft_averages_over_every_frequency(hw):
 def test_conv_dft_needs_equal_spatial_size():
     with pytest.raises(SimilarityError, match="equal spatial size"):
         cca(np.zeros((10, 2, 4, 4)), np.zeros((10, 2, 2, 2)), conv="dft")
+
+
+def test_similarity_dispatch_by_preset_name():
+    from heur.core.similarity import similarity
+
+    x, y = related()
+    assert similarity(x, y, "svcca") == svcca(x, y)
+    assert similarity(x, y, "pwcca") == pwcca(x, y)
+    assert similarity(x, y, "cka") == linear_cka(x, y)
+    with pytest.raises(SimilarityError) as e:
+        similarity(x, y, "rsa")
+    assert e.value.key == "probes.cca.method"
