@@ -5,7 +5,7 @@ the median of several repeats, side by side in one run. Prints the times, the ra
 baseline and to the three Gram products alone (the floor of any method that forms them), and the
 largest coefficient difference to the baseline.
 
-    python bench/similarity.py [--n 10000] [--p 512] [--repeats 5]
+    python bench/similarity.py [--n 10000] [--p 512] [--repeats 5] [--threads 1]
 """
 
 from __future__ import annotations
@@ -57,7 +57,14 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--p", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="limit BLAS/torch threads (0: library default); 1 gives steadier figures on a busy machine")
     a = ap.parse_args()
+    if a.threads:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(a.threads)
+        torch.set_num_threads(a.threads)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((a.n, a.p)) + 0.5
     y = x @ (rng.standard_normal((a.p, a.p)) / np.sqrt(a.p)) + 0.7 * rng.standard_normal((a.n, a.p)) - 0.3

@@ -260,20 +260,26 @@ def _grams_numpy(x: np.ndarray, y: np.ndarray, dt: np.dtype, cross: bool) -> _Gr
     my = y.mean(axis=0, dtype=np.float64)
     if x.dtype == dt and y.dtype == dt:
         # read the data once, no copy: centre on the Grams
-        gxx = (x.T @ x).astype(np.float64, copy=False)
-        gyy = (y.T @ y).astype(np.float64, copy=False)
-        cxx = gxx - n * np.outer(mx, mx)
-        cyy = gyy - n * np.outer(my, my)
+        cxx = _rank1_update((x.T @ x).astype(np.float64, copy=False), -n, mx, mx)
+        cyy = _rank1_update((y.T @ y).astype(np.float64, copy=False), -n, my, my)
         if _centring_ok(cxx, mx, n, dt) and _centring_ok(cyy, my, n, dt):
             cxy = None
             if cross:
-                cxy = (x.T @ y).astype(np.float64, copy=False) - n * np.outer(mx, my)
+                cxy = _rank1_update((x.T @ y).astype(np.float64, copy=False), -n, mx, my)
             return _Grams(n, cxx, cyy, cxy, mx, my, eps)
     xc, yc = _center_cast(x, mx, dt), _center_cast(y, my, dt)
     cxx = (xc.T @ xc).astype(np.float64, copy=False)
     cyy = (yc.T @ yc).astype(np.float64, copy=False)
     cxy = (xc.T @ yc).astype(np.float64, copy=False) if cross else None
     return _Grams(n, cxx, cyy, cxy, mx, my, eps)
+
+
+def _rank1_update(g: np.ndarray, alpha: float, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """g += alpha·u vᵀ in place (BLAS ger on the Fortran view of a C-ordered g)."""
+    if g.flags.c_contiguous:
+        sla.blas.dger(float(alpha), v, u, a=g.T, overwrite_a=1)
+        return g
+    return g + alpha * np.outer(u, v)
 
 
 def _centring_ok(c: np.ndarray, m: np.ndarray, n: int, dt: np.dtype) -> bool:
@@ -291,7 +297,8 @@ class _Whitener:
     ``whiten(B)`` = Wᵀ B for B indexed by the kept neurons; ``colour(U)`` = R W U; ``rank``.
     """
 
-    def __init__(self, c: np.ndarray, n: int, mean: np.ndarray, eps: float, rtol: Optional[float], epsilon: float):
+    def __init__(self, c: np.ndarray, n: int, mean: np.ndarray, eps: float, rtol: Optional[float], epsilon: float,
+                 own: bool = False):
         d2 = np.diag(c).copy()
         std = np.sqrt(np.maximum(d2, 0.0) / n)
         scale = float(std.max()) if std.size else 0.0
@@ -301,7 +308,8 @@ class _Whitener:
         self.keep = np.flatnonzero(~const)
         d = np.sqrt(d2[self.keep])
         self.d = d
-        r = c.copy() if self.all else c[np.ix_(self.keep, self.keep)]
+        # own: c may be scaled in place (a Gram nobody else reads afterwards)
+        r = (c if own else c.copy()) if self.all else c[np.ix_(self.keep, self.keep)]
         r /= d
         r /= d[:, None]
         p = r.shape[0]
@@ -314,7 +322,7 @@ class _Whitener:
         if p == 0:
             self.rank = 0
             return
-        lfac, info = sla.lapack.dpotrf(r, lower=1, clean=1)
+        lfac, info = sla.lapack.dpotrf(r.T, lower=1, clean=1)  # r symmetric: its F-ordered view
         if info == 0:
             rc, _ = sla.lapack.dtrcon(lfac, norm="1", uplo="L", diag="N")
             if rc * rc > self.rtol:
@@ -347,11 +355,13 @@ class _Whitener:
 
 
 def _whitened_cross(g: _Grams, rtol, epsilon) -> tuple[np.ndarray, _Whitener, _Whitener]:
-    wx = _Whitener(g.cxx, g.n, g.mx, g.eps, rtol, epsilon)
-    wy = _Whitener(g.cyy, g.n, g.my, g.eps, rtol, epsilon)
+    """M = Wxᵀ Rxy Wy (kx × ky), whose singular values are the canonical correlations.
+    Consumes g: its Grams are scaled in place."""
+    wx = _Whitener(g.cxx, g.n, g.mx, g.eps, rtol, epsilon, own=True)
+    wy = _Whitener(g.cyy, g.n, g.my, g.eps, rtol, epsilon, own=True)
     _check_samples(g.n, wx, wy, epsilon)
     rxy = g.cxy if wx.all and wy.all else g.cxy[np.ix_(wx.keep, wy.keep)]
-    rxy = rxy / wy.d
+    rxy /= wy.d
     rxy /= wx.d[:, None]
     t = wx.whiten(rxy)  # kx × py
     m = wy.whiten(t.T).T  # kx × ky
