@@ -225,8 +225,13 @@ def _grams(x: Any, y: Any, dtype: Any, cross: bool = True) -> _Grams:
     _check_2d(x, y)
     if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
         dev = x.device if isinstance(x, torch.Tensor) else y.device
-        return _grams_torch(torch.as_tensor(x, device=dev), torch.as_tensor(y, device=dev), dt, cross)
-    return _grams_numpy(x, y, dt, cross)
+        g = _grams_torch(torch.as_tensor(x, device=dev), torch.as_tensor(y, device=dev), dt, cross)
+    else:
+        g = _grams_numpy(x, y, dt, cross)
+    # a NaN or inf anywhere in a column reaches that column's diagonal entry
+    if not (np.isfinite(np.diag(g.cxx)).all() and np.isfinite(np.diag(g.cyy)).all()):
+        raise SimilarityError("activations contain NaN or inf (a diverged model?)", key=None)
+    return g
 
 
 def _grams_torch(x: torch.Tensor, y: torch.Tensor, dt: np.dtype, cross: bool) -> _Grams:
@@ -385,7 +390,7 @@ def _check_samples(n: int, wx: _Whitener, wy: _Whitener, epsilon: float) -> None
             "the random baseline is large (with n <= neurons_x + neurons_y some correlations are 1 "
             "whatever the data); compare against it",
             FewSamplesWarning,
-            stacklevel=4,
+            stacklevel=6,
         )
 
 

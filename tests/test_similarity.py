@@ -178,11 +178,22 @@ def test_epsilon_gives_a_regularised_estimate():
 
 def test_warns_below_five_samples_per_neuron():
     r = rng(2)
-    with pytest.warns(FewSamplesWarning):
+    with pytest.warns(FewSamplesWarning) as rec:
         cca(r.standard_normal((120, 30)), r.standard_normal((120, 20)))
+    assert rec[0].filename == __file__  # points at the caller
     with warnings.catch_warnings():
         warnings.simplefilter("error", FewSamplesWarning)
         cca(r.standard_normal((200, 30)), r.standard_normal((200, 20)))
+
+
+def test_non_finite_input_is_an_error():
+    x, y = related()
+    x[3, 2] = np.nan
+    with pytest.raises(SimilarityError, match="NaN or inf"):
+        cca(x, y)
+    y[0, 0] = np.inf
+    with pytest.raises(SimilarityError, match="NaN or inf"):
+        linear_cka(np.nan_to_num(x), y)
 
 
 def test_bad_shapes_are_errors():
