@@ -207,6 +207,8 @@ class _Grams:
     mx: np.ndarray
     my: Optional[np.ndarray]
     eps: float  # machine epsilon of the products' dtype
+    ex: float = 2.2e-16  # machine epsilon of x's and y's own dtype (their quantisation)
+    ey: float = 2.2e-16
 
 
 def _check_2d(x: Any, y: Any) -> None:
@@ -228,6 +230,8 @@ def _grams(x: Any, y: Any, dtype: Any, cross: bool = True) -> _Grams:
         g = _grams_torch(torch.as_tensor(x, device=dev), torch.as_tensor(y, device=dev), dt, cross)
     else:
         g = _grams_numpy(x, y, dt, cross)
+    g.ex, g.ey = (float(torch.finfo(a.dtype).eps) if isinstance(a, torch.Tensor) else float(np.finfo(a.dtype).eps)
+                  for a in (x, y))
     # a NaN or inf anywhere in a column reaches that column's diagonal entry
     if not (np.isfinite(np.diag(g.cxx)).all() and np.isfinite(np.diag(g.cyy)).all()):
         raise SimilarityError("activations contain NaN or inf (a diverged model?)", key=None)
@@ -303,12 +307,12 @@ class _Whitener:
     """
 
     def __init__(self, c: np.ndarray, n: int, mean: np.ndarray, eps: float, rtol: Optional[float], epsilon: float,
-                 own: bool = False):
+                 own: bool = False, eps_in: Optional[float] = None):
         d2 = np.diag(c).copy()
         std = np.sqrt(np.maximum(d2, 0.0) / n)
-        scale = float(std.max()) if std.size else 0.0
-        # constant: spread at the rounding level of the mean, or nothing against the others
-        const = std <= 64 * eps * np.abs(mean) + eps * scale
+        # constant: no spread, or spread at the rounding level of the mean (the Gram products are
+        # accurate relative to each column's own scale, so small neurons beside large ones stay)
+        const = (d2 <= np.finfo(np.float64).tiny) | (std <= 64 * (eps if eps_in is None else eps_in) * np.abs(mean))
         self.all = not const.any()
         self.keep = np.flatnonzero(~const)
         d = np.sqrt(d2[self.keep])
@@ -362,8 +366,8 @@ class _Whitener:
 def _whitened_cross(g: _Grams, rtol, epsilon) -> tuple[np.ndarray, _Whitener, _Whitener]:
     """M = Wxᵀ Rxy Wy (kx × ky), whose singular values are the canonical correlations.
     Consumes g: its Grams are scaled in place."""
-    wx = _Whitener(g.cxx, g.n, g.mx, g.eps, rtol, epsilon, own=True)
-    wy = _Whitener(g.cyy, g.n, g.my, g.eps, rtol, epsilon, own=True)
+    wx = _Whitener(g.cxx, g.n, g.mx, g.eps, rtol, epsilon, own=True, eps_in=g.ex)
+    wy = _Whitener(g.cyy, g.n, g.my, g.eps, rtol, epsilon, own=True, eps_in=g.ey)
     _check_samples(g.n, wx, wy, epsilon)
     rxy = g.cxy if wx.all and wy.all else g.cxy[np.ix_(wx.keep, wy.keep)]
     rxy /= wy.d
@@ -437,8 +441,8 @@ def svcca(x: Any, y: Any, keep: float = 0.99, *, dtype: Any = None, epsilon: flo
     def one(a, b):
         g = _grams(a, b, dtype)
         if epsilon <= 0:  # the SVD step cannot make up for too few samples
-            _check_samples(g.n, _Whitener(g.cxx, g.n, g.mx, g.eps, rtol, 0.0),
-                           _Whitener(g.cyy, g.n, g.my, g.eps, rtol, 0.0), 0.0)
+            _check_samples(g.n, _Whitener(g.cxx, g.n, g.mx, g.eps, rtol, 0.0, eps_in=g.ex),
+                           _Whitener(g.cyy, g.n, g.my, g.eps, rtol, 0.0, eps_in=g.ey), 0.0)
         vx, lx = _top_directions(g.cxx, keep, g.eps, rtol)
         vy, ly = _top_directions(g.cyy, keep, g.eps, rtol)
         red = _Grams(g.n, np.diag(lx), np.diag(ly), vx.T @ g.cxy @ vy,

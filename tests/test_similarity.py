@@ -125,6 +125,10 @@ def test_float32_products_close_to_float64():
     x, y = related(n=3000, px=40, py=30)
     np.testing.assert_allclose(cca(x, y, dtype=torch.float32), cca(x, y), atol=1e-5)
     np.testing.assert_allclose(cca(x.astype(np.float32), y.astype(np.float32), dtype="float32"), cca(x, y), atol=1e-4)
+    # neurons of very different scales (and an offset) are all kept: CCA is scale invariant
+    xs = x * np.geomspace(1e-4, 1e4, x.shape[1]) + 1e3
+    np.testing.assert_allclose(cca(xs, y, dtype=torch.float32), cca(x, y), atol=1e-5)
+    np.testing.assert_allclose(cca(xs, y), cca(x, y), atol=1e-9)
 
 
 def test_large_mean_offset_keeps_precision():
