@@ -6,7 +6,7 @@ Layer names are those of ``model.named_modules()``. ``resolve_layers(model, "aut
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -92,14 +92,17 @@ def _model_device(model: nn.Module) -> torch.device:
 
 def capture(model: nn.Module, x: torch.Tensor, layers: Union[str, Iterable[str]] = "auto",
             batch_size: int = 256, device: Union[str, torch.device, None] = None,
-            as_numpy: bool = False) -> dict[str, Any]:
+            as_numpy: bool = False, transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+            ) -> dict[str, Any]:
     """Outputs of the named layers for the inputs ``x``, as float32, one entry per layer
     (samples first, the layer's own shape after), in the order of ``layers``.
 
     Runs in eval mode (the model's mode is restored afterwards), under ``torch.no_grad()``, in
     batches of ``batch_size``. Results are gathered on ``device`` (default: the model's device;
     "cpu" to move them off the accelerator); ``as_numpy=True`` returns numpy arrays (on CPU).
-    A layer returning a tuple contributes its first element.
+    A layer returning a tuple contributes its first element. ``transform`` (per sample, e.g.
+    ``lambda t: flatten_conv(t, "mean")``) is applied to each batch's output before it is kept,
+    so that large convolutional maps need not be held whole.
     """
     names = resolve_layers(model, layers if isinstance(layers, str) else list(layers))
     mods = dict(model.named_modules())
@@ -111,7 +114,10 @@ def capture(model: nn.Module, x: torch.Tensor, layers: Union[str, Iterable[str]]
         def fn(_m, _i, out):
             if isinstance(out, (tuple, list)):
                 out = out[0]
-            chunks[name].append(out.detach().to(device=out_dev, dtype=torch.float32))
+            out = out.detach()
+            if transform is not None:
+                out = transform(out)
+            chunks[name].append(out.to(device=out_dev, dtype=torch.float32))
         return fn
 
     handles = [mods[n].register_forward_hook(hook(n)) for n in names]

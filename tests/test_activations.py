@@ -93,3 +93,12 @@ def test_probe_indices_fixed_by_seed():
     np.testing.assert_array_equal(a, probe_indices(1000, 100, seed=3))
     assert not np.array_equal(a, probe_indices(1000, 100, seed=4))
     np.testing.assert_array_equal(probe_indices(50, 100, seed=0), np.arange(50))
+
+
+def test_transform_applied_per_batch():
+    m = model()
+    x = torch.randn(40, 1, 6, 6)
+    full = capture(m, x, ["1"], batch_size=7)["1"]
+    pooled = capture(m, x, ["1"], batch_size=7, transform=lambda t: t.mean(dim=(2, 3)))["1"]
+    assert pooled.shape == (40, 4)
+    torch.testing.assert_close(pooled, full.mean(dim=(2, 3)))

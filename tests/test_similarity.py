@@ -309,3 +309,17 @@ def test_similarity_dispatch_by_preset_name():
     with pytest.raises(SimilarityError) as e:
         similarity(x, y, "rsa")
     assert e.value.key == "probes.cca.method"
+
+
+def test_torch_gram_path_matches_numpy_path():
+    # the path CUDA tensors take, run here on CPU tensors
+    from heur.core import similarity as S
+
+    x, y = related()
+    for dt, tol in ((np.dtype(np.float64), 1e-9), (np.dtype(np.float32), 1e-3)):
+        gt = S._grams_torch(torch.from_numpy(x), torch.from_numpy(y), dt, True)
+        gn = S._grams_numpy(x, y, dt, True)
+        for a, b in ((gt.cxx, gn.cxx), (gt.cyy, gn.cyy), (gt.cxy, gn.cxy)):
+            np.testing.assert_allclose(a, b, rtol=tol, atol=tol * np.abs(b).max())
+        m, _, _ = S._whitened_cross(gt, None, 0.0)
+        np.testing.assert_allclose(S._rhos_only(m), textbook_cca(x, y), atol=1e-8 if tol < 1e-6 else 1e-5)
