@@ -49,6 +49,9 @@ def timed_side_by_side(fns: dict, repeats: int):
     cpu = {k: [] for k in fns}
     for _ in range(repeats):
         for k, f in fns.items():
+            # numpy and scipy each bundle an OpenBLAS whose idle workers spin for a while after a
+            # call: let the previous method's threads go to sleep so they do not steal the cores
+            time.sleep(0.3)
             c0, t0 = time.process_time(), time.perf_counter()
             f()
             wall[k].append(time.perf_counter() - t0)

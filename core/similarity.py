@@ -269,18 +269,49 @@ def _grams_numpy(x: np.ndarray, y: np.ndarray, dt: np.dtype, cross: bool) -> _Gr
     my = y.mean(axis=0, dtype=np.float64)
     if x.dtype == dt and y.dtype == dt:
         # read the data once, no copy: centre on the Grams
-        cxx = _rank1_update((x.T @ x).astype(np.float64, copy=False), -n, mx, mx)
-        cyy = _rank1_update((y.T @ y).astype(np.float64, copy=False), -n, my, my)
+        cxx = _rank1_update(_gram(x), -n, mx, mx)
+        cyy = _rank1_update(_gram(y), -n, my, my)
         if _centring_ok(cxx, mx, n, dt) and _centring_ok(cyy, my, n, dt):
             cxy = None
             if cross:
-                cxy = _rank1_update((x.T @ y).astype(np.float64, copy=False), -n, mx, my)
+                cxy = _rank1_update(_gram(x, y), -n, mx, my)
             return _Grams(n, cxx, cyy, cxy, mx, my, eps)
     xc, yc = _center_cast(x, mx, dt), _center_cast(y, my, dt)
-    cxx = (xc.T @ xc).astype(np.float64, copy=False)
-    cyy = (yc.T @ yc).astype(np.float64, copy=False)
-    cxy = (xc.T @ yc).astype(np.float64, copy=False) if cross else None
+    cxx, cyy = _gram(xc), _gram(yc)
+    cxy = _gram(xc, yc) if cross else None
     return _Grams(n, cxx, cyy, cxy, mx, my, eps)
+
+
+def _fview(a: np.ndarray) -> tuple[np.ndarray, bool]:
+    """A Fortran-ordered view of a (n × p) and whether it is transposed: (aᵀ, True) for C order."""
+    if a.flags.f_contiguous:
+        return a, False
+    return np.ascontiguousarray(a).T, True
+
+
+def _gram(a: np.ndarray, b: Optional[np.ndarray] = None) -> np.ndarray:
+    """aᵀa (symmetric, via syrk) or aᵀb (gemm) as a C-ordered float64 array.
+
+    Called through scipy's BLAS, the same library that does the small solves afterwards: numpy
+    and scipy each bundle their own OpenBLAS, and alternating between the two thread pools makes
+    each wait on the other's spinning threads (3x slower end to end on 2 busy cores).
+    """
+    blas = sla.blas
+    if a.dtype == np.float32:
+        syrk, gemm = blas.ssyrk, blas.sgemm
+    else:
+        syrk, gemm = blas.dsyrk, blas.dgemm
+    fa, ta = _fview(a)
+    if b is None:
+        # ta: fa = aᵀ (p × n) and fa·faᵀ = aᵀa (trans=0); else fa = a and faᵀ·fa (trans=1)
+        c = syrk(1.0, fa, trans=0 if ta else 1, lower=1).T  # C-ordered, upper triangle filled
+        c = c.astype(np.float64, copy=False)
+        il = np.tril_indices(c.shape[0], -1)
+        c[il] = c.T[il]
+        return c
+    fb, tb = _fview(b)
+    c = gemm(1.0, fa, fb, trans_a=0 if ta else 1, trans_b=1 if tb else 0)  # aᵀb, Fortran-ordered
+    return np.ascontiguousarray(c, dtype=np.float64)
 
 
 def _rank1_update(g: np.ndarray, alpha: float, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -404,8 +435,10 @@ def _rhos_only(m: np.ndarray) -> np.ndarray:
     if k <= 64:
         s = np.linalg.svd(m, compute_uv=False)
     else:
-        g = m.T @ m if m.shape[1] <= m.shape[0] else m @ m.T
-        lam = sla.eigh(g, eigvals_only=True, driver="evr", check_finite=False)
+        # the smaller Gram of M, lower triangle only (all eigh reads), through scipy's BLAS
+        fm, tm = _fview(m)
+        g = sla.blas.dsyrk(1.0, fm, trans=int((m.shape[1] <= m.shape[0]) != tm), lower=1)
+        lam = sla.eigh(g, eigvals_only=True, lower=True, driver="evr", check_finite=False)
         s = np.sqrt(np.clip(lam[::-1], 0.0, None))
     return np.clip(s[:k], 0.0, 1.0)
 
