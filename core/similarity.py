@@ -9,9 +9,11 @@ further step on those small (features × features) matrices in float64. The big 
 whole cost; nothing of size (n × n) is ever formed. Where the Gram dtype equals the input dtype,
 centring is done on the Grams (XᵀX − n·μμᵀ) so that the data are read once and never copied; a
 column whose mean dwarfs its spread (where that correction would lose digits) makes the Grams be
-recomputed from explicitly centred data. On CPU the products run in numpy (OpenBLAS, about twice as
-fast as torch's bundled MKL for float64 here, and faster in float32 too); CUDA tensors stay on
-their device and only the small Grams come back to the host.
+recomputed from explicitly centred data. On CPU every BLAS call (the products included) goes
+through scipy's OpenBLAS: numpy bundles a second OpenBLAS, and alternating between the two thread
+pools makes each wait on the other's spinning workers; torch's bundled MKL runs these float64
+products about 2x slower than OpenBLAS here and is not used on CPU. CUDA tensors stay on their
+device and only the small Grams come back to the host.
 
 Return types: :func:`cca` returns a 1-D float64 numpy array (always numpy, whatever the input);
 :func:`svcca`, :func:`pwcca`, :func:`linear_cka` return Python floats.
