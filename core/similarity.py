@@ -366,12 +366,14 @@ class _Whitener:
             return
         lfac, info = sla.lapack.dpotrf(r.T, lower=1, clean=1)  # r symmetric: its F-ordered view
         if info == 0:
-            rc, _ = sla.lapack.dtrcon(lfac, norm="1", uplo="L", diag="N")
-            if rc * rc > self.rtol:
+            # reciprocal 1-norm condition of R from its factor; cond_2 ≤ p·cond_1, so accepting
+            # rcond_1 > rtol keeps λ_min/λ_max above rtol/p (the eigh path's cut is rtol)
+            rc, _ = sla.lapack.dpocon(lfac, float(np.abs(r).sum(axis=0).max()), uplo="L")
+            if rc > self.rtol:
                 self.chol = lfac
                 self.rank = p
                 return
-        lam, v = np.linalg.eigh(r)
+        lam, v = sla.eigh(r, check_finite=False)
         ok = lam > self.rtol * lam[-1]
         self.lam = lam[ok][::-1]
         self.vecs = v[:, ok][:, ::-1]
@@ -489,7 +491,7 @@ def svcca(x: Any, y: Any, keep: float = 0.99, *, dtype: Any = None, epsilon: flo
 
 
 def _top_directions(c: np.ndarray, keep: float, eps: float, rtol: Optional[float]):
-    lam, v = np.linalg.eigh(c)
+    lam, v = sla.eigh(c, check_finite=False)
     lam, v = lam[::-1], v[:, ::-1]
     tol = (c.shape[0] * eps if rtol is None else rtol) * max(lam[0], 0.0)
     lam = np.where(lam > tol, lam, 0.0)
@@ -509,7 +511,7 @@ def pwcca(x: Any, y: Any, *, dtype: Any = None, epsilon: float = 0.0, rtol: Opti
     def one(a, b):
         g = _grams(a, b, dtype)
         m, wx, _ = _whitened_cross(g, rtol, epsilon)
-        u, s, _ = np.linalg.svd(m, full_matrices=False)
+        u, s, _ = sla.svd(m, full_matrices=False, check_finite=False)
         k = min(m.shape)
         rho = np.clip(s[:k], 0.0, 1.0)
         # X_cᵀ h_i = C_xx a_i = D R_xx W u_i (D: neuron scales, R: correlation matrix)
