@@ -437,7 +437,7 @@ def _rhos_only(m: np.ndarray) -> np.ndarray:
     """Singular values of M, descending, via the eigenvalues of the smaller of MᵀM, MMᵀ."""
     k = min(m.shape)
     if k <= 64:
-        s = np.linalg.svd(m, compute_uv=False)
+        s = sla.svd(m, compute_uv=False, check_finite=False)
     else:
         # the smaller Gram of M, lower triangle only (all eigh reads), through scipy's BLAS
         fm, tm = _fview(m)
@@ -471,7 +471,8 @@ def svcca(x: Any, y: Any, keep: float = 0.99, *, dtype: Any = None, epsilon: flo
           rtol: Optional[float] = None, conv: str = "mean") -> float:
     """SVCCA (Raghu et al. 2017): mean of all canonical correlations between the top singular
     directions of each side's centred data that explain at least ``keep`` of the variance (sum of
-    squared singular values). The samples-per-neuron check applies to the kept directions."""
+    squared singular values). The samples check applies to the neurons themselves: the SVD step
+    cannot make up for too few samples."""
     if not 0 < keep <= 1:
         raise SimilarityError(f"keep: expected a fraction in (0, 1], got {keep}", key=None)
 
