@@ -380,9 +380,16 @@ class _Whitener:
         self.rank = int(ok.sum())
 
     def whiten(self, b: np.ndarray) -> np.ndarray:
-        """Wᵀ B where B has one row per kept neuron (already divided by the neuron scales)."""
+        """Wᵀ B where B has one row per kept neuron (already divided by the neuron scales).
+        B may be overwritten."""
         if self.chol is not None:
-            return sla.solve_triangular(self.chol, b, lower=True, check_finite=False)
+            # BLAS trsm straight on b's memory (LAPACK's trtrs via solve_triangular copies and
+            # checks, at twice the cost); b is overwritten
+            if b.flags.f_contiguous:
+                return sla.blas.dtrsm(1.0, self.chol, b, lower=1, overwrite_b=1)
+            # C order: solve on the transpose, X Lᵀ = bᵀ, i.e. X = (L⁻¹ b)ᵀ
+            bt = np.ascontiguousarray(b).T
+            return sla.blas.dtrsm(1.0, self.chol, bt, side=1, lower=1, trans_a=1, overwrite_b=1).T
         return (self.vecs.T @ b) / np.sqrt(self.lam)[:, None]
 
     def colour(self, u: np.ndarray) -> np.ndarray:
