@@ -1,6 +1,6 @@
 """heur's training loop against plain PyTorch loops on the same model, data and batch size.
 
-    python bench/train_throughput.py [--steps 1500] [--batch 128] [--model cnn] [--repeats 3] [--device auto]
+    python bench/train_throughput.py [--steps 1500] [--batch 128] [--model cnn] [--repeats 3] [--device auto] [--threads N]
 
 Prints samples/s (median of the repeats) for
   - plain:      a hand-written loop over torch.utils.data.DataLoader(TensorDataset, shuffle=True)
@@ -129,7 +129,10 @@ def main() -> int:
     ap.add_argument("--model", default="cnn")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     results: dict[str, list[float]] = {"plain": [], "plain-idx": [], "heur": [], "heur-nolog": []}
     for _ in range(args.repeats):  # interleaved, so drift hits every contender alike
         results["plain"].append(plain_loop(args, True))
