@@ -109,5 +109,8 @@ def _plot(it: dict[str, Any], con: Any) -> None:
     plt.xlabel("t")
     plt.title("loss along the straight path A -> B")
     plt.plotsize(min(80, max(40, con.width - 2)), 18)
-    plt.theme("clear")
-    con.print(plt.build(), markup=False, highlight=False)
+    if not con.is_terminal:
+        plt.theme("clear")
+    from rich.text import Text
+
+    con.print(Text.from_ansi(plt.build()), no_wrap=True, overflow="ignore", crop=False)
