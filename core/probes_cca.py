@@ -20,7 +20,7 @@ against: "final" (``values``: each layer at the first snapshot vs the final one;
   layers (for the digits CNN: fc1, out) over the snapshots in (0, E/2], E the last epoch;
 - ``cca_shallow_early``: the same for the shallower half (conv1, conv2);
 - ``cca_deep_settle``: the first epoch from which the deeper half's mean similarity to final
-  stays >= 0.9 until the end (a late value = the deep layers kept changing).
+  stays >= 0.9 until the end (the last epoch itself = they never settled before the end).
 
 A value that cannot be computed (constant or non-finite activations) is null. The probe's
 state (snapshot list, live values) is plain values; the activations live on disk, so a resumed

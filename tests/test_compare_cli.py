@@ -119,20 +119,36 @@ def test_rich_output(ckpts):
         assert s in p.stdout
 
 
+def _invoke(*args):
+    from typer.testing import CliRunner
+
+    from heur.cli.main import app
+
+    try:
+        runner = CliRunner(mix_stderr=False)
+    except TypeError:  # click >= 8.2 keeps stderr apart already
+        runner = CliRunner()
+    return runner.invoke(app, ["compare", *map(str, args)])
+
+
 def test_bad_inputs_exit_2_with_one_line(ckpts):
     root, ck, _ = ckpts
     (root / "notes.txt").write_text("hello")
     torch.save({"weights": torch.zeros(2)}, root / "other.pt")
-    cases = [
-        ([str(root / "missing.pt"), str(ck["a"])], "no such checkpoint"),
-        ([str(root / "notes.txt"), str(ck["a"])], "not a loadable checkpoint"),
-        ([str(ck["a"]), str(root / "other.pt")], "not a heur checkpoint"),
-        ([str(ck["a"]), str(ck["vec"])], "different shapes"),
-        ([str(ck["a"]), str(ck["b"]), "--layers", "fc9"], "fc9"),
+    p = heur("compare", str(root / "missing.pt"), str(ck["a"]))  # one real process
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.strip().splitlines() == [f"heur: error: {root / 'missing.pt'}: no such checkpoint file"]
+    cases = [  # the rest in this process
+        ([root / "notes.txt", ck["a"]], "not a loadable checkpoint"),
+        ([ck["a"], root / "other.pt"], "not a heur checkpoint"),
+        ([ck["a"], ck["vec"]], "different shapes"),
+        ([ck["a"], ck["b"], "--layers", "fc9"], "unknown layer 'fc9'"),
+        ([ck["a"], ck["b"], "--points", "1"], "--points"),
+        ([ck["a"], ck["b"], "--data", "synthetic", "--json"], "--data: data 'synthetic' has inputs of shape (32,)"),
     ]
     for args, msg in cases:
-        p = heur("compare", *args)
-        assert p.returncode == 2, (args, p.stderr)
-        lines = p.stderr.strip().splitlines()
-        assert len(lines) == 1 and msg in lines[0] and lines[0].startswith("heur: error:"), p.stderr
-        assert p.stdout == ""
+        res = _invoke(*args)
+        assert res.exit_code == 2, (args, res.stderr)
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and msg in lines[0] and lines[0].startswith("heur: error:"), res.stderr
+        assert res.stdout == ""
