@@ -1,5 +1,116 @@
-"""`heur compare` (not written yet)."""
+"""`heur compare CKPT_A CKPT_B`: layer similarity of two trained networks and the straight path
+between them (thin: the work is ``heur.core.compare.compare``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from .common import fmt
+from .errors import exits_on_config_error
 
 
-def register(app) -> None:
-    pass
+def register(app: typer.Typer) -> None:
+    @app.command("compare")
+    @exits_on_config_error
+    def compare(
+        ckpt_a: Path = typer.Argument(..., metavar="CKPT_A", help="A checkpoint (e.g. runs/<exp>/<run>/checkpoints/final.pt)."),
+        ckpt_b: Path = typer.Argument(..., metavar="CKPT_B", help="Another checkpoint."),
+        data: Optional[str] = typer.Option(None, "--data", help="Dataset for the probe set and the path (default: A's)."),
+        layers: Optional[list[str]] = typer.Option(None, "--layers", "-l",
+                                                   help="Layer name (repeat; default: the models' blocks)."),
+        points: int = typer.Option(11, "--points", "-n", help="Points t in [0, 1] on the straight path."),
+        samples: int = typer.Option(1000, "--samples", help="Test inputs in the probe set (at most)."),
+        conv: str = typer.Option("mean", "--conv", help="Conv maps: mean | flatten | dft."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON document and nothing else."),
+        device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N | mps | auto."),
+    ) -> None:
+        """Per-layer SVCCA / PWCCA / CKA of two networks and the loss along the straight line between them."""
+        from heur.core.compare import compare as run_compare
+        from heur.core.errors import ConfigError
+        from heur.core.train import resolve_device
+
+        if conv not in ("mean", "flatten", "dft"):
+            raise ConfigError(f"expected mean, flatten or dft, got {conv!r}", key="--conv")
+        if samples < 1:
+            raise ConfigError(f"expected a positive number, got {samples}", key="--samples")
+        doc = run_compare(ckpt_a, ckpt_b, data=data, layers=layers or None, points=points, samples=samples,
+                          conv=conv, device=resolve_device(device))
+        if as_json:
+            print(json.dumps(_clean(doc), allow_nan=False, indent=1))
+            return
+        _print(doc)
+
+
+def _clean(v: Any) -> Any:
+    from heur.core.events import sanitize
+
+    return sanitize(v)
+
+
+def _print(doc: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    t = Table(title="models")
+    for c in ("", "checkpoint", "model", "epoch", "params", "train loss", "train acc", "test loss", "test acc"):
+        t.add_column(c)
+    for k in ("a", "b"):
+        m, e = doc[k], doc[k]["eval"]
+        t.add_row(k.upper(), m["path"], m["model"], fmt(m["epoch"]), str(m["params"]), fmt(e["train_loss"]),
+                  fmt(e["train_accuracy"]), fmt(e["test_loss"]), fmt(e["test_accuracy"]))
+    con.print(t)
+    sub = f"{doc['samples']} {doc['probe_split']} inputs of {doc['data']}, conv maps: {doc['conv']}"
+    if doc["layers"] is not None:
+        t = Table(title="layer similarity, A vs B", caption=sub)
+        for c in ("layer", "SVCCA", "PWCCA", "CKA"):
+            t.add_column(c, justify="right" if c != "layer" else "left")
+        for r in doc["layers"]:
+            t.add_row(r["layer"], fmt(r["svcca"], 3), fmt(r["pwcca"], 3), fmt(r["cka"], 3))
+        con.print(t)
+    else:
+        mx = doc["matrix"]
+        for method in ("svcca", "pwcca", "cka"):
+            t = Table(title=f"{method.upper()}: layers of A (rows) vs layers of B (columns)", caption=sub)
+            t.add_column("A \\ B")
+            for q in mx["layers_b"]:
+                t.add_column(q, justify="right")
+            for p, row in zip(mx["layers_a"], mx[method]):
+                t.add_row(p, *[fmt(v, 3) for v in row])
+            con.print(t)
+    it = doc["interpolation"]
+    if it is not None:
+        t = Table(title="linear path (1-t)·A + t·B" + (", BN statistics recomputed" if it["bn_recomputed"] else ""))
+        for c in ("t", "train loss", "train acc", "test loss", "test acc"):
+            t.add_column(c, justify="right")
+        for i, tv in enumerate(it["t"]):
+            t.add_row(f"{tv:.3g}", fmt(it["train_loss"][i]), fmt(it["train_accuracy"][i]),
+                      fmt(it["test_loss"][i]), fmt(it["test_accuracy"][i]))
+        con.print(t)
+        con.print(f"barrier: train loss {fmt(it['barrier_train_loss'])}, test loss {fmt(it['barrier_test_loss'])}"
+                  "  (max height of the path above the chord between its ends)")
+        _plot(it, con)
+    for n in doc["notes"]:
+        con.print(f"[dim]note: {n}[/]")
+
+
+def _plot(it: dict[str, Any], con: Any) -> None:
+    try:
+        import plotext as plt
+    except ImportError:  # the table says it all
+        return
+    plt.clear_figure()
+    plt.plot(it["t"], it["train_loss"], label="train loss", marker="dot")
+    plt.plot(it["t"], it["test_loss"], label="test loss", marker="dot")
+    plt.xlabel("t")
+    plt.title("loss along the straight path A -> B")
+    plt.plotsize(min(80, max(40, con.width - 2)), 18)
+    if not con.is_terminal:
+        plt.theme("clear")
+    from rich.text import Text
+
+    con.print(Text.from_ansi(plt.build()), no_wrap=True, overflow="ignore", crop=False)

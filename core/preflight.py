@@ -14,6 +14,7 @@ from .errors import ConfigError
 
 
 def check_run(cfg: Any) -> None:
+    from .probes_cca import check_cca
     from .probes_curvature import check_probes
     from .schedules import validate_schedule
 
@@ -25,6 +26,7 @@ def check_run(cfg: Any) -> None:
                               key="model.name")
     check_available(cfg.data)
     check_probes(cfg)
+    check_cca(cfg)
     validate_schedule(cfg)
 
 

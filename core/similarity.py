@@ -333,6 +333,27 @@ def _centring_ok(c: np.ndarray, m: np.ndarray, n: int, dt: np.dtype) -> bool:
 # --------------------------------------------------------------------------- whitening
 
 
+def _constant(d2: np.ndarray, n: int, mean: np.ndarray, eps: float) -> np.ndarray:
+    """Mask of the constant neurons, from the diagonal of the centred Gram: no spread, or spread
+    at the rounding level of the mean (the Gram products are accurate relative to each column's
+    own scale, so small neurons beside large ones stay)."""
+    std = np.sqrt(np.maximum(d2, 0.0) / n)
+    return (d2 <= np.finfo(np.float64).tiny) | (std <= 64 * eps * np.abs(mean))
+
+
+@dataclass
+class _Kept:
+    """What the samples check reads of a side, without factorising it: the non-constant
+    neurons (``rank`` > 0 exactly when there is one)."""
+    keep: np.ndarray
+    rank: int
+
+
+def _kept(c: np.ndarray, n: int, mean: np.ndarray, eps: float) -> _Kept:
+    keep = np.flatnonzero(~_constant(np.diag(c), n, mean, eps))
+    return _Kept(keep, len(keep))
+
+
 class _Whitener:
     """A whitening of one side's correlation matrix R (constant neurons dropped).
 
@@ -342,10 +363,7 @@ class _Whitener:
     def __init__(self, c: np.ndarray, n: int, mean: np.ndarray, eps: float, rtol: Optional[float], epsilon: float,
                  own: bool = False, eps_in: Optional[float] = None):
         d2 = np.diag(c).copy()
-        std = np.sqrt(np.maximum(d2, 0.0) / n)
-        # constant: no spread, or spread at the rounding level of the mean (the Gram products are
-        # accurate relative to each column's own scale, so small neurons beside large ones stay)
-        const = (d2 <= np.finfo(np.float64).tiny) | (std <= 64 * (eps if eps_in is None else eps_in) * np.abs(mean))
+        const = _constant(d2, n, mean, eps if eps_in is None else eps_in)
         self.all = not const.any()
         self.keep = np.flatnonzero(~const)
         d = np.sqrt(d2[self.keep])
@@ -486,8 +504,7 @@ def svcca(x: Any, y: Any, keep: float = 0.99, *, dtype: Any = None, epsilon: flo
     def one(a, b):
         g = _grams(a, b, dtype)
         if epsilon <= 0:  # the SVD step cannot make up for too few samples
-            _check_samples(g.n, _Whitener(g.cxx, g.n, g.mx, g.eps, rtol, 0.0, eps_in=g.ex),
-                           _Whitener(g.cyy, g.n, g.my, g.eps, rtol, 0.0, eps_in=g.ey), 0.0)
+            _check_samples(g.n, _kept(g.cxx, g.n, g.mx, g.ex), _kept(g.cyy, g.n, g.my, g.ey), 0.0)
         vx, lx = _top_directions(g.cxx, keep, g.eps, rtol)
         vy, ly = _top_directions(g.cyy, keep, g.eps, rtol)
         red = _Grams(g.n, np.diag(lx), np.diag(ly), vx.T @ g.cxy @ vy,
@@ -499,7 +516,7 @@ def svcca(x: Any, y: Any, keep: float = 0.99, *, dtype: Any = None, epsilon: flo
 
 
 def _top_directions(c: np.ndarray, keep: float, eps: float, rtol: Optional[float]):
-    lam, v = sla.eigh(c, check_finite=False)
+    lam, v = sla.eigh(c, check_finite=False, driver="evd")  # divide and conquer: all pairs, fastest
     lam, v = lam[::-1], v[:, ::-1]
     tol = (c.shape[0] * eps if rtol is None else rtol) * max(lam[0], 0.0)
     lam = np.where(lam > tol, lam, 0.0)

@@ -1,0 +1,202 @@
+"""Compare two trained networks: layer similarity (SVCCA, PWCCA, linear CKA) and the straight path.
+
+``compare(path_a, path_b, ...)`` rebuilds both models from their checkpoints (``weights_only``
+loads), evaluates each on its own, captures the layers' outputs on one probe set — up to
+``samples`` test inputs chosen by ``seed`` (data from A's config, or ``data`` names another
+dataset with the same input shape) — and returns one plain dict (JSON-ready):
+
+- same architecture (identical parameter names and shapes): ``layers``: one row per layer
+  {layer, svcca, pwcca, cka} (layer i of A vs layer i of B), and ``interpolation``: train/test
+  loss and accuracy at ``points`` values of t in [0, 1] along (1 − t)·w_A + t·w_B, batch-norm
+  statistics recomputed at every point (``core.connectivity.linear_path``), with the loss
+  barriers (max height of the path above the chord between its endpoints);
+- B's numbers are on the same data as A's: where B was trained on another split (digits and the
+  synthetic sets split by seed) ``notes`` says so;
+- different architectures (e.g. teacher vs student): ``matrix``: {layers_a, layers_b, svcca,
+  pwcca, cka} — every layer of A against every layer of B — and no interpolation.
+
+A similarity that cannot be computed (too few samples for a layer's neurons, a constant layer)
+is None and the reason is kept in ``notes``. Missing files, non-checkpoints and inputs of
+different shapes raise ConfigError.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from .errors import ConfigError
+
+__all__ = ["compare", "DEFAULT_POINTS", "DEFAULT_SAMPLES"]
+
+DEFAULT_POINTS = 11
+DEFAULT_SAMPLES = 1000
+_METHODS = ("svcca", "pwcca", "cka")
+_SEEDED_SPLITS = ("digits", "synthetic", "teacher_student")
+
+
+def _load(path: Path | str, device: Any):
+    from .config import validate_run
+    from .models import build_model
+    from .runs import load_checkpoint
+
+    ck = load_checkpoint(path)
+    for k in ("model", "config", "input_shape", "num_outputs"):
+        if k not in ck:
+            raise ConfigError(f"checkpoint has no {k!r} entry", file=str(path))
+    cfg = validate_run(ck["config"], str(path))
+    shape, n_out = tuple(int(s) for s in ck["input_shape"]), int(ck["num_outputs"])
+
+    def build():
+        return build_model(cfg, shape, n_out).to(device)
+
+    model = build()
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise ConfigError(f"weights do not fit the model of its config: {first[-1].strip() if first else e}",
+                          file=str(path)) from None
+    model.eval()
+    return {"path": str(path), "ck": ck, "cfg": cfg, "shape": shape, "num_outputs": n_out,
+            "model": model, "build": build}
+
+
+def _same_architecture(sd_a: dict, sd_b: dict) -> bool:
+    if sd_a.keys() != sd_b.keys():
+        return False
+    return all(getattr(sd_a[k], "shape", None) == getattr(sd_b[k], "shape", None) for k in sd_a)
+
+
+def _data_for(a: dict, data: Optional[str], device: Any):
+    from .config import validate_run
+    from .data import load_data
+
+    cfg = a["cfg"]
+    if data:
+        raw = cfg.to_dict()
+        raw["data"] = {**raw.get("data", {}), "name": data}
+        cfg = validate_run(raw, "--data")
+    bundle = load_data(cfg, device)
+    if tuple(bundle.input_shape) != a["shape"]:
+        raise ConfigError(f"data {bundle.name!r} has inputs of shape {tuple(bundle.input_shape)}, the models "
+                          f"take {a['shape']}", key="--data")
+    if bundle.num_outputs != a["num_outputs"]:
+        raise ConfigError(f"data {bundle.name!r} has {bundle.num_outputs} outputs, model A has {a['num_outputs']}",
+                          key="--data")
+    return bundle, cfg
+
+
+def _sim(x: Any, y: Any, method: str, conv: str, notes: list[str], label: str) -> Optional[float]:
+    from .similarity import similarity
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            v = similarity(x, y, method, conv=conv)
+        for w in caught:
+            msg = f"{label} {method}: {w.message}"
+            if msg not in notes:
+                notes.append(msg)
+    except (ConfigError, ValueError, np.linalg.LinAlgError) as e:
+        notes.append(f"{label} {method}: {e.message if isinstance(e, ConfigError) else e}")
+        return None
+    return float(v) if np.isfinite(v) else None
+
+
+def _eval_row(model: Any, bundle: Any, loss_fn: Any, batch: int) -> dict[str, Any]:
+    from .connectivity import evaluate
+
+    trl, tra = evaluate(model, bundle.x_train, bundle.y_train, loss_fn, batch, bundle.task)
+    tel, tea = evaluate(model, bundle.x_test, bundle.y_test, loss_fn, batch, bundle.task)
+    return {"train_loss": trl, "train_accuracy": tra, "test_loss": tel, "test_accuracy": tea}
+
+
+def compare(path_a: Path | str, path_b: Path | str, data: Optional[str] = None,
+            layers: Optional[Sequence[str]] = None, points: int = DEFAULT_POINTS,
+            samples: int = DEFAULT_SAMPLES, conv: str = "mean", device: Any = "cpu",
+            seed: int = 0, batch_size: int = 512) -> dict[str, Any]:
+    """See the module doc. ``layers``: names present in both models (default: each model's
+    ``heur_blocks``); ``points`` >= 2 values of t (0 and 1 included)."""
+    import torch
+
+    from .activations import capture, probe_indices, resolve_layers
+    from .connectivity import barrier, linear_path
+    from .train import make_loss
+
+    if points < 2:
+        raise ConfigError(f"expected at least 2 points, got {points}", key="--points")
+    device = torch.device(device)
+    a, b = _load(path_a, device), _load(path_b, device)
+    if a["shape"] != b["shape"]:
+        raise ConfigError(f"the models take inputs of different shapes: {a['shape']} (A) vs {b['shape']} (B)",
+                          key="CKPT_B")
+    bundle, data_cfg = _data_for(a, data, device)
+    loss_fn = make_loss(a["cfg"].train, bundle.task, bundle.num_outputs)
+    notes: list[str] = []
+    cb = b["cfg"]
+    if cb.data.model_dump() != data_cfg.data.model_dump() or (
+            cb.seed != data_cfg.seed and data_cfg.data.name in _SEEDED_SPLITS):
+        notes.append(f"B was trained on other data than {data_cfg.data.name!r} with seed {data_cfg.seed} "
+                     "(the split of digits/synthetic sets follows the seed): every number here, B's too, "
+                     "is on that data")
+
+    sel = "auto" if not layers else list(layers)
+    try:
+        names_a = resolve_layers(a["model"], sel)
+        names_b = resolve_layers(b["model"], sel)
+    except ConfigError as e:
+        raise ConfigError(e.message, key="--layers") from None
+    idx = probe_indices(int(bundle.x_test.shape[0]), samples, seed)
+    x = bundle.x_test.index_select(0, torch.as_tensor(idx, device=bundle.x_test.device))
+    same = _same_architecture(a["ck"]["model"], b["ck"]["model"])
+    acts_a = capture(a["model"], x, names_a, batch_size=batch_size)
+    acts_b = capture(b["model"], x, names_b, batch_size=batch_size)
+
+    doc: dict[str, Any] = {
+        "a": _describe(a), "b": _describe(b),
+        "data": bundle.name, "samples": int(x.shape[0]), "probe_split": "test", "conv": conv,
+        "same_architecture": same,
+    }
+    doc["a"]["eval"] = _eval_row(a["model"], bundle, loss_fn, batch_size)
+    doc["b"]["eval"] = _eval_row(b["model"], bundle, loss_fn, batch_size)
+
+    if same and names_a == names_b:
+        doc["layers"] = [
+            {"layer": n, **{m: _sim(acts_a[n], acts_b[n], m, conv, notes, n) for m in _METHODS}}
+            for n in names_a
+        ]
+        doc["matrix"] = None
+    else:
+        doc["layers"] = None
+        doc["matrix"] = {"layers_a": names_a, "layers_b": names_b, **{
+            m: [[_sim(acts_a[p], acts_b[q], m, conv, notes, f"{p}~{q}") for q in names_b] for p in names_a]
+            for m in _METHODS}}
+
+    if same:
+        ts = [float(t) for t in np.linspace(0.0, 1.0, points)]
+        rows = linear_path(a["ck"]["model"], b["ck"]["model"], a["build"], bundle, ts, loss_fn, batch_size)
+        interp = {"t": ts}
+        for k_out, k_in in (("train_loss", "train_loss"), ("train_accuracy", "train_acc"),
+                            ("test_loss", "test_loss"), ("test_accuracy", "test_acc")):
+            interp[k_out] = [r[k_in] for r in rows]
+        interp["barrier_train_loss"] = barrier(ts, interp["train_loss"])
+        interp["barrier_test_loss"] = barrier(ts, interp["test_loss"])
+        interp["bn_recomputed"] = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                                      for m in a["model"].modules())
+        doc["interpolation"] = interp
+    else:
+        doc["interpolation"] = None
+        notes.append("different architectures: no interpolation")
+    doc["notes"] = notes
+    return doc
+
+
+def _describe(m: dict) -> dict[str, Any]:
+    ck, cfg = m["ck"], m["cfg"]
+    return {"path": m["path"], "name": cfg.name, "model": cfg.model.name, "data": cfg.data.name,
+            "step": ck.get("step"), "epoch": ck.get("epoch"),
+            "params": int(sum(p.numel() for p in m["model"].parameters()))}

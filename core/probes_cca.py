@@ -1,0 +1,355 @@
+"""The CCA probe: how each layer's representation moves during training (Gotmare et al. 2018).
+
+``[probes.cca]`` (every_epochs, samples, method svcca|pwcca|cka, layers "auto"|[names],
+conv mean|flatten|dft). At init and every ``every_epochs`` epochs (and always at the last step)
+the probe captures the outputs of the layers (``"auto"``: the model's ``heur_blocks``) on a fixed
+probe set — ``samples`` training inputs chosen by the run's seed, no augmentation, eval mode, no
+graph — rounds them to float16 and saves them in ``<run>/cca/epoch_<e>.npz`` (with conv =
+"mean" the pooled (N, C) maps, otherwise the whole maps). Each snapshot emits a live ``cca``
+event {layers, values, method, against: "previous", epoch_a, epoch_b}: each layer against
+itself at the previous snapshot.
+
+When the run has completed, ``on_end`` computes every layer at every snapshot against the same
+layer at the final one (the seed paper's warmup figure), writes ``<run>/cca.json``
+{layers, epochs, method, conv, samples, seconds, against_final, against_previous} (matrices
+layers × snapshots; ``against_previous[l][0]`` is null) and emits a ``cca`` event with
+against: "final" (``values``: each layer at the first snapshot vs the final one; ``matrix``,
+``epochs``). The result fields it returns (one row per run in the summary):
+
+- ``cca_deep_early``: mean similarity to the final representation of the deeper half of the
+  layers (for the digits CNN: fc1, out) over the snapshots in (0, E/2], E the last epoch;
+- ``cca_shallow_early``: the same for the shallower half (conv1, conv2);
+- ``cca_deep_settle``: the first epoch from which the deeper half's mean similarity to final
+  stays >= 0.9 until the end (the last epoch itself = they never settled before the end).
+
+A value that cannot be computed (constant or non-finite activations) is null. The probe's
+state (snapshot list, live values) is plain values; the activations live on disk, so a resumed
+run picks up where its checkpoint left off. ``check_cca(cfg)`` validates the layer names and the
+sample count before a run starts, on a model built on the meta device (no memory, no compute).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from .errors import ConfigError
+from .probes import Probe, TrainContext
+
+__all__ = ["CcaProbe", "check_cca", "snapshot_steps", "summary_fields", "SETTLE_THRESHOLD"]
+
+SETTLE_THRESHOLD = 0.9
+_DIR = "cca"
+_CONTROLLER: Any = None
+
+
+def single_thread_blas() -> Any:
+    """A context in which BLAS runs on one thread. The probe's matrices are small (hundreds of
+    samples × tens of neurons): there, a multi-threaded BLAS pool only spins against the training
+    loop's own threads (5x slower on a busy 2-core machine)."""
+    global _CONTROLLER
+    try:
+        if _CONTROLLER is None:
+            from threadpoolctl import ThreadpoolController
+
+            _CONTROLLER = ThreadpoolController()
+        return _CONTROLLER.limit(limits=1, user_api="blas")
+    except Exception:  # threadpoolctl missing or confused: run as is
+        return contextlib.nullcontext()
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez_compressed`` at zlib level 1 (half the time, the same size on float16
+    activations); readable by ``np.load``."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for k, a in arrays.items():
+            with zf.open(k + ".npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(a), allow_pickle=False)
+
+
+def snapshot_steps(every_epochs: float, steps_per_epoch: int, total_steps: int) -> list[int]:
+    """Steps after which a snapshot is taken: 0, round(k * every * spe) for k = 1, 2, ... below
+    ``total_steps``, and ``total_steps`` itself."""
+    out = [0]
+    k = 1
+    while True:
+        s = int(round(k * every_epochs * steps_per_epoch))
+        if s >= total_steps:
+            break
+        if s > out[-1]:
+            out.append(s)
+        k += 1
+    out.append(total_steps)
+    return out
+
+
+def _epoch_name(epoch: float) -> str:
+    e = round(epoch, 4)
+    return f"epoch_{int(e)}" if float(e).is_integer() else f"epoch_{e:g}"
+
+
+def _halves(layers: list[str]) -> tuple[list[int], list[int]]:
+    """(shallow, deep) layer indices: the first and the last floor(L/2) layers (at least one)."""
+    h = max(1, len(layers) // 2)
+    n = len(layers)
+    return list(range(h)), list(range(n - h, n))
+
+
+def _mean(vals: list[Optional[float]]) -> Optional[float]:
+    v = [x for x in vals if x is not None and math.isfinite(x)]
+    return float(np.mean(v)) if v else None
+
+
+def summary_fields(layers: list[str], epochs: list[float], against_final: list[list[Optional[float]]]
+                   ) -> dict[str, Any]:
+    """``cca_deep_early``, ``cca_shallow_early``, ``cca_deep_settle`` from the layer × snapshot
+    matrix of similarities to the final snapshot (see the module doc)."""
+    if not layers or len(epochs) < 2:
+        return {}
+    shallow, deep = _halves(layers)
+    last = epochs[-1]
+    early = [j for j, e in enumerate(epochs) if 0 < e <= last / 2 + 1e-9] or list(range(len(epochs) - 1))
+
+    def block_mean(rows: list[int], cols: list[int]) -> Optional[float]:
+        return _mean([against_final[i][j] for i in rows for j in cols])
+
+    settle = last
+    for j in range(len(epochs) - 1, -1, -1):
+        m = block_mean(deep, [j])
+        if m is None or m < SETTLE_THRESHOLD:
+            break
+        settle = epochs[j]
+    return {"cca_deep_early": block_mean(deep, early), "cca_shallow_early": block_mean(shallow, early),
+            "cca_deep_settle": float(settle)}
+
+
+# --------------------------------------------------------------------------- preflight
+
+
+def _data_shape(d: Any) -> Optional[tuple[tuple[int, ...], int]]:
+    if d.name == "digits":
+        return (1, 8, 8), 10
+    if d.name == "synthetic":
+        return (d.dim,), d.classes
+    if d.name == "teacher_student":
+        return (d.dim,), d.out_dim
+    return {"cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100),
+            "mnist": ((1, 28, 28), 10), "fashion_mnist": ((1, 28, 28), 10)}.get(d.name)
+
+
+def check_cca(cfg: Any) -> None:
+    """ConfigError before a run starts if ``[probes.cca]`` names unknown layers
+    (key probes.cca.layers) or has fewer samples than a layer has neurons for svcca/pwcca
+    (key probes.cca.samples). The model is built on the meta device: no memory, no compute."""
+    section = getattr(cfg.probes, "cca", None)
+    if section is None:
+        return
+    import torch
+
+    from .activations import resolve_layers
+    from .data import train_size
+    from .models import build_model
+
+    shape = _data_shape(cfg.data)
+    if shape is None:
+        return
+    input_shape, num_outputs = shape
+    with torch.device("meta"):
+        model = build_model(cfg, input_shape, num_outputs)
+    names = resolve_layers(model, section.layers)
+    if section.method == "cka":
+        return
+    n = min(section.samples, train_size(cfg.data))
+    shapes: dict[str, tuple[int, ...]] = {}
+    mods = dict(model.named_modules())
+
+    def hook(name: str):
+        def fn(_m, _i, out):
+            if isinstance(out, (tuple, list)):
+                out = out[0]
+            shapes.setdefault(name, tuple(out.shape[1:]))
+        return fn
+
+    handles = [mods[k].register_forward_hook(hook(k)) for k in names]
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.empty((2,) + tuple(input_shape), device="meta"))
+    except Exception:  # an exotic model that cannot run on meta: the names were checked, that's all
+        return
+    finally:
+        for h in handles:
+            h.remove()
+    for k in names:
+        s = shapes.get(k)
+        if not s:
+            continue
+        neurons = s[0]
+        spatial = int(np.prod(s[1:])) if len(s) > 1 else 1
+        rows = n * spatial if section.conv == "flatten" else 2 * n if section.conv == "dft" and len(s) > 1 else n
+        if rows - 1 < neurons:
+            raise ConfigError(
+                f"{section.method} of layer {k!r} ({neurons} neurons) needs more than {neurons} samples, "
+                f"the probe set has {rows} rows ({n} samples); raise samples or use method = \"cka\"",
+                key="probes.cca.samples")
+
+
+# --------------------------------------------------------------------------- the probe
+
+
+class CcaProbe(Probe):
+    name = "cca"
+
+    def __init__(self, cfg: Any):
+        super().__init__(cfg)
+        self.layers: list[str] = []
+        self.snapshots: list[dict[str, Any]] = []  # {"step", "epoch", "file"}
+        self.against_previous: list[list[Optional[float]]] = []  # per snapshot, per layer
+        self.seconds = 0.0
+        self._x = None
+        self._prev: Optional[dict[str, np.ndarray]] = None
+        self._due: list[int] = []
+
+    # ------------------------------------------------------------------ helpers
+    def _setup(self, ctx: TrainContext) -> None:
+        if self._x is not None:
+            return
+        import torch
+
+        from .activations import probe_indices, resolve_layers
+
+        data = ctx.data
+        idx = probe_indices(data.n_train, self.cfg.samples, ctx.cfg.seed)
+        self._x = data.x_train.index_select(0, torch.as_tensor(idx, device=data.x_train.device))
+        if not self.layers:
+            self.layers = resolve_layers(ctx.model, self.cfg.layers, example=self._x[:2])
+        last = self.snapshots[-1]["step"] if self.snapshots else -1
+        self._due = [s for s in snapshot_steps(self.cfg.every_epochs, ctx.steps_per_epoch, ctx.total_steps)
+                     if s > last]
+        if self.snapshots and self._prev is None:
+            self._prev = self._load(ctx.run_dir, self.snapshots[-1]["file"])
+
+    def _capture(self, ctx: TrainContext) -> dict[str, np.ndarray]:
+        from .activations import capture
+        from .similarity import flatten_conv
+
+        tf = (lambda t: flatten_conv(t, "mean")) if self.cfg.conv == "mean" else None
+        acts = capture(ctx.model, self._x, self.layers, batch_size=512, transform=tf)
+        return {k: v.to("cpu").half().numpy() for k, v in acts.items()}
+
+    def _save(self, run_dir: Path, name: str, acts: dict[str, np.ndarray], step: int, epoch: float) -> str:
+        d = Path(run_dir) / _DIR
+        d.mkdir(parents=True, exist_ok=True)
+        rel = f"{_DIR}/{name}.npz"
+        tmp = d / f".{name}.{os.getpid()}.tmp.npz"
+        arrays = {f"a{i}": acts[k] for i, k in enumerate(self.layers)}
+        save_npz(tmp, {"layers": np.array(self.layers), "step": np.array(step), "epoch": np.array(epoch), **arrays})
+        os.replace(tmp, Path(run_dir) / rel)
+        return rel
+
+    def _load(self, run_dir: Path, rel: str) -> dict[str, np.ndarray]:
+        with np.load(Path(run_dir) / rel) as z:
+            names = [str(s) for s in z["layers"]]
+            return {k: z[f"a{i}"] for i, k in enumerate(names)}
+
+    def _sim(self, a: np.ndarray, b: np.ndarray) -> Optional[float]:
+        from .similarity import similarity
+
+        a32, b32 = a.astype(np.float32), b.astype(np.float32)
+        if not (np.isfinite(a32).all() and np.isfinite(b32).all()):
+            return None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                v = similarity(a32, b32, self.cfg.method, conv=self.cfg.conv)
+        except (ConfigError, ValueError, np.linalg.LinAlgError):
+            return None
+        return float(min(1.0, max(0.0, v))) if math.isfinite(v) else None
+
+    def _snapshot(self, ctx: TrainContext) -> None:
+        t0 = time.perf_counter()
+        while self._due and self._due[0] <= ctx.step:
+            self._due.pop(0)
+        acts = self._capture(ctx)
+        rel = self._save(ctx.run_dir, _epoch_name(ctx.epoch), acts, ctx.step, ctx.epoch)
+        if self._prev is not None and self.snapshots:
+            with single_thread_blas():
+                values = [self._sim(self._prev[k], acts[k]) for k in self.layers]
+            ctx.emit("cca", layers=self.layers, values=values, method=self.cfg.method, against="previous",
+                     epoch_a=self.snapshots[-1]["epoch"], epoch_b=ctx.epoch)
+        else:
+            values = [None] * len(self.layers)
+        self.snapshots.append({"step": int(ctx.step), "epoch": float(ctx.epoch), "file": rel})
+        self.against_previous.append(values)
+        self._prev = acts
+        self.seconds += time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ hooks
+    def on_start(self, ctx: TrainContext) -> None:
+        self._setup(ctx)
+        if not self.snapshots:
+            self._snapshot(ctx)
+
+    def after_step(self, ctx: TrainContext) -> None:
+        if self._x is None:
+            self._setup(ctx)
+        if self._due and ctx.step >= self._due[0]:
+            self._snapshot(ctx)
+
+    def on_end(self, ctx: TrainContext) -> dict[str, Any]:
+        if self._x is None:
+            if not self.snapshots:
+                return {}
+            self._setup(ctx)
+        completed = ctx.extra.get("state") == "completed"
+        if completed and self.snapshots[-1]["step"] != ctx.step:
+            self._snapshot(ctx)
+        t0 = time.perf_counter()
+        epochs = [s["epoch"] for s in self.snapshots]
+        against_final: Optional[list[list[Optional[float]]]] = None
+        if completed and len(self.snapshots) >= 2:
+            final = self._prev
+            cols = []
+            with single_thread_blas():
+                for s in self.snapshots[:-1]:
+                    acts = self._load(ctx.run_dir, s["file"])
+                    cols.append([self._sim(acts[k], final[k]) for k in self.layers])
+                cols.append([self._sim(final[k], final[k]) for k in self.layers])
+            against_final = [[c[i] for c in cols] for i in range(len(self.layers))]
+        self.seconds += time.perf_counter() - t0
+        prev = [[row[i] for row in self.against_previous] for i in range(len(self.layers))]
+        doc = {"layers": self.layers, "epochs": epochs, "steps": [s["step"] for s in self.snapshots],
+               "method": self.cfg.method, "conv": self.cfg.conv, "samples": int(self._x.shape[0]),
+               "seconds": self.seconds, "against_final": against_final, "against_previous": prev}
+        from .events import sanitize
+
+        tmp = Path(ctx.run_dir) / f".cca.json.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(sanitize(doc), allow_nan=False, indent=1))
+        os.replace(tmp, Path(ctx.run_dir) / "cca.json")
+        if against_final is None:
+            return {}
+        ctx.emit("cca", layers=self.layers, values=[row[0] for row in against_final], method=self.cfg.method,
+                 against="final", epoch_a=epochs[0], epoch_b=epochs[-1], epochs=epochs, matrix=against_final)
+        return summary_fields(self.layers, epochs, against_final)
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        return {"layers": list(self.layers), "snapshots": [dict(s) for s in self.snapshots],
+                "against_previous": [list(v) for v in self.against_previous], "seconds": float(self.seconds)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.layers = list(state.get("layers", []))
+        self.snapshots = [dict(s) for s in state.get("snapshots", [])]
+        self.against_previous = [list(v) for v in state.get("against_previous", [])]
+        self.seconds = float(state.get("seconds", 0.0))
+        self._prev = None
+        self._x = None
