@@ -133,15 +133,17 @@ def print_summary(summary: dict, console=None) -> None:  # noqa: ANN001
         for k, v in r.items():
             if k not in _HIDDEN and k not in extra and not isinstance(v, (dict, list)):
                 extra.append(k)
-    t = Table(title=f"summary: {summary['experiment']}")
-    t.add_column("run", no_wrap=True)
-    t.add_column("state", no_wrap=True)
-    for k in extra:
-        t.add_column(_HEADERS.get(k, k.replace("_", " ")), justify="right")
-    for r in rows:
-        style = STATE_STYLE.get(r["state"], "")
-        t.add_row(r["run"], f"[{style}]{r['state']}[/]", *(fmt(r.get(k), 3) for k in extra))
-    console.print(t)
+    for i, cols in enumerate(_column_chunks(rows, extra, console.width)):
+        title = f"summary: {summary['experiment']}" if i == 0 else None
+        t = Table(title=title)
+        t.add_column("run", no_wrap=True)
+        t.add_column("state", no_wrap=True)
+        for k in cols:
+            t.add_column(_HEADERS.get(k, k.replace("_", " ")), justify="right")
+        for r in rows:
+            style = STATE_STYLE.get(r["state"], "")
+            t.add_row(r["run"], f"[{style}]{r['state']}[/]", *(fmt(r.get(k), 3) for k in cols))
+        console.print(t)
     for r in rows:
         if r["state"] in ("failed", "diverged", "lost", "stopped") and r.get("reason"):
             console.print(f"  {r['run']}: {r['state']}: {r['reason']}")
@@ -149,6 +151,22 @@ def print_summary(summary: dict, console=None) -> None:  # noqa: ANN001
     if len(grid) == 2:
         print_grid_heatmap(summary, console)
     console.print(f"summary.json: {Path(summary['path']) / 'summary.json'}")
+
+
+def _column_chunks(rows: list[dict], extra: list[str], width: int) -> list[list[str]]:
+    """Split the metric columns into tables that fit the terminal's width (never a 1-char column)."""
+    fixed = max([len(r["run"]) for r in rows] + [3]) + max([len(r["state"]) for r in rows] + [5]) + 7
+    chunks: list[list[str]] = [[]]
+    used = fixed
+    for k in extra:
+        header = _HEADERS.get(k, k.replace("_", " "))
+        w = max(8, max(len(part) for part in header.split())) + 3
+        if chunks[-1] and used + w > width:
+            chunks.append([])
+            used = fixed
+        chunks[-1].append(k)
+        used += w
+    return chunks
 
 
 def _heat_metric(rows: list[dict]) -> str:
