@@ -148,7 +148,21 @@ def print_summary(summary: dict, console=None) -> None:  # noqa: ANN001
     grid = summary.get("grid") or {}
     if len(grid) == 2:
         print_grid_heatmap(summary, console)
+    print_verdicts(summary.get("verdicts") or [], console)
     console.print(f"summary.json: {Path(summary['path']) / 'summary.json'}")
+
+
+def print_verdicts(rows: list[dict], console) -> None:  # noqa: ANN001
+    """The theory check (core.verdicts): one line each, green when it holds, red when not."""
+    from rich.markup import escape
+
+    if not rows:
+        return
+    console.print("[bold]verdict[/]")
+    for v in rows:
+        style = {True: "green", False: "red"}.get(v.get("ok"), "")
+        text = escape(v["text"])
+        console.print(f"  [{style}]{text}[/]" if style else f"  {text}", soft_wrap=True)
 
 
 def _heat_metric(rows: list[dict]) -> str:
