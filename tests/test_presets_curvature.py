@@ -98,11 +98,17 @@ def test_warmup_verdicts():
     assert "target lr_ntk 16: diverged without warmup, stable with warmup >= 100" in texts
     assert "target lr_ntk 64: diverged with every warmup (up to 100)" in texts
     assert v[-2]["ok"] is True and "4 with warmup 0, 16 with warmup 100" in v[-2]["text"]
-    assert v[-1]["ok"] is True and "3/3" in v[-1]["text"]
+    assert v[-1]["ok"] is True and "3/3" in v[-1]["text"]  # no lambda0 in the rows: every stable run counts
     # warmup that does not help, and a stable run far above its edge: both fail
-    rows = [_warm_row(4, 0, False), _warm_row(4, 100, False, 3.0, 2.0), _warm_row(16, 0, True), _warm_row(16, 100, True)]
+    rows = [_warm_row(4, 0, False), _warm_row(4, 100, False, 3.5, 2.0), _warm_row(16, 0, True), _warm_row(16, 100, True)]
     v = verdicts({"check": "warmup", "path": "", "runs": rows})
     assert v[-2]["ok"] is False and v[-1]["ok"] is False
+    # with lambda0: only runs the init could not take count, and the drop is reported
+    rows = [_warm_row(4, 0, False, 1.0, 2.0), _warm_row(16, 100, False, 0.6, 0.5)]
+    for r in rows:
+        r["lambda0"] = 1.2
+    v = verdicts({"check": "warmup", "path": "", "runs": rows})
+    assert v[-1]["ok"] is True and "1/1" in v[-1]["text"] and "up to 2x" in v[-1]["text"]
 
 
 def _adam_row(name, opt, warm, loss, state="completed"):
