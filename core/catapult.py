@@ -179,7 +179,7 @@ class CatapultProbe(Probe):
     ``sharpness_before`` / ``sharpness_after`` when the sharpness probe keeps
     ``ctx.extra["sharpness_history"]`` (list of (step, lambda_max)). ``on_end`` returns
     ``phase`` ("lazy" | "catapult" | "diverged"), ``catapults`` and, when ``optim.lr_ntk`` is
-    set, ``predicted_phase`` and ``lr_ntk_max`` (the theory's divergence edge, 4 or 12). The loss must be logged often enough to see the spike
+    set, ``predicted_phase``. The loss must be logged often enough to see the spike
     (``train.log_every`` of a few steps; a uv catapult lasts about ten).
     """
 
@@ -214,7 +214,6 @@ class CatapultProbe(Probe):
         lr_ntk = getattr(getattr(ctx.cfg, "optim", None), "lr_ntk", None)
         if lr_ntk is not None:
             out["predicted_phase"] = predicted_phase(lr_ntk, ctx.cfg.model.name)
-            out["lr_ntk_max"] = phase_limits(ctx.cfg.model.name)[1]
         return out
 
     def state_dict(self) -> dict[str, Any]:

@@ -27,6 +27,8 @@ import tomllib
 from pathlib import Path
 from typing import Any, Optional
 
+from .catapult import phase_limits
+
 CHECKS = ("catapult", "warmup", "gi_adam")
 OK, BAD = "\u2713", "\u2717"  # check mark, ballot x
 RELU_EDGE_FACTOR = 1.5  # ReLU nets: "about 12" -> the measured edge within a factor 1.5 of it
@@ -136,10 +138,10 @@ def catapult_verdicts(summary: dict) -> list[dict[str, Any]]:
             out.append({"run": name, "ok": None, "text": f"{name}: {row.get('state')}, no phase to check"})
             continue
         observed, predicted = row["phase"], row.get("predicted_phase")
-        edge = row.get("lr_ntk_max", edge)
+        edge = _edge(summary, row) or edge
         c = _lr_ntk(summary, row)
         parts, oks = [f"observed {observed}"], []
-        fuzzy = _near_relu_edge(c, row.get("lr_ntk_max"))
+        fuzzy = _near_relu_edge(c, _edge(summary, row))
         if fuzzy:  # "about 12": near it, either side of the edge agrees with the paper
             ok = observed in ("catapult", "diverged")
             oks.append(ok)
@@ -162,6 +164,15 @@ def catapult_verdicts(summary: dict) -> list[dict[str, Any]]:
     if len(points) >= 2:
         out.append(_edge_verdict(points, edge))
     return out
+
+
+def _edge(summary: dict, row: dict) -> Optional[float]:
+    """The theory's divergence edge in lr_ntk for this run's model: 4 (uv) or 12 (ReLU nets);
+    a row's own ``lr_ntk_max`` wins (hand-made summaries)."""
+    if row.get("lr_ntk_max") is not None:
+        return float(row["lr_ntk_max"])
+    model = _param(summary, row, "model.name")
+    return None if model is None else phase_limits(model)[1]
 
 
 def _near_relu_edge(c: Optional[float], edge: Any) -> Optional[float]:

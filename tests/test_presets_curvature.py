@@ -165,3 +165,16 @@ def test_relu_edge_is_fuzzy_near_12_only():
     v = verdicts(_catapult_summary(rows))
     assert v[0]["ok"] is True and "near the edge, about 12" in v[0]["text"]
     assert v[1]["ok"] is False and "predicted catapult \u2717" in v[1]["text"]
+
+
+def test_catapult_edge_comes_from_the_run_config():
+    rows = []
+    for c in (3.0, 4.5):
+        r = _row(c, "diverged" if c > 4 else "completed", "diverged" if c > 4 else "catapult", None)
+        del r["lr_ntk_max"]
+        r["config"] = {"model": {"name": "uv"}, "optim": {"lr_ntk": c}}
+        rows.append(r)
+    assert "theory: 4 for the uv model" in verdicts(_catapult_summary(rows))[-1]["text"]
+    for r in rows:
+        r["config"]["model"]["name"] = "mlp"
+    assert "paper: about 12" in verdicts(_catapult_summary(rows))[-1]["text"]
