@@ -245,8 +245,11 @@ OVERHEAD_PRESETS = {  # preset -> overrides picking one representative run of it
 }
 
 
-def _timed_run(cfg, root) -> float:
-    """setup + train + finish of one run in this process (no interpreter start-up), seconds."""
+def _timed_run(cfg, root) -> tuple[float, float]:
+    """(seconds of setup + train + finish of one run in this process, no interpreter start-up;
+    seconds the sharpness probe itself took, from its events)."""
+    import json
+
     import tempfile
     from pathlib import Path
 
@@ -262,7 +265,13 @@ def _timed_run(cfg, root) -> float:
     run.setup()
     state, reason, last = run.train()
     run.finish(state, reason, last)
-    return time.perf_counter() - t
+    wall = time.perf_counter() - t
+    probe = 0.0
+    for line in (rd / "events.jsonl").read_text().splitlines():
+        ev = json.loads(line)
+        if ev.get("kind") == "sharpness":
+            probe += ev.get("seconds", 0.0)
+    return wall, probe
 
 
 def probe_overhead(presets: list[str], repeats: int) -> None:
@@ -283,15 +292,17 @@ def probe_overhead(presets: list[str], repeats: int) -> None:
             run_name, cfg = next(iter(exp.runs.items()))
             off = cfg.model_copy(deep=True)
             off.probes.sharpness = None
-            t_on, t_off = [], []
+            t_on, t_off, t_probe = [], [], []
             for _ in range(repeats):
-                t_off.append(_timed_run(off, root))
-                t_on.append(_timed_run(cfg, root))
-            a, b = statistics.median(t_off), statistics.median(t_on)
+                t_off.append(_timed_run(off, root)[0])
+                w, p = _timed_run(cfg, root)
+                t_on.append(w)
+                t_probe.append(p)
+            a, b, c = statistics.median(t_off), statistics.median(t_on), statistics.median(t_probe)
             sh = cfg.probes.sharpness
             print(f"  {name:17s} ({run_name}, every {sh.every}, batch {sh.batch}, max_iter {sh.max_iter}, "
-                  f"tol {sh.tol:g}): without {a:.2f} s, with {b:.2f} s -> overhead {100 * (b - a) / a:+.1f}%"
-                  f"  (goal <= 25%)")
+                  f"tol {sh.tol:g}): without {a:.2f} s, with {b:.2f} s -> overhead {100 * (b - a) / a:+.1f}%; "
+                  f"the probe's own time {c:.2f} s = {100 * c / a:.1f}% of the run without it  (goal <= 25%)")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
