@@ -93,8 +93,9 @@ class CatapultDetector:
                 "peak_loss": self.peak, "peak_ratio": self.peak / self.base}
 
     def state_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in
-                ("factor", "floor", "first", "base", "base_step", "in_spike", "peak", "peak_step", "diverged", "events")}
+        keys = ("factor", "floor", "first", "base", "base_step", "in_spike", "peak", "peak_step", "diverged",
+                "events")
+        return {k: getattr(self, k) for k in keys}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for k, v in state.items():

@@ -8,8 +8,9 @@ whole experiment; ``ok`` None: informational). Which theory is checked is the pr
 
 - ``catapult`` (Lewkowycz et al. 2020): per run, the observed phase against the predicted one
   (lazy below lr_ntk = 2, catapult up to 4 for the uv model / about 12 for ReLU nets, diverged
-  above; within a factor 1.5 of "about 12" either catapult or divergence agrees) and, for runs that did not diverge, the final sharpness against 2/eta (a catapult ends
-  below it); then the largest stable lr_ntk of the grid against the theory's edge.
+  above; within a factor 1.5 of "about 12" either catapult or divergence agrees) and, for runs
+  that did not diverge, the final sharpness against 2/eta (a catapult ends below it); then the
+  largest stable lr_ntk of the grid against the theory's edge.
 - ``warmup`` (Kalra & Barkeshli 2024): per target lr, the shortest warmup that did not diverge;
   then the largest stable target lr without warmup against that with the longest warmup, and
   whether the runs that trained beyond the init's edge (lambda0 > 2/eta) end at the edge of
@@ -318,6 +319,6 @@ def gi_adam_verdicts(summary: dict) -> list[dict[str, Any]]:
         tail = ""
         if w is not None and math.isfinite(w) and math.isfinite(g):
             tail = f" (Adam + warmup: {_num(w)})"
-        out.append({"run": None, "ok": ok,
-                    "text": f"GI-Adam without warmup beats Adam without warmup: {_num(g)} {rel} {_num(a)}{tail}{_mark(ok)}"})
+        text = f"GI-Adam without warmup beats Adam without warmup: {_num(g)} {rel} {_num(a)}{tail}"
+        out.append({"run": None, "ok": ok, "text": text + _mark(ok)})
     return out

@@ -178,3 +178,11 @@ def test_catapult_edge_comes_from_the_run_config():
     for r in rows:
         r["config"]["model"]["name"] = "mlp"
     assert "paper: about 12" in verdicts(_catapult_summary(rows))[-1]["text"]
+
+
+def test_check_key_is_validated():
+    from heur.core.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        load_experiment(ROOT / "presets" / "catapult_uv.toml", ["check=catapults"])
+    assert e.value.key == "check" and "catapult" in e.value.message
