@@ -9,6 +9,11 @@ same normalisation, same stopping rule: relative change of the Rayleigh quotient
 the output says so. Also prints the per-HVP cost of the two HVP formulations heur considered
 (double backward through a retained gradient graph vs torch.func jvp-of-grad), and the cost
 of one HVP relative to one training step (forward + backward + SGD step) on the same batch.
+
+    .venv/bin/python bench/curvature.py --overhead catapult_mlp,warmup_sharpness,gi_adam,catapult_uv
+
+instead times one run of each preset in-process (setup + train, no interpreter start-up) with
+and without its ``[probes.sharpness]`` section and prints the probe's overhead in percent.
 """
 
 from __future__ import annotations
@@ -144,10 +149,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0,
                     help="torch CPU threads (0 = torch's default); 1 is steadier on a shared machine")
     ap.add_argument("--pretrain", type=int, default=30, help="SGD steps before measuring")
+    ap.add_argument("--overhead", default="",
+                    help="comma-separated presets (e.g. catapult_mlp,warmup_sharpness,gi_adam,catapult_uv): "
+                         "measure the sharpness probe's share of a run's wall time instead")
     args = ap.parse_args()
     dev = args.device
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.overhead:
+        probe_overhead([p.strip() for p in args.overhead.split(",") if p.strip()], args.repeats)
+        return
     torch.manual_seed(0)
     model = cnn().to(dev)
     x, y = synthetic_batch(args.batch, dev)
@@ -221,6 +232,80 @@ def main() -> None:
     print(f"10 SGD steps later (lambda_max {truth:.5f}): cold start {cold.hvps} HVPs "
           f"(rel err {abs(cold.top - truth) / truth:.1e}), warm start from the previous eigenvector "
           f"{warm.hvps} HVPs (rel err {abs(warm.top - truth) / truth:.1e})")
+
+
+
+# --------------------------------------------------------------------------- probe overhead
+
+OVERHEAD_PRESETS = {  # preset -> overrides picking one representative run of it
+    "catapult_uv": ["optim.lr_ntk=3.0"],
+    "catapult_mlp": ["optim.lr_ntk=8.0"],
+    "warmup_sharpness": ["optim.lr_ntk=48.0", "schedule.warmup.steps=32"],
+    "gi_adam": [],
+}
+
+
+def _timed_run(cfg, root) -> tuple[float, float]:
+    """(seconds of setup + train + finish of one run in this process, no interpreter start-up;
+    seconds the sharpness probe itself took, from its events)."""
+    import json
+
+    import tempfile
+    from pathlib import Path
+
+    from heur.core.config import Experiment
+    from heur.core.runs import create_experiment, run_dirs
+    from heur.core.train import Run
+
+    exp = Experiment(name="bench", description="", source="", raw={}, runs={"r": cfg}, resolved=cfg.to_dict())
+    exp_dir = create_experiment(exp, Path(tempfile.mkdtemp(dir=root)))
+    (rd,) = run_dirs(exp_dir)
+    t = time.perf_counter()
+    run = Run(rd)
+    run.setup()
+    state, reason, last = run.train()
+    run.finish(state, reason, last)
+    wall = time.perf_counter() - t
+    probe = 0.0
+    for line in (rd / "events.jsonl").read_text().splitlines():
+        ev = json.loads(line)
+        if ev.get("kind") == "sharpness":
+            probe += ev.get("seconds", 0.0)
+    return wall, probe
+
+
+def probe_overhead(presets: list[str], repeats: int) -> None:
+    """Wall time of a preset's run with and without ``[probes.sharpness]`` (interleaved)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from heur.core.config import load_experiment
+
+    root = Path(tempfile.mkdtemp(prefix="heur-bench-"))
+    here = Path(__file__).resolve().parents[1] / "presets"
+    print("sharpness probe overhead: one run of each preset, in-process setup+train, "
+          f"median of {repeats} interleaved pairs")
+    try:
+        for name in presets:
+            exp = load_experiment(here / f"{name}.toml", OVERHEAD_PRESETS.get(name, []))
+            run_name, cfg = next(iter(exp.runs.items()))
+            off = cfg.model_copy(deep=True)
+            off.probes.sharpness = None
+            t_on, t_off, t_probe = [], [], []
+            for _ in range(repeats):
+                t_off.append(_timed_run(off, root)[0])
+                w, p = _timed_run(cfg, root)
+                t_on.append(w)
+                t_probe.append(p)
+            a, b, c = statistics.median(t_off), statistics.median(t_on), statistics.median(t_probe)
+            sh = cfg.probes.sharpness
+            print(f"  {name:17s} ({run_name}, every {sh.every}, batch {sh.batch}, max_iter {sh.max_iter}, "
+                  f"tol {sh.tol:g}): without {a:.2f} s, with {b:.2f} s -> overhead {100 * (b - a) / a:+.1f}%; "
+                  f"the probe's own time {c:.2f} s = {100 * c / a:.1f}% of the run without it  (goal <= 25%)")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
 
 if __name__ == "__main__":
     main()

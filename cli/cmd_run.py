@@ -118,7 +118,7 @@ def watch(exp_dir: Path, poll: float = 0.25) -> int:
     return 1 if any(r["state"] in ("failed", "lost") for r in summary["runs"]) else 0
 
 
-_HIDDEN = {"run", "state", "reason", "step", "total_steps", "train_loss_running"}
+_HIDDEN = {"run", "state", "reason", "step", "total_steps", "train_loss_running", "sharpness_step"}
 _HEADERS = {"train_accuracy": "train acc", "test_accuracy": "test acc", "wall_time": "time s"}
 
 
@@ -131,7 +131,7 @@ def print_summary(summary: dict, console=None) -> None:  # noqa: ANN001
     extra: list[str] = []
     for r in rows:
         for k, v in r.items():
-            if k not in _HIDDEN and k not in extra and not isinstance(v, (dict, list)):
+            if k not in _HIDDEN and k not in extra and not isinstance(v, (dict, list)) and v is not None:
                 extra.append(k)
     for i, cols in enumerate(_column_chunks(rows, extra, console.width)):
         title = f"summary: {summary['experiment']}" if i == 0 else None
@@ -150,6 +150,7 @@ def print_summary(summary: dict, console=None) -> None:  # noqa: ANN001
     grid = summary.get("grid") or {}
     if len(grid) == 2:
         print_grid_heatmap(summary, console)
+    print_verdicts(summary.get("verdicts") or [], console)
     console.print(f"summary.json: {Path(summary['path']) / 'summary.json'}")
 
 
@@ -167,6 +168,23 @@ def _column_chunks(rows: list[dict], extra: list[str], width: int) -> list[list[
         chunks[-1].append(k)
         used += w
     return chunks
+
+
+def print_verdicts(rows: list[dict], console) -> None:  # noqa: ANN001
+    """The theory check (core.verdicts): one line each, green when it holds, red when not."""
+    from rich.markup import escape
+
+    if not rows:
+        return
+    console.print("[bold]verdict[/]")
+    for v in rows:
+        style = {True: "green", False: "red"}.get(v.get("ok"), "")
+        text = escape(v["text"])
+        console.print(f"  [{style}]{text}[/]" if style else f"  {text}", soft_wrap=True)
+
+
+def _label(v) -> str:  # noqa: ANN001 - a grid value as the preset writes it (1024, not 1.02e+03)
+    return f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
 
 
 def _heat_metric(rows: list[dict]) -> str:
@@ -197,7 +215,7 @@ def print_grid_heatmap(summary: dict, console) -> None:  # noqa: ANN001
     t = Table(title=f"final {metric.replace('_', ' ')} (lower is greener)", caption=f"rows: {ka}, columns: {kb}")
     t.add_column(ka.split(".")[-1] + " \\ " + kb.split(".")[-1], no_wrap=True)
     for b in vb:
-        t.add_column(fmt(b, 3), justify="right")
+        t.add_column(_label(b), justify="right")
     for i, a in enumerate(va):
         cells = []
         for j in range(len(vb)):
@@ -214,5 +232,5 @@ def print_grid_heatmap(summary: dict, console) -> None:  # noqa: ANN001
                     if lo > 0 and v > 0 else (v - lo) / (hi - lo)
                 colour = "green" if x < 0.33 else ("yellow" if x < 0.66 else "red")
                 cells.append(f"[{colour}]{fmt(v, 3)}[/]")
-        t.add_row(fmt(a, 3), *cells)
+        t.add_row(_label(a), *cells)
     console.print(t)

@@ -35,12 +35,16 @@ class CatapultDetector:
     step of the level before the rise (``base_loss``), ``peak_ratio = peak_loss / base_loss``,
     ``end_step`` the first step back below ``base_loss``. After a non-finite loss the detector
     is ``diverged`` and reports nothing more; a rise that never falls back is only ``pending``.
+    Rises to a loss below ``floor`` times the first loss are round-off at convergence, not
+    spikes (a loss of 1e-16 doubling to 4e-16), and are ignored.
     """
 
-    def __init__(self, factor: float = 2.0):
+    def __init__(self, factor: float = 2.0, floor: float = 1e-6):
         if not factor > 1:
             raise ValueError("factor must be > 1")
         self.factor = float(factor)
+        self.floor = float(floor)
+        self.first: Optional[float] = None
         self.base: Optional[float] = None
         self.base_step: Optional[int] = None
         self.in_spike = False
@@ -57,10 +61,12 @@ class CatapultDetector:
             self.in_spike = False
             return None
         loss = float(loss)
+        if self.first is None:
+            self.first = loss
         if not self.in_spike:
             if self.base is None or loss < self.base:
                 self.base, self.base_step = loss, step
-            elif self.base > 0 and loss >= self.factor * self.base:
+            elif self.base > 0 and loss >= self.factor * self.base and loss > self.floor * self.first:
                 self.in_spike = True
                 self.peak, self.peak_step = loss, step
             return None
@@ -87,12 +93,15 @@ class CatapultDetector:
                 "peak_loss": self.peak, "peak_ratio": self.peak / self.base}
 
     def state_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in
-                ("factor", "base", "base_step", "in_spike", "peak", "peak_step", "diverged", "events")}
+        keys = ("factor", "floor", "first", "base", "base_step", "in_spike", "peak", "peak_step", "diverged",
+                "events")
+        return {k: getattr(self, k) for k in keys}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for k, v in state.items():
             setattr(self, k, list(v) if k == "events" else v)
+        if "first" not in state:  # a checkpoint from before the floor existed
+            self.first = self.base
 
 
 # --------------------------------------------------------------------------- theory
@@ -201,7 +210,7 @@ class CatapultProbe(Probe):
         else:
             phase = "lazy"
         out: dict[str, Any] = {"phase": phase, "catapults": len(self.detector.events)}
-        if self.detector.pending is not None:
+        if self.detector.pending is not None and phase != "diverged":
             out["catapult_pending"] = True
         lr_ntk = getattr(getattr(ctx.cfg, "optim", None), "lr_ntk", None)
         if lr_ntk is not None:

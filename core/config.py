@@ -218,6 +218,8 @@ class RunConfig(_Section):
     description: str = ""
     seed: int = 0
     device: str = "auto"
+    check: Optional[Literal["catapult", "warmup", "gi_adam"]] = Field(
+        default=None, description="theory whose verdicts the summary reports (core.verdicts)")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)

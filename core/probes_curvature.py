@@ -154,7 +154,8 @@ class SharpnessProbe(Probe):
         r = hessian_eigenvalues_with_info(ctx.model, ctx.loss_fn, x, y, v0=self._v, **kw)
         self._v = r.vector
         lr = _current_lr(ctx)
-        thr, thr_kind = stability_threshold(ctx.cfg.optim, lr)
+        # lr 0 (a warmup from 0 at step 0): no edge, nothing is unstable
+        thr, thr_kind = stability_threshold(ctx.cfg.optim, lr) if lr > 0 else (None, "lr = 0: no edge")
         fields: dict[str, Any] = {
             "lambda_max": r.top, "top_k": r.values, "lr": lr, "threshold": thr,
             "threshold_kind": thr_kind, "method": r.method, "normalisation": _normalisation(ctx.cfg),
@@ -174,7 +175,7 @@ class SharpnessProbe(Probe):
                 fields["hvps"] += p.hvps
                 fields["converged"] = r.converged and p.converged
                 measured = p.top
-        fields["ratio"] = measured / thr if measured is not None else None
+        fields["ratio"] = measured / thr if measured is not None and thr else None
         fields["seconds"] = time.perf_counter() - t0
         self.history.append([int(ctx.step), float(r.top)])
         ctx.extra["sharpness_history"] = self.history

@@ -26,9 +26,10 @@ def collect(exp_dir: Path | str) -> dict[str, Any]:
     """Rows of run results; with a ``[grid]``, each row's ``params`` holds its grid coordinates."""
     exp_dir = Path(exp_dir)
     try:
-        grid = tomllib.loads((exp_dir / "experiment.toml").read_text()).get("grid", {}) or {}
+        preset = tomllib.loads((exp_dir / "experiment.toml").read_text())
     except (OSError, tomllib.TOMLDecodeError):
-        grid = {}
+        preset = {}
+    grid = preset.get("grid", {}) or {}
     rows = []
     for rd in R.run_dirs(exp_dir):
         st = R.read_status(rd)
@@ -42,12 +43,16 @@ def collect(exp_dir: Path | str) -> dict[str, Any]:
             row["params"] = {k: _dotted(cfg, k) for k in grid}
         row.update(st.result)
         rows.append(row)
-    return {"experiment": exp_dir.name, "path": str(exp_dir), "grid": grid, "runs": rows}
+    return {"experiment": exp_dir.name, "path": str(exp_dir), "grid": grid, "check": preset.get("check"),
+            "runs": rows}
 
 
 def write_summary(exp_dir: Path | str) -> dict[str, Any]:
     exp_dir = Path(exp_dir)
+    from .verdicts import verdicts
+
     data = collect(exp_dir)
+    data["verdicts"] = verdicts(data)
     tmp = exp_dir / f".summary.json.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(data, indent=1, allow_nan=False, default=str))
     os.replace(tmp, exp_dir / "summary.json")

@@ -137,3 +137,12 @@ def test_torch_uv_training_follows_the_recurrence(c):
         assert lam == pytest.approx(lams[t], rel=1e-9)
     # the curvature actually measured on the trained model is the recurrence's lambda
     assert ntk_top_eigenvalue(model, x, loss="mse", reduction="half_sum", tol=1e-12) == pytest.approx(lams[-1], rel=1e-8)
+
+
+def test_round_off_rises_at_convergence_are_not_catapults():
+    # converged to ~1e-16: float noise doubling the loss is no spike; a real one later still is
+    seq = [1.0, 0.1, 1e-16, 4e-15, 1e-17, 2e-16, 0.0]
+    det, evs = feed(seq)
+    assert evs == [] and det.pending is None
+    det, evs = feed([1.0, 0.1, 0.01, 0.05, 0.001])
+    assert len(evs) == 1 and evs[0]["peak_loss"] == 0.05

@@ -277,3 +277,16 @@ def test_uv_catapult_end_to_end_through_probes(tmp_path):
     assert abs(sh[0]["lambda_max"] - lam0) <= f0 / math.sqrt(n) * 1.0001
     assert sh[-1]["lambda_max"] < 2 / lr < sh[0]["lambda_max"]
     assert cats[0]["sharpness_before"] > 2 / lr > cats[0]["sharpness_after"]
+
+
+def test_sharpness_probe_at_lr_zero_has_no_edge(tmp_path):
+    # a warmup from 0 gives lr 0 at step 0: the probe measures, with no threshold
+    cfg = synth_cfg(sharpness={"every": 2, "batch": 40})
+    data = load_data(cfg, "cpu")
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    ctx = make_ctx(tmp_path, cfg, model, mse_mean_onehot, data, opt)
+    (probe,) = build_probes(cfg.probes)
+    probe.on_start(ctx)
+    (ev,) = [e for e in read_events(tmp_path / "events.jsonl") if e["kind"] == "sharpness"]
+    assert ev["lambda_max"] > 0 and ev["threshold"] is None and ev["ratio"] is None

@@ -1,0 +1,188 @@
+"""The theory-checking presets end to end through the CLI, and core.verdicts on hand-made
+summaries (including ones where the theory must be reported as failing)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from heur.core.config import load_experiment
+from heur.core.verdicts import all_ok, verdicts
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESETS = ("catapult_uv", "catapult_mlp", "warmup_sharpness", "gi_adam")
+
+
+# --------------------------------------------------------------------------- hand-made summaries
+
+
+def _row(lr_ntk, state, phase, predicted, lam=None, thr=None, edge=4.0):
+    r = {"run": f"lr_ntk={lr_ntk:g}", "state": state, "params": {"optim.lr_ntk": lr_ntk},
+         "phase": phase, "predicted_phase": predicted, "lr_ntk_max": edge, "lambda0": 2.0}
+    if lam is not None:
+        r.update(sharpness_final=lam, sharpness_threshold=thr)
+    return r
+
+
+def _catapult_summary(rows):
+    return {"experiment": "x", "path": "", "grid": {"optim.lr_ntk": [r["params"]["optim.lr_ntk"] for r in rows]},
+            "check": "catapult", "runs": rows}
+
+
+def test_catapult_verdicts_all_hold():
+    rows = [_row(1.0, "completed", "lazy", "lazy", 2.0, 4.0),
+            _row(3.0, "completed", "catapult", "catapult", 0.5, 4 / 3),
+            _row(5.0, "diverged", "diverged", "diverged", 2.0, 0.8)]
+    v = verdicts(_catapult_summary(rows))
+    assert [x["ok"] for x in v] == [True, True, True, True]
+    assert "observed catapult, predicted catapult \u2713" in v[1]["text"]
+    assert "final sharpness 0.5 (lambda0 2) < 2/eta 1.333 \u2713" in v[1]["text"]
+    assert "sharpness" not in v[2]["text"]  # a diverged run's last sharpness means nothing
+    assert v[-1]["run"] is None and v[-1]["text"].startswith("largest stable lr_ntk = 3 (first divergence at 5")
+    assert all_ok(v) is True
+
+
+def test_catapult_verdicts_fail_on_wrong_phase_and_on_sharpness_above_the_edge():
+    rows = [_row(1.0, "completed", "catapult", "lazy", 1.0, 4.0),      # phase wrong
+            _row(3.0, "completed", "catapult", "catapult", 2.0, 4 / 3)]  # ended above 2/eta
+    v = verdicts(_catapult_summary(rows))
+    assert v[0]["ok"] is False and "predicted lazy \u2717" in v[0]["text"]
+    assert v[1]["ok"] is False and "final sharpness 2 (lambda0 2) >= 2/eta 1.333 \u2717" in v[1]["text"]
+    # nothing diverged: the edge 4 is not bracketed
+    assert v[-1]["ok"] is False and "none diverged" in v[-1]["text"]
+    assert all_ok(v) is False
+
+
+def test_catapult_edge_uv_exact_and_relu_about_12():
+    uv = [_row(c, "diverged" if c > 3.5 else "completed", "diverged" if c > 3.5 else "lazy", None)
+          for c in (1.0, 3.5, 4.5)]
+    assert verdicts(_catapult_summary(uv))[-1]["ok"] is True
+    early = [_row(c, "diverged" if c > 2 else "completed", "diverged" if c > 2 else "lazy", None)
+             for c in (1.0, 2.0, 3.0)]  # diverges at 3 < 4: the theory fails
+    assert verdicts(_catapult_summary(early))[-1]["ok"] is False
+    relu = [_row(c, "diverged" if c > 10 else "completed", "diverged" if c > 10 else "catapult", None, edge=12.0)
+            for c in (4.0, 10.0, 11.0)]
+    last = verdicts(_catapult_summary(relu))[-1]
+    assert last["ok"] is True and "largest stable lr_ntk = 10 (first divergence at 11; paper: about 12" in last["text"]
+    relu_bad = [_row(c, "diverged" if c > 2 else "completed", "diverged" if c > 2 else "lazy", None, edge=12.0)
+                for c in (1.0, 2.0, 4.0)]
+    assert verdicts(_catapult_summary(relu_bad))[-1]["ok"] is False
+
+
+def test_check_is_inferred_from_phases_and_absent_otherwise():
+    s = _catapult_summary([_row(1.0, "completed", "lazy", "lazy")])
+    s["check"] = None
+    assert verdicts(s)[0]["ok"] is True
+    assert verdicts({"runs": [{"run": "a", "state": "completed", "train_loss": 1.0}]}) == []
+
+
+def _warm_row(lr, w, diverged, lam=None, thr=None):
+    r = {"run": f"lr_ntk={lr:g}_steps={w:g}", "state": "diverged" if diverged else "completed",
+         "params": {"optim.lr_ntk": lr, "schedule.warmup.steps": w}}
+    if lam is not None:
+        r.update(sharpness_final=lam, sharpness_threshold=thr)
+    return r
+
+
+def test_warmup_verdicts():
+    rows = [_warm_row(4, 0, False, 1.0, 2.0), _warm_row(4, 100, False, 1.0, 2.0),
+            _warm_row(16, 0, True), _warm_row(16, 100, False, 0.4, 0.5),
+            _warm_row(64, 0, True), _warm_row(64, 100, True)]
+    v = verdicts({"check": "warmup", "path": "", "runs": rows})
+    texts = [x["text"] for x in v]
+    assert "target lr_ntk 16: diverged without warmup, stable with warmup >= 100" in texts
+    assert "target lr_ntk 64: diverged with every warmup (up to 100)" in texts
+    assert v[-2]["ok"] is True and "4 with warmup 0, 16 with warmup 100" in v[-2]["text"]
+    assert v[-1]["ok"] is True and "3/3" in v[-1]["text"]  # no lambda0 in the rows: every stable run counts
+    # warmup that does not help, and a stable run far above its edge: both fail
+    rows = [_warm_row(4, 0, False), _warm_row(4, 100, False, 3.5, 2.0), _warm_row(16, 0, True), _warm_row(16, 100, True)]
+    v = verdicts({"check": "warmup", "path": "", "runs": rows})
+    assert v[-2]["ok"] is False and v[-1]["ok"] is False
+    # with lambda0: only runs the init could not take count, and the drop is reported
+    rows = [_warm_row(4, 0, False, 1.0, 2.0), _warm_row(16, 100, False, 0.6, 0.5)]
+    for r in rows:
+        r["lambda0"] = 1.2
+    v = verdicts({"check": "warmup", "path": "", "runs": rows})
+    assert v[-1]["ok"] is True and "1/1" in v[-1]["text"] and "up to 2x" in v[-1]["text"]
+
+
+def _adam_row(name, opt, warm, loss, state="completed"):
+    cfg = {"optim": {"name": opt}, "schedule": {"warmup": {"steps": warm}} if warm else {}}
+    return {"run": name, "state": state, "config": cfg, "train_loss": loss, "test_accuracy": 0.9}
+
+
+def test_gi_adam_verdicts():
+    rows = [_adam_row("adam", "adam", 0, 1.5), _adam_row("adam_warmup", "adam", 50, 0.1),
+            _adam_row("gi_adam", "gi_adam", 0, 0.2)]
+    v = verdicts({"check": "gi_adam", "path": "", "runs": rows})
+    assert [x["ok"] for x in v[-2:]] == [True, True]
+    assert "GI-Adam without warmup beats Adam without warmup: 0.2 < 1.5 (Adam + warmup: 0.1)" in v[-1]["text"]
+    rows[2] = _adam_row("gi_adam", "gi_adam", 0, None, state="diverged")
+    v = verdicts({"check": "gi_adam", "path": "", "runs": rows})
+    assert v[-1]["ok"] is False and "diverged" in v[2]["text"]
+
+
+# --------------------------------------------------------------------------- presets
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_presets_load(name):
+    exp = load_experiment(ROOT / "presets" / f"{name}.toml")
+    assert len(exp.runs) >= 3
+    assert all(cfg.check is not None for cfg in exp.runs.values())
+
+
+def test_catapult_uv_end_to_end(tmp_path):
+    cmd = [sys.executable, "-m", "heur.cli.main", "run", str(ROOT / "presets" / "catapult_uv.toml"),
+           "--runs-dir", str(tmp_path), "--set", "train.epochs=150"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert p.returncode == 0, p.stdout + p.stderr
+    (exp_dir,) = [d for d in tmp_path.iterdir() if d.is_dir()]
+    summary = json.loads((exp_dir / "summary.json").read_text())
+    by_lr = {r["params"]["optim.lr_ntk"]: r for r in summary["runs"]}
+    for c in (0.5, 1.0):
+        assert by_lr[c]["phase"] == "lazy" and by_lr[c]["state"] == "completed"
+    assert by_lr[3.0]["phase"] == "catapult" and by_lr[3.0]["catapults"] == 1
+    # 2/eta with eta = 3 / lambda0; after the catapult the sharpness ends below it
+    assert by_lr[3.0]["sharpness_threshold"] == pytest.approx(2 * by_lr[3.0]["lambda0"] / 3, rel=1e-6)
+    assert by_lr[3.0]["sharpness_final"] < by_lr[3.0]["sharpness_threshold"]
+    assert by_lr[6.0]["state"] == "diverged" and by_lr[6.0]["phase"] == "diverged"
+    v = summary["verdicts"]
+    assert len(v) == len(summary["runs"]) + 1 and all(x["ok"] for x in v)
+    assert "verdict" in p.stdout
+    assert "lr_ntk=3: observed catapult, predicted catapult \u2713" in p.stdout
+    assert "largest stable lr_ntk = 3.5 (first divergence at 4.5; theory: 4 for the uv model) \u2713" in p.stdout
+
+
+def test_relu_edge_is_fuzzy_near_12_only():
+    rows = [_row(11.0, "diverged", "diverged", "catapult", edge=12.0),
+            _row(5.0, "diverged", "diverged", "catapult", edge=12.0)]
+    v = verdicts(_catapult_summary(rows))
+    assert v[0]["ok"] is True and "near the edge, about 12" in v[0]["text"]
+    assert v[1]["ok"] is False and "predicted catapult \u2717" in v[1]["text"]
+
+
+def test_catapult_edge_comes_from_the_run_config():
+    rows = []
+    for c in (3.0, 4.5):
+        r = _row(c, "diverged" if c > 4 else "completed", "diverged" if c > 4 else "catapult", None)
+        del r["lr_ntk_max"]
+        r["config"] = {"model": {"name": "uv"}, "optim": {"lr_ntk": c}}
+        rows.append(r)
+    assert "theory: 4 for the uv model" in verdicts(_catapult_summary(rows))[-1]["text"]
+    for r in rows:
+        r["config"]["model"]["name"] = "mlp"
+    assert "paper: about 12" in verdicts(_catapult_summary(rows))[-1]["text"]
+
+
+def test_check_key_is_validated():
+    from heur.core.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        load_experiment(ROOT / "presets" / "catapult_uv.toml", ["check=catapults"])
+    assert e.value.key == "check" and "catapult" in e.value.message
