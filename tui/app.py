@@ -109,6 +109,8 @@ class HeurApp(App):
         self._pending: tuple[Path, Path | None] | None = None
         self._drawn: dict[str, Any] = {}
         self.redraws = 0
+        self._main_screen = None
+        self.config_text = ""
         self.status_polls = 0
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -138,12 +140,18 @@ class HeurApp(App):
                                     yield Static("", id="config-text")
         yield Footer(compact=True)
 
+    def _q(self, selector, expect_type=None):
+        """query_one on the main screen (a modal on top must not hide the panels)."""
+        screen = self._main_screen or self.screen
+        return screen.query_one(selector, expect_type) if expect_type else screen.query_one(selector)
+
     def on_mount(self) -> None:
+        self._main_screen = self.screen
         self.presets = scan_presets(self.presets_dir)
-        sb = self.query_one(Sidebar)
+        sb = self._q(Sidebar)
         sb.set_presets(self.presets)
         sb.focus()
-        self.query_one("#plot-cat", PlotView).styles.height = 12
+        self._q("#plot-cat", PlotView).styles.height = 12
         self._update_info()
         self.set_interval(self.REDRAW_PERIOD, self._redraw)
         if self.live:
@@ -178,7 +186,7 @@ class HeurApp(App):
         self.status_polls += 1
         self.rows = {r.path: r for r in msg.rows}
         self.statuses = {p: s for r in msg.rows for p, s in r.runs}
-        self.query_one(Sidebar).set_experiments(msg.rows)
+        self._q(Sidebar).set_experiments(msg.rows)
         if self.experiment is not None:
             row = self.rows.get(self.experiment)
             if row is None:  # deleted while shown
@@ -210,7 +218,7 @@ class HeurApp(App):
             self._pending = (data.experiment, data.path)
         elif isinstance(data, PresetNode):
             p = data.info
-            self.query_one("#info", Static).update(
+            self._q("#info", Static).update(
                 Text(f"{p.rel}: {p.description or p.error or ''}  (n: launch)", overflow="ellipsis",
                      no_wrap=True))
             return
@@ -266,7 +274,7 @@ class HeurApp(App):
         self._update_info()
 
     def _update_info(self) -> None:
-        info = self.query_one("#info", Static)
+        info = self._q("#info", Static)
         if self.experiment is None:
             info.update(Text("select an experiment (↑↓), launch a preset (n), help (?)", style="dim"))
             return
@@ -287,14 +295,14 @@ class HeurApp(App):
 
     def _redraw(self) -> None:
         """(timer) Rebuild the visible panel if anything it shows changed."""
-        tabs = self.query_one(TabbedContent)
+        tabs = self._q(TabbedContent)
         tab = tabs.active
         shown = self.shown_runs()
         versions = tuple((s.name, s.data.version) for s in shown)
         key: tuple = (self.experiment, self.focus_run, versions, self.view.xaxis, self.view.ylog,
                       self.view.smoothing)
         if tab in PLOT_TABS:
-            plot = self.query_one(f"#plot-{tab}", PlotView)
+            plot = self._q(f"#plot-{tab}", PlotView)
             key += (plot.size.width, plot.size.height)
             if self._drawn.get(tab) == key:
                 return
@@ -302,7 +310,7 @@ class HeurApp(App):
             plot.figure = PLOT_TABS[tab](shown, self.view, self._plot_width(plot)) \
                 if self.experiment else None
         elif tab == "cat":
-            plot = self.query_one("#plot-cat", PlotView)
+            plot = self._q("#plot-cat", PlotView)
             key += (plot.size.width,)
             if self._drawn.get(tab) == key:
                 return
@@ -323,7 +331,7 @@ class HeurApp(App):
             if self._drawn.get(tab) == key:
                 return
             self._drawn[tab] = key
-            log = self.query_one(Log)
+            log = self._q(Log)
             log.clear()
             if run is None:
                 log.write_line("no run selected")
@@ -360,10 +368,10 @@ class HeurApp(App):
         else:
             t.append("no catapult events yet — enable [probes.catapult]"
                      " (and [probes.ntk] for λ0)\n", style="dim")
-        self.query_one("#cat-text", Static).update(t)
+        self._q("#cat-text", Static).update(t)
 
     def _draw_cca(self, run: Path | None, d: RunData | None) -> None:
-        box = self.query_one("#cca-text", Static)
+        box = self._q("#cca-text", Static)
         m = figures.cca_matrix(d) if d is not None else None
         if m is None:
             box.update(Text("no CCA events yet — enable [probes.cca]", style="dim"))
@@ -371,11 +379,11 @@ class HeurApp(App):
         layers, epochs, mat, last = m
         title = (f"{run.name}: {last.get('method', 'cca')} similarity of each layer vs "
                  f"{'the final epoch' if last.get('against') == 'final' else 'the previous epoch'}")
-        width = self.query_one(TabbedContent).size.width - 2
+        width = self._q(TabbedContent).size.width - 2
         box.update(heatmap.render(layers, epochs, mat, width, title))
 
     def _draw_config(self, run: Path | None) -> None:
-        box = self.query_one("#config-text", Static)
+        box = self._q("#config-text", Static)
         if run is None:
             box.update(Text("no run selected", style="dim"))
             return
@@ -384,6 +392,7 @@ class HeurApp(App):
         except OSError as e:
             box.update(Text(f"cannot read {run / 'config.toml'}: {e.strerror}", style="dim"))
             return
+        self.config_text = text
         box.update(Syntax(text, "toml", theme="ansi_dark" if self.current_theme.dark else "ansi_light",
                           background_color="default", word_wrap=True))
 
@@ -392,10 +401,10 @@ class HeurApp(App):
         self.push_screen(HelpScreen())
 
     def action_tab(self, tid: str) -> None:
-        self.query_one(TabbedContent).active = tid
+        self._q(TabbedContent).active = tid
 
     def _step_tab(self, d: int) -> None:
-        tc = self.query_one(TabbedContent)
+        tc = self._q(TabbedContent)
         ids = [t for t, _ in TABS]
         tc.active = ids[(ids.index(tc.active) + d) % len(ids)]
 
@@ -428,7 +437,7 @@ class HeurApp(App):
         self._invalidate()
 
     def action_toggle_sidebar(self) -> None:
-        self.query_one(Sidebar).toggle_class("hidden")
+        self._q(Sidebar).toggle_class("hidden")
         self._invalidate()
 
     def action_toggle_theme(self) -> None:
@@ -436,7 +445,7 @@ class HeurApp(App):
         self._invalidate()
 
     def _highlighted(self) -> Any:
-        node = self.query_one(Sidebar).cursor_node
+        node = self._q(Sidebar).cursor_node
         return node.data if node is not None else None
 
     def action_launch(self) -> None:
@@ -482,12 +491,12 @@ class HeurApp(App):
         if not isinstance(data, RunNode):
             self.notify("highlight a run to mark it", severity="warning")
             return
-        sb = self.query_one(Sidebar)
+        sb = self._q(Sidebar)
         sb.toggle_mark(data.path)
         self.notify(f"marked: {', '.join(p.name for p in sb.marked) or 'none'}")
 
     def action_compare(self) -> None:
-        marked = self.query_one(Sidebar).marked
+        marked = self._q(Sidebar).marked
         if len(marked) != 2:
             self.notify("mark two runs with m first", severity="warning")
             return

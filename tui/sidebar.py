@@ -193,7 +193,9 @@ class Sidebar(Tree):
         node = self._exp_nodes.get(path) or self._run_nodes.get(path)
         if node is None:
             return False
-        if node.parent is not None:
+        if node.parent is not None and not node.parent.is_expanded:
             node.parent.expand()
-        self.move_cursor(node)
+            self.call_after_refresh(self.move_cursor, node)
+        else:
+            self.move_cursor(node)
         return True
