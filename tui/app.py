@@ -57,7 +57,7 @@ class HeurApp(App):
     CSS = """
     #body { height: 1fr; }
     #main { width: 1fr; }
-    #info { height: 1; padding: 0 1; background: $boost; }
+    #info { height: auto; max-height: 3; padding: 0 1; background: $boost; }
     TabbedContent { height: 1fr; }
     TabPane { padding: 0; }
     #cat-text, #cca-text, #config-text { padding: 0 1; }
@@ -177,6 +177,14 @@ class HeurApp(App):
             self._wake.wait(self.EVENT_PERIOD)
             self._wake.clear()
 
+    def sync_once(self) -> None:
+        """One reader round on the calling (UI) thread: for tests and snapshots (live=False)."""
+        self.on_status_read(StatusRead(self.feed.poll_status()))
+        batch = self.feed.poll_events()
+        if batch is not None:
+            self.on_events_read(EventsRead(batch))
+        self._redraw()
+
     def poll_now(self) -> None:
         """Ask the reader for a round right away (after a selection or a launch)."""
         self._wake.set()
@@ -274,23 +282,24 @@ class HeurApp(App):
         self._update_info()
 
     def _update_info(self) -> None:
+        """The legend: each shown run in its colour with its live state."""
         info = self._q("#info", Static)
         if self.experiment is None:
             info.update(Text("select an experiment (↑↓), launch a preset (n), help (?)", style="dim"))
             return
-        row = self.rows.get(self.experiment)
-        t = Text(no_wrap=True, overflow="ellipsis")
-        t.append(self.experiment.name, style="bold")
+        t = Text()
         for i, p in enumerate(self.run_paths):
             if self.focus_run is not None and p != self.focus_run:
                 continue
-            t.append("  ")
+            if t:
+                t.append("  ")
             t.append("■ ", style=rich_color(i))
             t.append(p.name + " ")
             t.append_text(badge(self.statuses.get(p)))
         v = self.view
-        t.append(f"  · x={v.xaxis}" + (" log" if v.ylog else "")
-                 + (f" smooth={v.smoothing:g}" if v.smoothing else ""), style="dim")
+        opts = [f"x={v.xaxis}"] + (["log"] if v.ylog else []) + (
+            [f"smooth={v.smoothing:g}"] if v.smoothing else [])
+        t.append("  · " + " ".join(opts), style="dim")
         info.update(t)
 
     def _redraw(self) -> None:

@@ -107,6 +107,8 @@ class PlotView(PlotextPlot):
             return Text(title + msg, justify="center", style="dim")
         plt = self.plt
         plt.clear_figure()
+        # the theme first: plotext resolves some colours (text backgrounds) when drawn
+        plt.theme(self._get_plotext_theme_name(self.app.theme))
         _draw(plt, fig)
         return super().render()
 

@@ -159,8 +159,11 @@ class LaunchScreen(ModalScreen[Path | None]):
         box = self.query_one("#launch-check", Static)
         try:
             exp = self._validate(self.preset.path, self.overrides(text))
-        except Exception as e:  # ConfigError: its str is the one-line message
-            self.valid, self.message = False, str(e)
+        except Exception as e:  # ConfigError: key and message (the file is shown above)
+            msg = getattr(e, "message", None)
+            key = getattr(e, "key", None)
+            self.valid = False
+            self.message = f"{key}: {msg}" if key and msg else (msg or str(e))
             box.update(Text(self.message))
             box.set_classes("error")
             return False

@@ -49,6 +49,13 @@ class RunNode:
     experiment: Path
 
 
+def _styled(text: str, style: str) -> Text:
+    """A span with its own style (not the Text's base style, which would colour what follows)."""
+    t = Text()
+    t.append(text, style=style)
+    return t
+
+
 def badge(status: Any) -> Text:
     """``running 45%`` / ``completed`` / ... as styled text."""
     state = getattr(status, "state", None) or "?"
@@ -56,10 +63,10 @@ def badge(status: Any) -> Text:
     if state == "running":
         try:
             pct = float(status.progress) * 100
-            return Text(f"{pct:3.0f}%", style=style)
+            return _styled(f"{pct:3.0f}%", style)
         except (TypeError, ValueError, AttributeError):
-            return Text("running", style=style)
-    return Text(state, style=style)
+            return _styled("running", style)
+    return _styled(state, style)
 
 
 def experiment_badge(statuses: list[Any]) -> Text:
@@ -72,15 +79,15 @@ def experiment_badge(statuses: list[Any]) -> Text:
             pct = (done + sum(float(s.progress) for s in running)) / max(total, 1) * 100
         except (TypeError, ValueError, AttributeError):
             pct = 0.0
-        return Text(f"{pct:3.0f}%", style=STATE_STYLE["running"])
+        return _styled(f"{pct:3.0f}%", STATE_STYLE["running"])
     for worst in ("failed", "lost", "diverged", "stopped", "queued"):
         n = states.count(worst)
         if n:
             txt = worst if n == len(states) else f"{n} {worst}"
-            return Text(txt, style=STATE_STYLE[worst])
+            return _styled(txt, STATE_STYLE[worst])
     if states and all(s == "completed" for s in states):
-        return Text("completed", style=STATE_STYLE["completed"])
-    return Text("—", style=STATE_STYLE["?"])
+        return _styled("completed", STATE_STYLE["completed"])
+    return _styled("—", STATE_STYLE["?"])
 
 
 def _stamp(t: float) -> str:
@@ -89,7 +96,7 @@ def _stamp(t: float) -> str:
 
 class Sidebar(Tree):
     DEFAULT_CSS = """
-    Sidebar { width: 30; border-right: vkey $foreground 30%; }
+    Sidebar { width: 30; border-right: vkey $foreground 30%; overflow-x: hidden; }
     """
 
     def __init__(self, **kw: Any) -> None:
@@ -143,8 +150,9 @@ class Sidebar(Tree):
 
     def _exp_label(self, row: ExperimentRow) -> Text:
         t = experiment_badge([s for _, s in row.runs])
-        t.append(" " + row.name)
-        t.append(f" {_stamp(row.created)}", style="dim")
+        t.append(" ")
+        t.append(row.name + " ")
+        t.append(_stamp(row.created), style="dim")
         return t
 
     def _set_runs(self, exp: TreeNode, row: ExperimentRow) -> None:
@@ -164,7 +172,8 @@ class Sidebar(Tree):
     def _run_label(self, path: Path, status: Any) -> Text:
         t = Text("* " if path in self.marked else "")
         t.append_text(badge(status))
-        t.append(" " + path.name)
+        t.append(" ")
+        t.append(path.name)
         return t
 
     def toggle_mark(self, run: Path) -> None:

@@ -40,7 +40,7 @@ def write_run(run: Path, *, steps: int = 400, lr: float = 0.1, spike_at: int | N
     layers = ["fc1", "fc2", "fc3"]
     for s in range(1, steps + 1):
         e = s / steps_per_epoch
-        loss = 2.3 * math.exp(-s / (steps / 4)) + 0.05 + 0.02 * rng.random()
+        loss = 2.3 * math.exp(-s * (2 + 3 * lr) / steps) + 0.05 + 0.02 * rng.random()
         if spike_at is not None and spike_at <= s < spike_at + 6:
             loss *= 1 + 8 * math.sin(math.pi * (s - spike_at) / 6)
         lines.append(ev("train", s, e, T0 + s, samples=s * batch, loss=loss, lr=lr,
