@@ -1,5 +1,146 @@
-"""`heur run` (being written)."""
+"""`heur run PRESET`: validate, launch every run of the preset, show progress, print a summary."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .common import RunsDirOption, STATE_STYLE, fmt
+from .errors import exits_on_config_error, fail
 
 
-def register(app) -> None:
-    pass
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    @exits_on_config_error
+    def run(
+        preset: Optional[Path] = typer.Argument(None, help="Preset TOML file.", show_default=False),
+        set_: list[str] = typer.Option([], "--set", "-s", help="Override a key: --set optim.lr=0.2 (TOML value)."),
+        jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1,
+                                           help="Runs at a time (default: one per GPU, or one per CPU core)."),
+        detach: bool = typer.Option(False, "--detach", "-d", help="Return at once; the runs go on in the background."),
+        resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a run or experiment directory from its last checkpoint."),
+        runs_dir: Optional[Path] = RunsDirOption,
+        dry_run: bool = typer.Option(False, "--dry-run", help="Validate and list the runs, start nothing."),
+    ) -> None:
+        """Train every run (variant x grid point) of a preset in its own process."""
+        from heur.core import runs as R
+        from heur.core.config import load_experiment
+        from heur.core.preflight import check_experiment
+
+        if resume is not None:
+            if preset is not None:
+                fail("give either PRESET or --resume RUN_DIR, not both")
+            exp_dir, queued = R.queue_resume(resume)
+            if not queued:
+                fail(f"{resume}: nothing to resume (every run completed)")
+            R.start_supervisor(exp_dir, jobs, resume=True)
+        else:
+            if preset is None:
+                fail("missing PRESET (a preset TOML file, e.g. presets/warmup_lb.toml)")
+            exp = load_experiment(preset, set_)
+            check_experiment(exp)
+            if dry_run:
+                _print_plan(exp)
+                return
+            exp_dir = R.create_experiment(exp, runs_dir)
+            R.start_supervisor(exp_dir, jobs)
+        if detach:
+            print(f"started {exp_dir}")
+            print(f"  watch: heur runs --runs-dir {exp_dir.parent}   |   heur tui   |   stop: heur stop {exp_dir}")
+            return
+        code = watch(exp_dir)
+        raise typer.Exit(code)
+
+
+def _print_plan(exp) -> None:  # noqa: ANN001
+    from rich.console import Console
+    from rich.table import Table
+
+    from heur.core.data import steps_per_epoch, total_steps
+
+    t = Table(title=f"{exp.name}: {len(exp.runs)} run(s)")
+    for c in ("run", "model", "data", "optim", "lr", "batch", "epochs", "steps"):
+        t.add_column(c)
+    for name, cfg in exp.runs.items():
+        t.add_row(name, cfg.model.name, cfg.data.name, cfg.optim.name, fmt(cfg.optim.lr),
+                  str(cfg.train.batch_size), fmt(cfg.train.epochs),
+                  f"{total_steps(cfg)} ({steps_per_epoch(cfg)}/epoch)")
+    Console().print(t)
+
+
+def watch(exp_dir: Path, poll: float = 0.25) -> int:
+    """Progress bars until every run has ended; Ctrl-C stops the runs (they checkpoint)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from heur.core import runs as R
+    from heur.core.summary import write_summary
+
+    console = Console()
+    run_dirs = R.run_dirs(exp_dir)
+    console.print(f"[bold]{exp_dir}[/]  ({len(run_dirs)} run(s); Ctrl-C stops them, they can be resumed)")
+    progress = Progress(
+        TextColumn("{task.fields[name]:<24}"), BarColumn(bar_width=28), MofNCompleteColumn(),
+        TextColumn("{task.fields[state]:<9} loss {task.fields[loss]:>9} lr {task.fields[lr]:>9}"),
+        TimeRemainingColumn(), console=console, transient=False,
+    )
+    tasks = {rd: progress.add_task("", total=None, name=rd.name, state="queued", loss="-", lr="-")
+             for rd in run_dirs}
+    stop_sent = False
+    with progress:
+        while True:
+            try:
+                states = []
+                for rd, tid in tasks.items():
+                    st = R.read_status(rd)
+                    states.append(st.state)
+                    style = STATE_STYLE.get(st.state, "")
+                    progress.update(tid, total=st.total_steps or None, completed=st.step,
+                                    state=f"[{style}]{st.state}[/]" if style else st.state,
+                                    loss=fmt(st.raw.get("loss")), lr=fmt(st.raw.get("lr")))
+                if all(s in R.FINAL_STATES for s in states):
+                    break
+                time.sleep(poll)
+            except KeyboardInterrupt:
+                if stop_sent:
+                    console.print("[yellow]left the runs as they are[/]")
+                    return 130
+                stop_sent = True
+                n = R.stop_experiment(exp_dir)
+                console.print(f"[yellow]stopping {n} run(s): they save a checkpoint "
+                              f"(resume: heur run --resume {exp_dir}); Ctrl-C again to leave them[/]")
+    summary = write_summary(exp_dir)
+    print_summary(summary, console)
+    return 1 if any(r["state"] in ("failed", "lost") for r in summary["runs"]) else 0
+
+
+_HIDDEN = {"run", "state", "reason", "step", "total_steps", "train_loss_running"}
+
+
+def print_summary(summary: dict, console=None) -> None:  # noqa: ANN001
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    rows = summary["runs"]
+    extra: list[str] = []
+    for r in rows:
+        for k, v in r.items():
+            if k not in _HIDDEN and k not in extra and not isinstance(v, (dict, list)):
+                extra.append(k)
+    t = Table(title=f"summary: {summary['experiment']}")
+    t.add_column("run")
+    t.add_column("state")
+    for k in extra:
+        t.add_column(k.replace("_", " "), justify="right")
+    for r in rows:
+        style = STATE_STYLE.get(r["state"], "")
+        t.add_row(r["run"], f"[{style}]{r['state']}[/]", *(fmt(r.get(k)) for k in extra))
+    console.print(t)
+    for r in rows:
+        if r["state"] in ("failed", "diverged", "lost", "stopped") and r.get("reason"):
+            console.print(f"  {r['run']}: {r['state']}: {r['reason']}")
+    console.print(f"summary.json: {Path(summary['path']) / 'summary.json'}")

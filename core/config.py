@@ -248,6 +248,7 @@ class Experiment:
     source: str
     raw: dict[str, Any]
     runs: dict[str, RunConfig] = field(default_factory=dict)
+    resolved: dict[str, Any] = field(default_factory=dict)  # the preset with overrides applied
 
 
 _META_KEYS = ("variant", "grid")
@@ -383,9 +384,13 @@ def _load_toml(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        line = getattr(e, "lineno", None)
+        text_err = str(e)
+        m = re.search(r"\(at line (\d+), column (\d+)\)", text_err)
+        line = getattr(e, "lineno", None) or (int(m.group(1)) if m else None)
         where = f"{path}:{line}" if line else str(path)
-        msg = getattr(e, "msg", str(e))
+        msg = getattr(e, "msg", None) or re.sub(r"\s*\(at line \d+, column \d+\)", "", text_err)
+        if m:
+            msg += f" (column {m.group(2)})"
         raise ConfigError(f"malformed TOML: {msg}", file=where) from None
 
 
@@ -444,8 +449,14 @@ def expand(raw: dict[str, Any], overrides: list[str], file: str | None = None) -
         grid.pop(k, None)  # an explicit override pins a grid axis
     # validate the base on its own first, so errors point at the preset's own keys
     base_cfg = validate_run(base, file)
+    resolved = copy.deepcopy(base)
+    if variants:
+        resolved["variant"] = variants
+    if grid:
+        resolved["grid"] = grid
     exp = Experiment(
-        name=base_cfg.name, description=base_cfg.description, source=file or "", raw=raw
+        name=base_cfg.name, description=base_cfg.description, source=file or "", raw=raw,
+        resolved=resolved,
     )
     var_list: list[tuple[str, dict[str, Any]]] = []
     for i, v in enumerate(variants):

@@ -1,0 +1,37 @@
+"""Small helpers shared by the commands (option types, runs directory, number formatting)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+RunsDirOption = typer.Option(
+    None, "--runs-dir", envvar="HEUR_RUNS_DIR", help="Where experiments live (default ./runs).",
+    show_default=False,
+)
+
+
+def runs_dir_or_default(runs_dir: Optional[Path]) -> Path:
+    return Path(runs_dir) if runs_dir else Path("runs")
+
+
+def fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if v != v:
+            return "nan"
+        if abs(v) >= 1e4 or (v != 0 and abs(v) < 1e-3):
+            return f"{v:.{digits - 1}e}"
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+STATE_STYLE = {
+    "queued": "dim", "running": "cyan", "completed": "green", "diverged": "magenta",
+    "failed": "red", "stopped": "yellow", "lost": "red",
+}

@@ -1,0 +1,40 @@
+"""Checks that need more than the schema (step counts, dataset sizes) and run before anything starts.
+
+Each check raises ConfigError naming the dotted key. ``check_experiment`` runs them all on every
+run of an experiment, so an invalid preset never starts a run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import Experiment
+from .data import train_size
+from .errors import ConfigError
+
+
+def check_run(cfg: Any) -> None:
+    from .schedules import validate_schedule
+
+    if cfg.train.loss == "cross_entropy" and cfg.data.name == "teacher_student":
+        raise ConfigError('teacher_student is a regression dataset: expected loss = "mse"', key="train.loss")
+    if cfg.model.name in ("cnn", "vgg11", "vgg16", "resnet20") or cfg.model.name.startswith("tv:"):
+        if cfg.data.name in ("synthetic", "teacher_student"):
+            raise ConfigError(f"model {cfg.model.name} needs image data, data.name = {cfg.data.name!r} is not",
+                              key="model.name")
+    n = train_size(cfg.data)
+    for name in ("sharpness", "ntk"):
+        probe = getattr(cfg.probes, name, None)
+        if probe is not None and probe.batch > n:
+            raise ConfigError(f"expected at most the {n} training samples, got {probe.batch}",
+                              key=f"probes.{name}.batch")
+    validate_schedule(cfg)
+
+
+def check_experiment(exp: Experiment) -> None:
+    for name, cfg in exp.runs.items():
+        try:
+            check_run(cfg)
+        except ConfigError as e:
+            label = f"run '{name}': " if len(exp.runs) > 1 else ""
+            raise ConfigError(label + e.message, key=e.key, file=exp.source or None) from None

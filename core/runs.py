@@ -1,0 +1,448 @@
+"""Run directories: creating, launching, listing, stopping, reading status and checkpoints.
+
+    runs/<preset>-<YYYYmmdd-HHMMSS>/      an experiment: one launch of a preset
+      experiment.toml                      the preset as resolved (overrides applied)
+      supervisor.json                      pid of the process that starts the queued runs
+      summary.json                         written when every run has ended
+      <run>/config.toml                    the fully resolved config of one run
+      <run>/events.jsonl, status.json, stdout.log, checkpoints/
+
+Processes are launched with no pipe back to the launcher (stdin from /dev/null, output to
+``stdout.log``, a new session), so a dying terminal or UI cannot kill them; stopping sends
+SIGTERM to the run's process group. A run's state is one of queued, running, completed,
+diverged, failed, stopped or lost (its process is gone without an ``end`` event); the process
+start time is kept beside the pid, so a recycled pid is not taken for a live run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .config import Experiment, RunConfig, dumps_toml, validate_run
+from .errors import ConfigError
+
+FINAL_STATES = ("completed", "diverged", "failed", "stopped", "lost")
+STATES = ("queued", "running") + FINAL_STATES
+
+
+def default_runs_dir() -> Path:
+    return Path(os.environ.get("HEUR_RUNS_DIR") or "runs")
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def process_start_time(pid: int) -> Optional[int]:
+    """The process's start time (clock ticks since boot, Linux) or None if it is gone/zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode(errors="replace")
+    except OSError:
+        if sys.platform.startswith("linux"):
+            return None
+        try:  # other systems: existence only
+            os.kill(pid, 0)
+            return 0
+        except OSError:
+            return None
+    rest = stat[stat.rfind(")") + 2 :].split()
+    if rest[0] in ("Z", "X"):
+        return None
+    return int(rest[19])
+
+
+def pid_alive(pid: Optional[int], start_time: Optional[int]) -> bool:
+    if not pid:
+        return False
+    st = process_start_time(pid)
+    if st is None:
+        return False
+    return start_time is None or st == start_time or st == 0
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, allow_nan=False, default=str, indent=1))
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        d = json.loads(path.read_text())
+        return d if isinstance(d, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+class StatusWriter:
+    """Writes ``status.json`` atomically; ``heartbeat`` at most every 2 s, ``update`` every 1 s."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / "status.json"
+        self.data = _read_json(self.path)
+        self._last = 0.0
+
+    def update(self, force: bool = False, **fields: Any) -> None:
+        from .events import sanitize
+
+        self.data.update(sanitize(fields))
+        now = time.time()
+        if force or now - self._last >= 1.0:
+            self._flush(now)
+
+    def heartbeat(self, **fields: Any) -> None:
+        now = time.time()
+        if now - self._last >= 2.0:
+            self.data.update(fields)
+            self._flush(now)
+
+    def _flush(self, now: float) -> None:
+        self.data["heartbeat"] = now
+        if "pid" in self.data and self.data.get("pid") == os.getpid():
+            self.data["pid_start"] = process_start_time(os.getpid())
+        _write_json_atomic(self.path, self.data)
+        self._last = now
+
+
+# --------------------------------------------------------------------------- experiments
+
+
+def _timestamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def create_experiment(exp: Experiment, runs_dir: Path | str | None = None) -> Path:
+    """Make the experiment directory with every run queued; returns its path."""
+    runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", exp.name) or "experiment"
+    path = runs_dir / f"{base}-{_timestamp()}"
+    k = 1
+    while path.exists():
+        k += 1
+        path = runs_dir / f"{base}-{_timestamp()}-{k}"
+    path.mkdir(parents=True)
+    meta = {"heur": {"source": exp.source, "created": time.time(), "runs": list(exp.runs)}}
+    (path / "experiment.toml").write_text(dumps_toml({**exp.resolved, **meta}))
+    for name, cfg in exp.runs.items():
+        rd = path / name
+        rd.mkdir()
+        (rd / "config.toml").write_text(dumps_toml(cfg.to_dict()))
+        _write_json_atomic(rd / "status.json", {"state": "queued", "name": name, "created": time.time()})
+    return path
+
+
+def read_run_config(run_dir: Path | str) -> RunConfig:
+    p = Path(run_dir) / "config.toml"
+    try:
+        raw = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError("not a run directory (no config.toml)", file=str(run_dir)) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"malformed TOML: {e}", file=str(p)) from None
+    return validate_run(raw, str(p))
+
+
+def run_dirs(exp_dir: Path) -> list[Path]:
+    order = []
+    try:
+        meta = tomllib.loads((exp_dir / "experiment.toml").read_text()).get("heur", {})
+        order = meta.get("runs", [])
+    except (OSError, tomllib.TOMLDecodeError):
+        pass
+    found = sorted(p for p in exp_dir.iterdir() if (p / "config.toml").is_file()) if exp_dir.is_dir() else []
+    rank = {n: i for i, n in enumerate(order)}
+    return sorted(found, key=lambda p: (rank.get(p.name, len(rank)), p.name))
+
+
+@dataclass
+class ExperimentInfo:
+    path: Path
+    name: str
+    created: float
+    runs: list[Path] = field(default_factory=list)
+
+
+def list_experiments(runs_dir: Path | str | None = None) -> list[ExperimentInfo]:
+    """Experiments under ``runs_dir``, newest first."""
+    runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
+    out = []
+    if not runs_dir.is_dir():
+        return out
+    for p in runs_dir.iterdir():
+        if not (p / "experiment.toml").is_file():
+            continue
+        try:
+            raw = tomllib.loads((p / "experiment.toml").read_text())
+        except (OSError, tomllib.TOMLDecodeError):
+            raw = {}
+        created = raw.get("heur", {}).get("created") or p.stat().st_mtime
+        out.append(ExperimentInfo(p, str(raw.get("name", p.name)), float(created), run_dirs(p)))
+    out.sort(key=lambda e: e.created, reverse=True)
+    return out
+
+
+def find_experiment(ref: str, runs_dir: Path | str | None = None) -> Path:
+    """An experiment or run directory given as a path, or as a name under the runs directory."""
+    p = Path(ref)
+    if p.is_dir():
+        return p
+    runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
+    if (runs_dir / ref).is_dir():
+        return runs_dir / ref
+    raise ConfigError(f"no experiment or run named {ref!r} (looked in {runs_dir})", key="RUN")
+
+
+# --------------------------------------------------------------------------- status
+
+
+@dataclass
+class RunStatus:
+    path: Path
+    name: str
+    state: str
+    pid: Optional[int] = None
+    step: int = 0
+    total_steps: int = 0
+    epoch: float = 0.0
+    heartbeat: Optional[float] = None
+    reason: str = ""
+    result: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def progress(self) -> float:
+        return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+def _end_event(run_dir: Path) -> Optional[dict[str, Any]]:
+    """The last ``end`` event, read from the file's tail."""
+    p = run_dir / "events.jsonl"
+    try:
+        with open(p, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - 65536))
+            tail = f.read()
+    except OSError:
+        return None
+    for line in reversed(tail.split(b"\n")):
+        if b'"end"' in line:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if ev.get("kind") == "end":
+                return ev
+    return None
+
+
+def read_status(run_dir: Path | str) -> RunStatus:
+    """The run's state; a ``running`` run whose process is gone is ``lost`` (or its ``end`` state)."""
+    run_dir = Path(run_dir)
+    d = _read_json(run_dir / "status.json")
+    state = d.get("state", "queued")
+    if state == "running" and not pid_alive(d.get("pid"), d.get("pid_start")):
+        end = _end_event(run_dir)
+        if end is not None:
+            state = end.get("state", "failed")
+            d.setdefault("result", end.get("result") or {})
+            d.setdefault("reason", end.get("reason", ""))
+        else:
+            state = "lost"
+            d.setdefault("reason", "the process vanished without an end event")
+    return RunStatus(
+        path=run_dir, name=d.get("name", run_dir.name), state=state, pid=d.get("pid"),
+        step=int(d.get("step") or 0), total_steps=int(d.get("total_steps") or 0),
+        epoch=float(d.get("epoch") or 0.0), heartbeat=d.get("heartbeat"), reason=d.get("reason", ""),
+        result=d.get("result") or {}, raw=d,
+    )
+
+
+def latest_checkpoint(run_dir: Path | str) -> Optional[Path]:
+    """The checkpoint with the highest step (``final.pt`` beats all)."""
+    ck = Path(run_dir) / "checkpoints"
+    if (ck / "final.pt").is_file():
+        return ck / "final.pt"
+    best, best_step = None, -1
+    for p in ck.glob("*.pt"):
+        m = re.fullmatch(r"(?:step|restart)_(\d+)\.pt", p.name)
+        if not m:
+            continue
+        try:  # restart_<k> files are named by index: read the step from the file name of step_ ones only
+            step = int(m.group(1)) if p.name.startswith("step_") else _checkpoint_step(p)
+        except Exception:
+            continue
+        if step > best_step:
+            best, best_step = p, step
+    return best
+
+
+def _checkpoint_step(path: Path) -> int:
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
+
+
+# --------------------------------------------------------------------------- launching
+
+
+def _spawn(args: list[str], log: Path, env: Optional[dict[str, str]] = None) -> subprocess.Popen:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True, env=env, close_fds=True,
+        )
+
+
+def launch_run(run_dir: Path, resume: bool = False, env_extra: Optional[dict[str, str]] = None) -> subprocess.Popen:
+    """Start one run's training process, detached, output to ``stdout.log``."""
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update(env_extra or {})
+    args = [sys.executable, "-m", "heur.core.train", str(run_dir)] + (["--resume"] if resume else [])
+    proc = _spawn(args, Path(run_dir) / "stdout.log", env)
+    st = _read_json(Path(run_dir) / "status.json")
+    st.update(state="running", pid=proc.pid, pid_start=process_start_time(proc.pid), heartbeat=time.time())
+    _write_json_atomic(Path(run_dir) / "status.json", st)
+    return proc
+
+
+def start_supervisor(exp_dir: Path, jobs: Optional[int] = None, resume: bool = False) -> subprocess.Popen:
+    """Start the detached process that runs the experiment's queued runs, ``jobs`` at a time."""
+    args = [sys.executable, "-m", "heur.core.supervise", str(exp_dir)]
+    if jobs:
+        args += ["--jobs", str(jobs)]
+    if resume:
+        args.append("--resume")
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    proc = _spawn(args, exp_dir / "supervisor.log", env)
+    _write_json_atomic(exp_dir / "supervisor.json", {"pid": proc.pid, "pid_start": process_start_time(proc.pid),
+                                                      "jobs": jobs, "started": time.time()})
+    return proc
+
+
+def launch(preset_path: str | Path, overrides: Optional[list[str]] = None,
+           runs_dir: Path | str | None = None, jobs: Optional[int] = None) -> Path:
+    """Validate a preset, create its experiment directory and start it detached."""
+    from .config import load_experiment
+    from .preflight import check_experiment
+
+    exp = load_experiment(preset_path, overrides or [])
+    check_experiment(exp)
+    exp_dir = create_experiment(exp, runs_dir)
+    start_supervisor(exp_dir, jobs)
+    return exp_dir
+
+
+def queue_resume(target: Path) -> tuple[Path, list[Path]]:
+    """Mark the unfinished runs of a run or experiment directory queued again.
+
+    Returns (experiment dir, runs queued). Completed runs are left alone.
+    """
+    target = Path(target)
+    if (target / "config.toml").is_file():
+        exp_dir, candidates = target.parent, [target]
+    elif (target / "experiment.toml").is_file():
+        exp_dir, candidates = target, run_dirs(target)
+    else:
+        raise ConfigError("not a run or experiment directory (no config.toml / experiment.toml)",
+                          file=str(target))
+    queued = []
+    for rd in candidates:
+        st = read_status(rd)
+        if st.state == "running":
+            raise ConfigError(f"run {rd.name} is still running (pid {st.pid}); stop it first", file=str(rd))
+        if st.state == "completed":
+            continue
+        d = dict(st.raw)
+        d.update(state="queued", pid=None, pid_start=None)
+        _write_json_atomic(rd / "status.json", d)
+        queued.append(rd)
+    return exp_dir, queued
+
+
+# --------------------------------------------------------------------------- stopping
+
+
+def stop_run(run_dir: Path | str, sig: int = signal.SIGTERM) -> bool:
+    """SIGTERM to the run's process group (it checkpoints and ends ``stopped``).
+
+    A queued run is marked stopped. Returns True if something was signalled or marked.
+    """
+    run_dir = Path(run_dir)
+    st = read_status(run_dir)
+    if st.state == "queued":
+        d = dict(st.raw)
+        d.update(state="stopped", reason="stopped before it started")
+        _write_json_atomic(run_dir / "status.json", d)
+        return True
+    if st.state != "running" or not st.pid:
+        return False
+    try:
+        os.killpg(st.pid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        os.kill(st.pid, sig)
+    return True
+
+
+def stop_experiment(exp_dir: Path | str) -> int:
+    """Stop the supervisor (so nothing queued starts) and every run; returns runs signalled."""
+    exp_dir = Path(exp_dir)
+    sup = _read_json(exp_dir / "supervisor.json")
+    if pid_alive(sup.get("pid"), sup.get("pid_start")):
+        try:
+            os.kill(sup["pid"], signal.SIGTERM)
+        except OSError:
+            pass
+    return sum(stop_run(rd) for rd in run_dirs(exp_dir))
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def load_checkpoint(path: Path | str) -> dict[str, Any]:
+    """A heur checkpoint, loaded with ``weights_only=True``; ConfigError if it is not one."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("no such checkpoint file", file=str(path))
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ConfigError(f"not a loadable checkpoint ({type(e).__name__})", file=str(path)) from None
+    if not isinstance(ck, dict) or ck.get("format") != "heur-checkpoint":
+        raise ConfigError("not a heur checkpoint (no format = heur-checkpoint)", file=str(path))
+    return ck
+
+
+def rebuild_from_checkpoint(path: Path | str, device: Any = "cpu", load_data_too: bool = True):
+    """(model with the checkpoint's weights, its RunConfig, its DataBundle or None)."""
+    from .data import load_data
+    from .models import build_model
+
+    ck = load_checkpoint(path)
+    cfg = validate_run(ck["config"], str(path))
+    model = build_model(cfg, tuple(ck["input_shape"]), int(ck["num_outputs"]))
+    model.load_state_dict(ck["model"])
+    model.to(device)
+    bundle = load_data(cfg, device) if load_data_too else None
+    return model, cfg, bundle

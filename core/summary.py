@@ -1,0 +1,34 @@
+"""The experiment summary: one row per run (state, final losses and accuracies, wall time and
+whatever the probes report), written as ``summary.json`` beside the runs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from . import runs as R
+
+COLUMNS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "wall_time")
+
+
+def collect(exp_dir: Path | str) -> dict[str, Any]:
+    exp_dir = Path(exp_dir)
+    rows = []
+    for rd in R.run_dirs(exp_dir):
+        st = R.read_status(rd)
+        row: dict[str, Any] = {"run": rd.name, "state": st.state, "reason": st.reason,
+                               "step": st.step, "total_steps": st.total_steps}
+        row.update(st.result)
+        rows.append(row)
+    return {"experiment": exp_dir.name, "path": str(exp_dir), "runs": rows}
+
+
+def write_summary(exp_dir: Path | str) -> dict[str, Any]:
+    exp_dir = Path(exp_dir)
+    data = collect(exp_dir)
+    tmp = exp_dir / f".summary.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(data, indent=1, allow_nan=False, default=str))
+    os.replace(tmp, exp_dir / "summary.json")
+    return data

@@ -1,0 +1,102 @@
+import tomllib
+
+import pytest
+
+from heur.core.config import dumps_toml, expand, load_experiment, parse_value
+from heur.core.errors import ConfigError
+
+BASE = {"name": "x", "optim": {"lr": 0.1}, "train": {"epochs": 2}}
+
+
+def test_defaults_and_override_types():
+    exp = expand(BASE, ["optim.lr=0.2", "train.batch_size=64", "model.name=mlp", "optim.betas=[0.8, 0.9]"])
+    (cfg,) = exp.runs.values()
+    assert cfg.optim.lr == 0.2 and cfg.train.batch_size == 64 and cfg.model.name == "mlp"
+    assert cfg.optim.betas == (0.8, 0.9)
+
+
+def test_parse_value_is_toml_literal_or_bare_string():
+    assert parse_value("1") == 1 and parse_value("1.5") == 1.5 and parse_value("true") is True
+    assert parse_value("adam") == "adam" and parse_value('"a b"') == "a b" and parse_value("[1, 2]") == [1, 2]
+
+
+def test_variants_times_grid_cartesian_product_and_names():
+    raw = dict(BASE, variant=[{"name": "a", "set": {"optim.name": "adam"}}, {"name": "b", "set": {}}],
+               grid={"optim.lr": [0.1, 0.2, 0.4], "train.batch_size": [16, 32]})
+    exp = expand(raw, [])
+    assert len(exp.runs) == 2 * 3 * 2
+    assert exp.runs["a_lr=0.4_batch_size=32"].optim.name == "adam"
+    assert exp.runs["a_lr=0.4_batch_size=32"].optim.lr == 0.4
+    assert exp.runs["b_lr=0.1_batch_size=16"].optim.name == "sgd"
+    assert exp.runs["b_lr=0.1_batch_size=16"].train.batch_size == 16
+
+
+def test_override_pins_grid_axis_and_beats_variant():
+    raw = dict(BASE, variant=[{"name": "a", "set": {"optim.lr": 0.5}}], grid={"optim.lr": [0.1, 0.2]})
+    exp = expand(raw, ["optim.lr=0.3"])
+    assert list(exp.runs) == ["a"] and exp.runs["a"].optim.lr == 0.3
+
+
+def test_grid_label_uses_full_key_when_last_parts_collide():
+    raw = dict(BASE, grid={"schedule.warmup.epochs": [1], "train.epochs": [3]})
+    (name,) = expand(raw, []).runs
+    assert name == "schedule.warmup.epochs=1_train.epochs=3"
+
+
+@pytest.mark.parametrize("override, key, expect", [
+    (["optim.lrr=1"], "optim.lrr", "did you mean 'optim.lr'"),
+    (["optim.lr=-1"], "optim.lr", "expected a number > 0"),
+    (["optim.name=adamm"], "optim.name", "'sgd', 'adam', 'adamw' or 'gi_adam'"),
+    (["train.batch_size=abc"], "train.batch_size", "expected"),
+    (["device=gpu"], "device", "expected auto, cpu, cuda, cuda:N or mps"),
+    (["trian.epochs=1"], "trian.epochs", "did you mean 'train.epochs'"),
+    (["optim.lr"], "--set", "KEY=VALUE"),
+])
+def test_bad_overrides_name_the_key(override, key, expect):
+    with pytest.raises(ConfigError) as e:
+        expand(BASE, override, file="p.toml")
+    assert e.value.key == key and expect in str(e.value)
+
+
+def test_unknown_key_in_file_is_reported_with_file_and_suggestion(tmp_path):
+    p = tmp_path / "p.toml"
+    p.write_text('name = "x"\n[optim]\nlearning_rate = 0.1\n')
+    with pytest.raises(ConfigError) as e:
+        load_experiment(p)
+    assert str(e.value).startswith(f"{p}: optim.learning_rate: unknown key")
+
+
+def test_unknown_section_suggests(tmp_path):
+    p = tmp_path / "p.toml"
+    p.write_text('name = "x"\n[optimizer]\nlr = 0.1\n')
+    with pytest.raises(ConfigError, match="did you mean 'optim'"):
+        load_experiment(p)
+
+
+def test_malformed_toml_reports_line(tmp_path):
+    p = tmp_path / "p.toml"
+    p.write_text('name = "x"\n[optim]\nlr = = 0.1\n')
+    with pytest.raises(ConfigError) as e:
+        load_experiment(p)
+    assert str(e.value).startswith(f"{p}:3: malformed TOML")
+
+
+def test_variant_errors_name_the_variant(tmp_path):
+    raw = dict(BASE, variant=[{"name": "lb", "set": {"train.batch_size": 0}}])
+    with pytest.raises(ConfigError) as e:
+        expand(raw, [])
+    assert e.value.key == "train.batch_size" and "variant 'lb'" in str(e.value)
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="no such preset file"):
+        load_experiment("nope/none.toml")
+
+
+def test_toml_writer_roundtrips_resolved_configs():
+    raw = dict(BASE, schedule={"name": "cosine", "warmup": {"epochs": 1.5}},
+               variant=[{"name": "a", "set": {"optim.lr": 0.5, "schedule.warmup.shape": "cosine"}}])
+    exp = expand(raw, [])
+    for cfg in exp.runs.values():
+        assert tomllib.loads(dumps_toml(cfg.to_dict())) == cfg.to_dict()
+    assert tomllib.loads(dumps_toml(exp.resolved)) == exp.resolved
