@@ -14,7 +14,7 @@ from heur.tui.plotting import PlotView
 from heur.tui.screens import ConfirmScreen, HelpScreen, InfoScreen, LaunchScreen
 from heur.tui.sidebar import ExperimentNode, PresetNode, RunNode, Sidebar
 
-from fixtures_tui import FakeSource, ev, make_presets, make_runs
+from fixtures_tui import RecordingSource, ev, make_presets, make_runs
 
 
 def sync(fn):
@@ -38,7 +38,7 @@ async def until(pilot, cond, timeout=8.0):
 def make_app(tmp_path, **kw):
     runs = make_runs(tmp_path / "runs")
     make_presets(tmp_path / "presets")
-    src = FakeSource(tmp_path / "runs")
+    src = RecordingSource(tmp_path / "runs")
     app = HeurApp(tmp_path / "runs", tmp_path / "presets", source=src, **kw)
     app.EVENT_PERIOD = 0.05
     app.STATUS_PERIOD = 0.2

@@ -12,7 +12,7 @@ import pytest
 from heur.tui.app import HeurApp
 from heur.tui.sidebar import Sidebar
 
-from fixtures_tui import FakeSource, make_presets, make_runs
+from fixtures_tui import RecordingSource, make_presets, make_runs
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def utc(monkeypatch):
 def _app(tmp_path):
     runs = make_runs(tmp_path / "runs")
     make_presets(tmp_path / "presets")
-    app = HeurApp(tmp_path / "runs", tmp_path / "presets", source=FakeSource(tmp_path / "runs"),
+    app = HeurApp(tmp_path / "runs", tmp_path / "presets", source=RecordingSource(tmp_path / "runs"),
                   live=False)
     return app, runs
 

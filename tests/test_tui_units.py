@@ -15,7 +15,7 @@ from heur.tui.feed import Feed
 from heur.tui.model import RunData, Table, decode
 from heur.tui.presets import scan_presets
 
-from fixtures_tui import FakeSource, ev, make_presets, make_runs, write_run
+from fixtures_tui import RecordingSource, ev, make_presets, make_runs, write_run
 
 
 # --------------------------------------------------------------------------- decimation
@@ -161,7 +161,7 @@ def test_decode_ignores_unknown_kinds_and_bad_fields():
 def test_feed_tails_incrementally_skips_torn_lines_and_unchanged_files(tmp_path):
     runs = make_runs(tmp_path / "runs")
     run = runs["lb"]  # ends with a torn line
-    feed = Feed(FakeSource(tmp_path / "runs"))
+    feed = Feed(RecordingSource(tmp_path / "runs"))
     gen = feed.follow([run])
     b = feed.poll_events()
     assert b is not None and b.generation == gen
@@ -182,7 +182,7 @@ def test_feed_tails_incrementally_skips_torn_lines_and_unchanged_files(tmp_path)
 
 def test_feed_skips_malformed_lines_and_survives_deleted_runs(tmp_path):
     runs = make_runs(tmp_path / "runs")
-    feed = Feed(FakeSource(tmp_path / "runs"))
+    feed = Feed(RecordingSource(tmp_path / "runs"))
     feed.follow([runs["cat"]])
     b = feed.poll_events()
     d = RunData("cat")
@@ -198,7 +198,7 @@ def test_feed_skips_malformed_lines_and_survives_deleted_runs(tmp_path):
 
 def test_feed_status_rows(tmp_path):
     runs = make_runs(tmp_path / "runs")
-    rows = {r.path: r for r in Feed(FakeSource(tmp_path / "runs")).poll_status()}
+    rows = {r.path: r for r in Feed(RecordingSource(tmp_path / "runs")).poll_status()}
     states = {p.name: s.state for p, s in rows[runs["warmup"]].runs}
     assert states == {"large_batch": "running", "small_batch": "completed"}
 

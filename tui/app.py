@@ -19,6 +19,7 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widgets import Footer, Log, Static, TabbedContent, TabPane, Tree
 
@@ -191,6 +192,12 @@ class HeurApp(App):
 
     # ------------------------------------------------------------------ messages
     def on_status_read(self, msg: StatusRead) -> None:
+        try:
+            self._status_read(msg)
+        except NoMatches:  # before the panels are mounted, or while tearing down
+            pass
+
+    def _status_read(self, msg: StatusRead) -> None:
         self.status_polls += 1
         self.rows = {r.path: r for r in msg.rows}
         self.statuses = {p: s for r in msg.rows for p, s in r.runs}
@@ -304,6 +311,12 @@ class HeurApp(App):
 
     def _redraw(self) -> None:
         """(timer) Rebuild the visible panel if anything it shows changed."""
+        try:
+            self._redraw_visible()
+        except NoMatches:  # the screen is being torn down
+            pass
+
+    def _redraw_visible(self) -> None:
         tabs = self._q(TabbedContent)
         tab = tabs.active
         shown = self.shown_runs()

@@ -1,18 +1,20 @@
 """Run directories for the TUI tests, written per the contract in DESIGN.md ("The run directory").
 
 Deterministic: fixed times, seeded noise. :func:`make_runs` builds a small runs folder with
-two experiments; :class:`FakeSource` reads statuses straight from status.json, so the TUI can
-be tested without the engine's ``core.runs`` (the real source is tested separately).
+two experiments, read through the real ``core.runs``; :class:`RecordingSource` fakes only
+launching and stopping (the real ones are exercised by the slow end-to-end test).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import random
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from heur.tui.source import RunSource
 
 T0 = 1_795_000_000.0  # a fixed "now" for every fixture
 
@@ -76,103 +78,63 @@ def write_run(run: Path, *, steps: int = 400, lr: float = 0.1, spike_at: int | N
 
 
 def write_status(run: Path, **fields: Any) -> None:
-    d = {"state": "queued", "pid": None, "step": 0, "total_steps": 0, "epoch": 0.0,
-         "heartbeat": T0, "result": {}}
+    """status.json as core.runs writes it; a ``running`` run gets this process as its pid."""
+    from heur.core.runs import process_start_time
+
+    d = {"state": "queued", "name": run.name, "pid": None, "step": 0, "total_steps": 0,
+         "epoch": 0.0, "heartbeat": T0, "result": {}}
     d.update(fields)
+    if d["state"] == "running" and "pid" not in fields:
+        d["pid"] = os.getpid()
+        d["pid_start"] = process_start_time(os.getpid())
     (run / "status.json").write_text(json.dumps(d))
 
 
-def write_experiment(runs_dir: Path, name: str, stamp: str, created: float) -> Path:
+def write_experiment(runs_dir: Path, name: str, stamp: str, created: float,
+                     runs: list[str] = ()) -> Path:
     exp = runs_dir / f"{name}-{stamp}"
     exp.mkdir(parents=True, exist_ok=True)
-    (exp / "experiment.toml").write_text(f'name = "{name}"\ncreated = {created}\n')
+    names = ", ".join(f'"{r}"' for r in runs)
+    (exp / "experiment.toml").write_text(
+        f'name = "{name}"\n\n[heur]\ncreated = {created}\nruns = [{names}]\n')
     return exp
 
 
 def make_runs(runs_dir: Path) -> dict[str, Path]:
     """Two experiments: a finished catapult sweep (two runs) and a warmup pair (one running)."""
-    a = write_experiment(runs_dir, "catapult_mlp", "20261123-100000", T0)
+    a = write_experiment(runs_dir, "catapult_mlp", "20261123-100000", T0, ["lr=0.5", "lr=1.5"])
     lazy = write_run(a / "lr=0.5", lr=0.5, seed=1)
     cat = write_run(a / "lr=1.5", lr=1.5, spike_at=30, seed=2, malformed=True)
-    b = write_experiment(runs_dir, "warmup", "20261123-110000", T0 + 3600)
+    b = write_experiment(runs_dir, "warmup", "20261123-110000", T0 + 3600,
+                         ["small_batch", "large_batch"])
     sb = write_run(b / "small_batch", steps=300, seed=3, with_probes=False)
     lb = write_run(b / "large_batch", steps=150, batch=256, seed=4, state="running",
                    total_steps=300, with_probes=False, torn=True)
     return {"catapult": a, "lazy": lazy, "cat": cat, "warmup": b, "sb": sb, "lb": lb}
 
 
-# --------------------------------------------------------------------------- fake source
+# --------------------------------------------------------------------------- recording source
 
 
-@dataclass
-class FakeStatus:
-    state: str
-    pid: int | None
-    step: int
-    total_steps: int
-    epoch: float
-    heartbeat: float
-    result: dict
-    name: str
-    path: Path
-
-    @property
-    def progress(self) -> float:
-        return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0
-
-
-@dataclass
-class FakeExperiment:
-    path: Path
-    name: str
-    created: float
-    runs: list[Path] = field(default_factory=list)
-
-
-class FakeSource:
-    """Same methods as heur.tui.source.RunSource, over status.json only; records actions."""
+class RecordingSource(RunSource):
+    """The real source for reading; launching and stopping are recorded and faked (fast)."""
 
     def __init__(self, runs_dir: Path):
-        self.runs_dir = Path(runs_dir)
+        super().__init__(runs_dir)
         self.launched: list[tuple[Path, list[str]]] = []
         self.stopped: list[Path] = []
-
-    def experiments(self) -> list[FakeExperiment]:
-        out = []
-        if not self.runs_dir.is_dir():
-            return out
-        for exp in sorted(self.runs_dir.iterdir()):
-            toml = exp / "experiment.toml"
-            if not toml.is_file():
-                continue
-            import tomllib
-
-            raw = tomllib.loads(toml.read_text())
-            runs = sorted(p for p in exp.iterdir() if (p / "config.toml").is_file())
-            out.append(FakeExperiment(exp, raw.get("name", exp.name), raw.get("created", 0.0), runs))
-        return out
-
-    def status(self, run: Path) -> FakeStatus:
-        d = json.loads((run / "status.json").read_text())
-        return FakeStatus(d["state"], d.get("pid"), d.get("step", 0), d.get("total_steps", 0),
-                          d.get("epoch", 0.0), d.get("heartbeat", 0.0), d.get("result", {}),
-                          run.name, run)
-
-    def validate(self, preset: Path, overrides: list[str]):
-        from heur.core.config import load_experiment
-
-        return load_experiment(preset, overrides)
 
     def launch(self, preset: Path, overrides: list[str]) -> Path:
         self.validate(preset, overrides)
         self.launched.append((preset, overrides))
-        exp = write_experiment(self.runs_dir, Path(preset).stem, "20261123-120000", T0 + 7200)
+        exp = write_experiment(self.runs_dir, Path(preset).stem, "20261123-120000", T0 + 7200, ["run"])
         write_run(exp / "run", steps=100, state="running", total_steps=200, with_probes=False)
         return exp
 
-    def stop_run(self, run: Path) -> None:
+    def stop_run(self, run: Path) -> bool:
         self.stopped.append(run)
         write_status(run, state="stopped")
+        return True
 
     def stop_experiment(self, exp: Path) -> None:
         for r in sorted(exp.iterdir()):
