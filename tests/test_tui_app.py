@@ -240,3 +240,43 @@ async def test_quit_with_q(tmp_path):
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("q")
     assert app.return_code == 0 or app.return_code is None
+
+
+@pytest.mark.slow
+@sync
+async def test_end_to_end_launch_real_run_then_stop_it(tmp_path):
+    """The real engine: launch a tiny preset from the TUI, watch its loss fill, stop it."""
+    from heur.tui.source import RunSource
+
+    from fixtures_tui import TINY_PRESET
+
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    # long enough to still be running when we stop it: 4 steps an epoch
+    (presets / "tiny.toml").write_text(TINY_PRESET.replace("epochs = 1", "epochs = 400"))
+    runs = tmp_path / "runs"
+    app = HeurApp(runs, presets, source=RunSource(runs))
+    app.EVENT_PERIOD = 0.1
+    app.STATUS_PERIOD = 0.3
+    async with app.run_test(size=(100, 30)) as pilot:
+        await goto(pilot, app, lambda d: isinstance(d, PresetNode))
+        await pilot.press("n")
+        assert isinstance(app.screen, LaunchScreen)
+        await pilot.press(*"train.log_every=2", "enter")
+        await until(pilot, lambda: app.experiment is not None, timeout=20)
+        exp = app.experiment
+        assert exp.parent == runs and exp.name.startswith("tiny-")
+        run = app.run_paths[0]
+        await until(pilot, lambda: len(app.data[run]["train"]) >= 3, timeout=60)
+        plot = app.query_one("#plot-loss", PlotView)
+        await until(pilot, lambda: plot.figure is not None and plot.figure.has_data())
+        assert getattr(app.statuses.get(run), "state", None) == "running"
+        # stop the run from the tree
+        app.query_one(Sidebar).select_path(run)
+        await until(pilot, lambda: app.query_one(Sidebar).cursor_node.data is not None
+                    and getattr(app.query_one(Sidebar).cursor_node.data, "path", None) == run)
+        await pilot.press("X", "y")
+        await until(pilot, lambda: getattr(app.statuses.get(run), "state", None) == "stopped",
+                    timeout=30)
+        await until(pilot, lambda: app.data[run].items["end"], timeout=10)
+        assert app.data[run].items["end"][-1]["state"] == "stopped"

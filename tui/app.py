@@ -499,11 +499,14 @@ class HeurApp(App):
             if not ok:
                 return
             try:
-                fn(target)
-            except Exception as e:  # a run that already ended, a vanished directory
+                sent = fn(target)
+            except Exception as e:  # a vanished directory, a permission problem
                 self.notify(f"could not stop {what}: {e}", severity="error")
                 return
-            self.notify(f"stop sent to {what}")
+            if sent is False:
+                self.notify(f"{what} was not running", severity="warning")
+            else:
+                self.notify(f"stop sent to {what}")
             self.poll_now()
 
         self.push_screen(ConfirmScreen(f"Stop {what}? It checkpoints and ends 'stopped'."), done)
