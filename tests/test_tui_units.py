@@ -10,7 +10,7 @@ import pytest
 
 from heur.core.events import apply_resumes, read_events
 from heur.tui import figures, heatmap
-from heur.tui.downsample import minmax, smooth
+from heur.tui.downsample import envelope, minmax, smooth
 from heur.tui.feed import Feed
 from heur.tui.model import RunData, Table, decode
 from heur.tui.presets import scan_presets
@@ -71,6 +71,18 @@ def test_minmax_stride_sampling_would_lose_the_spike():
     y[123_457] = 9.0
     assert y[:: len(y) // 200].max() == 0.0
     assert minmax(x, y, 100)[1].max() == 9.0
+
+
+def test_envelope_matches_bucket_oracle():
+    rng = np.random.default_rng(3)
+    x = np.sort(rng.uniform(0, 100, 5000))
+    y = rng.normal(size=5000)
+    y[1234] = 50.0
+    xm, lo, hi = envelope(x, y, 40, 0.0, 100.0)
+    oracle = brute_minmax(x.tolist(), y.tolist(), 40, 0.0, 100.0)
+    assert list(zip(lo.tolist(), hi.tolist())) == oracle
+    assert hi.max() == 50.0 and np.all(np.diff(xm) > 0)
+    assert envelope(x[:50], y[:50], 40) is None  # short: drawn as is
 
 
 def test_smooth_matches_loop_ema():
@@ -218,12 +230,14 @@ def test_loss_figure_decimates_and_marks_catapult(tmp_path):
              figures.Shown("cat", _run_data(runs["cat"]), 1)]
     fig = figures.loss_figure(shown, figures.View(), width=40)
     lines = [s for s in fig.series if s.kind == "line"]
-    assert len(lines) == 2 and all(len(s.x) <= 80 for s in lines)
+    # each run's train loss: its upper and lower envelope, one colour per run
+    assert len(lines) == 4 and all(len(s.x) <= 40 for s in lines)
+    assert len({s.color for s in lines}) == 2
     marks = [s for s in fig.series if s.marker == "▲"]
     assert len(marks) == 1 and marks[0].x.tolist() == [33.0]
     # the peak of the spike survives decimation in the cat run's line
     raw = shown[1].data["train"]["loss"]
-    assert lines[1].y.max() == raw.max()
+    assert max(s.y.max() for s in lines if s.color == shown[1].color) == raw.max()
     assert figures.catapult_rows(shown) == [("cat", "30", "33", "36", "8.9")]
     assert "catapult" in figures.regime_lines(shown[1:])[0]
     assert "lazy" in figures.regime_lines(shown[:1])[0]

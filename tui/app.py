@@ -87,6 +87,7 @@ class HeurApp(App):
     EVENT_PERIOD = 0.25
     STATUS_PERIOD = 1.5
     REDRAW_PERIOD = 0.25
+    MAX_DUTY = 0.03  # share of a core that redrawing a live plot may take
 
     def __init__(self, runs_dir: str | Path = "runs", presets_dir: str | Path = "presets",
                  source: Any = None, live: bool = True):
@@ -100,6 +101,7 @@ class HeurApp(App):
         self.presets: list[PresetInfo] = []
         self.rows: dict[Path, ExperimentRow] = {}
         self.statuses: dict[Path, Any] = {}
+        self._row_order: list[Path] = []
         # the experiment on screen
         self.experiment: Path | None = None
         self.run_paths: list[Path] = []
@@ -110,6 +112,7 @@ class HeurApp(App):
         self._pending: tuple[Path, Path | None] | None = None
         self._drawn: dict[str, Any] = {}
         self.redraws = 0
+        self.reader_cpu = 0.0
         self._main_screen = None
         self.config_text = ""
         self.status_polls = 0
@@ -166,7 +169,9 @@ class HeurApp(App):
     @work(thread=True, exclusive=True, group="reader")
     def _reader(self) -> None:
         last_status = 0.0
+        t_cpu = time.thread_time()
         while not self._stop.is_set():
+            self.reader_cpu = time.thread_time() - t_cpu  # for the benchmark
             now = time.monotonic()
             if now - last_status >= self.STATUS_PERIOD:
                 last_status = now
@@ -200,8 +205,12 @@ class HeurApp(App):
     def _status_read(self, msg: StatusRead) -> None:
         self.status_polls += 1
         self.rows = {r.path: r for r in msg.rows}
-        self.statuses = {p: s for r in msg.rows for p, s in r.runs}
-        self._q(Sidebar).set_experiments(msg.rows)
+        statuses = {p: s for r in msg.rows for p, s in r.runs}
+        changed = statuses != self.statuses or list(self.rows) != self._row_order
+        self.statuses = statuses
+        self._row_order = list(self.rows)
+        if changed:  # a quiet runs folder costs the UI thread nothing
+            self._q(Sidebar).set_experiments(msg.rows)
         if self.experiment is not None:
             row = self.rows.get(self.experiment)
             if row is None:  # deleted while shown
@@ -210,7 +219,8 @@ class HeurApp(App):
                 self._show(self.experiment, self.focus_run)
         if self._pending is not None:
             self._apply_pending()
-        self._update_info()
+        if changed:
+            self._update_info()
 
     def on_events_read(self, msg: EventsRead) -> None:
         b = msg.batch
@@ -326,8 +336,12 @@ class HeurApp(App):
         if tab in PLOT_TABS:
             plot = self._q(f"#plot-{tab}", PlotView)
             key += (plot.size.width, plot.size.height)
-            if self._drawn.get(tab) == key:
+            old = self._drawn.get(tab)
+            if old == key:
                 return
+            if old is not None and self._only_data_changed(old, key) and \
+                    time.monotonic() - plot.drawn_at < plot.cost / self.MAX_DUTY:
+                return  # live data on a costly plot: redraw less often (CPU stays < MAX_DUTY)
             self._drawn[tab] = key
             plot.figure = PLOT_TABS[tab](shown, self.view, self._plot_width(plot)) \
                 if self.experiment else None
@@ -369,6 +383,11 @@ class HeurApp(App):
         else:
             return
         self.redraws += 1
+
+    @staticmethod
+    def _only_data_changed(old: tuple, new: tuple) -> bool:
+        """Same panel, view and size; only the runs' data versions moved (index 2)."""
+        return old[:2] == new[:2] and old[3:] == new[3:]
 
     @staticmethod
     def _plot_width(plot: PlotView) -> int:

@@ -97,3 +97,36 @@ def smooth(y: np.ndarray, weight: float) -> np.ndarray:
         out = num / den
     out[den == 0] = np.nan
     return out
+
+
+def envelope(x: np.ndarray, y: np.ndarray, buckets: int, lo: float | None = None,
+             hi: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Per-bucket ``(x_mid, y_min, y_max)``, or None when the series is short enough to draw as is.
+
+    Drawn as two lines (the lower and the upper edge), a noisy series costs a plotter two
+    nearly flat lines instead of a full-height zig-zag per column; a spike stays on the upper
+    edge.
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    ok = np.isfinite(y) & np.isfinite(x)
+    if lo is not None:
+        ok &= x >= lo
+    if hi is not None:
+        ok &= x <= hi
+    if not ok.all():
+        x, y = x[ok], y[ok]
+    buckets = max(1, int(buckets))
+    if x.size <= 2 * buckets:
+        return None
+    x0 = x[0] if lo is None else lo
+    x1 = x[-1] if hi is None else hi
+    span = x1 - x0
+    if span <= 0:
+        return np.array([x0]), np.array([y.min()]), np.array([y.max()])
+    b = np.minimum(((x - x0) * (buckets / span)).astype(np.int64), buckets - 1)
+    starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
+    ymin = np.minimum.reduceat(y, starts)
+    ymax = np.maximum.reduceat(y, starts)
+    xmid = x0 + (b[starts] + 0.5) * (span / buckets)
+    return xmid, ymin, ymax

@@ -75,6 +75,8 @@ class Feed:
         self._readers: dict[Path, EventReader] = {}
         self._logs: dict[Path, _LogTail] = {}
         self._status_cache: dict[Path, tuple[tuple, Any]] = {}
+        self._listing_sig: tuple | None = None
+        self._listing: list[Any] = []
 
     def follow(self, runs: list[Path]) -> int:
         """(UI thread) Follow these runs from their first event; returns the new generation."""
@@ -107,12 +109,28 @@ class Feed:
             return None
         return batch
 
+    def _listing_signature(self) -> tuple | None:
+        """mtimes of the runs folder and of each experiment folder: the listing changes only
+        when one of them does (a new or removed experiment or run directory)."""
+        root = Path(getattr(self.source, "runs_dir", ""))
+        try:
+            with os.scandir(root) as it:
+                entries = tuple(sorted((e.name, e.stat().st_mtime_ns) for e in it if e.is_dir()))
+            return (root.stat().st_mtime_ns, entries)
+        except OSError:
+            return None
+
     def poll_status(self) -> list[ExperimentRow]:
         """(worker) Every experiment and the status of each of its runs."""
-        try:
-            exps = self.source.experiments()
-        except OSError:
-            return []
+        sig = self._listing_signature()
+        if sig is not None and sig == self._listing_sig:
+            exps = self._listing
+        else:
+            try:
+                exps = self.source.experiments()
+            except OSError:
+                return []
+            self._listing_sig, self._listing = sig, exps
         rows = []
         seen = set()
         for e in exps:

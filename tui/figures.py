@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .downsample import minmax, smooth
+from .downsample import envelope, minmax, smooth
 from .model import RunData, Table
 from .plotting import GREY, Figure, HLine, Series, color
 
@@ -69,17 +69,29 @@ def _xrange(runs: list[Shown], kinds: tuple[str, ...], view: View) -> tuple[floa
 
 def _series(run: Shown, kind: str, col: str, view: View, width: int, rng, *,
             label: str | None, kind_: str = "line", marker: str | None = None,
-            smoothing: float = 0.0) -> Series | None:
+            smoothing: float = 0.0) -> list[Series]:
+    """A column of a run as series decimated to ``width`` buckets over the shared x range.
+
+    Lines longer than two points a column are drawn as their min/max envelope (two series);
+    scatter series keep min/max points.
+    """
     t = run.data[kind]
     if len(t) == 0:
-        return None
+        return []
     x = x_of(run.data, t, view.xaxis)
     y = t[col]
     if smoothing > 0:
         y = smooth(y, smoothing)
     lo, hi = rng if rng else (None, None)
-    x, y = minmax(x, y, max(8, width), lo, hi)
-    return Series(x, y, label=label, color=run.color, kind=kind_, marker=marker)
+    buckets = max(8, width)
+    if kind_ == "line":
+        env = envelope(x, y, buckets, lo, hi)
+        if env is not None:
+            xm, ylo, yhi = env
+            return [Series(xm, yhi, label=label, color=run.color, marker=marker),
+                    Series(xm, ylo, label=None, color=run.color, marker=marker)]
+    x, y = minmax(x, y, buckets, lo, hi)
+    return [Series(x, y, label=label, color=run.color, kind=kind_, marker=marker)]
 
 
 def _label(run: Shown, runs: list[Shown], suffix: str = "") -> str | None:
@@ -98,14 +110,12 @@ def loss_figure(runs: list[Shown], view: View, width: int) -> Figure:
     rng = _xrange(runs, ("train", "eval_test"), view)
     single = len(runs) == 1
     for r in runs:
-        s = _series(r, "train", "loss", view, width, rng,
+        ss = _series(r, "train", "loss", view, width, rng,
                     label=_label(r, runs, " train" if single else ""), smoothing=view.smoothing)
-        if s:
-            fig.series.append(s)
-        s = _series(r, "eval_test", "loss", view, width, rng,
+        fig.series.extend(ss)
+        ss = _series(r, "eval_test", "loss", view, width, rng,
                     label=(r.name + " test") if single else None, kind_="scatter", marker="•")
-        if s:
-            fig.series.append(s)
+        fig.series.extend(ss)
         m = catapult_marks(r, view)
         if m is not None:
             fig.series.append(m)
@@ -139,13 +149,11 @@ def accuracy_figure(runs: list[Shown], view: View, width: int) -> Figure:
                  empty="no eval events yet")
     rng = _xrange(runs, ("eval_test", "eval_train"), view)
     for r in runs:
-        s = _series(r, "eval_test", "accuracy", view, width, rng, label=r.name)
-        if s:
-            fig.series.append(s)
-        s = _series(r, "eval_train", "accuracy", view, width, rng, label=None,
+        ss = _series(r, "eval_test", "accuracy", view, width, rng, label=r.name)
+        fig.series.extend(ss)
+        ss = _series(r, "eval_train", "accuracy", view, width, rng, label=None,
                     kind_="scatter", marker="•")
-        if s:
-            fig.series.append(s)
+        fig.series.extend(ss)
     return fig
 
 
@@ -156,9 +164,8 @@ def lr_figure(runs: list[Shown], view: View, width: int) -> Figure:
     rng = _xrange(runs, ("train", "lr"), view)
     for r in runs:
         kind = "lr" if len(r.data["lr"]) > len(r.data["train"]) else "train"
-        s = _series(r, kind, "lr", view, width, rng, label=r.name)
-        if s:
-            fig.series.append(s)
+        ss = _series(r, kind, "lr", view, width, rng, label=r.name)
+        fig.series.extend(ss)
     ntk = _ntk(runs[0]) if len(runs) == 1 else None
     if ntk is not None:
         for key, lab in (("thr_2", "2/λ0"), ("thr_4", "4/λ0"), ("thr_12", "12/λ0")):
@@ -182,13 +189,11 @@ def sharpness_figure(runs: list[Shown], view: View, width: int) -> Figure:
     rng = _xrange(runs, ("sharpness",), view)
     single = len(runs) == 1
     for r in runs:
-        s = _series(r, "sharpness", "lambda_max", view, width, rng, label=r.name + (" λmax" if single else ""))
-        if s:
-            fig.series.append(s)
-        s = _series(r, "sharpness", "threshold", view, width, rng,
+        ss = _series(r, "sharpness", "lambda_max", view, width, rng, label=r.name + (" λmax" if single else ""))
+        fig.series.extend(ss)
+        ss = _series(r, "sharpness", "threshold", view, width, rng,
                     label=("2/η" if single else None), marker="dot")
-        if s:
-            fig.series.append(s)
+        fig.series.extend(ss)
         ntk = _ntk(r)
         if ntk is not None and single and np.isfinite(ntk.get("lambda0", np.nan)):
             fig.hlines.append(HLine(ntk["lambda0"], "λ0 (NTK)", GREY))

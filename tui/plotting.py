@@ -8,6 +8,7 @@ means rewriting :meth:`PlotView.render` and nothing outside this module.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -88,6 +89,8 @@ class PlotView(PlotextPlot):
         super().__init__(id=id, classes=classes)
         self._figure: Figure | None = None
         self.renders = 0  # counted for tests and the benchmark
+        self.cost = 0.0  # seconds the last render took
+        self.drawn_at = 0.0  # monotonic time of the last figure change
 
     @property
     def figure(self) -> Figure | None:
@@ -96,9 +99,17 @@ class PlotView(PlotextPlot):
     @figure.setter
     def figure(self, fig: Figure | None) -> None:
         self._figure = fig
+        self.drawn_at = time.monotonic()
         self.refresh()
 
     def render(self):
+        t0 = time.perf_counter()
+        try:
+            return self._render_figure()
+        finally:
+            self.cost = time.perf_counter() - t0
+
+    def _render_figure(self):
         fig = self._figure
         self.renders += 1
         if fig is None or not fig.has_data():
