@@ -82,9 +82,10 @@ def watch(exp_dir: Path, poll: float = 0.25) -> int:
     console = Console()
     run_dirs = R.run_dirs(exp_dir)
     console.print(f"[bold]{exp_dir}[/]  ({len(run_dirs)} run(s); Ctrl-C stops them, they can be resumed)")
+    width = max([len(rd.name) for rd in run_dirs] + [4])
     progress = Progress(
-        TextColumn("{task.fields[name]:<24}"), BarColumn(bar_width=28), MofNCompleteColumn(),
-        TextColumn("{task.fields[state]:<9} loss {task.fields[loss]:>9} lr {task.fields[lr]:>9}"),
+        TextColumn(f"{{task.fields[name]:<{width}}}"), BarColumn(bar_width=16), MofNCompleteColumn(),
+        TextColumn("{task.fields[state]} loss {task.fields[loss]:>8} lr {task.fields[lr]:>8}"),
         TimeRemainingColumn(), console=console, transient=False,
     )
     tasks = {rd: progress.add_task("", total=None, name=rd.name, state="queued", loss="-", lr="-")
@@ -118,6 +119,7 @@ def watch(exp_dir: Path, poll: float = 0.25) -> int:
 
 
 _HIDDEN = {"run", "state", "reason", "step", "total_steps", "train_loss_running"}
+_HEADERS = {"train_accuracy": "train acc", "test_accuracy": "test acc", "wall_time": "time s"}
 
 
 def print_summary(summary: dict, console=None) -> None:  # noqa: ANN001
@@ -132,15 +134,67 @@ def print_summary(summary: dict, console=None) -> None:  # noqa: ANN001
             if k not in _HIDDEN and k not in extra and not isinstance(v, (dict, list)):
                 extra.append(k)
     t = Table(title=f"summary: {summary['experiment']}")
-    t.add_column("run")
-    t.add_column("state")
+    t.add_column("run", no_wrap=True)
+    t.add_column("state", no_wrap=True)
     for k in extra:
-        t.add_column(k.replace("_", " "), justify="right")
+        t.add_column(_HEADERS.get(k, k.replace("_", " ")), justify="right")
     for r in rows:
         style = STATE_STYLE.get(r["state"], "")
-        t.add_row(r["run"], f"[{style}]{r['state']}[/]", *(fmt(r.get(k)) for k in extra))
+        t.add_row(r["run"], f"[{style}]{r['state']}[/]", *(fmt(r.get(k), 3) for k in extra))
     console.print(t)
     for r in rows:
         if r["state"] in ("failed", "diverged", "lost", "stopped") and r.get("reason"):
             console.print(f"  {r['run']}: {r['state']}: {r['reason']}")
+    grid = summary.get("grid") or {}
+    if len(grid) == 2:
+        print_grid_heatmap(summary, console)
     console.print(f"summary.json: {Path(summary['path']) / 'summary.json'}")
+
+
+def _heat_metric(rows: list[dict]) -> str:
+    for k in ("test_loss", "train_loss", "train_loss_running"):
+        if any(r.get(k) is not None for r in rows):
+            return k
+    return "train_loss"
+
+
+def print_grid_heatmap(summary: dict, console) -> None:  # noqa: ANN001
+    """A two-axis grid as a coloured table of the final loss; diverged cells marked."""
+    import math
+
+    from rich.table import Table
+
+    (ka, va), (kb, vb) = list(summary["grid"].items())
+    rows = summary["runs"]
+    metric = _heat_metric(rows)
+    def index(values: list, v) -> int:  # noqa: ANN001 - a grid value as written (1 == 1.0)
+        return next((i for i, x in enumerate(values) if x == v), -1)
+
+    cell = {}
+    for r in rows:
+        p = r.get("params") or {}
+        cell[(index(va, p.get(ka)), index(vb, p.get(kb)))] = r
+    vals = [r.get(metric) for r in rows if r.get(metric) is not None and r["state"] != "diverged"]
+    lo, hi = (min(vals), max(vals)) if vals else (0.0, 1.0)
+    t = Table(title=f"final {metric.replace('_', ' ')} (lower is greener)", caption=f"rows: {ka}, columns: {kb}")
+    t.add_column(ka.split(".")[-1] + " \\ " + kb.split(".")[-1], no_wrap=True)
+    for b in vb:
+        t.add_column(fmt(b, 3), justify="right")
+    for i, a in enumerate(va):
+        cells = []
+        for j in range(len(vb)):
+            r = cell.get((i, j))
+            if r is None:
+                cells.append("")
+            elif r["state"] == "diverged":
+                cells.append("[bold magenta]DIV[/]")
+            elif r.get(metric) is None:
+                cells.append(f"[dim]{r['state']}[/]")
+            else:
+                v = r[metric]
+                x = 0.0 if hi <= lo else (math.log(v) - math.log(lo)) / (math.log(hi) - math.log(lo)) \
+                    if lo > 0 and v > 0 else (v - lo) / (hi - lo)
+                colour = "green" if x < 0.33 else ("yellow" if x < 0.66 else "red")
+                cells.append(f"[{colour}]{fmt(v, 3)}[/]")
+        t.add_row(fmt(a, 3), *cells)
+    console.print(t)

@@ -85,14 +85,25 @@ class DataBundle:
 # --------------------------------------------------------------------------- loading
 
 
-def _torchvision_root_error(cfg: Any, exc: Exception) -> ConfigError:
+_FOLDERS = {
+    "cifar10": "cifar-10-batches-py/",
+    "cifar100": "cifar-100-python/",
+    "mnist": "MNIST/raw/",
+    "fashion_mnist": "FashionMNIST/raw/",
+}
+
+
+def check_available(cfg: Any) -> None:
+    """ConfigError (key data.root) if a torchvision dataset's folder is missing and download is off.
+
+    Cheap (one stat), so that a preset naming missing data never starts a run."""
+    if cfg.name in _FOLDERS and not cfg.download and not (Path(cfg.root) / _FOLDERS[cfg.name]).is_dir():
+        raise _torchvision_root_error(cfg, None)
+
+
+def _torchvision_root_error(cfg: Any, exc: Exception | None) -> ConfigError:
     root = Path(cfg.root).resolve()
-    folder = {
-        "cifar10": "cifar-10-batches-py/",
-        "cifar100": "cifar-100-python/",
-        "mnist": "MNIST/raw/",
-        "fashion_mnist": "FashionMNIST/raw/",
-    }[cfg.name]
+    folder = _FOLDERS[cfg.name]
     return ConfigError(
         f"dataset {cfg.name} not found under {root} (expected {root / folder}; "
         f"put the torchvision files there or set data.download = true on a connected machine)",
@@ -100,10 +111,43 @@ def _torchvision_root_error(cfg: Any, exc: Exception) -> ConfigError:
     )
 
 
+def _load_cifar_folder(cfg: Any):
+    """CIFAR-10/100 from torchvision's python folder layout, read directly (no checksum pass)."""
+    import pickle
+
+    import numpy as np
+    import torch
+
+    folder = Path(cfg.root) / _FOLDERS[cfg.name]
+    if cfg.name == "cifar10":
+        train_files, test_files, key = [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels"
+    else:
+        train_files, test_files, key = ["train"], ["test"], b"fine_labels"
+
+    def read(files):
+        xs, ys = [], []
+        for name in files:
+            try:
+                with open(folder / name, "rb") as f:
+                    d = pickle.load(f, encoding="bytes")
+            except (OSError, pickle.UnpicklingError, EOFError) as e:
+                raise ConfigError(f"cannot read {folder / name} ({type(e).__name__})", key="data.root") from None
+            xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(d[key], dtype=np.int64))
+        return torch.from_numpy(np.concatenate(xs)).float().div_(255), torch.from_numpy(np.concatenate(ys))
+
+    xtr, ytr = read(train_files)
+    xte, yte = read(test_files)
+    return xtr, ytr, xte, yte, 100 if cfg.name == "cifar100" else 10
+
+
 def _load_torchvision(cfg: Any):
     import numpy as np
     import torch
     import torchvision.datasets as tvd
+
+    if cfg.name in ("cifar10", "cifar100") and (Path(cfg.root) / _FOLDERS[cfg.name]).is_dir():
+        return _load_cifar_folder(cfg)
 
     cls = {
         "cifar10": tvd.CIFAR10,

@@ -9,11 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from .config import Experiment
-from .data import train_size
+from .data import check_available
 from .errors import ConfigError
 
 
 def check_run(cfg: Any) -> None:
+    from .probes_curvature import check_probes
     from .schedules import validate_schedule
 
     if cfg.train.loss == "cross_entropy" and cfg.data.name == "teacher_student":
@@ -22,12 +23,8 @@ def check_run(cfg: Any) -> None:
         if cfg.data.name in ("synthetic", "teacher_student"):
             raise ConfigError(f"model {cfg.model.name} needs image data, data.name = {cfg.data.name!r} is not",
                               key="model.name")
-    n = train_size(cfg.data)
-    for name in ("sharpness", "ntk"):
-        probe = getattr(cfg.probes, name, None)
-        if probe is not None and probe.batch > n:
-            raise ConfigError(f"expected at most the {n} training samples, got {probe.batch}",
-                              key=f"probes.{name}.batch")
+    check_available(cfg.data)
+    check_probes(cfg)
     validate_schedule(cfg)
 
 

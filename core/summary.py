@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +14,35 @@ from . import runs as R
 COLUMNS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "wall_time")
 
 
+def _dotted(d: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
 def collect(exp_dir: Path | str) -> dict[str, Any]:
+    """Rows of run results; with a ``[grid]``, each row's ``params`` holds its grid coordinates."""
     exp_dir = Path(exp_dir)
+    try:
+        grid = tomllib.loads((exp_dir / "experiment.toml").read_text()).get("grid", {}) or {}
+    except (OSError, tomllib.TOMLDecodeError):
+        grid = {}
     rows = []
     for rd in R.run_dirs(exp_dir):
         st = R.read_status(rd)
         row: dict[str, Any] = {"run": rd.name, "state": st.state, "reason": st.reason,
                                "step": st.step, "total_steps": st.total_steps}
+        if grid:
+            try:
+                cfg = tomllib.loads((rd / "config.toml").read_text())
+            except (OSError, tomllib.TOMLDecodeError):
+                cfg = {}
+            row["params"] = {k: _dotted(cfg, k) for k in grid}
         row.update(st.result)
         rows.append(row)
-    return {"experiment": exp_dir.name, "path": str(exp_dir), "runs": rows}
+    return {"experiment": exp_dir.name, "path": str(exp_dir), "grid": grid, "runs": rows}
 
 
 def write_summary(exp_dir: Path | str) -> dict[str, Any]:

@@ -119,3 +119,33 @@ def test_parametrizations_keep_preactivations_order_one(param):
         assert outs[1] < outs[0] / 4
     else:
         assert 0.3 < outs[1] / outs[0] < 3
+
+
+def _fake_cifar10(root, n_per_batch=20):
+    import pickle
+
+    import numpy as np
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        d = {b"data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
+             b"labels": rng.integers(0, 10, n_per_batch).tolist()}
+        with open(folder / name, "wb") as f:
+            pickle.dump(d, f)
+    return folder
+
+
+def test_cifar10_from_a_local_folder(tmp_path):
+    import pickle
+
+    folder = _fake_cifar10(tmp_path)
+    cfg = cfg_of(**{"data.name": '"cifar10"', "data.root": f'"{tmp_path}"', "data.normalize": "false"})
+    b = load_data(cfg)
+    assert b.x_train.shape == (100, 3, 32, 32) and b.x_test.shape == (20, 3, 32, 32)
+    with open(folder / "data_batch_2", "rb") as f:
+        d = pickle.load(f, encoding="bytes")
+    # sample 0 of batch 2 is training sample 20: channel-major rows of 32x32, scaled to [0, 1]
+    assert torch.allclose(b.x_train[20], torch.tensor(d[b"data"][0]).float().reshape(3, 32, 32) / 255)
+    assert b.y_train[20].item() == d[b"labels"][0]

@@ -96,8 +96,9 @@ def _final_weights(rd):
 
 
 @pytest.mark.slow
-def test_sigterm_then_resume_reproduces_the_uninterrupted_run(tmp_path):
-    over = ["train.epochs=100", "model.name=cnn", "data.augment=true", "train.log_every=1"]
+def test_sigterm_then_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEUR_THREADS", "1")  # small model: one thread each, no spinning under load
+    over = ["train.epochs=100", "model.name=mlp", "model.depth=2", "data.augment=true", "train.log_every=1"]
     exp_dir = make_exp(tmp_path, over)
     (rd,) = R.run_dirs(exp_dir)
     proc = R.launch_run(rd)

@@ -1,0 +1,138 @@
+"""Mode connectivity, first slice: the straight line between two solutions and its loss barrier.
+
+Along the path w(t) = (1 − t)·w_a + t·w_b every evaluated point gets its batch-norm statistics
+recomputed from the training data (one pass, exact cumulative average), as Garipov et al. do:
+without that, interpolated weights meet stale statistics and even t = 0 would not reproduce the
+endpoint's error when its stored statistics are exponential averages.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+__all__ = ["interpolate_state", "recompute_bn_stats", "evaluate", "linear_path", "barrier"]
+
+
+def interpolate_state(sd_a: dict, sd_b: dict, t: float) -> dict:
+    """(1 − t)·a + t·b for every floating tensor; other entries (e.g. BN ``num_batches_tracked``)
+    are copied from ``a``. t = 0 and t = 1 return exact copies of a and b."""
+    if sd_a.keys() != sd_b.keys():
+        missing = sorted(set(sd_a) ^ set(sd_b))
+        raise ConfigError(f"the two state dicts differ in keys: {', '.join(missing[:8])}", key="model")
+    out = {}
+    for k, a in sd_a.items():
+        b = sd_b[k]
+        if isinstance(a, torch.Tensor) and a.shape != b.shape:
+            raise ConfigError(f"{k}: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}", key="model")
+        if isinstance(a, torch.Tensor) and a.is_floating_point():
+            if t == 0:
+                out[k] = a.clone()
+            elif t == 1:
+                out[k] = b.clone().to(a.device)
+            else:
+                out[k] = torch.lerp(a, b.to(a.device, a.dtype), float(t))
+        else:
+            out[k] = a.clone() if isinstance(a, torch.Tensor) else a
+    return out
+
+
+def _bn_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+def recompute_bn_stats(model: nn.Module, x_train: torch.Tensor, batch_size: int = 256) -> bool:
+    """Reset the running statistics of every batch-norm layer and recompute them with one pass
+    over ``x_train`` as an exact cumulative average over samples (each batch weighted by its size;
+    the variance is the size-weighted mean of the batches' unbiased variances, as BN records them).
+
+    Only the BN layers are put in train mode (dropout etc. stay in eval, so the statistics are
+    those the evaluated network sees); modes and momenta are restored. Returns whether the model
+    has any BN layer (if not, nothing is done)."""
+    bns = _bn_modules(model)
+    if not bns:
+        return False
+    modes = {m: m.training for m in model.modules()}
+    momenta = {m: m.momentum for m in bns}
+    dev = next((p.device for p in model.parameters()), x_train.device)
+    try:
+        model.eval()
+        for m in bns:
+            m.reset_running_stats()
+            m.train()
+        seen = 0
+        with torch.no_grad():
+            for i in range(0, x_train.shape[0], batch_size):
+                xb = x_train[i:i + batch_size].to(dev)
+                b = xb.shape[0]
+                for m in bns:
+                    m.momentum = b / (seen + b)
+                model(xb)
+                seen += b
+    finally:
+        for m, mom in momenta.items():
+            m.momentum = mom
+        for m, tr in modes.items():
+            m.training = tr
+    return True
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable, batch_size: int = 512,
+             task: Optional[str] = None) -> tuple[float, Optional[float]]:
+    """(mean loss, accuracy) over (x, y) in eval mode; ``loss_fn`` is a batch mean. Accuracy is
+    None for regression (``task`` given, or inferred from y's dtype)."""
+    if task is None:
+        task = "regression" if y.is_floating_point() else "classification"
+    dev = next((p.device for p in model.parameters()), x.device)
+    was = model.training
+    total, correct, n = 0.0, 0, 0
+    try:
+        model.eval()
+        with torch.no_grad():
+            for i in range(0, x.shape[0], batch_size):
+                xb, yb = x[i:i + batch_size].to(dev), y[i:i + batch_size].to(dev)
+                out = model(xb)
+                total += float(loss_fn(out, yb)) * xb.shape[0]
+                if task == "classification":
+                    correct += int((out.argmax(dim=-1) == yb).sum())
+                n += xb.shape[0]
+    finally:
+        model.train(was)
+    return total / n, (correct / n if task == "classification" else None)
+
+
+def linear_path(model_a_sd: dict, model_b_sd: dict, build_fn: Callable[[], nn.Module], data: Any,
+                ts: Iterable[float], loss_fn: Callable, batch_size: int = 512,
+                recompute_bn: bool = True) -> list[dict]:
+    """Train/test loss and accuracy at each t of the straight line between two state dicts.
+
+    ``build_fn()`` returns a fresh model (on the device to evaluate on); ``data`` has
+    ``x_train, y_train, x_test, y_test`` (and optionally ``task``), e.g. a core.data.DataBundle.
+    BN statistics are recomputed from ``x_train`` at every t unless ``recompute_bn=False``.
+    Returns one dict per t: {t, train_loss, train_acc, test_loss, test_acc}."""
+    task = getattr(data, "task", None)
+    model = build_fn()
+    rows = []
+    for t in ts:
+        model.load_state_dict(interpolate_state(model_a_sd, model_b_sd, float(t)))
+        if recompute_bn:
+            recompute_bn_stats(model, data.x_train, batch_size)
+        tr_loss, tr_acc = evaluate(model, data.x_train, data.y_train, loss_fn, batch_size, task)
+        te_loss, te_acc = evaluate(model, data.x_test, data.y_test, loss_fn, batch_size, task)
+        rows.append({"t": float(t), "train_loss": tr_loss, "train_acc": tr_acc,
+                     "test_loss": te_loss, "test_acc": te_acc})
+    return rows
+
+
+def barrier(ts: Sequence[float], losses: Sequence[float]) -> float:
+    """max over t of loss(t) − ((1 − t)·loss(0) + t·loss(1)): the height of the path above the
+    chord between its endpoints (≤ 0 for a convex path). ``ts`` must contain 0 and 1."""
+    pairs = sorted(zip(map(float, ts), map(float, losses)))
+    if len(pairs) < 2 or pairs[0][0] != 0.0 or pairs[-1][0] != 1.0:
+        raise ConfigError("barrier needs the path evaluated at t = 0 and t = 1", key="ts")
+    l0, l1 = pairs[0][1], pairs[-1][1]
+    return max(l - ((1 - t) * l0 + t * l1) for t, l in pairs)

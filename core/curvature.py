@@ -1,0 +1,468 @@
+"""Curvature of the training loss, matrix-free: Hessian, Gauss–Newton (NTK) and Adam-preconditioned
+eigenvalues by Lanczos (full reorthogonalisation) or power iteration over operator-vector products.
+
+Public API
+----------
+``hessian_eigenvalues(model, loss_fn, inputs, targets, k=1, ...) -> list[float]``
+    the k largest (algebraic) eigenvalues of the Hessian of ``loss_fn(model(inputs), targets)``
+    with respect to the parameters that require grad, descending.
+``hessian_eigenvalues_with_info(...) -> EigResult``
+    the same with the number of Hessian-vector products, iterations and convergence.
+``gauss_newton_eigenvalues(model, inputs, loss="mse", reduction="mean", k=1, ...) -> EigResult``
+    top eigenvalues of the Gauss–Newton matrix ``G = Jᵀ H_out J`` of the loss on that batch,
+    where ``H_out`` is the Hessian of the (batch-averaged) loss with respect to the outputs:
+    ``"mse"/"half_sum"`` (L = 1/(2m) Σ||f-y||²): G = JᵀJ/m; ``"mse"/"mean"`` (torch MSELoss,
+    L = 1/(mC) Σ (f-y)²): G = 2/(mC) JᵀJ; ``"cross_entropy"`` (mean): G = Jᵀ(diag p - p pᵀ)J/m.
+    The nonzero spectrum of G is that of the NTK ``H_out^{1/2} J Jᵀ H_out^{1/2}``, so
+    ``2/lambda0`` is the stability edge of the linearised model under the loss actually used.
+``ntk_top_eigenvalue(model, inputs, loss=..., reduction=...) -> float``  (lambda0)
+``preconditioned_sharpness(model, loss_fn, inputs, targets, optimizer, ...) -> EigResult``
+    top eigenvalue of P⁻¹H (computed as the symmetric P^{-1/2} H P^{-1/2}) with Adam's current
+    preconditioner P = (1 - beta1^(t+1)) (sqrt(v_hat) + eps) (Kalra & Barkeshli 2024).
+``adam_threshold(lr, beta1)`` = (2 + 2 beta1) / ((1 - beta1) lr), its stability threshold.
+
+Which loss is measured: by default the model is put in **train mode** for the measurement, so
+batch norm uses batch statistics — the loss the optimizer sees (PyHessian uses eval mode, which
+is a different function). ``eval_mode=True`` measures the eval-mode loss instead. Either way the
+model's parameters, buffers (batch-norm running statistics, ``num_batches_tracked``) and every
+module's ``training`` flag are restored exactly afterwards; ``.grad`` fields are not touched.
+
+How products are formed: one forward pass and one gradient with ``create_graph=True``; every
+Hessian-vector product is then a backward pass through that retained gradient graph
+(``torch.autograd.grad(grads, params, v)``). This was faster than ``torch.func`` jvp-of-grad on
+CPU for a small CNN (it re-runs the forward for every product; see bench/curvature.py), keeps
+one dropout mask fixed for all products, and works with any module. Gauss–Newton products use
+the double-backward trick: ``Jv = d/du (Jᵀu · v)`` through the same single forward graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+
+__all__ = [
+    "EigResult", "hessian_eigenvalues", "hessian_eigenvalues_with_info", "gauss_newton_eigenvalues",
+    "ntk_top_eigenvalue", "preconditioned_sharpness", "adam_threshold", "loss_normalisation",
+    "lanczos", "power_iteration",
+]
+
+
+@dataclass
+class EigResult:
+    """Eigenvalues (descending) and what it took to get them."""
+
+    values: list[float]
+    hvps: int  # operator-vector products used (Hessian-, GN- or preconditioned-vector)
+    iterations: int
+    converged: bool
+    method: str
+    info: dict[str, Any] = field(default_factory=dict)
+    vector: Optional[torch.Tensor] = None  # unit eigenvector estimate of the top value (flat)
+
+    @property
+    def top(self) -> float:
+        return self.values[0]
+
+
+# --------------------------------------------------------------------------- model state guard
+
+
+class _Guard:
+    """Put the model in the measured mode; restore buffers and training flags afterwards."""
+
+    def __init__(self, model: torch.nn.Module, eval_mode: bool):
+        self.model = model
+        self.eval_mode = eval_mode
+
+    def __enter__(self) -> "_Guard":
+        self.flags = [(m, m.training) for m in self.model.modules()]
+        self.buffers = [(b, b.detach().clone()) for b in self.model.buffers()]
+        self.model.train(not self.eval_mode)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        with torch.no_grad():
+            for b, saved in self.buffers:
+                b.copy_(saved)
+        for m, flag in self.flags:
+            m.training = flag
+
+
+def _params(model: torch.nn.Module) -> list[torch.Tensor]:
+    ps = [p for p in model.parameters() if p.requires_grad]
+    if not ps:
+        raise ValueError("the model has no parameters that require grad")
+    return ps
+
+
+def _flat(ts: Sequence[Optional[torch.Tensor]], like: Sequence[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([
+        (t if t is not None else torch.zeros_like(p)).reshape(-1).to(like[0].dtype)
+        for t, p in zip(ts, like)
+    ])
+
+
+def _unflat(v: torch.Tensor, like: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    out, i = [], 0
+    for p in like:
+        n = p.numel()
+        out.append(v[i : i + n].view_as(p).to(p.dtype))
+        i += n
+    return out
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed))
+
+
+def _randn(n: int, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    # drawn on the CPU so a seed gives the same start vector on every device
+    return torch.randn(n, generator=gen, dtype=torch.float64).to(device=like.device, dtype=like.dtype)
+
+
+WARM_NOISE = 0.05  # share of random direction mixed into a warm start (keeps every component > 0)
+
+
+def _start(n: int, gen: torch.Generator, like: torch.Tensor, v0: Optional[torch.Tensor]) -> torch.Tensor:
+    r = _randn(n, gen, like)
+    r = r / r.norm()
+    if v0 is None:
+        return r
+    if v0.numel() != n:
+        raise ValueError(f"v0 has {v0.numel()} entries, the operator {n}")
+    w = v0.reshape(-1).to(device=like.device, dtype=like.dtype)
+    w = w / w.norm() + WARM_NOISE * r
+    return w / w.norm()
+
+
+# --------------------------------------------------------------------------- eigensolvers
+
+
+def lanczos(op: Callable[[torch.Tensor], torch.Tensor], n: int, like: torch.Tensor, k: int = 1,
+            tol: float = 1e-3, max_iter: int = 100, seed: int = 0,
+            v0: Optional[torch.Tensor] = None) -> EigResult:
+    """The k largest eigenvalues of the symmetric operator ``op`` on R^n by Lanczos.
+
+    Full reorthogonalisation (classical Gram–Schmidt, twice) against every stored Lanczos
+    vector, so no ghost copies of converged eigenvalues appear. On breakdown (an invariant
+    subspace was found) it continues from a fresh random vector orthogonal to the basis, so
+    repeated eigenvalues are found with their multiplicity. Stops when each of the top-k Ritz
+    values has an error estimate ``min(r, r²/gap) <= tol·|theta|`` (r = beta·|last component
+    of the Ritz vector|, the residual norm; gap = distance to the nearest other Ritz value),
+    or after ``max_iter`` products (capped at n). ``v0`` warm-starts from a previous
+    eigenvector estimate (e.g. ``EigResult.vector`` of the last measurement), mixed with a
+    little of the seeded random vector; the stopping rule is the same.
+    """
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    if k > n:
+        raise ValueError(f"k={k} eigenvalues asked of an operator of dimension {n}")
+    m = max(min(max_iter, n), k)
+    gen = _gen(seed)
+    # the basis grows in chunks, so a large max_iter does not reserve (max_iter x n) up front
+    Q = torch.zeros(min(m + 1, 16), n, dtype=like.dtype, device=like.device)
+    Q[0] = _start(n, gen, like, v0)
+    alphas: list[float] = []
+    betas: list[float] = []
+    theta = torch.zeros(0, dtype=torch.float64)
+    converged = False
+    j = 0
+    for j in range(m):
+        w = op(Q[j])
+        alpha = float(torch.dot(w, Q[j]))
+        B = Q[: j + 1]
+        for _ in range(2):
+            w = w - B.t() @ (B @ w)
+        beta = float(w.norm())
+        alphas.append(alpha)
+        T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+        if betas:
+            off = torch.tensor(betas, dtype=torch.float64)
+            T += torch.diag(off, 1) + torch.diag(off, -1)
+        theta, S = torch.linalg.eigh(T)
+        scale = max(float(theta.abs().max()), 1e-30)
+        exhausted = j + 1 >= n
+        breakdown = beta <= 1e-10 * scale
+        if j + 1 >= k:
+            res = (beta * S[-1, :].abs()).tolist()
+            th = theta.tolist()
+            ok = True
+            for i in range(len(th) - 1, len(th) - 1 - k, -1):
+                others = [abs(th[i] - t) for jj, t in enumerate(th) if jj != i]
+                gap = min(others) if others else 0.0  # no other Ritz value: no gap estimate
+                err = min(res[i], res[i] ** 2 / gap) if gap > 0 else res[i]
+                if err > tol * max(abs(th[i]), 1e-30):
+                    ok = False
+                    break
+            if ok or exhausted:
+                converged = ok or exhausted
+                break
+        if j + 1 >= m:
+            break
+        if breakdown:
+            # restart in the orthogonal complement of the basis built so far
+            w = _randn(n, gen, like)
+            for _ in range(2):
+                w = w - B.t() @ (B @ w)
+            beta_next = 0.0
+            w = w / w.norm()
+        else:
+            beta_next = beta
+            w = w / beta
+        betas.append(beta_next)
+        if j + 1 >= Q.shape[0]:
+            grown = torch.zeros(min(m + 1, 2 * Q.shape[0]), n, dtype=Q.dtype, device=Q.device)
+            grown[: Q.shape[0]] = Q
+            Q = grown
+        Q[j + 1] = w
+    vals = sorted(theta.tolist(), reverse=True)[:k]
+    top = Q[: S.shape[0]].t() @ S[:, -1].to(device=Q.device, dtype=Q.dtype)
+    return EigResult(values=vals, hvps=j + 1, iterations=j + 1, converged=converged, method="lanczos",
+                     vector=top / top.norm())
+
+
+def power_iteration(op: Callable[[torch.Tensor], torch.Tensor], n: int, like: torch.Tensor,
+                    k: int = 1, tol: float = 1e-3, max_iter: int = 100, seed: int = 0,
+                    shift_negative: bool = True, v0: Optional[torch.Tensor] = None) -> EigResult:
+    """Top-k eigenvalues by power iteration with deflation (orthogonalising against the
+    eigenvectors found before), stopping on a relative change of the Rayleigh quotient below
+    ``tol`` (``max_iter`` products per eigenvalue at most).
+
+    Power iteration finds the largest *magnitude*; with ``shift_negative`` a first value that
+    comes out negative (an operator whose most negative eigenvalue dominates) is used as a
+    shift s, the iteration is rerun on ``op - s·I`` (whose spectrum is >= 0) and s is added back,
+    so the values returned are the largest algebraic ones. ``v0`` warm-starts the first one.
+    """
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    if k > n:
+        raise ValueError(f"k={k} eigenvalues asked of an operator of dimension {n}")
+    gen = _gen(seed)
+    total = 0
+    iters = 0
+
+    def run(shift: float, kk: int) -> tuple[list[float], bool, list[torch.Tensor]]:
+        nonlocal total, iters
+        vecs: list[torch.Tensor] = []
+        vals: list[float] = []
+        all_conv = True
+        for i in range(kk):
+            v = _start(n, gen, like, v0 if i == 0 and not shift else None)
+            theta: Optional[float] = None
+            conv = False
+            for _it in range(max_iter):
+                for u in vecs:
+                    v = v - torch.dot(u, v) * u
+                v = v / v.norm()
+                w = op(v)
+                if shift:
+                    w = w - shift * v
+                total += 1
+                iters += 1
+                t = float(torch.dot(w, v))
+                nw = float(w.norm())
+                if nw == 0.0:
+                    theta, conv = 0.0, True
+                    break
+                v = w / nw
+                if theta is not None and abs(t - theta) <= tol * max(abs(theta), 1e-30):
+                    theta, conv = t, True
+                    break
+                theta = t
+            all_conv = all_conv and conv
+            vecs.append(v)
+            vals.append(float(theta) + shift)
+        return vals, all_conv, vecs
+
+    vals, conv, vecs = run(0.0, k)
+    if shift_negative and vals[0] < 0:
+        vals, conv, vecs = run(vals[0], k)
+    order = sorted(range(len(vals)), key=lambda i: -vals[i])
+    return EigResult(values=[vals[i] for i in order], hvps=total, iterations=iters,
+                     converged=conv, method="power", vector=vecs[order[0]])
+
+
+def _solve(op, n, like, k, method, tol, max_iter, seed, v0=None) -> EigResult:
+    if method == "lanczos":
+        return lanczos(op, n, like, k=k, tol=tol, max_iter=max_iter, seed=seed, v0=v0)
+    if method == "power":
+        return power_iteration(op, n, like, k=k, tol=tol, max_iter=max_iter, seed=seed, v0=v0)
+    raise ValueError(f"method must be 'lanczos' or 'power', got {method!r}")
+
+
+# --------------------------------------------------------------------------- operators
+
+
+def _hessian_operator(model, loss_fn, inputs, targets, params):
+    """Hv through the retained graph of one gradient; returns (op, loss value)."""
+    loss = loss_fn(model(inputs), targets)
+    grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+    live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+    gl = [grads[i] for i in live]
+
+    def op(v: torch.Tensor) -> torch.Tensor:
+        if not gl:
+            return torch.zeros_like(v)
+        vs = _unflat(v, params)
+        hv = torch.autograd.grad(gl, params, grad_outputs=[vs[i] for i in live],
+                                 retain_graph=True, allow_unused=True)
+        return _flat(hv, params)
+
+    return op, float(loss.detach())
+
+
+def loss_normalisation(loss: str, reduction: str = "mean") -> str:
+    """How the loss (and so every curvature value) is normalised, as recorded in events."""
+    if loss == "cross_entropy":
+        return "cross_entropy mean over m samples; GN = J^T (diag p - p p^T) J / m"
+    if loss == "mse" and reduction == "mean":
+        return "mse mean: L = 1/(m*C) sum (f-y)^2; GN = 2/(m*C) J^T J"
+    if loss == "mse" and reduction == "half_sum":
+        return "mse half_sum: L = 1/(2m) sum ||f-y||^2; GN = J^T J / m"
+    raise ValueError(f"unknown loss {loss!r} / reduction {reduction!r}")
+
+
+def hessian_eigenvalues_with_info(model: torch.nn.Module, loss_fn: Callable, inputs: torch.Tensor,
+                                  targets: Any, k: int = 1, method: str = "lanczos",
+                                  tol: float = 1e-3, max_iter: int = 100, seed: int = 0,
+                                  eval_mode: bool = False, v0: Optional[torch.Tensor] = None) -> EigResult:
+    """Top-k Hessian eigenvalues of ``loss_fn(model(inputs), targets)`` with statistics.
+
+    ``max_iter``: Lanczos steps (= Hessian-vector products) for "lanczos", products per
+    eigenvalue for "power". ``seed`` fixes the start vector; ``v0`` (flat, e.g. the ``vector``
+    of an earlier result) warm-starts it. Train-mode loss unless
+    ``eval_mode``; model state restored exactly (see the module docstring).
+    """
+    params = _params(model)
+    with _Guard(model, eval_mode):
+        op, loss_value = _hessian_operator(model, loss_fn, inputs, targets, params)
+        n = sum(p.numel() for p in params)
+        res = _solve(op, n, params[0].detach(), k, method, tol, max_iter, seed, v0)
+    res.info.update(loss=loss_value, mode="eval" if eval_mode else "train", params=n,
+                    samples=int(inputs.shape[0]))
+    return res
+
+
+def hessian_eigenvalues(model: torch.nn.Module, loss_fn: Callable, inputs: torch.Tensor,
+                        targets: Any, k: int = 1, method: str = "lanczos", tol: float = 1e-3,
+                        max_iter: int = 100, seed: int = 0, eval_mode: bool = False) -> list[float]:
+    """The k largest Hessian eigenvalues (descending floats); see
+    :func:`hessian_eigenvalues_with_info`."""
+    return hessian_eigenvalues_with_info(model, loss_fn, inputs, targets, k=k, method=method,
+                                         tol=tol, max_iter=max_iter, seed=seed,
+                                         eval_mode=eval_mode).values
+
+
+# --------------------------------------------------------------------------- Gauss–Newton / NTK
+
+
+def _gn_operator(model, inputs, params, loss: str, reduction: str):
+    out = model(inputs)
+    m = out.shape[0]
+    flat_out = out.reshape(m, -1)
+    C = flat_out.shape[1]
+    u = torch.zeros_like(out, requires_grad=True)
+    jtu = torch.autograd.grad(out, params, grad_outputs=u, create_graph=True, allow_unused=True)
+    live = [i for i, g in enumerate(jtu) if g is not None and g.requires_grad]
+    if loss == "cross_entropy":
+        if out.dim() != 2:
+            raise ValueError("cross_entropy Gauss–Newton expects (m, classes) outputs")
+        p = torch.softmax(out.detach().double(), dim=1).to(out.dtype)
+
+        def h_out(z: torch.Tensor) -> torch.Tensor:  # (diag p - p p^T) z / m, per sample
+            return (p * z - p * (p * z).sum(1, keepdim=True)) / m
+    elif loss == "mse":
+        scale = 1.0 / m if reduction == "half_sum" else 2.0 / (m * C)
+
+        def h_out(z: torch.Tensor) -> torch.Tensor:
+            return scale * z
+    else:
+        raise ValueError(f"loss must be 'mse' or 'cross_entropy', got {loss!r}")
+
+    def op(v: torch.Tensor) -> torch.Tensor:
+        vs = _unflat(v, params)
+        jv = torch.autograd.grad([jtu[i] for i in live], u, grad_outputs=[vs[i] for i in live],
+                                 retain_graph=True)[0]
+        w = h_out(jv.detach())
+        jtw = torch.autograd.grad(out, params, grad_outputs=w, retain_graph=True, allow_unused=True)
+        return _flat(jtw, params)
+
+    return op, m, C
+
+
+def gauss_newton_eigenvalues(model: torch.nn.Module, inputs: torch.Tensor, loss: str = "mse",
+                             reduction: str = "mean", k: int = 1, method: str = "lanczos",
+                             tol: float = 1e-3, max_iter: int = 100, seed: int = 0,
+                             eval_mode: bool = False, v0: Optional[torch.Tensor] = None) -> EigResult:
+    """Top-k eigenvalues of the Gauss–Newton matrix of the loss on ``inputs`` (targets are not
+    needed: G depends on the outputs only). ``info["normalisation"]`` records the scaling."""
+    loss_normalisation(loss, reduction)  # validates
+    params = _params(model)
+    with _Guard(model, eval_mode):
+        op, m, C = _gn_operator(model, inputs, params, loss, reduction)
+        n = sum(p.numel() for p in params)
+        res = _solve(op, n, params[0].detach(), k, method, tol, max_iter, seed, v0)
+    res.info.update(normalisation=loss_normalisation(loss, reduction), loss=loss,
+                    reduction=reduction if loss == "mse" else "mean", samples=m, outputs=C,
+                    params=n, mode="eval" if eval_mode else "train")
+    return res
+
+
+def ntk_top_eigenvalue(model: torch.nn.Module, inputs: torch.Tensor, loss: str = "mse",
+                       reduction: str = "mean", **kw: Any) -> float:
+    """lambda0: the top Gauss–Newton (NTK) eigenvalue; 2/lambda0 is the linearised stability
+    edge under that loss. Keywords as :func:`gauss_newton_eigenvalues`."""
+    return gauss_newton_eigenvalues(model, inputs, loss=loss, reduction=reduction, k=1, **kw).top
+
+
+# --------------------------------------------------------------------------- Adam preconditioning
+
+
+def adam_threshold(lr: float, beta1: float) -> float:
+    """Stability threshold of Adam's preconditioned sharpness: (2 + 2 beta1) / ((1 - beta1) lr)."""
+    return (2.0 + 2.0 * beta1) / ((1.0 - beta1) * lr)
+
+
+def adam_preconditioner(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Flat P = (1 - beta1^(t+1)) (sqrt(v_hat) + eps), v_hat = exp_avg_sq / (1 - beta2^t), read
+    from ``optimizer.state`` (torch Adam/AdamW and GI-Adam keep 'exp_avg_sq' and 'step'). At
+    t = 0 (GI-Adam's initialised state before any step) v is used without bias correction.
+    Raises ValueError if a parameter has no Adam state yet."""
+    group_of = {}
+    for g in optimizer.param_groups:
+        for p in g["params"]:
+            group_of[id(p)] = g
+    parts = []
+    for p in params:
+        st = optimizer.state.get(p, {})
+        g = group_of.get(id(p))
+        if g is None or "exp_avg_sq" not in st:
+            raise ValueError("the optimizer has no Adam state (exp_avg_sq) for every parameter yet")
+        b1, b2 = g["betas"]
+        t = float(st.get("step", 0))
+        v = st["exp_avg_sq"].detach()
+        v_hat = v / (1.0 - b2 ** t) if t > 0 else v
+        parts.append(((1.0 - b1 ** (t + 1)) * (v_hat.sqrt() + g["eps"])).reshape(-1))
+    return torch.cat(parts).to(params[0].dtype)
+
+
+def preconditioned_sharpness(model: torch.nn.Module, loss_fn: Callable, inputs: torch.Tensor,
+                             targets: Any, optimizer: torch.optim.Optimizer, k: int = 1,
+                             method: str = "lanczos", tol: float = 1e-3, max_iter: int = 100,
+                             seed: int = 0, eval_mode: bool = False,
+                             v0: Optional[torch.Tensor] = None) -> EigResult:
+    """Top-k eigenvalues of P⁻¹H for Adam's current preconditioner P, computed as the
+    eigenvalues of the symmetric ``P^{-1/2} H P^{-1/2}`` (same spectrum). Compare the top one
+    with :func:`adam_threshold`."""
+    params = _params(model)
+    P = adam_preconditioner(optimizer, params)
+    d = P.rsqrt()
+    with _Guard(model, eval_mode):
+        hop, loss_value = _hessian_operator(model, loss_fn, inputs, targets, params)
+        res = _solve(lambda v: d * hop(d * v), P.numel(), params[0].detach(), k, method, tol,
+                     max_iter, seed, v0)
+    res.info.update(loss=loss_value, mode="eval" if eval_mode else "train",
+                    preconditioner="(1-beta1^(t+1))(sqrt(v_hat)+eps)")
+    return res

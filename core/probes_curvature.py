@@ -1,0 +1,268 @@
+"""Curvature probes: Hessian sharpness against the stability threshold, and the NTK's lambda0.
+
+``SharpnessProbe`` (``[probes.sharpness]``: every, batch, k, method, max_iter, tol) measures the
+top-k Hessian eigenvalues of the training loss (train mode: the loss the optimizer sees) on a
+fixed batch — the first ``batch`` samples of a permutation of the training set seeded by the
+run's seed — at step 0 and every ``every`` steps, and emits ``sharpness`` events. Each
+measurement warm-starts Lanczos from the previous top eigenvector (same stopping rule). Its
+threshold is the optimizer's stability edge at the current lr: 2(1+mu)/lr for SGD with heavy-
+ball momentum mu (2/lr without), 2(1+mu)/(lr(1+2mu)) with Nesterov, and for Adam, AdamW and
+GI-Adam Adam's (2+2 beta1)/((1-beta1) lr), compared with the *preconditioned* sharpness.
+It keeps ``ctx.extra["sharpness_history"]``: a list of (step, lambda_max).
+
+``NtkProbe`` (``[probes.ntk]``: at_init, every, batch) emits an ``ntk`` event with lambda0, the
+top Gauss–Newton (NTK) eigenvalue of the training loss at init, and the learning rates 2/lambda0
+(lazy edge), 4/lambda0 (uv divergence) and 12/lambda0 (ReLU nets' divergence); with ``every``
+> 0 also the current value every ``every`` steps.
+
+``measure_lambda0(model, cfg, data, loss_fn=None) -> float`` is what ``core.train`` calls before
+building the optimizer when ``optim.lr_ntk`` is set (lr = lr_ntk / lambda0), on the same batch
+as the NTK probe. ``check_probes(cfg)`` validates the batch sizes before a run is launched.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+import torch
+
+from .curvature import (
+    EigResult,
+    adam_threshold,
+    gauss_newton_eigenvalues,
+    hessian_eigenvalues_with_info,
+    loss_normalisation,
+    preconditioned_sharpness,
+)
+from .errors import ConfigError
+from .probes import Probe, TrainContext
+
+__all__ = ["SharpnessProbe", "NtkProbe", "check_probes", "measure_lambda0", "measure_lambda0_info",
+           "probe_batch", "stability_threshold", "DEFAULT_NTK_BATCH"]
+
+ADAM_FAMILY = ("adam", "adamw", "gi_adam")
+DEFAULT_NTK_BATCH = 512  # lambda0 batch when optim.lr_ntk is set without a [probes.ntk] section
+NTK_TOL, NTK_MAX_ITER = 1e-4, 100
+
+
+def check_probes(cfg: Any) -> None:
+    """Raise ConfigError if a curvature probe asks for more samples than the training set has."""
+    from .data import train_size
+
+    n = train_size(cfg.data)
+    for name in ("sharpness", "ntk"):
+        section = getattr(cfg.probes, name, None)
+        if section is not None and section.batch > n:
+            raise ConfigError(f"expected at most the training set size ({n} samples), got {section.batch}",
+                              key=f"probes.{name}.batch")
+
+
+def probe_batch(data: Any, size: int, seed: int, key: str = "probes.sharpness.batch") -> tuple[Any, Any]:
+    """The first ``size`` samples of a permutation of the training set seeded by ``seed``."""
+    n = data.n_train
+    if size > n:
+        raise ConfigError(f"expected at most the training set size ({n} samples), got {size}", key=key)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed) + 1_234_567))[:size]
+    idx = perm.to(data.x_train.device)
+    return data.x_train.index_select(0, idx), data.y_train.index_select(0, idx)
+
+
+def _loss_kind(cfg: Any) -> tuple[str, str]:
+    return cfg.train.loss, cfg.train.mse_reduction
+
+
+def _normalisation(cfg: Any) -> str:
+    return loss_normalisation(*_loss_kind(cfg))
+
+
+def _current_lr(ctx: TrainContext) -> float:
+    if ctx.lr and ctx.lr > 0:
+        return float(ctx.lr)
+    sched = getattr(ctx, "schedule", None)
+    if callable(sched):
+        try:
+            return float(sched(ctx.step))
+        except Exception:
+            pass
+    return float(ctx.optimizer.param_groups[0]["lr"])
+
+
+def stability_threshold(optim_cfg: Any, lr: float) -> tuple[float, str]:
+    """(threshold, description) of the optimizer's stability edge at learning rate ``lr``."""
+    if optim_cfg.name in ADAM_FAMILY:
+        b1 = optim_cfg.betas[0]
+        return adam_threshold(lr, b1), "adam: (2+2*beta1)/((1-beta1)*lr) vs preconditioned sharpness"
+    mu = optim_cfg.momentum
+    if optim_cfg.nesterov and mu > 0:
+        return (2 + 2 * mu) / (lr * (1 + 2 * mu)), "sgd nesterov: (2+2*mu)/(lr*(1+2*mu))"
+    if mu > 0:
+        return (2 + 2 * mu) / lr, "sgd heavy-ball: (2+2*mu)/lr"
+    return 2.0 / lr, "sgd: 2/lr"
+
+
+# --------------------------------------------------------------------------- lambda0
+
+
+def _ntk_batch_size(cfg: Any, n_train: int) -> int:
+    section = getattr(cfg.probes, "ntk", None)
+    return section.batch if section is not None else min(DEFAULT_NTK_BATCH, n_train)
+
+
+def measure_lambda0_info(model: torch.nn.Module, cfg: Any, data: Any) -> EigResult:
+    """lambda0 with its statistics (``info["normalisation"]``, ``info["samples"]``, hvps)."""
+    x, _ = probe_batch(data, _ntk_batch_size(cfg, data.n_train), cfg.seed, key="probes.ntk.batch")
+    loss, red = _loss_kind(cfg)
+    return gauss_newton_eigenvalues(model, x, loss=loss, reduction=red, k=1, tol=NTK_TOL,
+                                    max_iter=NTK_MAX_ITER, seed=cfg.seed)
+
+
+def measure_lambda0(model: torch.nn.Module, cfg: Any, data: Any, loss_fn: Any = None) -> float:
+    """lambda0: top NTK (Gauss–Newton) eigenvalue of the training loss at the model's current
+    weights, on the NTK probe's batch (``probes.ntk.batch``, else min(512, n_train)), scaled for
+    ``train.loss``/``train.mse_reduction`` so that 2/lambda0 is the linearised stability edge.
+    ``loss_fn`` is accepted for symmetry and unused (the GN matrix needs the loss kind only).
+    Model state (params, buffers, train/eval flags) is left as it was."""
+    return measure_lambda0_info(model, cfg, data).top
+
+
+# --------------------------------------------------------------------------- probes
+
+
+class SharpnessProbe(Probe):
+    name = "sharpness"
+
+    def __init__(self, cfg: Any):
+        super().__init__(cfg)
+        self._batch: Optional[tuple[Any, Any]] = None
+        self.history: list[list[float]] = []  # [step, lambda_max]
+        self.last: Optional[dict[str, Any]] = None
+        self._v: Optional[torch.Tensor] = None  # last top eigenvectors: warm starts
+        self._pv: Optional[torch.Tensor] = None
+
+    def _xy(self, ctx: TrainContext) -> tuple[Any, Any]:
+        if self._batch is None:
+            self._batch = probe_batch(ctx.data, self.cfg.batch, ctx.cfg.seed)
+        return self._batch
+
+    def measure(self, ctx: TrainContext) -> dict[str, Any]:
+        """Measure now, emit a ``sharpness`` event and return its fields."""
+        t0 = time.perf_counter()
+        x, y = self._xy(ctx)
+        c = self.cfg
+        kw = dict(k=c.k, method=c.method, tol=c.tol, max_iter=c.max_iter, seed=ctx.cfg.seed)
+        r = hessian_eigenvalues_with_info(ctx.model, ctx.loss_fn, x, y, v0=self._v, **kw)
+        self._v = r.vector
+        lr = _current_lr(ctx)
+        thr, thr_kind = stability_threshold(ctx.cfg.optim, lr)
+        fields: dict[str, Any] = {
+            "lambda_max": r.top, "top_k": r.values, "lr": lr, "threshold": thr,
+            "threshold_kind": thr_kind, "method": r.method, "normalisation": _normalisation(ctx.cfg),
+            "mode": "train", "batch": int(x.shape[0]), "hvps": r.hvps, "converged": r.converged,
+            "batch_loss": r.info.get("loss"),
+        }
+        measured = r.top
+        if ctx.cfg.optim.name in ADAM_FAMILY:
+            try:
+                p = preconditioned_sharpness(ctx.model, ctx.loss_fn, x, y, ctx.optimizer, v0=self._pv, **kw)
+            except ValueError:  # no Adam state yet (before the first step)
+                fields["preconditioned_sharpness"] = None
+                measured = None
+            else:
+                self._pv = p.vector
+                fields["preconditioned_sharpness"] = p.top
+                fields["hvps"] += p.hvps
+                fields["converged"] = r.converged and p.converged
+                measured = p.top
+        fields["ratio"] = measured / thr if measured is not None else None
+        fields["seconds"] = time.perf_counter() - t0
+        self.history.append([int(ctx.step), float(r.top)])
+        ctx.extra["sharpness_history"] = self.history
+        self.last = {"step": int(ctx.step), **fields}
+        ctx.emit("sharpness", **fields)
+        return fields
+
+    def on_start(self, ctx: TrainContext) -> None:
+        self.measure(ctx)
+
+    def after_step(self, ctx: TrainContext) -> None:
+        if ctx.step % self.cfg.every == 0:
+            self.measure(ctx)
+
+    def on_end(self, ctx: TrainContext) -> dict[str, Any]:
+        if ctx.extra.get("state") == "completed" and (self.last is None or self.last["step"] != ctx.step):
+            self.measure(ctx)
+        if self.last is None:
+            return {}
+        out = {"sharpness_final": self.last["lambda_max"], "sharpness_threshold": self.last["threshold"],
+               "sharpness_step": self.last["step"]}
+        if "preconditioned_sharpness" in self.last:
+            out["preconditioned_sharpness_final"] = self.last["preconditioned_sharpness"]
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": [list(h) for h in self.history]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = [list(h) for h in state.get("history", [])]
+
+
+class NtkProbe(Probe):
+    name = "ntk"
+
+    def __init__(self, cfg: Any):
+        super().__init__(cfg)
+        self.lambda0: Optional[float] = None
+        self.last: Optional[float] = None
+
+    def _measure(self, ctx: TrainContext) -> EigResult:
+        x, _ = probe_batch(ctx.data, self.cfg.batch, ctx.cfg.seed, key="probes.ntk.batch")
+        loss, red = _loss_kind(ctx.cfg)
+        return gauss_newton_eigenvalues(ctx.model, x, loss=loss, reduction=red, k=1, tol=NTK_TOL,
+                                        max_iter=NTK_MAX_ITER, seed=ctx.cfg.seed)
+
+    def _emit(self, ctx: TrainContext, lam: float, r: Optional[EigResult], source: str) -> None:
+        lr = _current_lr(ctx)
+        fields: dict[str, Any] = {
+            "lambda_ntk": lam, "lambda0": self.lambda0, "normalisation": _normalisation(ctx.cfg),
+            "batch": self.cfg.batch, "source": source, "lr": lr, "lr_times_lambda": lr * lam,
+        }
+        if self.lambda0:
+            fields.update(lr_lazy_edge=2.0 / self.lambda0, lr_uv_max=4.0 / self.lambda0,
+                          lr_relu_max=12.0 / self.lambda0)
+        if r is not None:
+            fields.update(hvps=r.hvps, converged=r.converged)
+        ctx.emit("ntk", **fields)
+
+    def on_start(self, ctx: TrainContext) -> None:
+        if not self.cfg.at_init:
+            return
+        if ctx.lambda0 is not None:  # already measured by core.train for optim.lr_ntk (same batch)
+            self.lambda0, r, source = float(ctx.lambda0), None, "lr_ntk"
+        else:
+            r = self._measure(ctx)
+            self.lambda0, source = r.top, "init"
+            ctx.lambda0 = self.lambda0
+        self.last = self.lambda0
+        self._emit(ctx, self.lambda0, r, source)
+
+    def after_step(self, ctx: TrainContext) -> None:
+        if self.cfg.every and ctx.step % self.cfg.every == 0:
+            r = self._measure(ctx)
+            self.last = r.top
+            self._emit(ctx, r.top, r, "step")
+
+    def on_end(self, ctx: TrainContext) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.lambda0 is not None:
+            out["lambda0"] = self.lambda0
+        if self.last is not None and self.cfg.every:
+            out["lambda_ntk_final"] = self.last
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"lambda0": self.lambda0, "last": self.last}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.lambda0 = state.get("lambda0")
+        self.last = state.get("last")

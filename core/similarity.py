@@ -1,0 +1,556 @@
+"""Layer similarity: CCA, SVCCA, PWCCA and linear CKA between two activation matrices.
+
+Inputs ``x`` (n_samples, n_features_x) and ``y`` (n_samples, n_features_y): numpy arrays or torch
+tensors on any device. heur takes (samples, features); google/svcca takes (neurons, datapoints).
+
+How it is computed (one idea, used by every function here): centre the columns, form the three
+Gram products XᵀX, YᵀY, XᵀY once, in ``dtype`` (float64 unless told otherwise), then do every
+further step on those small (features × features) matrices in float64. The big products are the
+whole cost; nothing of size (n × n) is ever formed. Where the Gram dtype equals the input dtype,
+centring is done on the Grams (XᵀX − n·μμᵀ) so that the data are read once and never copied; a
+column whose mean dwarfs its spread (where that correction would lose digits) makes the Grams be
+recomputed from explicitly centred data. On CPU every BLAS call (the products included) goes
+through scipy's OpenBLAS: numpy bundles a second OpenBLAS, and alternating between the two thread
+pools makes each wait on the other's spinning workers; torch's bundled MKL runs these float64
+products about 2x slower than OpenBLAS here and is not used on CPU. CUDA tensors stay on their
+device and only the small Grams come back to the host.
+
+Return types: :func:`cca` returns a 1-D float64 numpy array (always numpy, whatever the input);
+:func:`svcca`, :func:`pwcca`, :func:`linear_cka` return Python floats.
+
+Definitions:
+
+- CCA: canonical correlations of the mean-centred data = singular values of Qxᵀ Qy for orthonormal
+  bases Qx, Qy of the centred columns; equivalently of Wxᵀ Cxy Wy for any whitening W with
+  Wᵀ C W = I. heur whitens the correlation matrices (columns scaled to unit variance; CCA is
+  invariant to that) by Cholesky, or, where a matrix is numerically rank deficient, by an
+  eigendecomposition that keeps the eigenvalues above ``rtol``·λ_max (numerical rank).
+- SVCCA (Raghu et al. 2017): for each side keep the top singular directions of the centred data
+  whose squared singular values sum to at least ``keep`` of the total, run CCA between the kept
+  projections, return the mean of ALL canonical correlations (google's ``mean`` drops those past
+  98% of their sum; heur's does not).
+- PWCCA (Morcos et al. 2018): Σ α_i ρ_i with α_i ∝ Σ_j |⟨h_i, z_j⟩| (normalised to sum to 1),
+  h_i = X_c a_i the i-th canonical variate of x (unit norm), z_j the j-th centred neuron of x.
+  Computed without the (n × k) variates: X_cᵀ h_i = C_xx a_i. Works for any neuron counts.
+- Linear CKA (Kornblith et al. 2019): ‖Y_cᵀ X_c‖_F² / (‖X_cᵀ X_c‖_F ‖Y_cᵀ Y_c‖_F).
+
+Robustness: constant neurons are dropped (CCA family); CCA needs samples to greatly exceed
+neurons: fewer (centred) samples than the (non-constant) neurons of either side raises
+:class:`SimilarityError` (a ConfigError and a ValueError) unless ``epsilon`` > 0 asks for a
+ridge-regularised estimate (ε added to the diagonal of each correlation matrix). Below 5 samples
+per neuron a :class:`FewSamplesWarning` is issued: the random baseline is large there (100 vs 100
+neurons: mean CCA 0.64 at 200 samples, 0.27 at 1000), and with n ≤ neurons_x + neurons_y the spans
+meet, so some correlations are 1 whatever the data.
+
+Convolutional activations (N, C, H, W) (any ndim > 2, channels on axis 1): every function takes
+``conv=``: "mean" (global average pool: (N, C), the default), "flatten" (every spatial position
+a sample: (N·H·W, C)), or "dft" (Raghu et al.: 2-D DFT over H, W — sizes must match between x
+and y — the measure computed at each frequency on the complex coefficients, real and imaginary
+parts as samples after removing the complex mean, and averaged over all H·W frequencies; with
+:func:`cca` the sorted spectra are averaged).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import numpy as np
+import scipy.linalg as sla
+import torch
+
+from .errors import ConfigError
+
+__all__ = [
+    "cca",
+    "svcca",
+    "pwcca",
+    "linear_cka",
+    "flatten_conv",
+    "similarity",
+    "METHODS",
+    "SimilarityError",
+    "FewSamplesWarning",
+    "MIN_SAMPLES_PER_NEURON",
+]
+
+MIN_SAMPLES_PER_NEURON = 5
+_CONV_MODES = ("mean", "flatten", "dft")
+
+
+class SimilarityError(ConfigError, ValueError):
+    """Inputs a similarity measure cannot be computed from (bad shapes, too few samples)."""
+
+    def __init__(self, message: str, *, key: str | None = "probes.cca.samples"):
+        super().__init__(message, key=key)
+
+
+class FewSamplesWarning(UserWarning):
+    """Fewer than MIN_SAMPLES_PER_NEURON samples per neuron: the random baseline is large."""
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _np_dtype(dtype: Any) -> np.dtype:
+    if dtype is None:
+        return np.dtype(np.float64)
+    if isinstance(dtype, torch.dtype):
+        dtype = {torch.float64: "float64", torch.float32: "float32"}.get(dtype, str(dtype))
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt.name not in ("float64", "float32"):
+        raise SimilarityError(f"dtype: expected float64 or float32, got {dtype!r}", key=None)
+    return dt
+
+
+def _torch_dtype(dt: np.dtype) -> torch.dtype:
+    return torch.float64 if dt == np.float64 else torch.float32
+
+
+def _host(a: Any) -> Any:
+    """A CPU torch tensor as a numpy array (no copy where possible); others unchanged."""
+    if isinstance(a, torch.Tensor):
+        a = a.detach()
+        if a.device.type == "cpu":
+            if a.dtype not in (torch.float32, torch.float64):
+                a = a.to(torch.float64)
+            return a.numpy()
+        return a
+    a = np.asarray(a)
+    if a.dtype.kind not in "f" or a.dtype.itemsize < 4:
+        a = a.astype(np.float64)
+    return a
+
+
+def flatten_conv(acts: Any, conv: str = "mean") -> Any:
+    """(N, C, *spatial) activations → (samples, C). ``conv`` is "mean" (global average pool,
+    N samples) or "flatten" (every spatial position a sample, N·prod(spatial) samples). 2-D inputs
+    are returned unchanged. Works on numpy arrays and torch tensors (keeps the type)."""
+    if conv not in ("mean", "flatten"):
+        raise SimilarityError(f"conv: expected 'mean' or 'flatten', got {conv!r}", key="probes.cca.conv")
+    if acts.ndim <= 2:
+        return acts
+    c = acts.shape[1]
+    if conv == "mean":
+        axes = tuple(range(2, acts.ndim))
+        return acts.mean(dim=axes) if isinstance(acts, torch.Tensor) else acts.mean(axis=axes)
+    if isinstance(acts, torch.Tensor):
+        return acts.movedim(1, -1).reshape(-1, c)
+    return np.moveaxis(acts, 1, -1).reshape(-1, c)
+
+
+def _dft_pairs(x: Any, y: Any):
+    """Per-frequency real (2N, C) sample matrices of x and y, with weights summing to 1."""
+    if x.ndim != 4 or y.ndim != 4 or x.shape[2:] != y.shape[2:]:
+        raise SimilarityError(
+            f"conv='dft' needs (N, C, H, W) inputs of equal spatial size, got {tuple(x.shape)} "
+            f"and {tuple(y.shape)}",
+            key="probes.cca.conv",
+        )
+    h, w = x.shape[2], x.shape[3]
+
+    def spectrum(a):
+        if isinstance(a, torch.Tensor):
+            f = torch.fft.rfft2(a.to(torch.float64))
+            f = f - f.mean(dim=0, keepdim=True)
+            return f
+        f = np.fft.rfft2(np.asarray(a, dtype=np.float64))
+        return f - f.mean(axis=0, keepdims=True)
+
+    fx, fy = spectrum(x), spectrum(y)
+    wr = fx.shape[3]
+    pairs = []
+    for i in range(h):
+        for j in range(wr):
+            # columns j in 1..ceil(w/2)-1 stand for themselves and their conjugate mirror
+            mirrored = 0 < j and (2 * j != w)
+            weight = (2.0 if mirrored else 1.0) / (h * w)
+            pairs.append((_stack_complex(fx[:, :, i, j]), _stack_complex(fy[:, :, i, j]), weight))
+    return pairs
+
+
+def _stack_complex(f: Any) -> Any:
+    if isinstance(f, torch.Tensor):
+        return torch.cat([f.real, f.imag], dim=0)
+    return np.concatenate([f.real, f.imag], axis=0)
+
+
+def _per_conv(fn: Callable, x: Any, y: Any, conv: str, reduce: Callable) -> Any:
+    if conv not in _CONV_MODES:
+        raise SimilarityError(f"conv: expected one of {', '.join(_CONV_MODES)}, got {conv!r}", key="probes.cca.conv")
+    if conv == "dft" and (x.ndim > 2 or y.ndim > 2):
+        return reduce([(fn(a, b), w) for a, b, w in _dft_pairs(x, y)])
+    return fn(flatten_conv(x, "mean" if conv == "dft" else conv), flatten_conv(y, "mean" if conv == "dft" else conv))
+
+
+def _avg_scalar(items):
+    return float(sum(v * w for v, w in items))
+
+
+def _avg_spectrum(items):
+    k = min(len(v) for v, _ in items)
+    return np.sum([v[:k] * w for v, w in items], axis=0)
+
+
+# --------------------------------------------------------------------------- Gram products
+
+
+@dataclass
+class _Grams:
+    n: int
+    cxx: np.ndarray  # centred Grams, float64
+    cyy: Optional[np.ndarray]
+    cxy: Optional[np.ndarray]
+    mx: np.ndarray
+    my: Optional[np.ndarray]
+    eps: float  # machine epsilon of the products' dtype
+    ex: float = 2.2e-16  # machine epsilon of x's and y's own dtype (their quantisation)
+    ey: float = 2.2e-16
+
+
+def _check_2d(x: Any, y: Any) -> None:
+    if x.ndim != 2 or y.ndim != 2:
+        raise SimilarityError(f"expected 2-D (samples, features) inputs, got shapes {tuple(x.shape)} and {tuple(y.shape)}", key=None)
+    if x.shape[0] != y.shape[0]:
+        raise SimilarityError(f"x and y must have the same number of samples, got {x.shape[0]} and {y.shape[0]}", key=None)
+    if x.shape[0] < 2:
+        raise SimilarityError(f"need at least 2 samples, got {x.shape[0]}")
+
+
+def _grams(x: Any, y: Any, dtype: Any, cross: bool = True) -> _Grams:
+    """Centred XᵀX, YᵀY (and XᵀY) as float64 numpy arrays, products computed in ``dtype``."""
+    dt = _np_dtype(dtype)
+    x, y = _host(x), _host(y)
+    _check_2d(x, y)
+    if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
+        dev = x.device if isinstance(x, torch.Tensor) else y.device
+        g = _grams_torch(torch.as_tensor(x, device=dev), torch.as_tensor(y, device=dev), dt, cross)
+    else:
+        g = _grams_numpy(x, y, dt, cross)
+    g.ex, g.ey = (float(torch.finfo(a.dtype).eps) if isinstance(a, torch.Tensor) else float(np.finfo(a.dtype).eps)
+                  for a in (x, y))
+    # a NaN or inf anywhere in a column reaches that column's diagonal entry
+    if not (np.isfinite(np.diag(g.cxx)).all() and np.isfinite(np.diag(g.cyy)).all()):
+        raise SimilarityError("activations contain NaN or inf (a diverged model?)", key=None)
+    return g
+
+
+def _grams_torch(x: torch.Tensor, y: torch.Tensor, dt: np.dtype, cross: bool) -> _Grams:
+    td = _torch_dtype(dt)
+    n = x.shape[0]
+    # the means in float64, the centring done before the cast, then products in dtype
+    mx = x.to(torch.float64).mean(0)
+    my = y.to(torch.float64).mean(0)
+    xc = (x.to(torch.float64) - mx).to(td) if td != torch.float64 else x.to(torch.float64) - mx
+    yc = (y.to(torch.float64) - my).to(td) if td != torch.float64 else y.to(torch.float64) - my
+    cpu = lambda t: t.to(torch.float64).cpu().numpy()  # noqa: E731
+    cxx, cyy = cpu(xc.T @ xc), cpu(yc.T @ yc)
+    cxy = cpu(xc.T @ yc) if cross else None
+    return _Grams(n, cxx, cyy, cxy, cpu(mx), cpu(my), float(torch.finfo(td).eps))
+
+
+def _center_cast(a: np.ndarray, mean: np.ndarray, dt: np.dtype) -> np.ndarray:
+    out = np.empty(a.shape, dtype=dt)
+    np.subtract(a, mean, out=out, casting="same_kind" if dt.itemsize <= a.dtype.itemsize else "safe")
+    return out
+
+
+# a column whose mean² exceeds this times its variance is centred explicitly, not on the Gram
+_MEAN_RATIO_MAX = {np.dtype(np.float64): 1e5, np.dtype(np.float32): 1e2}
+
+
+def _grams_numpy(x: np.ndarray, y: np.ndarray, dt: np.dtype, cross: bool) -> _Grams:
+    n = x.shape[0]
+    eps = float(np.finfo(dt).eps)
+    mx = x.mean(axis=0, dtype=np.float64)
+    my = y.mean(axis=0, dtype=np.float64)
+    if x.dtype == dt and y.dtype == dt:
+        # read the data once, no copy: centre on the Grams
+        cxx = _rank1_update(_gram(x), -n, mx, mx)
+        cyy = _rank1_update(_gram(y), -n, my, my)
+        if _centring_ok(cxx, mx, n, dt) and _centring_ok(cyy, my, n, dt):
+            cxy = None
+            if cross:
+                cxy = _rank1_update(_gram(x, y), -n, mx, my)
+            return _Grams(n, cxx, cyy, cxy, mx, my, eps)
+    xc, yc = _center_cast(x, mx, dt), _center_cast(y, my, dt)
+    cxx, cyy = _gram(xc), _gram(yc)
+    cxy = _gram(xc, yc) if cross else None
+    return _Grams(n, cxx, cyy, cxy, mx, my, eps)
+
+
+def _fview(a: np.ndarray) -> tuple[np.ndarray, bool]:
+    """A Fortran-ordered view of a (n × p) and whether it is transposed: (aᵀ, True) for C order."""
+    if a.flags.f_contiguous:
+        return a, False
+    return np.ascontiguousarray(a).T, True
+
+
+def _gram(a: np.ndarray, b: Optional[np.ndarray] = None) -> np.ndarray:
+    """aᵀa (symmetric, via syrk) or aᵀb (gemm) as a C-ordered float64 array.
+
+    Called through scipy's BLAS, the same library that does the small solves afterwards: numpy
+    and scipy each bundle their own OpenBLAS, and alternating between the two thread pools makes
+    each wait on the other's spinning threads (3x slower end to end on 2 busy cores).
+    """
+    blas = sla.blas
+    if a.dtype == np.float32:
+        syrk, gemm = blas.ssyrk, blas.sgemm
+    else:
+        syrk, gemm = blas.dsyrk, blas.dgemm
+    fa, ta = _fview(a)
+    if b is None:
+        # ta: fa = aᵀ (p × n) and fa·faᵀ = aᵀa (trans=0); else fa = a and faᵀ·fa (trans=1)
+        c = syrk(1.0, fa, trans=0 if ta else 1, lower=1).T  # C-ordered, upper triangle filled
+        c = c.astype(np.float64, copy=False)
+        il = np.tril_indices(c.shape[0], -1)
+        c[il] = c.T[il]
+        return c
+    fb, tb = _fview(b)
+    c = gemm(1.0, fa, fb, trans_a=0 if ta else 1, trans_b=1 if tb else 0)  # aᵀb, Fortran-ordered
+    return np.ascontiguousarray(c, dtype=np.float64)
+
+
+def _rank1_update(g: np.ndarray, alpha: float, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """g += alpha·u vᵀ in place (BLAS ger on the Fortran view of a C-ordered g)."""
+    if g.flags.c_contiguous:
+        sla.blas.dger(float(alpha), v, u, a=g.T, overwrite_a=1)
+        return g
+    return g + alpha * np.outer(u, v)
+
+
+def _centring_ok(c: np.ndarray, m: np.ndarray, n: int, dt: np.dtype) -> bool:
+    """Whether XᵀX − n·μμᵀ kept its digits: no column's mean² dwarfs its variance."""
+    var = np.maximum(np.diag(c) / n, 0.0)
+    return not bool(np.any(m * m > _MEAN_RATIO_MAX[dt] * var))
+
+
+# --------------------------------------------------------------------------- whitening
+
+
+class _Whitener:
+    """A whitening of one side's correlation matrix R (constant neurons dropped).
+
+    ``whiten(B)`` = Wᵀ B for B indexed by the kept neurons; ``colour(U)`` = R W U; ``rank``.
+    """
+
+    def __init__(self, c: np.ndarray, n: int, mean: np.ndarray, eps: float, rtol: Optional[float], epsilon: float,
+                 own: bool = False, eps_in: Optional[float] = None):
+        d2 = np.diag(c).copy()
+        std = np.sqrt(np.maximum(d2, 0.0) / n)
+        # constant: no spread, or spread at the rounding level of the mean (the Gram products are
+        # accurate relative to each column's own scale, so small neurons beside large ones stay)
+        const = (d2 <= np.finfo(np.float64).tiny) | (std <= 64 * (eps if eps_in is None else eps_in) * np.abs(mean))
+        self.all = not const.any()
+        self.keep = np.flatnonzero(~const)
+        d = np.sqrt(d2[self.keep])
+        self.d = d
+        # own: c may be scaled in place (a Gram nobody else reads afterwards)
+        r = (c if own else c.copy()) if self.all else c[np.ix_(self.keep, self.keep)]
+        r /= d
+        r /= d[:, None]
+        p = r.shape[0]
+        if epsilon > 0:
+            r = r + epsilon * np.eye(p)
+        self.r = r
+        self.rtol = (max(p, 1) * eps) if rtol is None else rtol
+        self.chol = None
+        self.vecs = None
+        if p == 0:
+            self.rank = 0
+            return
+        lfac, info = sla.lapack.dpotrf(r.T, lower=1, clean=1)  # r symmetric: its F-ordered view
+        if info == 0:
+            # reciprocal 1-norm condition of R from its factor; cond_2 ≤ p·cond_1, so accepting
+            # rcond_1 > rtol keeps λ_min/λ_max above rtol/p (the eigh path's cut is rtol)
+            rc, _ = sla.lapack.dpocon(lfac, float(np.abs(r).sum(axis=0).max()), uplo="L")
+            if rc > self.rtol:
+                self.chol = lfac
+                self.rank = p
+                return
+        lam, v = sla.eigh(r, check_finite=False)
+        ok = lam > self.rtol * lam[-1]
+        self.lam = lam[ok][::-1]
+        self.vecs = v[:, ok][:, ::-1]
+        self.rank = int(ok.sum())
+
+    def whiten(self, b: np.ndarray) -> np.ndarray:
+        """Wᵀ B where B has one row per kept neuron (already divided by the neuron scales).
+        B may be overwritten."""
+        if self.chol is not None:
+            # BLAS trsm straight on b's memory (LAPACK's trtrs via solve_triangular copies and
+            # checks, at twice the cost); b is overwritten
+            if b.flags.f_contiguous:
+                return sla.blas.dtrsm(1.0, self.chol, b, lower=1, overwrite_b=1)
+            # C order: solve on the transpose, X Lᵀ = bᵀ, i.e. X = (L⁻¹ b)ᵀ
+            bt = np.ascontiguousarray(b).T
+            return sla.blas.dtrsm(1.0, self.chol, bt, side=1, lower=1, trans_a=1, overwrite_b=1).T
+        return (self.vecs.T @ b) / np.sqrt(self.lam)[:, None]
+
+    def colour(self, u: np.ndarray) -> np.ndarray:
+        """R W U."""
+        if self.chol is not None:
+            return self.chol @ u
+        return self.vecs @ (np.sqrt(self.lam)[:, None] * u)
+
+    def solve(self, u: np.ndarray) -> np.ndarray:
+        """W U (directions in the standardised neuron coordinates)."""
+        if self.chol is not None:
+            return sla.solve_triangular(self.chol, u, lower=True, trans="T", check_finite=False)
+        return self.vecs @ (u / np.sqrt(self.lam)[:, None])
+
+
+def _whitened_cross(g: _Grams, rtol, epsilon) -> tuple[np.ndarray, _Whitener, _Whitener]:
+    """M = Wxᵀ Rxy Wy (kx × ky), whose singular values are the canonical correlations.
+    Consumes g: its Grams are scaled in place."""
+    wx = _Whitener(g.cxx, g.n, g.mx, g.eps, rtol, epsilon, own=True, eps_in=g.ex)
+    wy = _Whitener(g.cyy, g.n, g.my, g.eps, rtol, epsilon, own=True, eps_in=g.ey)
+    _check_samples(g.n, wx, wy, epsilon)
+    rxy = g.cxy if wx.all and wy.all else g.cxy[np.ix_(wx.keep, wy.keep)]
+    rxy /= wy.d
+    rxy /= wx.d[:, None]
+    t = wx.whiten(rxy)  # kx × py
+    m = wy.whiten(t.T).T  # kx × ky
+    return m, wx, wy
+
+
+def _check_samples(n: int, wx: _Whitener, wy: _Whitener, epsilon: float) -> None:
+    kx, ky = wx.rank, wy.rank
+    px, py = len(wx.keep), len(wy.keep)
+    if kx == 0 or ky == 0:
+        raise SimilarityError(f"no varying neurons (x: {px}, y: {py} after dropping constant ones)", key=None)
+    if epsilon <= 0 and n - 1 < max(px, py):
+        raise SimilarityError(
+            f"{n} samples for {px} and {py} neurons: CCA needs samples to greatly exceed neurons "
+            f"(at least {MIN_SAMPLES_PER_NEURON}-10 per neuron); use more samples, fewer neurons "
+            "(e.g. conv='mean'), or epsilon= for a regularised estimate"
+        )
+    if n < MIN_SAMPLES_PER_NEURON * max(px, py):
+        warnings.warn(
+            f"CCA with {n} samples for {max(px, py)} neurons (< {MIN_SAMPLES_PER_NEURON} per neuron): "
+            "the random baseline is large (with n <= neurons_x + neurons_y some correlations are 1 "
+            "whatever the data); compare against it",
+            FewSamplesWarning,
+            stacklevel=6,
+        )
+
+
+def _rhos_only(m: np.ndarray) -> np.ndarray:
+    """Singular values of M, descending, via the eigenvalues of the smaller of MᵀM, MMᵀ."""
+    k = min(m.shape)
+    if k <= 64:
+        s = sla.svd(m, compute_uv=False, check_finite=False)
+    else:
+        # the smaller Gram of M, lower triangle only (all eigh reads), through scipy's BLAS
+        fm, tm = _fview(m)
+        g = sla.blas.dsyrk(1.0, fm, trans=int((m.shape[1] <= m.shape[0]) != tm), lower=1)
+        lam = sla.eigh(g, eigvals_only=True, lower=True, driver="evr", check_finite=False)
+        s = np.sqrt(np.clip(lam[::-1], 0.0, None))
+    return np.clip(s[:k], 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def cca(x: Any, y: Any, *, dtype: Any = None, epsilon: float = 0.0, rtol: Optional[float] = None,
+        conv: str = "mean") -> np.ndarray:
+    """Canonical correlations between x and y, descending, as a 1-D float64 numpy array of
+    length min(rank_x, rank_y).
+
+    ``dtype``: precision of the Gram products (torch/numpy float64 or float32; default float64);
+    ``epsilon``: ridge on the correlation matrices (allows few samples); ``rtol``: relative
+    eigenvalue threshold of the numerical rank (default n_features · eps(dtype));
+    ``conv``: how (N, C, H, W) inputs are compared (see the module doc).
+    """
+    def one(a, b):
+        m, _, _ = _whitened_cross(_grams(a, b, dtype), rtol, epsilon)
+        return _rhos_only(m)
+
+    return _per_conv(one, x, y, conv, _avg_spectrum)
+
+
+def svcca(x: Any, y: Any, keep: float = 0.99, *, dtype: Any = None, epsilon: float = 0.0,
+          rtol: Optional[float] = None, conv: str = "mean") -> float:
+    """SVCCA (Raghu et al. 2017): mean of all canonical correlations between the top singular
+    directions of each side's centred data that explain at least ``keep`` of the variance (sum of
+    squared singular values). The samples check applies to the neurons themselves: the SVD step
+    cannot make up for too few samples."""
+    if not 0 < keep <= 1:
+        raise SimilarityError(f"keep: expected a fraction in (0, 1], got {keep}", key=None)
+
+    def one(a, b):
+        g = _grams(a, b, dtype)
+        if epsilon <= 0:  # the SVD step cannot make up for too few samples
+            _check_samples(g.n, _Whitener(g.cxx, g.n, g.mx, g.eps, rtol, 0.0, eps_in=g.ex),
+                           _Whitener(g.cyy, g.n, g.my, g.eps, rtol, 0.0, eps_in=g.ey), 0.0)
+        vx, lx = _top_directions(g.cxx, keep, g.eps, rtol)
+        vy, ly = _top_directions(g.cyy, keep, g.eps, rtol)
+        red = _Grams(g.n, np.diag(lx), np.diag(ly), vx.T @ g.cxy @ vy,
+                     np.zeros(len(lx)), np.zeros(len(ly)), g.eps)
+        m, _, _ = _whitened_cross(red, rtol, epsilon)
+        return float(_rhos_only(m).mean())
+
+    return _per_conv(one, x, y, conv, _avg_scalar)
+
+
+def _top_directions(c: np.ndarray, keep: float, eps: float, rtol: Optional[float]):
+    lam, v = sla.eigh(c, check_finite=False)
+    lam, v = lam[::-1], v[:, ::-1]
+    tol = (c.shape[0] * eps if rtol is None else rtol) * max(lam[0], 0.0)
+    lam = np.where(lam > tol, lam, 0.0)
+    total = lam.sum()
+    if total <= 0:
+        raise SimilarityError("no varying neurons", key=None)
+    k = int(np.searchsorted(np.cumsum(lam) / total, keep - 1e-12) + 1)
+    k = min(k, int((lam > 0).sum()))
+    return v[:, :k], lam[:k]
+
+
+def pwcca(x: Any, y: Any, *, dtype: Any = None, epsilon: float = 0.0, rtol: Optional[float] = None,
+          conv: str = "mean") -> float:
+    """PWCCA (Morcos et al. 2018): Σ α_i ρ_i, α_i ∝ Σ_j |⟨h_i, z_j⟩| with h_i the unit-norm
+    canonical variates of x and z_j the centred neurons of x; α normalised to sum to one.
+    Works whichever side has more neurons (there are min(rank_x, rank_y) variates)."""
+    def one(a, b):
+        g = _grams(a, b, dtype)
+        m, wx, _ = _whitened_cross(g, rtol, epsilon)
+        u, s, _ = sla.svd(m, full_matrices=False, check_finite=False)
+        k = min(m.shape)
+        rho = np.clip(s[:k], 0.0, 1.0)
+        # X_cᵀ h_i = C_xx a_i = D R_xx W u_i (D: neuron scales, R: correlation matrix)
+        proj = wx.d[:, None] * wx.colour(u[:, :k])
+        if epsilon > 0:  # R was ridged; the projections use the data's own R
+            proj = wx.d[:, None] * ((wx.r - epsilon * np.eye(wx.r.shape[0])) @ wx.solve(u[:, :k]))
+        alpha = np.abs(proj).sum(axis=0)
+        return float(alpha @ rho / alpha.sum())
+
+    return _per_conv(one, x, y, conv, _avg_scalar)
+
+
+def linear_cka(x: Any, y: Any, *, dtype: Any = None, conv: str = "mean") -> float:
+    """Linear CKA (Kornblith et al. 2019): ‖Y_cᵀX_c‖_F² / (‖X_cᵀX_c‖_F · ‖Y_cᵀY_c‖_F)."""
+    def one(a, b):
+        g = _grams(a, b, dtype)
+        den = np.linalg.norm(g.cxx) * np.linalg.norm(g.cyy)
+        if den <= 0:
+            raise SimilarityError("linear CKA of a constant representation is undefined", key=None)
+        return float(np.sum(g.cxy * g.cxy) / den)
+
+    return _per_conv(one, x, y, conv, _avg_scalar)
+
+
+METHODS: dict[str, Callable[..., float]] = {"svcca": svcca, "pwcca": pwcca, "cka": linear_cka}
+
+
+def similarity(x: Any, y: Any, method: str = "svcca", *, conv: str = "mean", **kw: Any) -> float:
+    """One scalar similarity by the name used in presets (``probes.cca.method``):
+    "svcca", "pwcca" or "cka" (linear CKA); extra keywords go to that function."""
+    fn = METHODS.get(method)
+    if fn is None:
+        raise SimilarityError(f"expected one of {', '.join(METHODS)}, got {method!r}", key="probes.cca.method")
+    return fn(x, y, conv=conv, **kw)

@@ -1,0 +1,325 @@
+"""heur.core.similarity against independent oracles (textbook formulas, brute force)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.linalg as sla
+import torch
+
+from heur.core.errors import ConfigError
+from heur.core.similarity import (
+    FewSamplesWarning,
+    SimilarityError,
+    cca,
+    flatten_conv,
+    linear_cka,
+    pwcca,
+    svcca,
+)
+
+
+def rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def related(n=400, px=8, py=6, seed=0):
+    r = rng(seed)
+    x = r.standard_normal((n, px)) * r.uniform(0.5, 3, px) + r.normal(0, 2, px)
+    y = x[:, :5] @ r.standard_normal((5, py)) + r.standard_normal((n, py)) + 1.5
+    return x, y
+
+
+# --------------------------------------------------------------------------- oracles
+
+
+def textbook_cca(x, y):
+    """Generalised symmetric eigenproblem on the full covariance: [0 Sxy; Syx 0] v = rho [Sxx 0; 0 Syy] v."""
+    px = x.shape[1]
+    s = np.cov(np.hstack([x, y]).T)
+    a = np.zeros_like(s)
+    a[:px, px:], a[px:, :px] = s[:px, px:], s[px:, :px]
+    b = np.zeros_like(s)
+    b[:px, :px], b[px:, px:] = s[:px, :px], s[px:, px:]
+    w = sla.eigh(a, b, eigvals_only=True)
+    return np.sort(w)[::-1][: min(px, y.shape[1])]
+
+
+def qr_cca(x, y):
+    """Singular values (and left vectors) of Qxᵀ Qy for orthonormal bases of the centred columns."""
+    qx, _ = np.linalg.qr(x - x.mean(0))
+    qy, _ = np.linalg.qr(y - y.mean(0))
+    u, s, _ = np.linalg.svd(qx.T @ qy, full_matrices=False)
+    return qx, u, s
+
+
+def hsic_cka(x, y):
+    n = x.shape[0]
+    h = np.eye(n) - np.ones((n, n)) / n
+    kx, ky = x @ x.T, y @ y.T
+
+    def hsic(k, l):
+        return np.trace(k @ h @ l @ h)
+
+    return hsic(kx, ky) / np.sqrt(hsic(kx, kx) * hsic(ky, ky))
+
+
+# --------------------------------------------------------------------------- CCA
+
+
+def test_cca_matches_textbook_generalised_eigenproblem():
+    x, y = related()
+    np.testing.assert_allclose(cca(x, y), textbook_cca(x, y), atol=1e-8, rtol=0)
+    np.testing.assert_allclose(cca(y, x), textbook_cca(y, x), atol=1e-8, rtol=0)
+
+
+def test_cca_large_spectrum_matches_qr_oracle():
+    # over 64 coefficients: the eigenvalue route of the values-only path
+    x, y = related(n=2000, px=90, py=80, seed=3)
+    y = np.hstack([y, x[:, 10:80] @ rng(4).standard_normal((70, 70)) + rng(5).standard_normal((2000, 70))])
+    _, _, s = qr_cca(x, y)
+    np.testing.assert_allclose(cca(x, y), s, atol=1e-8, rtol=0)
+
+
+def test_self_and_invertible_map_give_all_ones():
+    x, _ = related(px=10)
+    a = rng(1).standard_normal((10, 10)) + 3 * np.eye(10)
+    np.testing.assert_allclose(cca(x, x), np.ones(10), atol=1e-9)
+    np.testing.assert_allclose(cca(x, x @ a + 7.0), np.ones(10), atol=1e-9)
+    assert svcca(x, x @ a) == pytest.approx(1.0, abs=1e-9)
+    assert pwcca(x, x @ a) == pytest.approx(1.0, abs=1e-9)
+    assert linear_cka(x, 3 * x - 2) == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("n,expected", [(200, 0.64), (1000, 0.27)])
+def test_random_baseline_100_vs_100_neurons(n, expected):
+    r = rng(n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FewSamplesWarning)
+        rho = cca(r.standard_normal((n, 100)), r.standard_normal((n, 100)))
+    assert rho.shape == (100,)
+    assert np.all(np.diff(rho) <= 0)
+    assert rho.mean() == pytest.approx(expected, abs=0.03)
+
+
+def test_torch_input_equals_numpy_input():
+    x, y = related()
+    ref = cca(x, y)
+    np.testing.assert_allclose(cca(torch.from_numpy(x), torch.from_numpy(y)), ref, atol=1e-12)
+    np.testing.assert_allclose(cca(torch.from_numpy(x).float(), y), cca(x.astype(np.float32), y), atol=1e-12)
+    assert pwcca(torch.from_numpy(x), y) == pytest.approx(pwcca(x, y), abs=1e-12)
+    assert linear_cka(torch.from_numpy(x), torch.from_numpy(y)) == pytest.approx(linear_cka(x, y), abs=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
+def test_cuda_input_equals_numpy_input():
+    x, y = related()
+    xt, yt = torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda()
+    np.testing.assert_allclose(cca(xt, yt), cca(x, y), atol=1e-10)
+    np.testing.assert_allclose(cca(xt, yt, dtype=torch.float32), cca(x, y), atol=1e-4)
+
+
+def test_float32_products_close_to_float64():
+    x, y = related(n=3000, px=40, py=30)
+    np.testing.assert_allclose(cca(x, y, dtype=torch.float32), cca(x, y), atol=1e-5)
+    np.testing.assert_allclose(cca(x.astype(np.float32), y.astype(np.float32), dtype="float32"), cca(x, y), atol=1e-4)
+    # neurons of very different scales (and an offset) are all kept: CCA is scale invariant
+    xs = x * np.geomspace(1e-4, 1e4, x.shape[1]) + 1e3
+    np.testing.assert_allclose(cca(xs, y, dtype=torch.float32), cca(x, y), atol=1e-5)
+    np.testing.assert_allclose(cca(xs, y), cca(x, y), atol=1e-9)
+
+
+def test_large_mean_offset_keeps_precision():
+    x, y = related()
+    np.testing.assert_allclose(cca(x + 1e7, y - 3e6), textbook_cca(x, y), atol=1e-8)
+
+
+def test_constant_neurons_dropped():
+    x, y = related()
+    ref = cca(x, y)
+    xz = np.hstack([x[:, :3], np.zeros((len(x), 1)), x[:, 3:], np.full((len(x), 1), 3.7)])
+    np.testing.assert_allclose(cca(xz, y), ref, atol=1e-9)
+    np.testing.assert_allclose(cca(y, xz), cca(y, x), atol=1e-9)
+    assert pwcca(xz, y) == pytest.approx(pwcca(x, y), abs=1e-9)
+
+
+def test_rank_deficient_input_uses_numerical_rank():
+    x, y = related(px=6)
+    dup = np.hstack([x, x[:, :4] @ rng(2).standard_normal((4, 5))])  # 11 columns, rank 6
+    rho = cca(dup, y)
+    assert rho.shape == (6,)
+    np.testing.assert_allclose(rho, cca(x, y), atol=1e-8)
+
+
+def test_fewer_samples_than_neurons_is_an_error():
+    r = rng(1)
+    x, y = r.standard_normal((35, 40)), r.standard_normal((35, 30))
+    for fn in (cca, svcca, pwcca):
+        with pytest.raises(SimilarityError, match="samples must greatly exceed neurons|samples to greatly exceed"):
+            fn(x, y) if fn is not svcca else fn(x, y, keep=1.0)
+    with pytest.raises(ValueError):
+        cca(x, y)
+    with pytest.raises(ConfigError):
+        cca(x, y)
+
+
+def test_epsilon_gives_a_regularised_estimate():
+    r = rng(1)
+    x, y = r.standard_normal((50, 40)), r.standard_normal((50, 30))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FewSamplesWarning)
+        rho = cca(x, y, epsilon=0.1)
+    assert rho.shape == (30,) and np.all((rho >= 0) & (rho < 1))
+    # the ridge on the correlation matrices, by hand
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    sx, sy = xc / np.linalg.norm(xc, axis=0), yc / np.linalg.norm(yc, axis=0)
+    rxx, ryy, rxy = sx.T @ sx + 0.1 * np.eye(40), sy.T @ sy + 0.1 * np.eye(30), sx.T @ sy
+    ix, iy = np.linalg.inv(sla.sqrtm(rxx)).real, np.linalg.inv(sla.sqrtm(ryy)).real
+    np.testing.assert_allclose(rho, np.linalg.svd(ix @ rxy @ iy, compute_uv=False), atol=1e-8)
+
+
+def test_warns_below_five_samples_per_neuron():
+    r = rng(2)
+    with pytest.warns(FewSamplesWarning) as rec:
+        cca(r.standard_normal((120, 30)), r.standard_normal((120, 20)))
+    assert rec[0].filename == __file__  # points at the caller
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FewSamplesWarning)
+        cca(r.standard_normal((200, 30)), r.standard_normal((200, 20)))
+
+
+def test_non_finite_input_is_an_error():
+    x, y = related()
+    x[3, 2] = np.nan
+    with pytest.raises(SimilarityError, match="NaN or inf"):
+        cca(x, y)
+    y[0, 0] = np.inf
+    with pytest.raises(SimilarityError, match="NaN or inf"):
+        linear_cka(np.nan_to_num(x), y)
+
+
+def test_bad_shapes_are_errors():
+    with pytest.raises(SimilarityError, match="same number of samples"):
+        cca(np.zeros((10, 2)), np.zeros((11, 2)))
+    with pytest.raises(SimilarityError, match="dtype"):
+        cca(np.ones((10, 2)), np.ones((10, 2)), dtype=torch.float16)
+
+
+# --------------------------------------------------------------------------- SVCCA / PWCCA / CKA
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.9, 0.99, 1.0])
+def test_svcca_keep_matches_manual_svd_truncation(keep):
+    r = rng(7)
+    n = 1500
+    x = r.standard_normal((n, 12)) @ np.diag(np.geomspace(10, 0.1, 12)) @ sla.qr(r.standard_normal((12, 12)))[0]
+    y = x[:, :8] @ r.standard_normal((8, 10)) + 0.5 * r.standard_normal((n, 10))
+
+    def reduce(a):
+        ac = a - a.mean(0)
+        _, s, vt = np.linalg.svd(ac, full_matrices=False)
+        frac = np.cumsum(s**2) / np.sum(s**2)
+        k = int(np.argmax(frac >= keep - 1e-12)) + 1
+        return ac @ vt[:k].T
+
+    _, _, s = qr_cca(reduce(x), reduce(y))
+    assert svcca(x, y, keep=keep) == pytest.approx(s.mean(), abs=1e-9)
+
+
+def test_pwcca_matches_direct_formula_either_side_larger():
+    for px, py in ((8, 6), (6, 9), (12, 3)):
+        r = rng(px * py)
+        n = 600
+        x = r.standard_normal((n, px)) * r.uniform(0.2, 5, px)
+        y = x[:, : min(px, py)] @ r.standard_normal((min(px, py), py)) + r.standard_normal((n, py))
+        qx, u, s = qr_cca(x, y)
+        k = min(px, py)
+        h = qx @ u[:, :k]  # unit-norm canonical variates of x
+        alpha = np.abs(h.T @ (x - x.mean(0))).sum(axis=1)
+        expected = (alpha / alpha.sum()) @ s[:k]
+        assert pwcca(x, y) == pytest.approx(expected, abs=1e-9)
+
+
+def test_linear_cka_matches_hsic_with_centering_matrix():
+    x, y = related(n=60, px=7, py=5)
+    assert linear_cka(x, y) == pytest.approx(hsic_cka(x, y), abs=1e-10)
+    # CKA needs no more samples than neurons
+    r = rng(3)
+    a, b = r.standard_normal((20, 50)), r.standard_normal((20, 40))
+    assert linear_cka(a, b) == pytest.approx(hsic_cka(a, b), abs=1e-10)
+
+
+# --------------------------------------------------------------------------- convolutional activations
+
+
+def test_flatten_conv_modes():
+    a = rng(0).standard_normal((4, 3, 5, 6))
+    np.testing.assert_allclose(flatten_conv(a, "mean"), a.mean(axis=(2, 3)))
+    f = flatten_conv(a, "flatten")
+    assert f.shape == (4 * 5 * 6, 3)
+    np.testing.assert_allclose(f[7], a[0, :, 1, 1])
+    t = flatten_conv(torch.from_numpy(a), "flatten")
+    np.testing.assert_allclose(t.numpy(), f)
+
+
+def test_conv_keyword_mean_and_flatten():
+    r = rng(1)
+    x = r.standard_normal((300, 4, 3, 3))
+    y = np.einsum("nchw,cd->ndhw", x, r.standard_normal((4, 5))) + 0.3 * r.standard_normal((300, 5, 3, 3))
+    np.testing.assert_allclose(cca(x, y, conv="mean"), cca(x.mean((2, 3)), y.mean((2, 3))), atol=1e-12)
+    np.testing.assert_allclose(cca(x, y, conv="flatten"), cca(flatten_conv(x, "flatten"), flatten_conv(y, "flatten")),
+                               atol=1e-12)
+
+
+@pytest.mark.parametrize("hw", [(4, 4), (3, 5)])
+def test_conv_dft_averages_over_every_frequency(hw):
+    r = rng(2)
+    n, h, w = 400, *hw
+    x = r.standard_normal((n, 3, h, w))
+    y = np.einsum("nchw,cd->ndhw", x, r.standard_normal((3, 4))) + r.standard_normal((n, 4, h, w))
+    y = y + np.roll(y, 1, axis=2)
+    # oracle: full complex fft2, per frequency real CCA on [Re; Im] after removing the complex mean
+    fx, fy = np.fft.fft2(x), np.fft.fft2(y)
+    vals = []
+    for i in range(h):
+        for j in range(w):
+            a, b = fx[:, :, i, j], fy[:, :, i, j]
+            a, b = a - a.mean(0), b - b.mean(0)
+            vals.append(textbook_cca(np.vstack([a.real, a.imag]), np.vstack([b.real, b.imag])).mean())
+    assert svcca(x, y, keep=1.0, conv="dft") == pytest.approx(np.mean(vals), abs=1e-8)
+    # a 1x1 convolution (channel mixing) is an invertible map at every frequency
+    z = np.einsum("nchw,cd->ndhw", x, r.standard_normal((3, 3)) + 2 * np.eye(3))
+    np.testing.assert_allclose(cca(x, z, conv="dft"), np.ones(3), atol=1e-9)
+
+
+def test_conv_dft_needs_equal_spatial_size():
+    with pytest.raises(SimilarityError, match="equal spatial size"):
+        cca(np.zeros((10, 2, 4, 4)), np.zeros((10, 2, 2, 2)), conv="dft")
+
+
+def test_similarity_dispatch_by_preset_name():
+    from heur.core.similarity import similarity
+
+    x, y = related()
+    assert similarity(x, y, "svcca") == svcca(x, y)
+    assert similarity(x, y, "pwcca") == pwcca(x, y)
+    assert similarity(x, y, "cka") == linear_cka(x, y)
+    with pytest.raises(SimilarityError) as e:
+        similarity(x, y, "rsa")
+    assert e.value.key == "probes.cca.method"
+
+
+def test_torch_gram_path_matches_numpy_path():
+    # the path CUDA tensors take, run here on CPU tensors
+    from heur.core import similarity as S
+
+    x, y = related()
+    for dt, tol in ((np.dtype(np.float64), 1e-9), (np.dtype(np.float32), 1e-3)):
+        gt = S._grams_torch(torch.from_numpy(x), torch.from_numpy(y), dt, True)
+        gn = S._grams_numpy(x, y, dt, True)
+        for a, b in ((gt.cxx, gn.cxx), (gt.cyy, gn.cyy), (gt.cxy, gn.cxy)):
+            np.testing.assert_allclose(a, b, rtol=tol, atol=tol * np.abs(b).max())
+        m, _, _ = S._whitened_cross(gt, None, 0.0)
+        np.testing.assert_allclose(S._rhos_only(m), textbook_cca(x, y), atol=1e-8 if tol < 1e-6 else 1e-5)
