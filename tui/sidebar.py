@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.text import Text
+from textual.binding import Binding
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
@@ -95,6 +96,10 @@ def _stamp(t: float) -> str:
 
 
 class Sidebar(Tree):
+    BINDINGS = [
+        Binding("j", "cursor_down", "down", show=False),
+        Binding("k", "cursor_up", "up", show=False),
+    ]
     DEFAULT_CSS = """
     Sidebar { width: 30; border-right: vkey $foreground 30%; overflow-x: hidden; }
     """
