@@ -290,3 +290,27 @@ def test_write_run_fixture_is_readable_by_core_reader(tmp_path):
     r = write_run(tmp_path / "r", steps=20, steps_per_epoch=10)
     kinds = {e["kind"] for e in read_events(r / "events.jsonl")}
     assert {"start", "train", "eval", "sharpness", "ntk", "cca", "end"} <= kinds
+
+
+def test_engine_field_names_for_ntk_and_adam_sharpness():
+    """core.probes_curvature writes lr_lazy_edge/lr_uv_max/lr_relu_max and, for Adam,
+    preconditioned_sharpness: the panels use them."""
+    lam0 = 4.0
+    evs = [
+        {"kind": "ntk", "step": 0, "epoch": 0.0, "lambda_ntk": lam0, "lambda0": lam0,
+         "lr_lazy_edge": 2 / lam0, "lr_uv_max": 4 / lam0, "lr_relu_max": 12 / lam0, "lr": 0.75},
+        {"kind": "ntk", "step": 10, "epoch": 0.1, "lambda_ntk": 2.0, "lambda0": None},
+        {"kind": "train", "step": 1, "epoch": 0.0, "loss": 1.0, "lr": 0.75, "samples": 8},
+        {"kind": "sharpness", "step": 5, "epoch": 0.05, "lambda_max": 9.0, "lr": 0.75,
+         "threshold": 38.0, "preconditioned_sharpness": 12.0},
+    ]
+    d = RunData("r")
+    d.apply(decode(evs))
+    ntk = d["ntk"]
+    assert ntk["thr_2"][0] == 0.5 and ntk["thr_4"][0] == 1.0 and ntk["thr_12"][0] == 3.0
+    assert ntk["lambda_ntk"].tolist() == [4.0, 2.0] and ntk["lambda0"].tolist() == [4.0, 2.0]
+    shown = [figures.Shown("r", d, 0)]
+    fig = figures.sharpness_figure(shown, figures.View(), 40)
+    assert fig.series[0].y.tolist() == [12.0] and "P⁻¹H" in fig.title
+    assert [h.y for h in figures.lr_figure(shown, figures.View(), 40).hlines] == [0.5, 1.0, 3.0]
+    assert "η·λ0 = 3" in figures.regime_lines(shown)[0]

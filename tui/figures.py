@@ -137,7 +137,8 @@ def catapult_marks(run: Shown, view: View) -> Series | None:
             continue
         i = int(np.clip(np.searchsorted(steps, peak), 0, len(steps) - 1))
         xs.append(xcol[i])
-        ys.append(tr["loss"][i])
+        peak_loss = c.get("peak_loss")
+        ys.append(float(peak_loss) if isinstance(peak_loss, (int, float)) else tr["loss"][i])
     if not xs:
         return None
     return Series(np.array(xs), np.array(ys), label=None, color=run.color,
@@ -189,7 +190,13 @@ def sharpness_figure(runs: list[Shown], view: View, width: int) -> Figure:
     rng = _xrange(runs, ("sharpness",), view)
     single = len(runs) == 1
     for r in runs:
-        ss = _series(r, "sharpness", "lambda_max", view, width, rng, label=r.name + (" λmax" if single else ""))
+        t = r.data["sharpness"]
+        # Adam: the threshold applies to the preconditioned sharpness, so that is what is drawn
+        col = ("preconditioned_sharpness" if len(t) and np.isfinite(t["preconditioned_sharpness"]).any()
+               else "lambda_max")
+        if col != "lambda_max":
+            fig.title = fig.title.replace("λmax", "λmax(P⁻¹H)")
+        ss = _series(r, "sharpness", col, view, width, rng, label=r.name + (" λmax" if single else ""))
         fig.series.extend(ss)
         ss = _series(r, "sharpness", "threshold", view, width, rng,
                     label=("2/η" if single else None), marker="dot")

@@ -23,8 +23,14 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "eval_train": ("step", "epoch", "loss", "accuracy"),
     "eval_test": ("step", "epoch", "loss", "accuracy"),
     "lr": ("step", "epoch", "lr"),
-    "sharpness": ("step", "epoch", "lambda_max", "lr", "threshold"),
-    "ntk": ("step", "epoch", "lambda0", "thr_2", "thr_4", "thr_12"),
+    "sharpness": ("step", "epoch", "lambda_max", "lr", "threshold", "preconditioned_sharpness"),
+    "ntk": ("step", "epoch", "lambda0", "lambda_ntk", "thr_2", "thr_4", "thr_12"),
+}
+# other names the engine uses for the same quantities (first present wins)
+ALIASES: dict[str, dict[str, tuple[str, ...]]] = {
+    "ntk": {"thr_2": ("thr_2", "lr_lazy_edge"), "thr_4": ("thr_4", "lr_uv_max"),
+            "thr_12": ("thr_12", "lr_relu_max"), "lambda0": ("lambda0", "lambda_ntk"),
+            "lambda_ntk": ("lambda_ntk", "lambda0")},
 }
 # rare kinds kept as their event dicts
 ITEMS = ("start", "catapult", "cca", "checkpoint", "restart", "end")
@@ -37,6 +43,13 @@ def _num(v: Any) -> float:
         return float(v)
     except (TypeError, ValueError):
         return np.nan
+
+
+def _resolve_aliases(ev: dict[str, Any], aliases: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+    out = dict(ev)
+    for col, names in aliases.items():
+        out[col] = next((ev[n] for n in names if ev.get(n) is not None), None)
+    return out
 
 
 @dataclass
@@ -77,6 +90,8 @@ def decode(events: list[dict[str, Any]]) -> list[Segment]:
             kind = "eval_test" if ev.get("split") == "test" else "eval_train"
         cols = COLUMNS.get(kind)
         if cols is not None:
+            if kind in ALIASES:
+                ev = _resolve_aliases(ev, ALIASES[kind])
             get = ev.get
             try:
                 rows.setdefault(kind, []).append(tuple(
