@@ -67,6 +67,8 @@ async def test_navigate_select_experiment_and_loss_fills(tmp_path):
         await until(pilot, lambda: app.experiment == runs["catapult"]
                     and all(len(d["train"]) for d in app.data.values()))
         assert {p.name: len(d["train"]) for p, d in app.data.items()} == {"lr=0.5": 400, "lr=1.5": 400}
+        # lazy: only the selected experiment's event files are followed
+        assert set(app.feed._readers) == {runs["lazy"], runs["cat"]}
         plot = app.query_one("#plot-loss", PlotView)
         # the figure catches up with the selection on the next redraw tick
         await until(pilot, lambda: plot.figure is not None
@@ -184,16 +186,27 @@ async def test_launch_validates_inline_and_launches(tmp_path):
         await pilot.press("n")
         assert isinstance(app.screen, LaunchScreen)
         scr = app.screen
+        await until(pilot, lambda: scr.checked == "")
         assert scr.valid and "1 run" in scr.message
         await pilot.press(*"optim.lr=-1")
-        assert not scr.valid and "optim.lr" in scr.message
+        await until(pilot, lambda: scr.checked == "optim.lr=-1")
+        assert not scr.valid and scr.message.startswith("optim.lr: expected a number > 0")
         await pilot.press("enter")  # refused while invalid
         assert app.screen is scr and src.launched == []
         for _ in range(2):
             await pilot.press("backspace")
         await pilot.press("0", ".", "5")
+        await until(pilot, lambda: scr.checked == "optim.lr=0.5")
         assert scr.valid, scr.message
+        # the engine's preflight is part of the check: a probe batch larger than the data
+        await pilot.press(*" probes.ntk.batch=512")
+        await until(pilot, lambda: scr.checked == "optim.lr=0.5 probes.ntk.batch=512")
+        assert not scr.valid and "probes.ntk.batch" in scr.message, scr.message
+        for _ in range(len(" probes.ntk.batch=512")):
+            await pilot.press("backspace")
+        await until(pilot, lambda: scr.checked == "optim.lr=0.5" and scr.valid)
         await pilot.press("enter")
+        await until(pilot, lambda: src.launched)
         assert src.launched and src.launched[0][1] == ["optim.lr=0.5"]
         exp = tmp_path / "runs" / "tiny-20261123-120000"
         await until(pilot, lambda: app.experiment == exp and len(app.data[exp / "run"]["train"]) == 100)
@@ -262,7 +275,11 @@ async def test_end_to_end_launch_real_run_then_stop_it(tmp_path):
         await goto(pilot, app, lambda d: isinstance(d, PresetNode))
         await pilot.press("n")
         assert isinstance(app.screen, LaunchScreen)
-        await pilot.press(*"train.log_every=2", "enter")
+        await until(pilot, lambda: app.screen.checked == "", timeout=30)
+        await pilot.press(*"train.log_every=2")
+        await until(pilot, lambda: app.screen.checked == "train.log_every=2" and app.screen.valid,
+                    timeout=30)
+        await pilot.press("enter")
         await until(pilot, lambda: app.experiment is not None, timeout=20)
         exp = app.experiment
         assert exp.parent == runs and exp.name.startswith("tiny-")

@@ -87,6 +87,9 @@ def test_snapshot_launch_with_error(tmp_path, utc, snap_compare):
         await pilot.pause()
         for _ in range(2):  # Presets > tiny
             await pilot.press("down")
+        await pilot.press("n", *"optim.lr=-1")
+        t0 = time.monotonic()
+        while app.screen.checked != "optim.lr=-1" and time.monotonic() - t0 < 30:
+            await pilot.pause(0.05)
 
-    assert snap_compare(app, terminal_size=(100, 30), press=["n", *"optim.lr=-1"],
-                        run_before=before)
+    assert snap_compare(app, terminal_size=(100, 30), run_before=before)

@@ -407,8 +407,8 @@ class HeurApp(App):
             for r in rows:
                 t.append(f"{r[0][:14]:<14} {r[1]:>7} {r[2]:>7} {r[3]:>7} {r[4]:>6}\n")
         else:
-            t.append("no catapult events yet — enable [probes.catapult]"
-                     " (and [probes.ntk] for λ0)\n", style="dim")
+            t.append("no catapult events: none detected yet, or [probes.catapult] is off"
+                     " ([probes.ntk] gives λ0)\n", style="dim")
         self._q("#cat-text", Static).update(t)
 
     def _draw_cca(self, run: Path | None, d: RunData | None) -> None:

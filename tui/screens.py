@@ -9,6 +9,7 @@ from typing import Any, Callable
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
+from textual import work
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
@@ -116,7 +117,8 @@ class InfoScreen(ModalScreen[None]):
 
 
 class LaunchScreen(ModalScreen[Path | None]):
-    """Edit overrides for a preset, validate as you type, launch on enter."""
+    """Edit overrides for a preset; validated as you type (in a thread: the engine's checks may
+    import torch); enter launches (also in a thread), esc cancels."""
 
     BINDINGS = [Binding("escape", "cancel", "cancel")]
     DEFAULT_CSS = """
@@ -126,6 +128,7 @@ class LaunchScreen(ModalScreen[Path | None]):
     LaunchScreen #launch-check { height: auto; min-height: 2; }
     LaunchScreen .error { color: $error; }
     LaunchScreen .ok { color: $success; }
+    LaunchScreen .busy { color: $text-muted; }
     """
 
     def __init__(self, preset: PresetInfo, validate: Callable[[Path, list[str]], Any],
@@ -136,6 +139,8 @@ class LaunchScreen(ModalScreen[Path | None]):
         self._launch = launch
         self.valid = False
         self.message = ""
+        self.checked: str | None = None  # the text the current verdict is about
+        self.launching = False
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -146,50 +151,76 @@ class LaunchScreen(ModalScreen[Path | None]):
             yield Static("", id="launch-check")
 
     def on_mount(self) -> None:
-        self.check("")
         self.query_one(Input).focus()
+        self._request_check("")
 
-    def overrides(self, text: str) -> list[str]:
+    @staticmethod
+    def overrides(text: str) -> list[str]:
         try:
             return shlex.split(text)
         except ValueError:
             return text.split()
 
-    def check(self, text: str) -> bool:
+    @staticmethod
+    def describe_error(e: Exception) -> str:
+        """ConfigError without its file (the preset is named above): 'key: message'."""
+        msg = getattr(e, "message", None)
+        key = getattr(e, "key", None)
+        return f"{key}: {msg}" if key and msg else (msg or str(e))
+
+    def _set(self, text: str, style: str) -> None:
         box = self.query_one("#launch-check", Static)
+        box.update(Text(text))
+        box.set_classes(style)
+
+    def _request_check(self, text: str) -> None:
+        self.valid, self.checked = False, None
+        self._set("checking …", "busy")
+        self._check(text)
+
+    @work(thread=True, exclusive=True, group="launch-check")
+    def _check(self, text: str) -> None:
         try:
             exp = self._validate(self.preset.path, self.overrides(text))
-        except Exception as e:  # ConfigError: key and message (the file is shown above)
-            msg = getattr(e, "message", None)
-            key = getattr(e, "key", None)
-            self.valid = False
-            self.message = f"{key}: {msg}" if key and msg else (msg or str(e))
-            box.update(Text(self.message))
-            box.set_classes("error")
-            return False
-        names = list(getattr(exp, "runs", {}) or {})
-        shown = ", ".join(names[:6]) + (" …" if len(names) > 6 else "")
-        self.valid = True
-        self.message = f"ok: {len(names)} run{'s' if len(names) != 1 else ''}: {shown}"
-        box.update(Text(self.message))
-        box.set_classes("ok")
-        return True
+        except Exception as e:  # ConfigError, or anything the preset makes the engine raise
+            verdict = (False, self.describe_error(e))
+        else:
+            names = list(getattr(exp, "runs", {}) or {})
+            shown = ", ".join(names[:6]) + (" …" if len(names) > 6 else "")
+            verdict = (True, f"ok: {len(names)} run{'s' if len(names) != 1 else ''}: {shown}")
+        self.app.call_from_thread(self._checked, text, *verdict)
+
+    def _checked(self, text: str, ok: bool, message: str) -> None:
+        if not self.is_attached or text != self.query_one(Input).value:
+            return  # stale: the user typed on
+        self.valid, self.message, self.checked = ok, message, text
+        self._set(message, "ok" if ok else "error")
 
     def on_input_changed(self, event: Input.Changed) -> None:
-        self.check(event.value)
+        self._request_check(event.value)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        if not self.check(event.value):
+        if self.launching or not self.valid or self.checked != event.value:
+            if self.checked != event.value:
+                self.app.bell()
             return
+        self.launching = True
+        self._set("launching …", "busy")
+        self._do_launch(event.value)
+
+    @work(thread=True, exclusive=True, group="launch")
+    def _do_launch(self, text: str) -> None:
         try:
-            exp_dir = self._launch(self.preset.path, self.overrides(event.value))
+            exp_dir = self._launch(self.preset.path, self.overrides(text))
         except Exception as e:
-            box = self.query_one("#launch-check", Static)
-            self.valid, self.message = False, f"launch failed: {e}"
-            box.update(Text(self.message))
-            box.set_classes("error")
+            self.app.call_from_thread(self._launch_failed, self.describe_error(e))
             return
-        self.dismiss(exp_dir)
+        self.app.call_from_thread(self.dismiss, exp_dir)
+
+    def _launch_failed(self, message: str) -> None:
+        self.launching = False
+        self.valid, self.message = False, f"launch failed: {message}"
+        self._set(self.message, "error")
 
     def action_cancel(self) -> None:
         self.dismiss(None)

@@ -29,10 +29,15 @@ class RunSource:
 
     # -- acting (called from the UI thread; quick)
     def validate(self, preset: Path, overrides: list[str]) -> Any:
-        """Raises ConfigError with a one-line message on bad input."""
-        from heur.core.config import load_experiment
+        """The checks ``launch`` makes (schema, then preflight); raises ConfigError.
 
-        return load_experiment(preset, overrides)
+        May import torch on first use: call it off the UI thread."""
+        from heur.core.config import load_experiment
+        from heur.core.preflight import check_experiment
+
+        exp = load_experiment(preset, overrides)
+        check_experiment(exp)
+        return exp
 
     def launch(self, preset: Path, overrides: list[str]) -> Path:
         from heur.core import runs
