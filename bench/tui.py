@@ -257,8 +257,11 @@ def bench_idle(tmp: Path) -> None:
 
 
 if __name__ == "__main__":
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores "
+          "(other processes slow every figure below)")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         bench_ingest(tmp)
         bench_redraw()
         bench_idle(tmp)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")

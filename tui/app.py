@@ -71,7 +71,7 @@ class HeurApp(App):
         Binding("X", "stop", "stop"),
         Binding("l", "toggle_log", "log"),
         Binding("s", "cycle_smoothing", "smooth"),
-        Binding("x", "cycle_xaxis", "x"),
+        Binding("x", "cycle_xaxis", "x-axis"),
         Binding("r", "cycle_focus", "run"),
         Binding("m", "mark", "mark", show=False),
         Binding("c", "compare", "compare", show=False),
