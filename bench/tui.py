@@ -176,6 +176,11 @@ def bench_redraw() -> None:
     print(f"   total                                   {t_total * 1e3:6.1f} ms   goal <= 50 ms: "
           f"{'met' if t_total <= 0.05 else 'NOT met'}")
     print(f"   total with smoothing 0.9                {t_smooth * 1e3:6.1f} ms")
+    # noisy minibatch losses (noise ~ the curve's height): drawn as two envelope edges
+    for sh in shown:
+        sh.data["train"]["loss"][:] += rng.random(n_pts)
+    t_noisy = median_time(lambda: render(build()), 5)
+    print(f"   total, noisy losses (envelopes)         {t_noisy * 1e3:6.1f} ms")
     print(f"   for scale: 1 run x {n_pts:,} points undecimated {t_raw * 1e3:8.0f} ms")
 
 

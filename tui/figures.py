@@ -86,12 +86,22 @@ def _series(run: Shown, kind: str, col: str, view: View, width: int, rng, *,
     buckets = max(8, width)
     if kind_ == "line":
         env = envelope(x, y, buckets, lo, hi)
-        if env is not None:
+        if env is not None and _noisy(env[1], env[2]):
             xm, ylo, yhi = env
             return [Series(xm, yhi, label=label, color=run.color, marker=marker),
                     Series(xm, ylo, label=None, color=run.color, marker=marker)]
     x, y = minmax(x, y, buckets, lo, hi)
     return [Series(x, y, label=label, color=run.color, kind=kind_, marker=marker)]
+
+
+def _noisy(ylo: np.ndarray, yhi: np.ndarray, share: float = 0.03) -> bool:
+    """Is the typical bucket's min-max spread a visible share of the plot's height?
+
+    Then two edge lines draw far fewer points than a zig-zag through every bucket's min and
+    max; for a smooth curve the zig-zag is a single line and cheaper.
+    """
+    span = float(np.nanmax(yhi) - np.nanmin(ylo)) if yhi.size else 0.0
+    return span > 0 and float(np.nanmedian(yhi - ylo)) > share * span
 
 
 def _label(run: Shown, runs: list[Shown], suffix: str = "") -> str | None:
