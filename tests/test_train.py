@@ -143,3 +143,28 @@ def test_sigkill_shows_as_lost(tmp_path):
     st = R.read_status(rd)
     assert st.state == "lost"
     json.loads((rd / "status.json").read_text())  # still readable
+
+
+def test_sgdr_emits_restarts_and_saves_the_iterate_before_each(tmp_path):
+    from heur.core.data import steps_per_epoch
+    from heur.core.schedules import build_schedule
+
+    over = ['schedule.name="sgdr"', "schedule.t0=1", "schedule.t_mult=2", "train.epochs=7",
+            "train.checkpoint_before_restart=true", "optim.name=\"gi_adam\"", "optim.lr=0.01"]
+    exp_dir = make_exp(tmp_path, over)
+    (rd,) = R.run_dirs(exp_dir)
+    r, state = run_inprocess(rd)
+    assert state == "completed"
+    sched = build_schedule(r.cfg.schedule, r.base_lr, steps_per_epoch(r.cfg), r.total)
+    expected = [s for s in sched.restart_steps if s < r.total]
+    assert expected == [8, 24]  # t0 = 1 epoch of 8 steps, then 2 epochs
+    evs = read_events(rd / "events.jsonl")
+    restarts = [e for e in evs if e["kind"] == "restart"]
+    assert [e["step"] for e in restarts] == expected
+    for k, step in enumerate(expected, start=1):
+        ck = torch.load(rd / "checkpoints" / f"restart_{k}.pt", weights_only=True)
+        assert ck["step"] == step
+    lrs = {e["step"]: e["lr"] for e in evs if e["kind"] == "train"}
+    # the lr logged with step s is the one used for the step that ended there (index s - 1)
+    for s, lr in lrs.items():
+        assert lr == pytest.approx(sched(s - 1), rel=1e-12)
