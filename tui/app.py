@@ -87,7 +87,7 @@ class HeurApp(App):
     EVENT_PERIOD = 0.25
     STATUS_PERIOD = 1.5
     REDRAW_PERIOD = 0.25
-    MAX_DUTY = 0.03  # share of a core that redrawing a live plot may take
+    MAX_DUTY = 0.025  # share of a core that redrawing a live plot may take
 
     def __init__(self, runs_dir: str | Path = "runs", presets_dir: str | Path = "presets",
                  source: Any = None, live: bool = True):
