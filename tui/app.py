@@ -1,0 +1,566 @@
+"""``heur tui``: browse presets and runs, launch, watch live. It never trains anything.
+
+Threads: one thread worker tails the followed runs' files (a few times a second) and polls
+statuses (every ~1.5 s); it posts one message per batch. Everything that touches widgets or
+the data model runs on the UI thread, in the message handlers and a 4 Hz redraw timer that
+rebuilds only the visible panel, and only when its inputs changed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.syntax import Syntax
+from rich.text import Text
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
+from textual.message import Message
+from textual.widgets import Footer, Log, Static, TabbedContent, TabPane, Tree
+
+from . import figures, heatmap
+from .feed import EventBatch, ExperimentRow, Feed
+from .figures import Shown, View
+from .model import RunData
+from .plotting import PlotView, rich_color
+from .presets import PresetInfo, scan_presets
+from .screens import ConfirmScreen, HelpScreen, InfoScreen, LaunchScreen
+from .sidebar import ExperimentNode, PresetNode, RunNode, Sidebar, badge
+from .source import RunSource
+
+TABS = [("loss", "Loss"), ("acc", "Acc"), ("lr", "LR"), ("sharp", "Sharp"),
+        ("cat", "Cata"), ("cca", "CCA"), ("log", "Log"), ("config", "Cfg")]
+PLOT_TABS = {"loss": figures.loss_figure, "acc": figures.accuracy_figure,
+             "lr": figures.lr_figure, "sharp": figures.sharpness_figure}
+SMOOTHING = (0.0, 0.6, 0.9, 0.99)
+
+
+class EventsRead(Message):
+    def __init__(self, batch: EventBatch):
+        super().__init__()
+        self.batch = batch
+
+
+class StatusRead(Message):
+    def __init__(self, rows: list[ExperimentRow]):
+        super().__init__()
+        self.rows = rows
+
+
+class HeurApp(App):
+    TITLE = "heur"
+    ENABLE_COMMAND_PALETTE = False
+    CSS = """
+    #body { height: 1fr; }
+    #main { width: 1fr; }
+    #info { height: auto; max-height: 3; padding: 0 1; background: $boost; }
+    TabbedContent { height: 1fr; }
+    TabPane { padding: 0; }
+    #cat-text, #cca-text, #config-text { padding: 0 1; }
+    .hidden { display: none; }
+    """
+    BINDINGS = [
+        Binding("q", "quit", "quit"),
+        Binding("question_mark", "help", "help", key_display="?"),
+        Binding("n", "launch", "launch"),
+        Binding("X", "stop", "stop"),
+        Binding("l", "toggle_log", "log"),
+        Binding("s", "cycle_smoothing", "smooth"),
+        Binding("x", "cycle_xaxis", "x-axis"),
+        Binding("r", "cycle_focus", "run"),
+        Binding("m", "mark", "mark", show=False),
+        Binding("c", "compare", "compare", show=False),
+        Binding("p", "show_path", "path", show=False),
+        Binding("b", "toggle_sidebar", "sidebar", show=False),
+        Binding("t", "toggle_theme", "theme", show=False),
+        Binding("left_square_bracket", "prev_tab", "prev tab", show=False),
+        Binding("right_square_bracket", "next_tab", "next tab", show=False),
+        *[Binding(str(i + 1), f"tab('{tid}')", label, show=False)
+          for i, (tid, label) in enumerate(TABS)],
+    ]
+
+    EVENT_PERIOD = 0.25
+    STATUS_PERIOD = 1.5
+    REDRAW_PERIOD = 0.25
+    MAX_DUTY = 0.025  # share of a core that redrawing a live plot may take
+
+    def __init__(self, runs_dir: str | Path = "runs", presets_dir: str | Path = "presets",
+                 source: Any = None, live: bool = True):
+        super().__init__()
+        self.runs_dir = Path(runs_dir)
+        self.presets_dir = Path(presets_dir)
+        self.source = source if source is not None else RunSource(self.runs_dir)
+        self.feed = Feed(self.source)
+        self.live = live
+        self.view = View()
+        self.presets: list[PresetInfo] = []
+        self.rows: dict[Path, ExperimentRow] = {}
+        self.statuses: dict[Path, Any] = {}
+        self._row_order: list[Path] = []
+        # the experiment on screen
+        self.experiment: Path | None = None
+        self.run_paths: list[Path] = []
+        self.data: dict[Path, RunData] = {}
+        self.logs: dict[Path, str] = {}
+        self.focus_run: Path | None = None  # None = all runs overlaid
+        self.generation = 0
+        self._pending: tuple[Path, Path | None] | None = None
+        self._drawn: dict[str, Any] = {}
+        self.redraws = 0
+        self.reader_cpu = 0.0
+        self._main_screen = None
+        self.config_text = ""
+        self.status_polls = 0
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+
+    # ------------------------------------------------------------------ layout
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="body"):
+            yield Sidebar(id="sidebar")
+            with Vertical(id="main"):
+                yield Static("", id="info")
+                with TabbedContent(id="tabs", initial="loss"):
+                    for tid, label in TABS:
+                        with TabPane(label, id=tid):
+                            if tid in PLOT_TABS:
+                                yield PlotView(id=f"plot-{tid}")
+                            elif tid == "cat":
+                                with VerticalScroll():
+                                    yield PlotView(id="plot-cat", classes="cat-plot")
+                                    yield Static("", id="cat-text")
+                            elif tid == "cca":
+                                with VerticalScroll():
+                                    yield Static("", id="cca-text")
+                            elif tid == "log":
+                                yield Log(id="log-view", max_lines=2000)
+                            else:
+                                with VerticalScroll():
+                                    yield Static("", id="config-text")
+        yield Footer(compact=True)
+
+    def _q(self, selector, expect_type=None):
+        """query_one on the main screen (a modal on top must not hide the panels)."""
+        screen = self._main_screen or self.screen
+        return screen.query_one(selector, expect_type) if expect_type else screen.query_one(selector)
+
+    def on_mount(self) -> None:
+        self._main_screen = self.screen
+        self.presets = scan_presets(self.presets_dir)
+        sb = self._q(Sidebar)
+        sb.set_presets(self.presets)
+        sb.focus()
+        self._q("#plot-cat", PlotView).styles.height = 12
+        self._update_info()
+        self.set_interval(self.REDRAW_PERIOD, self._redraw)
+        if self.live:
+            self._reader()
+
+    def on_unmount(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    # ------------------------------------------------------------------ reader thread
+    @work(thread=True, exclusive=True, group="reader")
+    def _reader(self) -> None:
+        last_status = 0.0
+        t_cpu = time.thread_time()
+        while not self._stop.is_set():
+            self.reader_cpu = time.thread_time() - t_cpu  # for the benchmark
+            now = time.monotonic()
+            if now - last_status >= self.STATUS_PERIOD:
+                last_status = now
+                rows = self.feed.poll_status()
+                self.post_message(StatusRead(rows))
+            batch = self.feed.poll_events()
+            if batch is not None:
+                self.post_message(EventsRead(batch))
+            self._wake.wait(self.EVENT_PERIOD)
+            self._wake.clear()
+
+    def sync_once(self) -> None:
+        """One reader round on the calling (UI) thread: for tests and snapshots (live=False)."""
+        self.on_status_read(StatusRead(self.feed.poll_status()))
+        batch = self.feed.poll_events()
+        if batch is not None:
+            self.on_events_read(EventsRead(batch))
+        self._redraw()
+
+    def poll_now(self) -> None:
+        """Ask the reader for a round right away (after a selection or a launch)."""
+        self._wake.set()
+
+    # ------------------------------------------------------------------ messages
+    def on_status_read(self, msg: StatusRead) -> None:
+        try:
+            self._status_read(msg)
+        except NoMatches:  # before the panels are mounted, or while tearing down
+            pass
+
+    def _status_read(self, msg: StatusRead) -> None:
+        self.status_polls += 1
+        self.rows = {r.path: r for r in msg.rows}
+        statuses = {p: s for r in msg.rows for p, s in r.runs}
+        changed = statuses != self.statuses or list(self.rows) != self._row_order
+        self.statuses = statuses
+        self._row_order = list(self.rows)
+        if changed:  # a quiet runs folder costs the UI thread nothing
+            self._q(Sidebar).set_experiments(msg.rows)
+        if self.experiment is not None:
+            row = self.rows.get(self.experiment)
+            if row is None:  # deleted while shown
+                self._show(None, None)
+            elif [p for p, _ in row.runs] != self.run_paths:
+                self._show(self.experiment, self.focus_run)
+        if self._pending is not None:
+            self._apply_pending()
+        if changed:
+            self._update_info()
+
+    def on_events_read(self, msg: EventsRead) -> None:
+        b = msg.batch
+        if b.generation != self.generation:
+            return  # for a selection that is gone
+        for run, segs in b.segments.items():
+            d = self.data.get(run)
+            if d is not None:
+                d.apply(segs)
+        for run, text in b.logs.items():
+            self.logs[run] = text
+            self._drawn.pop("log", None)
+
+    # ------------------------------------------------------------------ selection
+    def on_tree_node_highlighted(self, event: Tree.NodeHighlighted) -> None:
+        data = event.node.data
+        if isinstance(data, ExperimentNode):
+            self._pending = (data.path, None)
+        elif isinstance(data, RunNode):
+            self._pending = (data.experiment, data.path)
+        elif isinstance(data, PresetNode):
+            p = data.info
+            self._q("#info", Static).update(
+                Text(f"{p.rel}: {p.description or p.error or ''}  (n: launch)", overflow="ellipsis",
+                     no_wrap=True))
+            return
+        self._apply_pending()
+
+    def on_tree_node_selected(self, event: Tree.NodeSelected) -> None:
+        if isinstance(event.node.data, PresetNode):
+            self.action_launch()
+
+    def _apply_pending(self) -> None:
+        if self._pending is None:
+            return
+        exp, run = self._pending
+        if exp not in self.rows:
+            return  # not listed yet: try again on the next status poll
+        self._pending = None
+        if exp != self.experiment:
+            self._show(exp, run)
+        elif run != self.focus_run:
+            self.focus_run = run
+            self._invalidate()
+
+    def _show(self, exp: Path | None, run: Path | None) -> None:
+        """Follow an experiment's runs, reading their events from the start."""
+        row = self.rows.get(exp) if exp is not None else None
+        paths = [p for p, _ in row.runs] if row else []
+        self.experiment = exp if row else None
+        self.run_paths = paths
+        self.data = {p: RunData(p.name) for p in paths}
+        self.logs = {}
+        self.focus_run = run if run in paths else None
+        self.generation = self.feed.follow(paths)
+        self._invalidate()
+        self.poll_now()
+
+    def shown_runs(self) -> list[Shown]:
+        out = []
+        for i, p in enumerate(self.run_paths):
+            if self.focus_run is None or p == self.focus_run:
+                d = self.data.get(p)
+                if d is not None:
+                    out.append(Shown(p.name, d, i))
+        return out
+
+    def focused_run(self) -> Path | None:
+        if self.focus_run is not None:
+            return self.focus_run
+        return self.run_paths[0] if self.run_paths else None
+
+    # ------------------------------------------------------------------ drawing
+    def _invalidate(self) -> None:
+        self._drawn.clear()
+        self._update_info()
+
+    def _update_info(self) -> None:
+        """The legend: each shown run in its colour with its live state."""
+        info = self._q("#info", Static)
+        if self.experiment is None:
+            info.update(Text("select an experiment (↑↓), launch a preset (n), help (?)", style="dim"))
+            return
+        t = Text()
+        for i, p in enumerate(self.run_paths):
+            if self.focus_run is not None and p != self.focus_run:
+                continue
+            if t:
+                t.append("  ")
+            t.append("■ ", style=rich_color(i))
+            t.append(p.name + " ")
+            t.append_text(badge(self.statuses.get(p)))
+        v = self.view
+        opts = [f"x={v.xaxis}"] + (["log"] if v.ylog else []) + (
+            [f"smooth={v.smoothing:g}"] if v.smoothing else [])
+        t.append("  · " + " ".join(opts), style="dim")
+        info.update(t)
+
+    def _redraw(self) -> None:
+        """(timer) Rebuild the visible panel if anything it shows changed."""
+        try:
+            self._redraw_visible()
+        except NoMatches:  # the screen is being torn down
+            pass
+
+    def _redraw_visible(self) -> None:
+        tabs = self._q(TabbedContent)
+        tab = tabs.active
+        shown = self.shown_runs()
+        versions = tuple((s.name, s.data.version) for s in shown)
+        key: tuple = (self.experiment, self.focus_run, versions, self.view.xaxis, self.view.ylog,
+                      self.view.smoothing)
+        if tab in PLOT_TABS:
+            plot = self._q(f"#plot-{tab}", PlotView)
+            key += (plot.size.width, plot.size.height)
+            old = self._drawn.get(tab)
+            if old == key:
+                return
+            if old is not None and self._only_data_changed(old, key) and \
+                    time.monotonic() - plot.drawn_at < plot.cost / self.MAX_DUTY:
+                return  # live data on a costly plot: redraw less often (CPU stays < MAX_DUTY)
+            self._drawn[tab] = key
+            plot.figure = PLOT_TABS[tab](shown, self.view, self._plot_width(plot)) \
+                if self.experiment else None
+        elif tab == "cat":
+            plot = self._q("#plot-cat", PlotView)
+            key += (plot.size.width,)
+            if self._drawn.get(tab) == key:
+                return
+            self._drawn[tab] = key
+            self._draw_catapult(shown, plot)
+        elif tab == "cca":
+            run = self.focused_run()
+            d = self.data.get(run) if run else None
+            key += (d.version if d else None, self.size.width)
+            if self._drawn.get(tab) == key:
+                return
+            self._drawn[tab] = key
+            self._draw_cca(run, d)
+        elif tab == "log":
+            run = self.focused_run()
+            text = self.logs.get(run) if run else None
+            key = (run, id(text))
+            if self._drawn.get(tab) == key:
+                return
+            self._drawn[tab] = key
+            log = self._q(Log)
+            log.clear()
+            if run is None:
+                log.write_line("no run selected")
+            else:
+                log.write(text if text is not None else f"{run}/stdout.log is empty or missing")
+        elif tab == "config":
+            run = self.focused_run()
+            key = (run,)
+            if self._drawn.get(tab) == key:
+                return
+            self._drawn[tab] = key
+            self._draw_config(run)
+        else:
+            return
+        self.redraws += 1
+
+    @staticmethod
+    def _only_data_changed(old: tuple, new: tuple) -> bool:
+        """Same panel, view and size; only the runs' data versions moved (index 2)."""
+        return old[:2] == new[:2] and old[3:] == new[3:]
+
+    @staticmethod
+    def _plot_width(plot: PlotView) -> int:
+        return max(20, plot.size.width - 8)  # minus the y tick labels
+
+    def _draw_catapult(self, shown: list[Shown], plot: PlotView) -> None:
+        rows = figures.catapult_rows(shown)
+        fig = figures.loss_figure(shown, self.view, self._plot_width(plot))
+        fig.title = "loss with catapult peaks ▲"
+        fig.series = [x for x in fig.series if x.kind == "line" or x.marker == "▲"]
+        plot.figure = fig if self.experiment else None
+        t = Text()
+        for line in figures.regime_lines(shown):
+            t.append(line + "\n")
+        if rows:
+            t.append(f"{'run':<14} {'start':>7} {'peak':>7} {'end':>7} {'ratio':>6}\n", style="bold")
+            for r in rows:
+                t.append(f"{r[0][:14]:<14} {r[1]:>7} {r[2]:>7} {r[3]:>7} {r[4]:>6}\n")
+        else:
+            t.append("no catapult events: none detected yet, or [probes.catapult] is off"
+                     " ([probes.ntk] gives λ0)\n", style="dim")
+        self._q("#cat-text", Static).update(t)
+
+    def _draw_cca(self, run: Path | None, d: RunData | None) -> None:
+        box = self._q("#cca-text", Static)
+        m = figures.cca_matrix(d) if d is not None else None
+        if m is None:
+            box.update(Text("no CCA events yet — enable [probes.cca]", style="dim"))
+            return
+        layers, epochs, mat, last = m
+        title = (f"{run.name}: {last.get('method', 'cca')} similarity of each layer vs "
+                 f"{'the final epoch' if last.get('against') == 'final' else 'the previous epoch'}")
+        width = self._q(TabbedContent).size.width - 2
+        box.update(heatmap.render(layers, epochs, mat, width, title))
+
+    def _draw_config(self, run: Path | None) -> None:
+        box = self._q("#config-text", Static)
+        if run is None:
+            box.update(Text("no run selected", style="dim"))
+            return
+        try:
+            text = (run / "config.toml").read_text()
+        except OSError as e:
+            box.update(Text(f"cannot read {run / 'config.toml'}: {e.strerror}", style="dim"))
+            return
+        self.config_text = text
+        box.update(Syntax(text, "toml", theme="ansi_dark" if self.current_theme.dark else "ansi_light",
+                          background_color="default", word_wrap=True))
+
+    # ------------------------------------------------------------------ actions
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_tab(self, tid: str) -> None:
+        self._q(TabbedContent).active = tid
+
+    def _step_tab(self, d: int) -> None:
+        tc = self._q(TabbedContent)
+        ids = [t for t, _ in TABS]
+        tc.active = ids[(ids.index(tc.active) + d) % len(ids)]
+
+    def action_prev_tab(self) -> None:
+        self._step_tab(-1)
+
+    def action_next_tab(self) -> None:
+        self._step_tab(1)
+
+    def action_toggle_log(self) -> None:
+        self.view.ylog = not self.view.ylog
+        self._invalidate()
+
+    def action_cycle_smoothing(self) -> None:
+        i = SMOOTHING.index(self.view.smoothing) if self.view.smoothing in SMOOTHING else 0
+        self.view.smoothing = SMOOTHING[(i + 1) % len(SMOOTHING)]
+        self._invalidate()
+
+    def action_cycle_xaxis(self) -> None:
+        i = figures.XAXES.index(self.view.xaxis)
+        self.view.xaxis = figures.XAXES[(i + 1) % len(figures.XAXES)]
+        self._invalidate()
+
+    def action_cycle_focus(self) -> None:
+        if not self.run_paths:
+            return
+        order: list[Path | None] = [None, *self.run_paths] if len(self.run_paths) > 1 else [None]
+        i = order.index(self.focus_run) if self.focus_run in order else 0
+        self.focus_run = order[(i + 1) % len(order)]
+        self._invalidate()
+
+    def action_toggle_sidebar(self) -> None:
+        self._q(Sidebar).toggle_class("hidden")
+        self._invalidate()
+
+    def action_toggle_theme(self) -> None:
+        self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
+        self._invalidate()
+
+    def _highlighted(self) -> Any:
+        node = self._q(Sidebar).cursor_node
+        return node.data if node is not None else None
+
+    def action_launch(self) -> None:
+        data = self._highlighted()
+        if not isinstance(data, PresetNode):
+            self.notify("highlight a preset in the sidebar first", severity="warning")
+            return
+
+        def done(exp_dir: Path | None) -> None:
+            if exp_dir is None:
+                return
+            self.notify(f"launched {Path(exp_dir).name}")
+            self._pending = (Path(exp_dir), None)
+            self.poll_now()
+
+        self.push_screen(LaunchScreen(data.info, self.source.validate, self.source.launch), done)
+
+    def action_stop(self) -> None:
+        data = self._highlighted()
+        if isinstance(data, RunNode):
+            target, what, fn = data.path, f"run {data.path.name}", self.source.stop_run
+        elif isinstance(data, ExperimentNode):
+            target, what, fn = data.path, f"every run of {data.path.name}", self.source.stop_experiment
+        else:
+            self.notify("highlight a run or an experiment to stop", severity="warning")
+            return
+
+        def done(ok: bool | None) -> None:
+            if not ok:
+                return
+            try:
+                sent = fn(target)
+            except Exception as e:  # a vanished directory, a permission problem
+                self.notify(f"could not stop {what}: {e}", severity="error")
+                return
+            if sent is False:
+                self.notify(f"{what} was not running", severity="warning")
+            else:
+                self.notify(f"stop sent to {what}")
+            self.poll_now()
+
+        self.push_screen(ConfirmScreen(f"Stop {what}? It checkpoints and ends 'stopped'."), done)
+
+    def action_mark(self) -> None:
+        data = self._highlighted()
+        if not isinstance(data, RunNode):
+            self.notify("highlight a run to mark it", severity="warning")
+            return
+        sb = self._q(Sidebar)
+        sb.toggle_mark(data.path)
+        self.notify(f"marked: {', '.join(p.name for p in sb.marked) or 'none'}")
+
+    def action_compare(self) -> None:
+        marked = self._q(Sidebar).marked
+        if len(marked) != 2:
+            self.notify("mark two runs with m first", severity="warning")
+            return
+        cmd = "heur compare " + " ".join(str(final_checkpoint(p)) for p in marked)
+        self.copy_to_clipboard(cmd)
+        self.push_screen(InfoScreen("Compare the two marked runs:", cmd))
+
+    def action_show_path(self) -> None:
+        data = self._highlighted()
+        path = getattr(data, "path", None)
+        if path is None:
+            self.notify("highlight a run or an experiment", severity="warning")
+            return
+        self.copy_to_clipboard(str(path))
+        self.push_screen(InfoScreen("Directory:", str(path)))
+
+
+def final_checkpoint(run: Path) -> Path:
+    """``<run>/checkpoints/final.pt`` (or ``<run>/final.pt`` where that is what exists)."""
+    p = run / "checkpoints" / "final.pt"
+    if not p.exists() and (run / "final.pt").exists():
+        return run / "final.pt"
+    return p

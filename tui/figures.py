@@ -1,0 +1,281 @@
+"""Panels as data: build a :class:`~heur.tui.plotting.Figure` from the runs on screen.
+
+Pure functions of (runs, view options, plot width): no widgets, no plotting library, so they
+are tested directly. Every series is decimated to about two points per column (min/max
+buckets over a shared x range, so spikes stay and runs line up).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .downsample import envelope, minmax, smooth
+from .model import RunData, Table
+from .plotting import GREY, Figure, HLine, Series, color
+
+XAXES = ("step", "samples", "epoch")
+
+
+@dataclass
+class View:
+    """What the user toggled: shared by every panel."""
+
+    xaxis: str = "step"
+    ylog: bool = False
+    smoothing: float = 0.0
+
+
+@dataclass
+class Shown:
+    """One run on screen, with its stable colour index."""
+
+    name: str
+    data: RunData
+    index: int
+
+    @property
+    def color(self):
+        return color(self.index)
+
+
+def x_of(run: RunData, table: Table, xaxis: str) -> np.ndarray:
+    """The x column of ``table`` for the chosen axis (samples interpolated from train events)."""
+    if xaxis == "epoch":
+        return table["epoch"]
+    if xaxis == "samples":
+        if "samples" in table.names:
+            return table["samples"]
+        tr = run["train"]
+        if len(tr) == 0:
+            return np.full(len(table), np.nan)
+        return np.interp(table["step"], tr["step"], tr["samples"])
+    return table["step"]
+
+
+def _xrange(runs: list[Shown], kinds: tuple[str, ...], view: View) -> tuple[float, float] | None:
+    lo, hi = np.inf, -np.inf
+    for r in runs:
+        for k in kinds:
+            t = r.data[k]
+            if len(t):
+                x = x_of(r.data, t, view.xaxis)
+                x = x[np.isfinite(x)]
+                if x.size:
+                    lo, hi = min(lo, x[0], x.min()), max(hi, x[-1], x.max())
+    return (float(lo), float(hi)) if np.isfinite(lo) else None
+
+
+def _series(run: Shown, kind: str, col: str, view: View, width: int, rng, *,
+            label: str | None, kind_: str = "line", marker: str | None = None,
+            smoothing: float = 0.0) -> list[Series]:
+    """A column of a run as series decimated to ``width`` buckets over the shared x range.
+
+    Lines longer than two points a column are drawn as their min/max envelope (two series);
+    scatter series keep min/max points.
+    """
+    t = run.data[kind]
+    if len(t) == 0:
+        return []
+    x = x_of(run.data, t, view.xaxis)
+    y = t[col]
+    if smoothing > 0:
+        y = smooth(y, smoothing)
+    lo, hi = rng if rng else (None, None)
+    buckets = max(8, width)
+    if kind_ == "line":
+        env = envelope(x, y, buckets, lo, hi)
+        if env is not None and _noisy(env[1], env[2]):
+            xm, ylo, yhi = env
+            return [Series(xm, yhi, label=label, color=run.color, marker=marker),
+                    Series(xm, ylo, label=None, color=run.color, marker=marker)]
+    x, y = minmax(x, y, buckets, lo, hi)
+    return [Series(x, y, label=label, color=run.color, kind=kind_, marker=marker)]
+
+
+def _noisy(ylo: np.ndarray, yhi: np.ndarray, share: float = 0.03) -> bool:
+    """Is the typical bucket's min-max spread a visible share of the plot's height?
+
+    Then two edge lines draw far fewer points than a zig-zag through every bucket's min and
+    max; for a smooth curve the zig-zag is a single line and cheaper.
+    """
+    span = float(np.nanmax(yhi) - np.nanmin(ylo)) if yhi.size else 0.0
+    return span > 0 and float(np.nanmedian(yhi - ylo)) > share * span
+
+
+def _label(run: Shown, runs: list[Shown], suffix: str = "") -> str | None:
+    return run.name + suffix
+
+
+def _xlabel(view: View) -> str:
+    return {"step": "step", "samples": "examples seen", "epoch": "epoch"}[view.xaxis]
+
+
+def loss_figure(runs: list[Shown], view: View, width: int) -> Figure:
+    fig = Figure(title="loss: train ─  test •  catapult ▲" + (" (log)" if view.ylog else "")
+                 + (f" smooth {view.smoothing:g}" if view.smoothing else ""),
+                 xlabel=_xlabel(view), ylog=view.ylog,
+                 empty="no train events yet")
+    rng = _xrange(runs, ("train", "eval_test"), view)
+    single = len(runs) == 1
+    for r in runs:
+        ss = _series(r, "train", "loss", view, width, rng,
+                    label=_label(r, runs, " train" if single else ""), smoothing=view.smoothing)
+        fig.series.extend(ss)
+        ss = _series(r, "eval_test", "loss", view, width, rng,
+                    label=(r.name + " test") if single else None, kind_="scatter", marker="•")
+        fig.series.extend(ss)
+        m = catapult_marks(r, view)
+        if m is not None:
+            fig.series.append(m)
+    return fig
+
+
+def catapult_marks(run: Shown, view: View) -> Series | None:
+    """Points at each catapult's peak on the train loss curve."""
+    cats = run.data.items["catapult"]
+    tr = run.data["train"]
+    if not cats or len(tr) == 0:
+        return None
+    steps = tr["step"]
+    xs, ys = [], []
+    xcol = x_of(run.data, tr, view.xaxis)
+    for c in cats:
+        peak = c.get("peak_step", c.get("step"))
+        if peak is None:
+            continue
+        i = int(np.clip(np.searchsorted(steps, peak), 0, len(steps) - 1))
+        xs.append(xcol[i])
+        peak_loss = c.get("peak_loss")
+        ys.append(float(peak_loss) if isinstance(peak_loss, (int, float)) else tr["loss"][i])
+    if not xs:
+        return None
+    return Series(np.array(xs), np.array(ys), label=None, color=run.color,
+                  kind="scatter", marker="▲")
+
+
+def accuracy_figure(runs: list[Shown], view: View, width: int) -> Figure:
+    fig = Figure(title="accuracy: test ─  train •", xlabel=_xlabel(view),
+                 empty="no eval events yet")
+    rng = _xrange(runs, ("eval_test", "eval_train"), view)
+    for r in runs:
+        ss = _series(r, "eval_test", "accuracy", view, width, rng, label=r.name)
+        fig.series.extend(ss)
+        ss = _series(r, "eval_train", "accuracy", view, width, rng, label=None,
+                    kind_="scatter", marker="•")
+        fig.series.extend(ss)
+    return fig
+
+
+def lr_figure(runs: list[Shown], view: View, width: int) -> Figure:
+    fig = Figure(title="learning rate" + (" (log)" if view.ylog else "")
+                 + ("; dashed: NTK thresholds" if len(runs) == 1 and _ntk(runs[0]) else ""), xlabel=_xlabel(view),
+                 ylog=view.ylog, empty="no learning-rate values yet")
+    rng = _xrange(runs, ("train", "lr"), view)
+    for r in runs:
+        kind = "lr" if len(r.data["lr"]) > len(r.data["train"]) else "train"
+        ss = _series(r, kind, "lr", view, width, rng, label=r.name)
+        fig.series.extend(ss)
+    ntk = _ntk(runs[0]) if len(runs) == 1 else None
+    if ntk is not None:
+        for key, lab in (("thr_2", "2/λ0"), ("thr_4", "4/λ0"), ("thr_12", "12/λ0")):
+            v = ntk.get(key)
+            if v is not None:
+                fig.hlines.append(HLine(float(v), lab, GREY))
+    return fig
+
+
+def _ntk(run: Shown) -> dict | None:
+    t = run.data["ntk"]
+    if len(t) == 0:
+        return None
+    return {c: float(t[c][0]) for c in t.names}
+
+
+def sharpness_figure(runs: list[Shown], view: View, width: int) -> Figure:
+    fig = Figure(title="sharpness: λmax ─  2/η •" + (" (log)" if view.ylog else ""),
+                 xlabel=_xlabel(view), ylog=view.ylog,
+                 empty="no sharpness events yet — enable [probes.sharpness]")
+    rng = _xrange(runs, ("sharpness",), view)
+    single = len(runs) == 1
+    for r in runs:
+        t = r.data["sharpness"]
+        # Adam: the threshold applies to the preconditioned sharpness, so that is what is drawn
+        col = ("preconditioned_sharpness" if len(t) and np.isfinite(t["preconditioned_sharpness"]).any()
+               else "lambda_max")
+        if col != "lambda_max":
+            fig.title = fig.title.replace("λmax", "λmax(P⁻¹H)")
+        ss = _series(r, "sharpness", col, view, width, rng, label=r.name + (" λmax" if single else ""))
+        fig.series.extend(ss)
+        ss = _series(r, "sharpness", "threshold", view, width, rng,
+                    label=("2/η" if single else None), marker="dot")
+        fig.series.extend(ss)
+        ntk = _ntk(r)
+        if ntk is not None and single and np.isfinite(ntk.get("lambda0", np.nan)):
+            fig.hlines.append(HLine(ntk["lambda0"], "λ0 (NTK)", GREY))
+    return fig
+
+
+def catapult_rows(runs: list[Shown]) -> list[tuple[str, ...]]:
+    """Rows for the catapult table: run, start, peak, end, peak ratio."""
+    rows = []
+    for r in runs:
+        for c in r.data.items["catapult"]:
+            ratio = c.get("peak_ratio")
+            rows.append((r.name, _fmt(c.get("start_step")), _fmt(c.get("peak_step")),
+                         _fmt(c.get("end_step")), "—" if ratio is None else f"{ratio:.3g}"))
+    return rows
+
+
+def regime_lines(runs: list[Shown]) -> list[str]:
+    """One line per run with an NTK measurement: eta·lambda0 and the phase it predicts."""
+    out = []
+    for r in runs:
+        ntk = _ntk(r)
+        tr = r.data["train"]
+        if ntk is None:
+            continue
+        lam = ntk.get("lambda0", np.nan)
+        lr = float(tr["lr"][0]) if len(tr) and np.isfinite(tr["lr"][0]) else np.nan
+        if not np.isfinite(lam):
+            out.append(f"{r.name}: λ0 not finite")
+            continue
+        c = lr * lam
+        if not np.isfinite(c):
+            out.append(f"{r.name}: λ0 = {lam:.4g}, 2/λ0 = {2 / lam:.4g}")
+            continue
+        phase = ("lazy (η < 2/λ0)" if c < 2 else
+                 "catapult (2/λ0 < η; max ~4/λ0 for uv, ~12/λ0 for ReLU)" if c < 12 else
+                 "beyond 12/λ0: expect divergence")
+        out.append(f"{r.name}: λ0 = {lam:.4g}, η·λ0 = {c:.3g} → {phase}")
+    return out
+
+
+def _fmt(v) -> str:
+    return "—" if v is None else str(int(v)) if isinstance(v, (int, float)) else str(v)
+
+
+def cca_matrix(run: RunData) -> tuple[list[str], list[float], np.ndarray, dict] | None:
+    """(layers, epochs, values[layer, epoch], last event) of a run's CCA events, or None.
+
+    Uses the layer list of the latest event; a layer missing from an older event is NaN.
+    """
+    evs = run.items["cca"]
+    if not evs:
+        return None
+    last = evs[-1]
+    layers = list(last.get("layers") or [])
+    if not layers:
+        return None
+    pos = {n: i for i, n in enumerate(layers)}
+    same = [e for e in evs if e.get("against", last.get("against")) == last.get("against")]
+    mat = np.full((len(layers), len(same)), np.nan)
+    epochs = []
+    for j, e in enumerate(same):
+        epochs.append(float(e.get("epoch") or 0.0))
+        for name, v in zip(e.get("layers") or [], e.get("values") or []):
+            i = pos.get(name)
+            if i is not None and v is not None:
+                mat[i, j] = float(v)
+    return layers, epochs, mat, last

@@ -1,0 +1,215 @@
+"""The sidebar: presets, then experiments and their runs with live state badges.
+
+The tree is updated in place from each status poll (labels changed, nodes added and removed)
+so the cursor stays where the user left it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.widgets import Tree
+from textual.widgets.tree import TreeNode
+
+from .feed import ExperimentRow
+from .presets import PresetInfo
+
+# state -> (short text, style); styles are mid-luminance so they read on dark and light
+STATE_STYLE = {
+    "queued": "rgb(128,128,128)",
+    "running": "bold rgb(0,130,200)",
+    "completed": "rgb(60,160,75)",
+    "diverged": "bold rgb(230,25,75)",
+    "failed": "bold rgb(230,25,75)",
+    "stopped": "rgb(230,120,0)",
+    "lost": "bold rgb(200,50,200)",
+    "?": "rgb(128,128,128)",
+}
+
+
+@dataclass
+class PresetNode:
+    info: PresetInfo
+
+
+@dataclass
+class ExperimentNode:
+    path: Path
+    name: str
+    created: float
+
+
+@dataclass
+class RunNode:
+    path: Path
+    experiment: Path
+
+
+def _styled(text: str, style: str) -> Text:
+    """A span with its own style (not the Text's base style, which would colour what follows)."""
+    t = Text()
+    t.append(text, style=style)
+    return t
+
+
+def badge(status: Any) -> Text:
+    """``running 45%`` / ``completed`` / ... as styled text."""
+    state = getattr(status, "state", None) or "?"
+    style = STATE_STYLE.get(state, STATE_STYLE["?"])
+    if state == "running":
+        try:
+            pct = float(status.progress) * 100
+            return _styled(f"{pct:3.0f}%", style)
+        except (TypeError, ValueError, AttributeError):
+            return _styled("running", style)
+    return _styled(state, style)
+
+
+def experiment_badge(statuses: list[Any]) -> Text:
+    states = [getattr(s, "state", None) or "?" for s in statuses]
+    running = [s for s in statuses if getattr(s, "state", None) == "running"]
+    if running:
+        done = sum(1 for s in states if s in ("completed", "diverged", "failed", "stopped", "lost"))
+        total = len(states)
+        try:
+            pct = (done + sum(float(s.progress) for s in running)) / max(total, 1) * 100
+        except (TypeError, ValueError, AttributeError):
+            pct = 0.0
+        return _styled(f"{pct:3.0f}%", STATE_STYLE["running"])
+    for worst in ("failed", "lost", "diverged", "stopped", "queued"):
+        n = states.count(worst)
+        if n:
+            txt = worst if n == len(states) else f"{n} {worst}"
+            return _styled(txt, STATE_STYLE[worst])
+    if states and all(s == "completed" for s in states):
+        return _styled("completed", STATE_STYLE["completed"])
+    return _styled("—", STATE_STYLE["?"])
+
+
+def _stamp(t: float) -> str:
+    return time.strftime("%m-%d %H:%M", time.localtime(t)) if t else ""
+
+
+class Sidebar(Tree):
+    BINDINGS = [
+        Binding("j", "cursor_down", "down", show=False),
+        Binding("k", "cursor_up", "up", show=False),
+    ]
+    DEFAULT_CSS = """
+    Sidebar { width: 30; border-right: vkey $foreground 30%; overflow-x: hidden; }
+    """
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__("heur", **kw)
+        self.show_root = False
+        self.guide_depth = 2
+        self.presets_node = self.root.add("Presets", expand=True)
+        self.runs_node = self.root.add("Experiments", expand=True)
+        self._exp_nodes: dict[Path, TreeNode] = {}
+        self._run_nodes: dict[Path, TreeNode] = {}
+        self.marked: list[Path] = []
+
+    # -- presets
+    def set_presets(self, presets: list[PresetInfo]) -> None:
+        self.presets_node.remove_children()
+        for p in presets:
+            label = Text(p.rel.removesuffix(".toml"))
+            if p.error:
+                label.append(" (unreadable)", style=STATE_STYLE["failed"])
+            self.presets_node.add_leaf(label, data=PresetNode(p))
+        self.presets_node.set_label(Text(f"Presets ({len(presets)})", style="bold"))
+        if not presets:
+            self.presets_node.add_leaf(Text("none found", style="dim"))
+
+    # -- experiments
+    def set_experiments(self, rows: list[ExperimentRow]) -> None:
+        rows = sorted(rows, key=lambda r: (r.created, r.path.name), reverse=True)
+        wanted = {r.path for r in rows}
+        for p in list(self._exp_nodes):
+            if p not in wanted:
+                node = self._exp_nodes.pop(p)
+                for rp in [rp for rp, n in self._run_nodes.items() if n.parent is node]:
+                    self._run_nodes.pop(rp)
+                node.remove()
+        for i, row in enumerate(rows):
+            node = self._exp_nodes.get(row.path)
+            label = self._exp_label(row)
+            if node is None:
+                before = None
+                if i + 1 < len(rows):
+                    nxt = next((self._exp_nodes[r.path] for r in rows[i + 1:]
+                                if r.path in self._exp_nodes), None)
+                    before = nxt
+                node = self.runs_node.add(label, data=ExperimentNode(row.path, row.name, row.created),
+                                          before=before, expand=False)
+                self._exp_nodes[row.path] = node
+            elif node.label != label:
+                node.set_label(label)
+            self._set_runs(node, row)
+        self.runs_node.set_label(Text(f"Experiments ({len(rows)})", style="bold"))
+
+    def _exp_label(self, row: ExperimentRow) -> Text:
+        t = experiment_badge([s for _, s in row.runs])
+        t.append(" ")
+        t.append(row.name + " ")
+        t.append(_stamp(row.created), style="dim")
+        return t
+
+    def _set_runs(self, exp: TreeNode, row: ExperimentRow) -> None:
+        wanted = {p for p, _ in row.runs}
+        for child in list(exp.children):
+            if isinstance(child.data, RunNode) and child.data.path not in wanted:
+                self._run_nodes.pop(child.data.path, None)
+                child.remove()
+        for path, status in row.runs:
+            label = self._run_label(path, status)
+            node = self._run_nodes.get(path)
+            if node is None:
+                self._run_nodes[path] = exp.add_leaf(label, data=RunNode(path, row.path))
+            elif node.label != label:
+                node.set_label(label)
+
+    def _run_label(self, path: Path, status: Any) -> Text:
+        t = Text("* " if path in self.marked else "")
+        t.append_text(badge(status))
+        t.append(" ")
+        t.append(path.name)
+        return t
+
+    def toggle_mark(self, run: Path) -> None:
+        """Mark a run for ``heur compare`` (at most two: the oldest mark drops)."""
+        if run in self.marked:
+            self.marked.remove(run)
+        else:
+            self.marked.append(run)
+            if len(self.marked) > 2:
+                self._relabel(self.marked.pop(0))
+        self._relabel(run)
+
+    def _relabel(self, run: Path) -> None:
+        node = self._run_nodes.get(run)
+        if node is None:
+            return
+        label = node.label.copy()
+        plain = label.plain
+        if run in self.marked and not plain.startswith("* "):
+            label = Text("* ") + label
+        elif run not in self.marked and plain.startswith("* "):
+            label = label[2:]
+        node.set_label(label)
+
+    def select_path(self, path: Path) -> bool:
+        node = self._exp_nodes.get(path) or self._run_nodes.get(path)
+        if node is None:
+            return False
+        if node.parent is not None and not node.parent.is_expanded:
+            node.parent.expand()
+            self.call_after_refresh(self.move_cursor, node)
+        else:
+            self.move_cursor(node)
+        return True

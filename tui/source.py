@@ -1,0 +1,55 @@
+"""The TUI's only door to the engine: listing, status, launching and stopping runs.
+
+:class:`RunSource` forwards to :mod:`heur.core.runs` and :mod:`heur.core.config`; tests can
+hand the app another object with the same methods. Nothing here trains anything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+class RunSource:
+    def __init__(self, runs_dir: str | Path):
+        self.runs_dir = Path(runs_dir)
+
+    # -- reading (called from the worker thread)
+    def experiments(self) -> list[Any]:
+        from heur.core import runs
+
+        if not self.runs_dir.is_dir():
+            return []
+        return runs.list_experiments(self.runs_dir)
+
+    def status(self, run_dir: Path) -> Any:
+        from heur.core import runs
+
+        return runs.read_status(run_dir)
+
+    # -- acting (called from the UI thread; quick)
+    def validate(self, preset: Path, overrides: list[str]) -> Any:
+        """The checks ``launch`` makes (schema, then preflight); raises ConfigError.
+
+        May import torch on first use: call it off the UI thread."""
+        from heur.core.config import load_experiment
+        from heur.core.preflight import check_experiment
+
+        exp = load_experiment(preset, overrides)
+        check_experiment(exp)
+        return exp
+
+    def launch(self, preset: Path, overrides: list[str]) -> Path:
+        from heur.core import runs
+
+        return runs.launch(preset, overrides, self.runs_dir)
+
+    def stop_run(self, run_dir: Path) -> None:
+        from heur.core import runs
+
+        runs.stop_run(run_dir)
+
+    def stop_experiment(self, exp_dir: Path) -> None:
+        from heur.core import runs
+
+        runs.stop_experiment(exp_dir)
