@@ -117,6 +117,15 @@ class EventReader:
 
     def _parse(self, chunk: bytes) -> Iterator[dict[str, Any]]:
         loads = json.loads
+        body = chunk.strip()
+        if body:  # fast path: the whole chunk as one JSON array; per line only if that fails
+            try:
+                evs = loads(b"[" + body.replace(b"\n", b",") + b"]")
+            except ValueError:
+                evs = None
+            if evs is not None and all(isinstance(ev, dict) and "kind" in ev for ev in evs):
+                yield from evs
+                return
         for line in chunk.split(b"\n"):
             if not line.strip():
                 continue

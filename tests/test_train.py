@@ -132,7 +132,7 @@ def test_sigterm_then_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypa
 
 
 def test_sigkill_shows_as_lost(tmp_path):
-    exp_dir = make_exp(tmp_path, ["train.epochs=200"])
+    exp_dir = make_exp(tmp_path, ["train.epochs=100000"])  # cannot finish before the kill
     (rd,) = R.run_dirs(exp_dir)
     proc = R.launch_run(rd)
     deadline = time.time() + 60
