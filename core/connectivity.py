@@ -85,24 +85,11 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callab
              task: Optional[str] = None) -> tuple[float, Optional[float]]:
     """(mean loss, accuracy) over (x, y) in eval mode; ``loss_fn`` is a batch mean. Accuracy is
     None for regression (``task`` given, or inferred from y's dtype)."""
+    from .train import evaluate as evaluate_split
+
     if task is None:
         task = "regression" if y.is_floating_point() else "classification"
-    dev = next((p.device for p in model.parameters()), x.device)
-    was = model.training
-    total, correct, n = 0.0, 0, 0
-    try:
-        model.eval()
-        with torch.no_grad():
-            for i in range(0, x.shape[0], batch_size):
-                xb, yb = x[i:i + batch_size].to(dev), y[i:i + batch_size].to(dev)
-                out = model(xb)
-                total += float(loss_fn(out, yb)) * xb.shape[0]
-                if task == "classification":
-                    correct += int((out.argmax(dim=-1) == yb).sum())
-                n += xb.shape[0]
-    finally:
-        model.train(was)
-    return total / n, (correct / n if task == "classification" else None)
+    return evaluate_split(model, x, y, loss_fn, batch_size, task=task)
 
 
 def linear_path(model_a_sd: dict, model_b_sd: dict, build_fn: Callable[[], nn.Module], data: Any,

@@ -73,13 +73,16 @@ def make_loss(train_cfg: Any, task: str, num_outputs: int) -> Callable[[torch.Te
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable,
              batch: int, limit: Optional[int] = None, task: str = "classification") -> tuple[float, Optional[float]]:
-    """Mean loss and accuracy over (up to ``limit`` samples of) a split; one host sync."""
+    """Mean loss and accuracy over (up to ``limit`` samples of) a split, in eval mode (the model's
+    mode is restored); batches move to the model's device; one host sync."""
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
-    correct = torch.zeros((), device=x.device, dtype=torch.float64)
+    dev = next((p.device for p in model.parameters()), x.device)
+    loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
+    correct = torch.zeros((), device=dev, dtype=torch.float64)
     n = 0
     for xb, yb in eval_batches(x, y, batch, limit):
+        xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
         out = model(xb)
         loss_sum += loss_fn(out, yb).double() * xb.shape[0]
         if task == "classification":
