@@ -45,6 +45,18 @@ def train_size(cfg: Any) -> int:
     return min(n, cfg.subset) if cfg.subset else n
 
 
+def data_shape(cfg: Any) -> Optional[tuple[tuple[int, ...], int]]:
+    """(input shape, outputs) of a ``[data]`` config without loading it (None if unknown)."""
+    if cfg.name == "digits":
+        return (1, 8, 8), 10
+    if cfg.name == "synthetic":
+        return (cfg.dim,), cfg.classes
+    if cfg.name == "teacher_student":
+        return (cfg.dim,), cfg.out_dim
+    return {"cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100),
+            "mnist": ((1, 28, 28), 10), "fashion_mnist": ((1, 28, 28), 10)}.get(cfg.name)
+
+
 def batch_size(cfg: Any) -> int:
     """The effective batch size of a run (``full_batch`` -> the whole training set)."""
     n = train_size(cfg.data)

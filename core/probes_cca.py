@@ -135,17 +135,6 @@ def summary_fields(layers: list[str], epochs: list[float], against_final: list[l
 # --------------------------------------------------------------------------- preflight
 
 
-def _data_shape(d: Any) -> Optional[tuple[tuple[int, ...], int]]:
-    if d.name == "digits":
-        return (1, 8, 8), 10
-    if d.name == "synthetic":
-        return (d.dim,), d.classes
-    if d.name == "teacher_student":
-        return (d.dim,), d.out_dim
-    return {"cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100),
-            "mnist": ((1, 28, 28), 10), "fashion_mnist": ((1, 28, 28), 10)}.get(d.name)
-
-
 def check_cca(cfg: Any) -> None:
     """ConfigError before a run starts if ``[probes.cca]`` names unknown layers
     (key probes.cca.layers) or has fewer samples than a layer has neurons for svcca/pwcca
@@ -156,10 +145,10 @@ def check_cca(cfg: Any) -> None:
     import torch
 
     from .activations import resolve_layers
-    from .data import train_size
+    from .data import data_shape, train_size
     from .models import build_model
 
-    shape = _data_shape(cfg.data)
+    shape = data_shape(cfg.data)
     if shape is None:
         return
     input_shape, num_outputs = shape

@@ -149,3 +149,14 @@ def test_cifar10_from_a_local_folder(tmp_path):
     # sample 0 of batch 2 is training sample 20: channel-major rows of 32x32, scaled to [0, 1]
     assert torch.allclose(b.x_train[20], torch.tensor(d[b"data"][0]).float().reshape(3, 32, 32) / 255)
     assert b.y_train[20].item() == d[b"labels"][0]
+
+
+@pytest.mark.parametrize("name", ["digits", "synthetic", "teacher_student", "cifar10"])
+def test_data_shape_without_loading_matches_the_loaded_data(name, tmp_path):
+    from heur.core.data import data_shape
+
+    sets = {"data.name": f'"{name}"', "data.root": f'"{tmp_path}"'}
+    if name == "cifar10":
+        _fake_cifar10(tmp_path)
+    b = load_data(cfg_of(**sets))
+    assert data_shape(cfg_of(**sets).data) == (b.input_shape, b.num_outputs)
