@@ -328,3 +328,25 @@ def test_engine_field_names_for_ntk_and_adam_sharpness():
     assert fig.series[0].y.tolist() == [12.0] and "P⁻¹H" in fig.title
     assert [h.y for h in figures.lr_figure(shown, figures.View(), 40).hlines] == [0.5, 1.0, 3.0]
     assert "η·λ0 = 3" in figures.regime_lines(shown)[0]
+
+
+def test_loss_axis_goes_log_by_itself_when_values_span_decades():
+    import numpy as np
+
+    from heur.tui.figures import spans_decades
+    from heur.tui.plotting import Series
+
+    calm = Series(np.arange(3.0), np.array([2.3, 1.0, 0.1]))
+    exploded = Series(np.arange(3.0), np.array([2.3, 1e6, float("nan")]))
+    assert not spans_decades([calm])
+    assert spans_decades([calm, exploded])  # 0.1 .. 1e6
+    assert not spans_decades([Series(np.arange(2.0), np.array([0.0, -1.0]))])
+
+
+def test_decade_ticks_cover_the_range_with_few_labels():
+    from heur.tui.plotting import decade_ticks
+
+    t = decade_ticks(3e-14, 2.5e8)
+    assert len(t) <= 5 and t[0] <= 3e-14 and t[-1] * 10 ** 6 >= 2.5e8
+    assert decade_ticks(0.5, 2.0) == [0.1, 1.0, 10.0]
+    assert decade_ticks(0.0, 1.0) == []

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import numpy as np
 
 from .downsample import envelope, minmax, smooth
@@ -129,7 +131,22 @@ def loss_figure(runs: list[Shown], view: View, width: int) -> Figure:
         m = catapult_marks(r, view)
         if m is not None:
             fig.series.append(m)
+    if not view.ylog and spans_decades(fig.series):
+        # a diverged run's loss would flatten every other curve to the floor: go log by itself
+        fig.ylog = True
+        fig.title = fig.title.replace("catapult ▲", "catapult ▲ (log: auto)", 1)
     return fig
+
+
+def spans_decades(series: list[Series], decades: float = 4.0) -> bool:
+    """True when the positive finite values span more than ``decades`` powers of ten."""
+    lo, hi = math.inf, 0.0
+    for s in series:
+        y = np.asarray(s.y, dtype=float)
+        y = y[np.isfinite(y) & (y > 0)]
+        if y.size:
+            lo, hi = min(lo, float(y.min())), max(hi, float(y.max()))
+    return hi > 0 and lo < math.inf and hi / lo > 10.0 ** decades
 
 
 def catapult_marks(run: Shown, view: View) -> Series | None:

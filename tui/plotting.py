@@ -124,6 +124,15 @@ class PlotView(PlotextPlot):
         return super().render()
 
 
+def decade_ticks(lo: float, hi: float, most: int = 5) -> list[float]:
+    """Powers of ten covering [lo, hi] (lo > 0), at most ``most`` of them, evenly strided."""
+    if not (lo > 0 and hi >= lo and math.isfinite(hi)):
+        return []
+    e0, e1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    step = max(1, math.ceil((e1 - e0 + 1) / most))
+    return [10.0 ** e for e in range(e0, e1 + 1, step)]
+
+
 def _draw(plt, fig: Figure) -> None:
     """Translate a Figure into plotext calls."""
     if fig.title:
@@ -164,3 +173,7 @@ def _draw(plt, fig: Figure) -> None:
             plt.plot(x.tolist(), y.tolist(), marker=s.marker or "braille", **kw)
     if fig.ylog:
         plt.yscale("log")
+        ys = np.concatenate([y for _, _, y in clean])
+        ticks = decade_ticks(float(ys.min()), float(ys.max()))
+        if ticks:  # short labels: plotext's own log labels carry a dozen decimals
+            plt.yticks(ticks, [f"{t:g}" for t in ticks])
