@@ -81,7 +81,8 @@ def watch(exp_dir: Path, poll: float = 0.25) -> int:
 
     console = Console()
     run_dirs = R.run_dirs(exp_dir)
-    console.print(f"[bold]{exp_dir}[/]  ({len(run_dirs)} run(s); Ctrl-C stops them, they can be resumed)")
+    console.print(f"[bold]{exp_dir}[/]: {len(run_dirs)} run(s)")
+    console.print("[dim]Ctrl-C stops them (checkpointed, resumable); closing the terminal does not[/]")
     width = max([len(rd.name) for rd in run_dirs] + [4])
     progress = Progress(
         TextColumn(f"{{task.fields[name]:<{width}}}"), BarColumn(bar_width=16), MofNCompleteColumn(),
