@@ -209,7 +209,6 @@ class Sidebar(Tree):
             return False
         if node.parent is not None and not node.parent.is_expanded:
             node.parent.expand()
-            self.call_after_refresh(self.move_cursor, node)
-        else:
-            self.move_cursor(node)
+        # after the refresh: a node added moments ago has no line in the tree until then
+        self.call_after_refresh(self.move_cursor, node)
         return True
