@@ -45,28 +45,11 @@ def run_schedules(preset: Path, overrides: list[str]) -> tuple[dict[str, Any], l
     return out, notes
 
 
-def decimate(xs: list[float], ys: list[float], buckets: int) -> tuple[list[float], list[float]]:
-    """At most ``2 * buckets`` points: each bucket keeps its min and max (in x order)."""
-    n = len(xs)
-    if n <= 2 * buckets or buckets <= 0:
-        return list(xs), list(ys)
-    ox: list[float] = []
-    oy: list[float] = []
-    for b in range(buckets):
-        lo, hi = b * n // buckets, (b + 1) * n // buckets
-        if hi <= lo:
-            continue
-        seg = range(lo, hi)
-        i_min = min(seg, key=ys.__getitem__)
-        i_max = max(seg, key=ys.__getitem__)
-        for i in sorted({i_min, i_max}):
-            ox.append(xs[i])
-            oy.append(ys[i])
-    return ox, oy
-
-
 def render(schedules: dict[str, Any], width: int, height: int) -> str:
+    import numpy as np
     import plotext as plt
+
+    from heur.tui.downsample import minmax
 
     plt.clear_figure()
     plt.plotsize(width, height)
@@ -76,8 +59,8 @@ def render(schedules: dict[str, Any], width: int, height: int) -> str:
     warm_ends: set[int] = set()
     for name, sch in schedules.items():
         ys = sch.lrs()
-        xs, yd = decimate(list(range(len(ys))), ys, cols)
-        plt.plot(xs, yd, label=name, marker="braille")
+        xs, yd = minmax(np.arange(len(ys)), np.asarray(ys), cols)
+        plt.plot(xs.tolist(), yd.tolist(), label=name, marker="braille")
         if sch.restart_steps:
             plt.scatter(sch.restart_steps, [ys[r] for r in sch.restart_steps], marker="x",
                         label=f"{name} restarts")

@@ -31,7 +31,6 @@ sample count before a run starts, on a model built on the meta device (no memory
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import time
@@ -321,9 +320,9 @@ class CcaProbe(Probe):
                "seconds": self.seconds, "against_final": against_final, "against_previous": prev}
         from .events import sanitize
 
-        tmp = Path(ctx.run_dir) / f".cca.json.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(sanitize(doc), allow_nan=False, indent=1))
-        os.replace(tmp, Path(ctx.run_dir) / "cca.json")
+        from .runs import write_json_atomic
+
+        write_json_atomic(Path(ctx.run_dir) / "cca.json", sanitize(doc))
         if against_final is None:
             return {}
         ctx.emit("cca", layers=self.layers, values=[row[0] for row in against_final], method=self.cfg.method,

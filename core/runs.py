@@ -70,7 +70,8 @@ def pid_alive(pid: Optional[int], start_time: Optional[int]) -> bool:
     return start_time is None or st == start_time or st == 0
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON through a temp file in the same folder and a rename: readers never see half."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, allow_nan=False, default=str, indent=1))
     os.replace(tmp, path)
@@ -110,7 +111,7 @@ class StatusWriter:
         self.data["heartbeat"] = now
         if "pid" in self.data and self.data.get("pid") == os.getpid():
             self.data["pid_start"] = process_start_time(os.getpid())
-        _write_json_atomic(self.path, self.data)
+        write_json_atomic(self.path, self.data)
         self._last = now
 
 
@@ -137,7 +138,7 @@ def create_experiment(exp: Experiment, runs_dir: Path | str | None = None) -> Pa
         rd = path / name
         rd.mkdir()
         (rd / "config.toml").write_text(dumps_toml(cfg.to_dict()))
-        _write_json_atomic(rd / "status.json", {"state": "queued", "name": name, "created": time.time()})
+        write_json_atomic(rd / "status.json", {"state": "queued", "name": name, "created": time.time()})
     return path
 
 
@@ -318,7 +319,7 @@ def launch_run(run_dir: Path, resume: bool = False, env_extra: Optional[dict[str
     proc = _spawn(args, Path(run_dir) / "stdout.log", env)
     st = _read_json(Path(run_dir) / "status.json")
     st.update(state="running", pid=proc.pid, pid_start=process_start_time(proc.pid), heartbeat=time.time())
-    _write_json_atomic(Path(run_dir) / "status.json", st)
+    write_json_atomic(Path(run_dir) / "status.json", st)
     return proc
 
 
@@ -332,7 +333,7 @@ def start_supervisor(exp_dir: Path, jobs: Optional[int] = None, resume: bool = F
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     proc = _spawn(args, exp_dir / "supervisor.log", env)
-    _write_json_atomic(exp_dir / "supervisor.json", {"pid": proc.pid, "pid_start": process_start_time(proc.pid),
+    write_json_atomic(exp_dir / "supervisor.json", {"pid": proc.pid, "pid_start": process_start_time(proc.pid),
                                                       "jobs": jobs, "started": time.time()})
     return proc
 
@@ -372,7 +373,7 @@ def queue_resume(target: Path) -> tuple[Path, list[Path]]:
             continue
         d = dict(st.raw)
         d.update(state="queued", pid=None, pid_start=None)
-        _write_json_atomic(rd / "status.json", d)
+        write_json_atomic(rd / "status.json", d)
         queued.append(rd)
     return exp_dir, queued
 
@@ -390,7 +391,7 @@ def stop_run(run_dir: Path | str, sig: int = signal.SIGTERM) -> bool:
     if st.state == "queued":
         d = dict(st.raw)
         d.update(state="stopped", reason="stopped before it started")
-        _write_json_atomic(run_dir / "status.json", d)
+        write_json_atomic(run_dir / "status.json", d)
         return True
     if st.state != "running" or not st.pid:
         return False

@@ -52,7 +52,6 @@ parts as samples after removing the complex mean, and averaged over all H·W fre
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Optional

@@ -3,8 +3,6 @@ whatever the probes report), written as ``summary.json`` beside the runs."""
 
 from __future__ import annotations
 
-import json
-import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -53,7 +51,5 @@ def write_summary(exp_dir: Path | str) -> dict[str, Any]:
 
     data = collect(exp_dir)
     data["verdicts"] = verdicts(data)
-    tmp = exp_dir / f".summary.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(data, indent=1, allow_nan=False, default=str))
-    os.replace(tmp, exp_dir / "summary.json")
+    R.write_json_atomic(exp_dir / "summary.json", data)
     return data

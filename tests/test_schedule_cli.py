@@ -10,7 +10,6 @@ import typer
 from typer.testing import CliRunner
 
 from heur.cli import cmd_schedule
-from heur.cli.cmd_schedule import decimate
 from heur.core.config import load_experiment
 from heur.core.data import steps_per_epoch, total_steps
 from heur.core.optim import run_base_lr
@@ -137,6 +136,13 @@ def test_missing_preset_exits_2(app, tmp_path):
 
 
 def test_decimate_keeps_extremes():
+    """The schedule plot decimates with the TUI's min/max buckets."""
+    from heur.tui.downsample import minmax
+
+    def decimate(xs, ys, buckets):
+        dx, dy = minmax(xs, ys, buckets)
+        return dx.tolist(), dy.tolist()
+
     ys = [0.0] * 1000
     ys[333] = 5.0
     ys[777] = -3.0
