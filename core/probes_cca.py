@@ -30,7 +30,6 @@ sample count before a run starts, on a model built on the meta device (no memory
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
@@ -41,6 +40,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .blas import single_thread_blas
 from .errors import ConfigError
 from .probes import Probe, TrainContext
 
@@ -48,24 +48,6 @@ __all__ = ["CcaProbe", "check_cca", "snapshot_steps", "summary_fields", "SETTLE_
 
 SETTLE_THRESHOLD = 0.9
 _DIR = "cca"
-_CONTROLLER: Any = None
-
-
-def single_thread_blas() -> Any:
-    """A context in which BLAS runs on one thread. The probe's matrices are small (hundreds of
-    samples × tens of neurons): there, a multi-threaded BLAS pool only spins against the training
-    loop's own threads (5x slower on a busy 2-core machine)."""
-    global _CONTROLLER
-    try:
-        if _CONTROLLER is None:
-            from threadpoolctl import ThreadpoolController
-
-            _CONTROLLER = ThreadpoolController()
-        return _CONTROLLER.limit(limits=1, user_api="blas")
-    except Exception:  # threadpoolctl missing or confused: run as is
-        return contextlib.nullcontext()
-
-
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """``np.savez_compressed`` at zlib level 1 (half the time, the same size on float16
     activations); readable by ``np.load``."""
@@ -270,6 +252,9 @@ class CcaProbe(Probe):
         acts = self._capture(ctx)
         rel = self._save(ctx.run_dir, _epoch_name(ctx.epoch), acts, ctx.step, ctx.epoch)
         if self._prev is not None and self.snapshots:
+            # the probe's matrices are small (hundreds of samples x tens of neurons): a
+            # multi-threaded BLAS pool only spins against the training loop's own threads there
+            # (5x slower on a busy 2-core machine)
             with single_thread_blas():
                 values = [self._sim(self._prev[k], acts[k]) for k in self.layers]
             ctx.emit("cca", layers=self.layers, values=values, method=self.cfg.method, against="previous",

@@ -3,17 +3,18 @@
 Inputs ``x`` (n_samples, n_features_x) and ``y`` (n_samples, n_features_y): numpy arrays or torch
 tensors on any device. heur takes (samples, features); google/svcca takes (neurons, datapoints).
 
-How it is computed (one idea, used by every function here): centre the columns, form the three
-Gram products XᵀX, YᵀY, XᵀY once, in ``dtype`` (float64 unless told otherwise), then do every
-further step on those small (features × features) matrices in float64. The big products are the
-whole cost; nothing of size (n × n) is ever formed. Where the Gram dtype equals the input dtype,
-centring is done on the Grams (XᵀX − n·μμᵀ) so that the data are read once and never copied; a
-column whose mean dwarfs its spread (where that correction would lose digits) makes the Grams be
-recomputed from explicitly centred data. On CPU every BLAS call (the products included) goes
-through scipy's OpenBLAS: numpy bundles a second OpenBLAS, and alternating between the two thread
-pools makes each wait on the other's spinning workers; torch's bundled MKL runs these float64
-products about 2x slower than OpenBLAS here and is not used on CPU. CUDA tensors stay on their
-device and only the small Grams come back to the host.
+How it is computed (one pipeline, ``_pair``, used by every function here): centre the columns,
+form the three Gram products XᵀX, YᵀY, XᵀY once, in ``dtype`` (float64 unless told otherwise),
+then do every further step on those small (features × features) matrices in float64. The big
+products are the whole cost; nothing of size (n × n) is ever formed. Where the Gram dtype equals
+the input dtype, centring is done on the Grams (XᵀX − n·μμᵀ) so that the data are read once and
+never copied; a column whose mean dwarfs its spread (where that correction would lose digits)
+makes that side be recomputed from explicitly centred data. On CPU the products go through
+numpy's matmul (its OpenBLAS; it releases the GIL) and the small factorisations through scipy's;
+torch's bundled MKL runs these float64 products about 2x slower than OpenBLAS here and is not used
+on CPU. With two BLAS threads, the two sides (then the two halves of XᵀY) run on two
+single-threaded workers, each side's factorisation overlapping the other's product. CUDA tensors
+stay on their device and only the small Grams come back to the host.
 
 Return types: :func:`cca` returns a 1-D float64 numpy array (always numpy, whatever the input);
 :func:`svcca`, :func:`pwcca`, :func:`linear_cka` return Python floats.
@@ -52,7 +53,10 @@ parts as samples after removing the complex mean, and averaged over all H·W fre
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -60,6 +64,7 @@ import numpy as np
 import scipy.linalg as sla
 import torch
 
+from .blas import blas_threads, single_thread_blas
 from .errors import ConfigError
 
 __all__ = [
@@ -200,16 +205,20 @@ def _avg_spectrum(items):
 
 
 @dataclass
-class _Grams:
+class _Side:
+    """One side after its Gram: the centred XᵀX as float64 (full, symmetric), the column means,
+    the rounding levels of the products' dtype (``eps``) and of the input's own dtype
+    (``eps_in``), and the array the cross product reads: the input itself, or (``centred``) an
+    explicitly centred copy in the products' dtype."""
+
     n: int
-    cxx: np.ndarray  # centred Grams, float64
-    cyy: Optional[np.ndarray]
-    cxy: Optional[np.ndarray]
-    mx: np.ndarray
-    my: Optional[np.ndarray]
-    eps: float  # machine epsilon of the products' dtype
-    ex: float = 2.2e-16  # machine epsilon of x's and y's own dtype (their quantisation)
-    ey: float = 2.2e-16
+    c: np.ndarray
+    mean: np.ndarray
+    eps: float
+    eps_in: float
+    data: Any = None
+    centred: bool = False
+    numpy_blas: bool = False  # the two-worker path: BLAS calls that release the GIL
 
 
 def _check_2d(x: Any, y: Any) -> None:
@@ -221,36 +230,16 @@ def _check_2d(x: Any, y: Any) -> None:
         raise SimilarityError(f"need at least 2 samples, got {x.shape[0]}")
 
 
-def _grams(x: Any, y: Any, dtype: Any, cross: bool = True) -> _Grams:
-    """Centred XᵀX, YᵀY (and XᵀY) as float64 numpy arrays, products computed in ``dtype``."""
-    dt = _np_dtype(dtype)
-    x, y = _host(x), _host(y)
-    _check_2d(x, y)
-    if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
-        dev = x.device if isinstance(x, torch.Tensor) else y.device
-        g = _grams_torch(torch.as_tensor(x, device=dev), torch.as_tensor(y, device=dev), dt, cross)
-    else:
-        g = _grams_numpy(x, y, dt, cross)
-    g.ex, g.ey = (float(torch.finfo(a.dtype).eps) if isinstance(a, torch.Tensor) else float(np.finfo(a.dtype).eps)
-                  for a in (x, y))
-    # a NaN or inf anywhere in a column reaches that column's diagonal entry
-    if not (np.isfinite(np.diag(g.cxx)).all() and np.isfinite(np.diag(g.cyy)).all()):
-        raise SimilarityError("activations contain NaN or inf (a diverged model?)", key=None)
-    return g
-
-
-def _grams_torch(x: torch.Tensor, y: torch.Tensor, dt: np.dtype, cross: bool) -> _Grams:
+def _side_torch(a: torch.Tensor, dt: np.dtype, numpy_blas: bool = False) -> _Side:
+    """A tensor's side on its own device: means in float64, centred before the cast to the
+    products' dtype; only the (features × features) Gram comes back to the host."""
     td = _torch_dtype(dt)
-    n = x.shape[0]
-    # the means in float64, the centring done before the cast, then products in dtype
-    mx = x.to(torch.float64).mean(0)
-    my = y.to(torch.float64).mean(0)
-    xc = (x.to(torch.float64) - mx).to(td) if td != torch.float64 else x.to(torch.float64) - mx
-    yc = (y.to(torch.float64) - my).to(td) if td != torch.float64 else y.to(torch.float64) - my
-    cpu = lambda t: t.to(torch.float64).cpu().numpy()  # noqa: E731
-    cxx, cyy = cpu(xc.T @ xc), cpu(yc.T @ yc)
-    cxy = cpu(xc.T @ yc) if cross else None
-    return _Grams(n, cxx, cyy, cxy, cpu(mx), cpu(my), float(torch.finfo(td).eps))
+    a64 = a.to(torch.float64)
+    m = a64.mean(0)
+    ac = (a64 - m).to(td)
+    c = (ac.T @ ac).to(torch.float64).cpu().numpy()
+    return _Side(a.shape[0], c, m.cpu().numpy(), float(torch.finfo(td).eps), float(torch.finfo(a.dtype).eps),
+                 ac, True, numpy_blas)
 
 
 def _center_cast(a: np.ndarray, mean: np.ndarray, dt: np.dtype) -> np.ndarray:
@@ -263,40 +252,40 @@ def _center_cast(a: np.ndarray, mean: np.ndarray, dt: np.dtype) -> np.ndarray:
 _MEAN_RATIO_MAX = {np.dtype(np.float64): 1e5, np.dtype(np.float32): 1e2}
 
 
-def _grams_numpy(x: np.ndarray, y: np.ndarray, dt: np.dtype, cross: bool) -> _Grams:
-    n = x.shape[0]
-    eps = float(np.finfo(dt).eps)
-    mx = x.mean(axis=0, dtype=np.float64)
-    my = y.mean(axis=0, dtype=np.float64)
-    if x.dtype == dt and y.dtype == dt:
-        # read the data once, no copy: centre on the Grams
-        cxx = _rank1_update(_gram(x), -n, mx, mx)
-        cyy = _rank1_update(_gram(y), -n, my, my)
-        if _centring_ok(cxx, mx, n, dt) and _centring_ok(cyy, my, n, dt):
-            cxy = None
-            if cross:
-                cxy = _rank1_update(_gram(x, y), -n, mx, my)
-            return _Grams(n, cxx, cyy, cxy, mx, my, eps)
-    xc, yc = _center_cast(x, mx, dt), _center_cast(y, my, dt)
-    cxx, cyy = _gram(xc), _gram(yc)
-    cxy = _gram(xc, yc) if cross else None
-    return _Grams(n, cxx, cyy, cxy, mx, my, eps)
+def _side_numpy(a: np.ndarray, dt: np.dtype, numpy_blas: bool = False) -> _Side:
+    """Where the products' dtype is the input's, the data are read once and never copied: the
+    Gram is centred afterwards (XᵀX − n·μμᵀ), unless a column's mean dwarfs its spread (where
+    that loses digits); then, and where the dtype differs, an explicitly centred copy is made."""
+    n = a.shape[0]
+    eps, eps_in = float(np.finfo(dt).eps), float(np.finfo(a.dtype).eps)
+    if a.dtype != np.float64:
+        m = a.mean(axis=0, dtype=np.float64)
+    elif numpy_blas:
+        m = (np.ones(n) @ a) / n  # a BLAS gemv: half the time of a.mean(0)
+    else:
+        fa, ta = _fview(a)
+        m = sla.blas.dgemv(1.0 / n, fa, np.ones(n), trans=0 if ta else 1)
+    if a.dtype == dt:
+        c = _rank1_update(_gram(a, numpy_blas=numpy_blas), -n, m, m)
+        if _centring_ok(c, m, n, dt):
+            return _Side(n, c, m, eps, eps_in, a, False, numpy_blas)
+    ac = _center_cast(a, m, dt)
+    return _Side(n, _gram(ac, numpy_blas=numpy_blas), m, eps, eps_in, ac, True, numpy_blas)
 
 
-def _fview(a: np.ndarray) -> tuple[np.ndarray, bool]:
-    """A Fortran-ordered view of a (n × p) and whether it is transposed: (aᵀ, True) for C order."""
-    if a.flags.f_contiguous:
-        return a, False
-    return np.ascontiguousarray(a).T, True
+def _gram(a: np.ndarray, b: Optional[np.ndarray] = None, numpy_blas: bool = False) -> np.ndarray:
+    """aᵀa (symmetric) as a C-ordered float64 array, or aᵀb (in the products' dtype, any order).
 
-
-def _gram(a: np.ndarray, b: Optional[np.ndarray] = None) -> np.ndarray:
-    """aᵀa (symmetric, via syrk) or aᵀb (gemm) as a C-ordered float64 array.
-
-    Called through scipy's BLAS, the same library that does the small solves afterwards: numpy
-    and scipy each bundle their own OpenBLAS, and alternating between the two thread pools makes
-    each wait on the other's spinning threads (3x slower end to end on 2 busy cores).
+    ``numpy_blas`` (the two-worker path): numpy's matmul, which releases the GIL so that the two
+    sides run side by side; both libraries run one thread there. Otherwise scipy's BLAS, the
+    library that does the small factorisations afterwards: numpy and scipy each bundle their own
+    OpenBLAS, and a two-threaded numpy product followed by two-threaded scipy solves makes each
+    pool wait on the other's spinning threads (cca 2.6x slower end to end on 2 cores).
     """
+    if numpy_blas:
+        if b is not None:
+            return a.T @ b
+        return (a.T @ a).astype(np.float64, copy=False)
     blas = sla.blas
     if a.dtype == np.float32:
         syrk, gemm = blas.ssyrk, blas.sgemm
@@ -311,8 +300,7 @@ def _gram(a: np.ndarray, b: Optional[np.ndarray] = None) -> np.ndarray:
         c[il] = c.T[il]
         return c
     fb, tb = _fview(b)
-    c = gemm(1.0, fa, fb, trans_a=0 if ta else 1, trans_b=1 if tb else 0)  # aᵀb, Fortran-ordered
-    return np.ascontiguousarray(c, dtype=np.float64)
+    return gemm(1.0, fa, fb, trans_a=0 if ta else 1, trans_b=1 if tb else 0)  # aᵀb, Fortran-ordered
 
 
 def _rank1_update(g: np.ndarray, alpha: float, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -327,6 +315,101 @@ def _centring_ok(c: np.ndarray, m: np.ndarray, n: int, dt: np.dtype) -> bool:
     """Whether XᵀX − n·μμᵀ kept its digits: no column's mean² dwarfs its variance."""
     var = np.maximum(np.diag(c) / n, 0.0)
     return not bool(np.any(m * m > _MEAN_RATIO_MAX[dt] * var))
+
+
+def _cross_block(sx: _Side, sy: _Side, rows: slice, out: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` (x's neurons) of the centred XᵀY, written into ``out`` (a C-ordered float64
+    view of the full product's buffer) and returned. A product with one explicitly centred side
+    needs no correction (its column sums are zero)."""
+    a, b = sx.data[:, rows], sy.data
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        out[...] = (a.T @ b).to(torch.float64).cpu().numpy()
+        return out
+    if sx.numpy_blas and a.dtype == np.float64 and b.dtype == np.float64:
+        np.matmul(a.T, b, out=out)
+    else:
+        out[...] = _gram(a, b, sx.numpy_blas)
+    if not (sx.centred or sy.centred):
+        _rank1_update(out, -sx.n, sx.mean[rows], sy.mean)
+    return out
+
+
+# Two single-threaded BLAS workers, one per side (then one per half of XᵀY), beat one
+# two-threaded call per product on two BLAS threads: OpenBLAS's symmetric rank-k update scales
+# poorly to two threads, and the per-side factorisations overlap the other side's product (cca on
+# 10,000 × 512 per side: 1.36x → 1.10x the cost of the three products alone on a 2-core EPYC).
+# Used where every BLAS library runs exactly two threads and the products are large; ``_WORKERS``
+# True/False forces it either way (tests).
+_WORKERS: Optional[bool] = None
+_WORKERS_MIN_FLOPS = 5e7
+_POOL: Optional[ThreadPoolExecutor] = None
+_POOL_LOCK = threading.Lock()
+
+
+def _use_workers(x: Any, y: Any) -> bool:
+    if _WORKERS is not None:
+        return _WORKERS
+    if isinstance(x, torch.Tensor):
+        return False
+    n, px, py = x.shape[0], x.shape[1], y.shape[1]
+    return n * (px * px + py * py + px * py) >= _WORKERS_MIN_FLOPS and blas_threads() == [2] * len(blas_threads()) != []
+
+
+@contextlib.contextmanager
+def _runner(workers: bool):
+    """A ``run(fn, items) -> [fn(item) ...]``: in this thread, or on two workers whose BLAS runs
+    single-threaded (one caller at a time; all items finish before an error is raised)."""
+    if not workers:
+        yield lambda fn, items: [fn(i) for i in items]
+        return
+    global _POOL
+    with _POOL_LOCK, single_thread_blas():
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(2, thread_name_prefix="heur-gram")
+
+        def run(fn, items):
+            futures = [_POOL.submit(fn, i) for i in items]
+            wait(futures)
+            return [f.result() for f in futures]
+
+        yield run
+
+
+def _pair(x: Any, y: Any, dtype: Any, side_fn: Callable, cross_fn: Callable,
+          check: Optional[Callable] = None) -> tuple[Any, Any, list, np.ndarray]:
+    """The one pipeline every measure runs: each side's centred Gram, then ``side_fn(side)`` (on
+    the side's worker, as soon as its Gram is ready), then ``check(sx, sy, rx, ry)`` (before the
+    cross product is paid for), then ``cross_fn(rows, block, rx, ry)`` on row blocks of the
+    centred XᵀY (rows: a slice of x's neurons; one block unless on workers; each block a view of
+    one (px × py) buffer, which cross_fn may overwrite).
+    Returns (rx, ry, [cross_fn results in row order], the buffer) with rx = side_fn(sx)."""
+    dt = _np_dtype(dtype)
+    x, y = _host(x), _host(y)
+    _check_2d(x, y)
+    if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
+        dev = x.device if isinstance(x, torch.Tensor) else y.device
+        x, y = torch.as_tensor(x, device=dev), torch.as_tensor(y, device=dev)
+        make = _side_torch
+    else:
+        make = _side_numpy
+    workers = _use_workers(x, y)
+
+    def side(a):
+        s = make(a, dt, workers)
+        # a NaN or inf anywhere in a column reaches that column's diagonal entry
+        if not np.isfinite(np.diag(s.c)).all():
+            raise SimilarityError("activations contain NaN or inf (a diverged model?)", key=None)
+        return s, side_fn(s)
+
+    px = x.shape[1]
+    full = np.empty((px, y.shape[1]))
+    with _runner(workers) as run:
+        (sx, rx), (sy, ry) = run(side, [x, y])
+        if check is not None:
+            check(sx, sy, rx, ry)
+        blocks = [slice(0, px // 2), slice(px // 2, px)] if workers and px > 1 else [slice(0, px)]
+        parts = run(lambda rows: cross_fn(rows, _cross_block(sx, sy, rows, full[rows]), rx, ry), blocks)
+    return rx, ry, parts, full
 
 
 # --------------------------------------------------------------------------- whitening
@@ -348,8 +431,8 @@ class _Kept:
     rank: int
 
 
-def _kept(c: np.ndarray, n: int, mean: np.ndarray, eps: float) -> _Kept:
-    keep = np.flatnonzero(~_constant(np.diag(c), n, mean, eps))
+def _kept(s: _Side) -> _Kept:
+    keep = np.flatnonzero(~_constant(np.diag(s.c), s.n, s.mean, s.eps_in))
     return _Kept(keep, len(keep))
 
 
@@ -357,31 +440,33 @@ class _Whitener:
     """A whitening of one side's correlation matrix R (constant neurons dropped).
 
     ``whiten(B)`` = Wᵀ B for B indexed by the kept neurons; ``colour(U)`` = R W U; ``rank``.
+    Scales the side's Gram in place (nobody reads it afterwards).
     """
 
-    def __init__(self, c: np.ndarray, n: int, mean: np.ndarray, eps: float, rtol: Optional[float], epsilon: float,
-                 own: bool = False, eps_in: Optional[float] = None):
+    def __init__(self, s: _Side, rtol: Optional[float], epsilon: float):
+        c = s.c
         d2 = np.diag(c).copy()
-        const = _constant(d2, n, mean, eps if eps_in is None else eps_in)
+        const = _constant(d2, s.n, s.mean, s.eps_in)
         self.all = not const.any()
         self.keep = np.flatnonzero(~const)
         d = np.sqrt(d2[self.keep])
         self.d = d
-        # own: c may be scaled in place (a Gram nobody else reads afterwards)
-        r = (c if own else c.copy()) if self.all else c[np.ix_(self.keep, self.keep)]
+        r = c if self.all else c[np.ix_(self.keep, self.keep)]
         r /= d
         r /= d[:, None]
         p = r.shape[0]
         if epsilon > 0:
             r = r + epsilon * np.eye(p)
         self.r = r
-        self.rtol = (max(p, 1) * eps) if rtol is None else rtol
+        self.rtol = (max(p, 1) * s.eps) if rtol is None else rtol
         self.chol = None
         self.vecs = None
         if p == 0:
             self.rank = 0
             return
-        lfac, info = sla.lapack.dpotrf(r.T, lower=1, clean=1)  # r symmetric: its F-ordered view
+        # r symmetric: its F-ordered view; the strict upper triangle of the factor is left as it
+        # was (trsm reads the lower one; colour() masks it)
+        lfac, info = sla.lapack.dpotrf(r.T, lower=1, clean=0)
         if info == 0:
             # reciprocal 1-norm condition of R from its factor; cond_2 ≤ p·cond_1, so accepting
             # rcond_1 > rtol keeps λ_min/λ_max above rtol/p (the eigh path's cut is rtol)
@@ -412,7 +497,7 @@ class _Whitener:
     def colour(self, u: np.ndarray) -> np.ndarray:
         """R W U."""
         if self.chol is not None:
-            return self.chol @ u
+            return np.tril(self.chol) @ u
         return self.vecs @ (np.sqrt(self.lam)[:, None] * u)
 
     def solve(self, u: np.ndarray) -> np.ndarray:
@@ -422,21 +507,35 @@ class _Whitener:
         return self.vecs @ (u / np.sqrt(self.lam)[:, None])
 
 
-def _whitened_cross(g: _Grams, rtol, epsilon) -> tuple[np.ndarray, _Whitener, _Whitener]:
-    """M = Wxᵀ Rxy Wy (kx × ky), whose singular values are the canonical correlations.
-    Consumes g: its Grams are scaled in place."""
-    wx = _Whitener(g.cxx, g.n, g.mx, g.eps, rtol, epsilon, own=True, eps_in=g.ex)
-    wy = _Whitener(g.cyy, g.n, g.my, g.eps, rtol, epsilon, own=True, eps_in=g.ey)
-    _check_samples(g.n, wx, wy, epsilon)
-    rxy = g.cxy if wx.all and wy.all else g.cxy[np.ix_(wx.keep, wy.keep)]
-    rxy /= wy.d
-    rxy /= wx.d[:, None]
-    t = wx.whiten(rxy)  # kx × py
-    m = wy.whiten(t.T).T  # kx × ky
-    return m, wx, wy
+def _whiten_rows(rows: slice, c: np.ndarray, wx: _Whitener, wy: _Whitener) -> np.ndarray:
+    """(Rxy Wy) for x's kept neurons in ``rows``, shape (kept rows × rank_y), from the same rows
+    of the centred XᵀY, with Rxy the correlation matrix. Overwrites c, and is c itself when no
+    neuron was dropped."""
+    at = np.flatnonzero((wx.keep >= rows.start) & (wx.keep < rows.stop))  # positions in keep
+    if not (wx.all and wy.all):
+        c = c[np.ix_(wx.keep[at] - rows.start, wy.keep)]
+    c /= wy.d
+    c /= wx.d[at, None]
+    return wy.whiten(c.T).T
 
 
-def _check_samples(n: int, wx: _Whitener, wy: _Whitener, epsilon: float) -> None:
+def _whitened_cross(parts: list[np.ndarray], full: np.ndarray, wx: _Whitener, wy: _Whitener) -> np.ndarray:
+    """M = Wxᵀ Rxy Wy (rank_x × rank_y), whose singular values are the canonical correlations,
+    from the row blocks of Rxy Wy (in place in ``full`` when no neuron was dropped)."""
+    in_place = full is not None and wx.all and wy.all and all(np.may_share_memory(p, full) for p in parts)
+    t = full if in_place else parts[0] if len(parts) == 1 else np.vstack(parts)
+    return wx.whiten(t)
+
+
+def _whitener_fn(rtol: Optional[float], epsilon: float) -> Callable[[_Side], _Whitener]:
+    return lambda s: _Whitener(s, rtol, epsilon)
+
+
+def _check_whiteners(epsilon: float) -> Callable:
+    return lambda sx, sy, wx, wy: _check_samples(sx.n, wx, wy, epsilon)
+
+
+def _check_samples(n: int, wx: Any, wy: Any, epsilon: float) -> None:
     kx, ky = wx.rank, wy.rank
     px, py = len(wx.keep), len(wy.keep)
     if kx == 0 or ky == 0:
@@ -453,7 +552,7 @@ def _check_samples(n: int, wx: _Whitener, wy: _Whitener, epsilon: float) -> None
             "the random baseline is large (with n <= neurons_x + neurons_y some correlations are 1 "
             "whatever the data); compare against it",
             FewSamplesWarning,
-            stacklevel=6,
+            stacklevel=7,
         )
 
 
@@ -471,6 +570,13 @@ def _rhos_only(m: np.ndarray) -> np.ndarray:
     return np.clip(s[:k], 0.0, 1.0)
 
 
+def _fview(a: np.ndarray) -> tuple[np.ndarray, bool]:
+    """A Fortran-ordered view of a (n × p) and whether it is transposed: (aᵀ, True) for C order."""
+    if a.flags.f_contiguous:
+        return a, False
+    return np.ascontiguousarray(a).T, True
+
+
 # --------------------------------------------------------------------------- public API
 
 
@@ -485,8 +591,9 @@ def cca(x: Any, y: Any, *, dtype: Any = None, epsilon: float = 0.0, rtol: Option
     ``conv``: how (N, C, H, W) inputs are compared (see the module doc).
     """
     def one(a, b):
-        m, _, _ = _whitened_cross(_grams(a, b, dtype), rtol, epsilon)
-        return _rhos_only(m)
+        wx, wy, parts, full = _pair(a, b, dtype, _whitener_fn(rtol, epsilon), _whiten_rows,
+                                    _check_whiteners(epsilon))
+        return _rhos_only(_whitened_cross(parts, full, wx, wy))
 
     return _per_conv(one, x, y, conv, _avg_spectrum)
 
@@ -500,15 +607,26 @@ def svcca(x: Any, y: Any, keep: float = 0.99, *, dtype: Any = None, epsilon: flo
     if not 0 < keep <= 1:
         raise SimilarityError(f"keep: expected a fraction in (0, 1], got {keep}", key=None)
 
-    def one(a, b):
-        g = _grams(a, b, dtype)
+    def side(s: _Side):
+        kept = _kept(s)
+        return kept, s.n, *_top_directions(s.c, keep, s.eps, rtol)
+
+    def check(sx, sy, rx, ry):
         if epsilon <= 0:  # the SVD step cannot make up for too few samples
-            _check_samples(g.n, _kept(g.cxx, g.n, g.mx, g.ex), _kept(g.cyy, g.n, g.my, g.ey), 0.0)
-        vx, lx = _top_directions(g.cxx, keep, g.eps, rtol)
-        vy, ly = _top_directions(g.cyy, keep, g.eps, rtol)
-        red = _Grams(g.n, np.diag(lx), np.diag(ly), vx.T @ g.cxy @ vy,
-                     np.zeros(len(lx)), np.zeros(len(ly)), g.eps)
-        m, _, _ = _whitened_cross(red, rtol, epsilon)
+            _check_samples(sx.n, rx[0], ry[0], 0.0)
+
+    def project(rows, c, rx, ry):  # the rows' share of Vxᵀ Cxy Vy
+        return rx[2][rows].T @ (c @ ry[2])
+
+    def one(a, b):
+        rx, ry, parts, _ = _pair(a, b, dtype, side, project, check)
+        (_, n, _, lx), (_, _, _, ly) = rx, ry
+        reduced = [_Side(n, np.diag(lam), np.zeros(len(lam)), float(np.finfo(np.float64).eps),
+                         float(np.finfo(np.float64).eps)) for lam in (lx, ly)]
+        wx, wy = (_Whitener(s, rtol, epsilon) for s in reduced)
+        _check_samples(n, wx, wy, epsilon)
+        cxy = np.ascontiguousarray(sum(parts[1:], parts[0]))
+        m = _whitened_cross([_whiten_rows(slice(0, len(lx)), cxy, wx, wy)], None, wx, wy)
         return float(_rhos_only(m).mean())
 
     return _per_conv(one, x, y, conv, _avg_scalar)
@@ -524,7 +642,7 @@ def _top_directions(c: np.ndarray, keep: float, eps: float, rtol: Optional[float
         raise SimilarityError("no varying neurons", key=None)
     k = int(np.searchsorted(np.cumsum(lam) / total, keep - 1e-12) + 1)
     k = min(k, int((lam > 0).sum()))
-    return v[:, :k], lam[:k]
+    return np.ascontiguousarray(v[:, :k]), lam[:k]
 
 
 def pwcca(x: Any, y: Any, *, dtype: Any = None, epsilon: float = 0.0, rtol: Optional[float] = None,
@@ -533,8 +651,9 @@ def pwcca(x: Any, y: Any, *, dtype: Any = None, epsilon: float = 0.0, rtol: Opti
     canonical variates of x and z_j the centred neurons of x; α normalised to sum to one.
     Works whichever side has more neurons (there are min(rank_x, rank_y) variates)."""
     def one(a, b):
-        g = _grams(a, b, dtype)
-        m, wx, _ = _whitened_cross(g, rtol, epsilon)
+        wx, wy, parts, full = _pair(a, b, dtype, _whitener_fn(rtol, epsilon), _whiten_rows,
+                                    _check_whiteners(epsilon))
+        m = _whitened_cross(parts, full, wx, wy)
         u, s, _ = sla.svd(m, full_matrices=False, check_finite=False)
         k = min(m.shape)
         rho = np.clip(s[:k], 0.0, 1.0)
@@ -551,11 +670,13 @@ def pwcca(x: Any, y: Any, *, dtype: Any = None, epsilon: float = 0.0, rtol: Opti
 def linear_cka(x: Any, y: Any, *, dtype: Any = None, conv: str = "mean") -> float:
     """Linear CKA (Kornblith et al. 2019): ‖Y_cᵀX_c‖_F² / (‖X_cᵀX_c‖_F · ‖Y_cᵀY_c‖_F)."""
     def one(a, b):
-        g = _grams(a, b, dtype)
-        den = np.linalg.norm(g.cxx) * np.linalg.norm(g.cyy)
-        if den <= 0:
-            raise SimilarityError("linear CKA of a constant representation is undefined", key=None)
-        return float(np.sum(g.cxy * g.cxy) / den)
+        def check(sx, sy, nx, ny):
+            if nx * ny <= 0:
+                raise SimilarityError("linear CKA of a constant representation is undefined", key=None)
+
+        nx, ny, parts, _ = _pair(a, b, dtype, lambda s: float(np.linalg.norm(s.c)),
+                              lambda rows, c, nx, ny: float(np.sum(c * c)), check)
+        return float(sum(parts) / (nx * ny))
 
     return _per_conv(one, x, y, conv, _avg_scalar)
 

@@ -21,6 +21,16 @@ from heur.core.similarity import (
 )
 
 
+@pytest.fixture(autouse=True, params=[False, True], ids=["one-thread", "workers"])
+def gram_path(request, monkeypatch):
+    """Every test runs on both paths of the Gram pipeline: in the caller's thread, and on the
+    two single-threaded BLAS workers (forced here even for small inputs)."""
+    from heur.core import similarity as S
+
+    monkeypatch.setattr(S, "_WORKERS", request.param)
+    return request.param
+
+
 def rng(seed=0):
     return np.random.default_rng(seed)
 
@@ -312,14 +322,67 @@ def test_similarity_dispatch_by_preset_name():
 
 
 def test_torch_gram_path_matches_numpy_path():
-    # the path CUDA tensors take, run here on CPU tensors
+    # the path CUDA tensors take (sides centred and multiplied on their device), run here on CPU
     from heur.core import similarity as S
 
     x, y = related()
+    px = x.shape[1]
     for dt, tol in ((np.dtype(np.float64), 1e-9), (np.dtype(np.float32), 1e-3)):
-        gt = S._grams_torch(torch.from_numpy(x), torch.from_numpy(y), dt, True)
-        gn = S._grams_numpy(x, y, dt, True)
-        for a, b in ((gt.cxx, gn.cxx), (gt.cyy, gn.cyy), (gt.cxy, gn.cxy)):
+        tx, ty = S._side_torch(torch.from_numpy(x), dt), S._side_torch(torch.from_numpy(y), dt)
+        nx, ny = S._side_numpy(x, dt), S._side_numpy(y, dt)
+        ct = S._cross_block(tx, ty, slice(0, px), np.empty((px, y.shape[1])))
+        cn = S._cross_block(nx, ny, slice(0, px), np.empty((px, y.shape[1])))
+        for a, b in ((tx.c, nx.c), (ty.c, ny.c), (ct, cn)):
             np.testing.assert_allclose(a, b, rtol=tol, atol=tol * np.abs(b).max())
-        m, _, _ = S._whitened_cross(gt, None, 0.0)
+        np.testing.assert_allclose(tx.mean, x.mean(0), rtol=1e-12)
+        wx, wy = S._Whitener(tx, None, 0.0), S._Whitener(ty, None, 0.0)
+        m = S._whitened_cross([S._whiten_rows(slice(0, px), ct, wx, wy)], None, wx, wy)
         np.testing.assert_allclose(S._rhos_only(m), textbook_cca(x, y), atol=1e-8 if tol < 1e-6 else 1e-5)
+
+
+def test_cross_blocks_assemble_the_full_product():
+    # the row blocks the two workers compute: centred XᵀY restricted to x's neurons in each block
+    from heur.core import similarity as S
+
+    x, y = related(px=9)
+    sx, sy = S._side_numpy(x, np.dtype(np.float64)), S._side_numpy(y, np.dtype(np.float64))
+    full = (x - x.mean(0)).T @ (y - y.mean(0))
+    for numpy_blas in (False, True):
+        sx.numpy_blas = sy.numpy_blas = numpy_blas
+        buf = np.full((9, y.shape[1]), np.nan)
+        for r in (slice(0, 4), slice(4, 9)):
+            assert S._cross_block(sx, sy, r, buf[r]).base is buf
+        np.testing.assert_allclose(buf, full, rtol=1e-10, atol=1e-9 * np.abs(full).max())
+
+
+def test_workers_used_only_with_two_blas_threads_and_large_products(monkeypatch):
+    from heur.core import similarity as S
+
+    monkeypatch.setattr(S, "_WORKERS", None)
+    big, small = np.zeros((10_000, 512)), np.zeros((400, 8))
+    monkeypatch.setattr(S, "blas_threads", lambda: [2, 2])
+    assert S._use_workers(big, big) and not S._use_workers(small, small)
+    monkeypatch.setattr(S, "blas_threads", lambda: [1, 1])
+    assert not S._use_workers(big, big)
+    monkeypatch.setattr(S, "blas_threads", lambda: [8, 2])
+    assert not S._use_workers(big, big)
+    monkeypatch.setattr(S, "blas_threads", lambda: [])
+    assert not S._use_workers(big, big)
+
+
+def test_workers_restore_blas_threads_even_on_error():
+    from heur.core import similarity as S
+    from heur.core.blas import blas_threads
+
+    before = blas_threads()
+    x, y = related()
+    y[3, 2] = np.nan
+    old = S._WORKERS
+    S._WORKERS = True
+    try:
+        with pytest.raises(SimilarityError, match="NaN"):
+            cca(x, y)
+        assert blas_threads() == before
+        assert cca(x, x[:, ::-1]) == pytest.approx(np.ones(8), abs=1e-9)
+    finally:
+        S._WORKERS = old
