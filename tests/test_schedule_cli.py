@@ -120,6 +120,7 @@ def test_plot_mentions_runs_and_restarts(app, preset):
         (["--set", "schedule.t_mult=0.5"], "schedule.t_mult"),
         (["--set", "schedule.step_size=0"], "schedule.step_size"),
         (["--set", "schedule.nope=1"], "schedule.nope"),
+        (["--set", "schedule.min_lr=0.5"], "schedule.min_lr"),  # above the base lr 0.2
     ],
 )
 def test_bad_input_exits_2_naming_key(app, preset, args, key):

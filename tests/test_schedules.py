@@ -251,6 +251,7 @@ def test_run_step_counts():
         ({"name": "constant", "warmup": {"epochs": 12}}, "schedule.warmup.epochs"),
         ({"name": "constant", "warmup": {"steps": 150}}, "schedule.warmup.steps"),
         ({"name": "constant", "warmup": {}}, "schedule.warmup"),
+        ({"name": "cosine", "min_lr": 5.0}, "schedule.min_lr"),  # above the base lr
     ],
 )
 def test_validate_rejects(sched, key):
@@ -290,6 +291,8 @@ def test_validate_accepts_zero_warmup_and_fine_schedules():
     validate_schedule(_run(name="constant", warmup={"epochs": 0}))
     validate_schedule(_run(name="multistep", milestones=[3, 9.9]))
     validate_schedule(_run(name="sgdr", t0=1, t_mult=2, warmup={"steps": 10}))
+    lr = RunConfig().optim.lr
+    validate_schedule(_run(name="cosine", min_lr=lr))  # a floor equal to the base lr is allowed
 
 
 def test_lrs_long_run():
