@@ -3,7 +3,12 @@
 Same data for every method (y = x·A + noise, so the coefficients are non-trivial), each timed as
 the median of several repeats, side by side in one run. Prints the times, the ratios to the
 baseline and to the three Gram products alone (the floor of any method that forms them), and the
-largest coefficient difference to the baseline.
+largest coefficient difference to the baseline. "ours, float64" is what callers get (on two
+BLAS threads, the two-worker Gram pipeline); "in the caller's thread" is the same code with the
+workers turned off, for comparison. The baseline allocates two fresh 80 MB arrays per call
+(np.vstack, np.cov's centred copy): on a VM its time swings with the cost of first-touch page
+faults (230-680 ms per call on the 2-core EPYC), so the ratio to the three Gram products, which
+allocate nothing large, is the steadier figure.
 
     python bench/similarity.py [--n 10000] [--p 512] [--repeats 5] [--threads 1]
 """
@@ -18,6 +23,7 @@ import time
 import numpy as np
 import torch
 
+import heur.core.similarity as S
 from heur.core.similarity import cca
 
 
@@ -34,6 +40,15 @@ def covariance_baseline(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
     arr = inv_sqrt(sxx) @ sxy @ inv_sqrt(syy)
     return np.linalg.svd(arr, compute_uv=False)
+
+
+def one_thread(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """cca with the Gram pipeline kept in the caller's thread (no two-worker split)."""
+    old, S._WORKERS = S._WORKERS, False
+    try:
+        return cca(x, y)
+    finally:
+        S._WORKERS = old
 
 
 def three_grams(x: np.ndarray, y: np.ndarray):
@@ -81,6 +96,7 @@ def main() -> None:
         "base": lambda: covariance_baseline(x, y),
         "grams": lambda: three_grams(x, y),
         "ours": lambda: cca(x, y),
+        "seq": lambda: one_thread(x, y),
         "f32": lambda: cca(x, y, dtype=torch.float32),
         "f32in": lambda: cca(x32, y32, dtype=torch.float32),
     }, a.repeats)
@@ -99,6 +115,7 @@ def main() -> None:
     print(f"  {'baseline (np.cov + inverse sqrt + SVD)':<38}: {tb * 1e3:7.1f} ms (CPU {cb * 1e3:7.1f})")
     print(f"  {'three Gram products alone (float64)':<38}: {tg * 1e3:7.1f} ms (CPU {cg * 1e3:7.1f})")
     line("ours, float64", "ours", grams=True)
+    line("ours, float64, in the caller's thread", "seq", grams=True)
     line("ours, dtype=float32 (float64 input)", "f32")
     line("ours, dtype=float32 (float32 input)", "f32in")
 

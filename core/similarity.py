@@ -352,7 +352,10 @@ def _use_workers(x: Any, y: Any) -> bool:
     if isinstance(x, torch.Tensor):
         return False
     n, px, py = x.shape[0], x.shape[1], y.shape[1]
-    return n * (px * px + py * py + px * py) >= _WORKERS_MIN_FLOPS and blas_threads() == [2] * len(blas_threads()) != []
+    if n * (px * px + py * py + px * py) < _WORKERS_MIN_FLOPS:
+        return False
+    threads = blas_threads()
+    return bool(threads) and all(t == 2 for t in threads)
 
 
 @contextlib.contextmanager
