@@ -337,7 +337,8 @@ def _cross_block(sx: _Side, sy: _Side, rows: slice, out: np.ndarray) -> np.ndarr
 # Two single-threaded BLAS workers, one per side (then one per half of XᵀY), beat one
 # two-threaded call per product on two BLAS threads: OpenBLAS's symmetric rank-k update scales
 # poorly to two threads, and the per-side factorisations overlap the other side's product (cca on
-# 10,000 × 512 per side: 1.36x → 1.10x the cost of the three products alone on a 2-core EPYC).
+# 10,000 × 512 per side on a 2-core EPYC: 1.31x → 1.18x the cost of the three products alone,
+# bench/similarity.py).
 # Used where every BLAS library runs exactly two threads and the products are large; ``_WORKERS``
 # True/False forces it either way (tests).
 _WORKERS: Optional[bool] = None
@@ -347,10 +348,10 @@ _POOL_LOCK = threading.Lock()
 
 
 def _use_workers(x: Any, y: Any) -> bool:
+    if isinstance(x, torch.Tensor):  # products on the tensors' device
+        return False
     if _WORKERS is not None:
         return _WORKERS
-    if isinstance(x, torch.Tensor):
-        return False
     n, px, py = x.shape[0], x.shape[1], y.shape[1]
     if n * (px * px + py * py + px * py) < _WORKERS_MIN_FLOPS:
         return False
