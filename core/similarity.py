@@ -539,7 +539,10 @@ def _check_whiteners(epsilon: float) -> Callable:
     return lambda sx, sy, wx, wy: _check_samples(sx.n, wx, wy, epsilon)
 
 
-def _check_samples(n: int, wx: Any, wy: Any, epsilon: float) -> None:
+def _check_samples(n: int, wx: Any, wy: Any, epsilon: float, stacklevel: Optional[int] = 7) -> None:
+    """Raise on no varying neuron or (without a ridge) too few samples; warn below
+    MIN_SAMPLES_PER_NEURON per neuron (``stacklevel`` points the warning at the caller's code;
+    None: no warning)."""
     kx, ky = wx.rank, wy.rank
     px, py = len(wx.keep), len(wy.keep)
     if kx == 0 or ky == 0:
@@ -550,13 +553,13 @@ def _check_samples(n: int, wx: Any, wy: Any, epsilon: float) -> None:
             f"(at least {MIN_SAMPLES_PER_NEURON}-10 per neuron); use more samples, fewer neurons "
             "(e.g. conv='mean'), or epsilon= for a regularised estimate"
         )
-    if n < MIN_SAMPLES_PER_NEURON * max(px, py):
+    if stacklevel is not None and n < MIN_SAMPLES_PER_NEURON * max(px, py):
         warnings.warn(
             f"CCA with {n} samples for {max(px, py)} neurons (< {MIN_SAMPLES_PER_NEURON} per neuron): "
             "the random baseline is large (with n <= neurons_x + neurons_y some correlations are 1 "
             "whatever the data); compare against it",
             FewSamplesWarning,
-            stacklevel=7,
+            stacklevel=stacklevel,
         )
 
 
@@ -628,7 +631,8 @@ def svcca(x: Any, y: Any, keep: float = 0.99, *, dtype: Any = None, epsilon: flo
         reduced = [_Side(n, np.diag(lam), np.zeros(len(lam)), float(np.finfo(np.float64).eps),
                          float(np.finfo(np.float64).eps)) for lam in (lx, ly)]
         wx, wy = (_Whitener(s, rtol, epsilon) for s in reduced)
-        _check_samples(n, wx, wy, epsilon)
+        # the neurons themselves were checked (and warned about) unless a ridge was asked for
+        _check_samples(n, wx, wy, epsilon, stacklevel=5 if epsilon > 0 else None)
         cxy = np.ascontiguousarray(sum(parts[1:], parts[0]))
         m = _whitened_cross([_whiten_rows(slice(0, len(lx)), cxy, wx, wy)], None, wx, wy)
         return float(_rhos_only(m).mean())

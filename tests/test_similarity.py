@@ -195,6 +195,13 @@ def test_warns_below_five_samples_per_neuron():
     with pytest.warns(FewSamplesWarning) as rec:
         cca(r.standard_normal((120, 30)), r.standard_normal((120, 20)))
     assert rec[0].filename == __file__  # points at the caller
+    x, y = r.standard_normal((120, 30)), r.standard_normal((120, 20))
+    for fn, kw in ((pwcca, {}), (svcca, {}), (svcca, {"epsilon": 0.1})):
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            fn(x, y, **kw)
+        few = [w for w in rec if issubclass(w.category, FewSamplesWarning)]
+        assert len(few) == 1 and few[0].filename == __file__, (fn.__name__, kw, [(w.filename, w.lineno) for w in few])
     with warnings.catch_warnings():
         warnings.simplefilter("error", FewSamplesWarning)
         cca(r.standard_normal((200, 30)), r.standard_normal((200, 20)))
