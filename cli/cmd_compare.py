@@ -56,12 +56,15 @@ def _print(doc: dict[str, Any]) -> None:
     from rich.table import Table
 
     con = Console()
+    # the paths on their own lines: a table column would cut them to a few characters at 80 columns
+    for k in ("a", "b"):
+        con.print(f"{k.upper()}: {doc[k]['path']}", soft_wrap=True, highlight=False)
     t = Table(title="models")
-    for c in ("", "checkpoint", "model", "epoch", "params", "train loss", "train acc", "test loss", "test acc"):
+    for c in ("", "model", "epoch", "params", "train loss", "train acc", "test loss", "test acc"):
         t.add_column(c)
     for k in ("a", "b"):
         m, e = doc[k], doc[k]["eval"]
-        t.add_row(k.upper(), m["path"], m["model"], fmt(m["epoch"]), str(m["params"]), fmt(e["train_loss"]),
+        t.add_row(k.upper(), m["model"], fmt(m["epoch"]), str(m["params"]), fmt(e["train_loss"]),
                   fmt(e["train_accuracy"]), fmt(e["test_loss"]), fmt(e["test_accuracy"]))
     con.print(t)
     sub = f"{doc['samples']} {doc['probe_split']} inputs of {doc['data']}, conv maps: {doc['conv']}"

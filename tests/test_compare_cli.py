@@ -117,6 +117,13 @@ def test_rich_output(ckpts):
     assert p.returncode == 0, p.stderr
     for s in ("SVCCA", "PWCCA", "CKA", "fc2", "barrier", "linear path"):
         assert s in p.stdout
+    # at 80 columns the checkpoints are still named in full, each on one line (the terminal wraps
+    # it; a copied path has no line breaks), and everything else fits
+    p = heur("compare", str(ck["a"]), str(ck["b"]), "--points", "5", env={"COLUMNS": "80"})
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[:2] == [f"A: {ck['a']}", f"B: {ck['b']}"]
+    assert max(len(line) for line in lines[2:]) <= 80
 
 
 def _invoke(*args):
