@@ -43,20 +43,21 @@ def register(app: typer.Typer) -> None:
         if not exps:
             console.print(f"no experiments under {runs_dir or R.default_runs_dir()}")
             return
-        t = Table()
-        for c in ("experiment / run", "state", "progress", "loss", "test acc", "created"):
-            t.add_column(c)
+        # one table per experiment, titled with its full name (what `heur stop` and `--resume`
+        # take): as a table cell it was cut to a few characters at 80 columns
         for e in exps:
             when = dt.datetime.fromtimestamp(e.created).strftime("%Y-%m-%d %H:%M")
-            t.add_row(f"[bold]{e.path.name}[/]", "", "", "", "", when)
+            t = Table(title=f"[bold]{e.path.name}[/]  created {when}", title_justify="left")
+            t.add_column("run", overflow="fold")
+            for c in ("state", "progress", "loss", "test acc"):
+                t.add_column(c, no_wrap=True, justify="left" if c == "state" else "right")
             for rd in e.runs:
                 st = R.read_status(rd)
                 style = STATE_STYLE.get(st.state, "")
-                prog = f"{st.step}/{st.total_steps} ({st.progress:.0%})" if st.total_steps else "-"
+                prog = f"{st.step}/{st.total_steps} {st.progress:.0%}" if st.total_steps else "-"
                 loss = st.result.get("train_loss", st.raw.get("loss"))
-                t.add_row(f"  {rd.name}", f"[{style}]{st.state}[/]", prog, fmt(loss),
-                          fmt(st.result.get("test_accuracy")), "")
-        console.print(t)
+                t.add_row(rd.name, f"[{style}]{st.state}[/]", prog, fmt(loss), fmt(st.result.get("test_accuracy")))
+            console.print(t)
 
     @app.command("stop")
     @exits_on_config_error

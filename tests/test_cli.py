@@ -29,6 +29,11 @@ def test_run_tiny_preset_end_to_end(tiny_preset, tmp_path):
     r = heur("runs", "--runs-dir", str(tmp_path / "runs"), "--json")
     listed = json.loads(r.stdout)
     assert listed[0]["runs"][0]["state"] == "completed"
+    # the table names the experiment in full (what `heur stop` takes) and fits 80 columns
+    r = heur("runs", "--runs-dir", str(tmp_path / "runs"), env={"COLUMNS": "80"})
+    assert r.returncode == 0, r.stderr
+    assert exp_dir.name in r.stdout and "completed" in r.stdout
+    assert max(len(line) for line in r.stdout.splitlines()) <= 80
 
 
 @pytest.mark.parametrize("text, expect", [
