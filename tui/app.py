@@ -337,52 +337,54 @@ class HeurApp(App):
             plot = self._q(f"#plot-{tab}", PlotView)
             key += (plot.size.width, plot.size.height)
             old = self._drawn.get(tab)
-            if old == key:
-                return
-            if old is not None and self._only_data_changed(old, key) and \
+            if old is not None and old != key and self._only_data_changed(old, key) and \
                     time.monotonic() - plot.drawn_at < plot.cost / self.MAX_DUTY:
                 return  # live data on a costly plot: redraw less often (CPU stays < MAX_DUTY)
-            self._drawn[tab] = key
-            plot.figure = PLOT_TABS[tab](shown, self.view, self._plot_width(plot)) \
-                if self.experiment else None
+
+            def draw() -> None:
+                plot.figure = PLOT_TABS[tab](shown, self.view, self._plot_width(plot)) \
+                    if self.experiment else None
         elif tab == "cat":
             plot = self._q("#plot-cat", PlotView)
             key += (plot.size.width,)
-            if self._drawn.get(tab) == key:
-                return
-            self._drawn[tab] = key
-            self._draw_catapult(shown, plot)
+
+            def draw() -> None:
+                self._draw_catapult(shown, plot)
         elif tab == "cca":
             run = self.focused_run()
             d = self.data.get(run) if run else None
             key += (d.version if d else None, self.size.width)
-            if self._drawn.get(tab) == key:
-                return
-            self._drawn[tab] = key
-            self._draw_cca(run, d)
+
+            def draw() -> None:
+                self._draw_cca(run, d)
         elif tab == "log":
             run = self.focused_run()
             text = self.logs.get(run) if run else None
             key = (run, id(text))
-            if self._drawn.get(tab) == key:
-                return
-            self._drawn[tab] = key
-            log = self._q(Log)
-            log.clear()
-            if run is None:
-                log.write_line("no run selected")
-            else:
-                log.write(text if text is not None else f"{run}/stdout.log is empty or missing")
+
+            def draw() -> None:
+                self._draw_log(run, text)
         elif tab == "config":
             run = self.focused_run()
             key = (run,)
-            if self._drawn.get(tab) == key:
-                return
-            self._drawn[tab] = key
-            self._draw_config(run)
+
+            def draw() -> None:
+                self._draw_config(run)
         else:
             return
+        if self._drawn.get(tab) == key:
+            return
+        self._drawn[tab] = key
+        draw()
         self.redraws += 1
+
+    def _draw_log(self, run: Path | None, text: str | None) -> None:
+        log = self._q(Log)
+        log.clear()
+        if run is None:
+            log.write_line("no run selected")
+        else:
+            log.write(text if text is not None else f"{run}/stdout.log is empty or missing")
 
     @staticmethod
     def _only_data_changed(old: tuple, new: tuple) -> bool:
