@@ -45,19 +45,28 @@ def mlp(bn: bool = False, din: int = 5, h: int = 6, out: int = 3) -> nn.Module:
     return nn.Sequential(*layers).to(D)
 
 
-def full_hessian(model, loss_fn, x, y):
-    names = [n for n, _ in model.named_parameters()]
-    shapes = [p.shape for _, p in model.named_parameters()]
+def _flat_params(model):
+    """(all parameters as one detached vector, w -> {name: view of w}) for functional_call."""
+    named = [(n, p.shape) for n, p in model.named_parameters()]
     flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-    buffers = {n: b.clone() for n, b in model.named_buffers()}
 
-    def f(w):
+    def unflatten(w):
         params, i = {}, 0
-        for n, s in zip(names, shapes):
+        for n, s in named:
             k = int(torch.Size(s).numel())
             params[n] = w[i : i + k].view(s)
             i += k
-        return loss_fn(functional_call(model, (params, {k: v.clone() for k, v in buffers.items()}), (x,)), y)
+        return params
+
+    return flat, unflatten
+
+
+def full_hessian(model, loss_fn, x, y):
+    flat, unflatten = _flat_params(model)
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+
+    def f(w):
+        return loss_fn(functional_call(model, (unflatten(w), {k: v.clone() for k, v in buffers.items()}), (x,)), y)
 
     return torch.autograd.functional.hessian(f, flat)
 
@@ -216,17 +225,10 @@ def test_uv_lambda0_closed_form():
 
 
 def _jacobian(model, x):
-    names = [n for n, _ in model.named_parameters()]
-    shapes = [p.shape for _, p in model.named_parameters()]
-    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    flat, unflatten = _flat_params(model)
 
     def f(w):
-        params, i = {}, 0
-        for n, s in zip(names, shapes):
-            k = int(torch.Size(s).numel())
-            params[n] = w[i : i + k].view(s)
-            i += k
-        return functional_call(model, params, (x,)).reshape(-1)
+        return functional_call(model, unflatten(w), (x,)).reshape(-1)
 
     return torch.autograd.functional.jacobian(f, flat)  # (m*C, P)
 
