@@ -40,13 +40,12 @@ def register(app: typer.Typer) -> None:
         else:
             if preset is None:
                 fail("missing PRESET (a preset TOML file, e.g. presets/warmup_lb.toml)")
-            exp = load_experiment(preset, set_)
-            check_experiment(exp)
             if dry_run:
+                exp = load_experiment(preset, set_)
+                check_experiment(exp)
                 _print_plan(exp)
                 return
-            exp_dir = R.create_experiment(exp, runs_dir)
-            R.start_supervisor(exp_dir, jobs)
+            exp_dir = R.launch(preset, set_, runs_dir, jobs)  # the TUI's launch path too
         if detach:
             print(f"started {exp_dir}")
             print(f"  watch: heur runs --runs-dir {exp_dir.parent}   |   heur tui   |   stop: heur stop {exp_dir}")

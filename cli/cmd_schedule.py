@@ -20,10 +20,8 @@ from heur.cli.errors import exits_on_config_error
 def run_schedules(preset: Path, overrides: list[str]) -> tuple[dict[str, Any], list[str]]:
     """Load a preset and build each run's schedule: ({run name: Schedule}, notes for stderr)."""
     from heur.core.config import load_experiment
-    from heur.core.data import steps_per_epoch, total_steps
     from heur.core.errors import ConfigError
-    from heur.core.optim import run_base_lr
-    from heur.core.schedules import build_schedule, validate_schedule
+    from heur.core.schedules import validate_schedule
 
     exp = load_experiment(preset, overrides)
     out: dict[str, Any] = {}
@@ -31,10 +29,7 @@ def run_schedules(preset: Path, overrides: list[str]) -> tuple[dict[str, Any], l
     for name, cfg in exp.runs.items():
         label = f"run '{name}': " if len(exp.runs) > 1 else ""
         try:
-            validate_schedule(cfg)
-            out[name] = build_schedule(
-                cfg.schedule, run_base_lr(cfg), steps_per_epoch(cfg), total_steps(cfg)
-            )
+            out[name] = validate_schedule(cfg)
         except ConfigError as e:
             raise ConfigError(label + e.message, file=str(preset), key=e.key) from None
         if cfg.optim.lr_ntk is not None:

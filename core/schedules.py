@@ -275,22 +275,16 @@ def build_schedule(cfg: Any, base_lr: float, steps_per_epoch: int, total_steps: 
     return sch
 
 
-def validate_schedule(cfg: Any) -> None:
-    """Check a run's ``[schedule]`` against its step counts; raise :class:`ConfigError`."""
+def validate_schedule(cfg: Any) -> Schedule:
+    """Check a run's ``[schedule]`` against its step counts and base lr; raise
+    :class:`ConfigError`. Returns the schedule at the run's base lr (in units of lr_ntk/lambda0
+    when ``optim.lr_ntk`` is set: that base lr is known only once lambda0 is measured)."""
     from .data import steps_per_epoch, total_steps
     from .optim import run_base_lr
 
-    build_schedule(cfg.schedule, 1.0, steps_per_epoch(cfg), total_steps(cfg))
-    # min_lr is absolute (torch's eta_min); above the base lr the decay would raise the lr. With
-    # lr_ntk the base lr is known only once lambda0 is measured, at the start of the run.
-    if cfg.optim.lr_ntk is None and cfg.schedule.min_lr > 0:
-        base = run_base_lr(cfg)
-        if cfg.schedule.min_lr > base:
-            raise _err(f"expected at most the base lr ({base:g}), got {cfg.schedule.min_lr:g}", "min_lr")
-
-
-def schedule_for_run(cfg: Any, base_lr: float) -> Schedule:
-    """The schedule of a resolved ``RunConfig`` with the given base lr."""
-    from .data import steps_per_epoch, total_steps
-
-    return build_schedule(cfg.schedule, base_lr, steps_per_epoch(cfg), total_steps(cfg))
+    base = run_base_lr(cfg)
+    sch = build_schedule(cfg.schedule, base, steps_per_epoch(cfg), total_steps(cfg))
+    # min_lr is absolute (torch's eta_min); above the base lr the decay would raise the lr
+    if cfg.optim.lr_ntk is None and cfg.schedule.min_lr > base:
+        raise _err(f"expected at most the base lr ({base:g}), got {cfg.schedule.min_lr:g}", "min_lr")
+    return sch
