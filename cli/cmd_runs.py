@@ -69,12 +69,5 @@ def register(app: typer.Typer) -> None:
         from heur.core import runs as R
 
         path = R.find_experiment(target, runs_dir)
-        if (path / "experiment.toml").is_file():
-            n = R.stop_experiment(path)
-        elif (path / "config.toml").is_file():
-            n = int(R.stop_run(path))
-        else:
-            from heur.core.errors import ConfigError
-
-            raise ConfigError("not a run or experiment directory", file=str(path))
+        n = R.stop(path)
         print(f"stopped {n} run(s) in {path}" if n else f"nothing running in {path}")

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-
-def _default_runs_dir() -> Path:
-    return Path(os.environ.get("HEUR_RUNS_DIR") or "runs")
+from .common import RunsDirOption
 
 
 def register(app) -> None:
     @app.command("tui")
     def tui(
-        runs_dir: Optional[Path] = typer.Option(
-            None, "--runs-dir", help="where experiments live (default: $HEUR_RUNS_DIR, else ./runs)"),
+        runs_dir: Optional[Path] = RunsDirOption,
         presets_dir: Path = typer.Option(Path("presets"), "--presets-dir", help="presets to offer"),
     ) -> None:
         """Terminal UI: presets, experiments and live plots; launch and stop runs (press ? inside)."""
+        from heur.core.runs import default_runs_dir
         from heur.tui.app import HeurApp
 
-        HeurApp(runs_dir=runs_dir or _default_runs_dir(), presets_dir=presets_dir).run()
+        HeurApp(runs_dir=runs_dir or default_runs_dir(), presets_dir=presets_dir).run()

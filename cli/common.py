@@ -1,9 +1,8 @@
-"""Small helpers shared by the commands (option types, runs directory, number formatting)."""
+"""Small helpers shared by the commands (option types, number formatting)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -11,10 +10,6 @@ RunsDirOption = typer.Option(
     None, "--runs-dir", envvar="HEUR_RUNS_DIR", help="Where experiments live (default ./runs).",
     show_default=False,
 )
-
-
-def runs_dir_or_default(runs_dir: Optional[Path]) -> Path:
-    return Path(runs_dir) if runs_dir else Path("runs")
 
 
 def fmt(v: Any, digits: int = 4) -> str:

@@ -416,6 +416,16 @@ def stop_experiment(exp_dir: Path | str) -> int:
     return sum(stop_run(rd) for rd in run_dirs(exp_dir))
 
 
+def stop(target: Path | str) -> int:
+    """Stop a run or an experiment directory; returns the runs signalled or marked stopped."""
+    target = Path(target)
+    if (target / "experiment.toml").is_file():
+        return stop_experiment(target)
+    if (target / "config.toml").is_file():
+        return int(stop_run(target))
+    raise ConfigError("not a run or experiment directory (no config.toml / experiment.toml)", file=str(target))
+
+
 # --------------------------------------------------------------------------- checkpoints
 
 

@@ -524,7 +524,7 @@ class HeurApp(App):
             except Exception as e:  # a vanished directory, a permission problem
                 self.notify(f"could not stop {what}: {e}", severity="error")
                 return
-            if sent is False:
+            if not sent:
                 self.notify(f"{what} was not running", severity="warning")
             else:
                 self.notify(f"stop sent to {what}")

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from heur.core.events import EventReader
+from heur.core.runs import FINAL_STATES
 
 from .model import Segment, decode
 
-TERMINAL = ("completed", "diverged", "failed", "stopped")
 LOG_TAIL_BYTES = 64 * 1024
 LOG_TAIL_LINES = 400
 
@@ -153,7 +153,7 @@ class Feed:
             sig = None
         cached = self._status_cache.get(run)
         if cached is not None and sig is not None and cached[0] == sig \
-                and getattr(cached[1], "state", None) in TERMINAL:
+                and getattr(cached[1], "state", None) in FINAL_STATES:
             return cached[1]
         try:
             status = self.source.status(run)

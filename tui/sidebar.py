@@ -16,6 +16,8 @@ from textual.binding import Binding
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
+from heur.core.runs import FINAL_STATES
+
 from .feed import ExperimentRow
 from .presets import PresetInfo
 
@@ -74,7 +76,7 @@ def experiment_badge(statuses: list[Any]) -> Text:
     states = [getattr(s, "state", None) or "?" for s in statuses]
     running = [s for s in statuses if getattr(s, "state", None) == "running"]
     if running:
-        done = sum(1 for s in states if s in ("completed", "diverged", "failed", "stopped", "lost"))
+        done = sum(1 for s in states if s in FINAL_STATES)
         total = len(states)
         try:
             pct = (done + sum(float(s.progress) for s in running)) / max(total, 1) * 100

@@ -44,12 +44,14 @@ class RunSource:
 
         return runs.launch(preset, overrides, self.runs_dir)
 
-    def stop_run(self, run_dir: Path) -> None:
+    def stop_run(self, run_dir: Path) -> bool:
+        """Whether something was signalled or marked stopped."""
         from heur.core import runs
 
-        runs.stop_run(run_dir)
+        return runs.stop_run(run_dir)
 
-    def stop_experiment(self, exp_dir: Path) -> None:
+    def stop_experiment(self, exp_dir: Path) -> int:
+        """How many runs were signalled or marked stopped."""
         from heur.core import runs
 
-        runs.stop_experiment(exp_dir)
+        return runs.stop_experiment(exp_dir)

@@ -136,10 +136,8 @@ class RecordingSource(RunSource):
         write_status(run, state="stopped")
         return True
 
-    def stop_experiment(self, exp: Path) -> None:
-        for r in sorted(exp.iterdir()):
-            if (r / "config.toml").is_file():
-                self.stop_run(r)
+    def stop_experiment(self, exp: Path) -> int:
+        return sum(self.stop_run(r) for r in sorted(exp.iterdir()) if (r / "config.toml").is_file())
 
 
 TINY_PRESET = '''name = "tiny"
