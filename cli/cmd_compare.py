@@ -30,25 +30,15 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Per-layer SVCCA / PWCCA / CKA of two networks and the loss along the straight line between them."""
         from heur.core.compare import compare as run_compare
-        from heur.core.errors import ConfigError
+        from heur.core.events import sanitize
         from heur.core.train import resolve_device
 
-        if conv not in ("mean", "flatten", "dft"):
-            raise ConfigError(f"expected mean, flatten or dft, got {conv!r}", key="--conv")
-        if samples < 1:
-            raise ConfigError(f"expected a positive number, got {samples}", key="--samples")
         doc = run_compare(ckpt_a, ckpt_b, data=data, layers=layers or None, points=points, samples=samples,
                           conv=conv, device=resolve_device(device))
         if as_json:
-            print(json.dumps(_clean(doc), allow_nan=False, indent=1))
+            print(json.dumps(sanitize(doc), allow_nan=False, indent=1))
             return
         _print(doc)
-
-
-def _clean(v: Any) -> Any:
-    from heur.core.events import sanitize
-
-    return sanitize(v)
 
 
 def _print(doc: dict[str, Any]) -> None:

@@ -127,8 +127,14 @@ def compare(path_a: Path | str, path_b: Path | str, data: Optional[str] = None,
     from .connectivity import barrier, linear_path
     from .train import make_loss
 
+    from .similarity import CONV_MODES
+
     if points < 2:
         raise ConfigError(f"expected at least 2 points, got {points}", key="--points")
+    if conv not in CONV_MODES:
+        raise ConfigError(f"expected one of {', '.join(CONV_MODES)}, got {conv!r}", key="--conv")
+    if samples < 1:
+        raise ConfigError(f"expected a positive number, got {samples}", key="--samples")
     device = torch.device(device)
     a, b = _load(path_a, device), _load(path_b, device)
     if a["shape"] != b["shape"]:

@@ -75,13 +75,14 @@ __all__ = [
     "flatten_conv",
     "similarity",
     "METHODS",
+    "CONV_MODES",
     "SimilarityError",
     "FewSamplesWarning",
     "MIN_SAMPLES_PER_NEURON",
 ]
 
 MIN_SAMPLES_PER_NEURON = 5
-_CONV_MODES = ("mean", "flatten", "dft")
+CONV_MODES = ("mean", "flatten", "dft")
 
 
 class SimilarityError(ConfigError, ValueError):
@@ -185,8 +186,8 @@ def _stack_complex(f: Any) -> Any:
 
 
 def _per_conv(fn: Callable, x: Any, y: Any, conv: str, reduce: Callable) -> Any:
-    if conv not in _CONV_MODES:
-        raise SimilarityError(f"conv: expected one of {', '.join(_CONV_MODES)}, got {conv!r}", key="probes.cca.conv")
+    if conv not in CONV_MODES:
+        raise SimilarityError(f"conv: expected one of {', '.join(CONV_MODES)}, got {conv!r}", key="probes.cca.conv")
     if conv == "dft" and (x.ndim > 2 or y.ndim > 2):
         return reduce([(fn(a, b), w) for a, b, w in _dft_pairs(x, y)])
     return fn(flatten_conv(x, "mean" if conv == "dft" else conv), flatten_conv(y, "mean" if conv == "dft" else conv))

@@ -151,6 +151,8 @@ def test_bad_inputs_exit_2_with_one_line(ckpts):
         ([ck["a"], ck["vec"]], "different shapes"),
         ([ck["a"], ck["b"], "--layers", "fc9"], "unknown layer 'fc9'"),
         ([ck["a"], ck["b"], "--points", "1"], "--points"),
+        ([ck["a"], ck["b"], "--conv", "max"], "--conv: expected one of mean, flatten, dft, got 'max'"),
+        ([ck["a"], ck["b"], "--samples", "0"], "--samples: expected a positive number"),
         ([ck["a"], ck["b"], "--data", "synthetic", "--json"], "--data: data 'synthetic' has inputs of shape (32,)"),
     ]
     for args, msg in cases:
