@@ -235,9 +235,7 @@ class CcaProbe(Probe):
         from .similarity import similarity
 
         a32, b32 = a.astype(np.float32), b.astype(np.float32)
-        if not (np.isfinite(a32).all() and np.isfinite(b32).all()):
-            return None
-        try:
+        try:  # non-finite activations (a diverged run) raise SimilarityError, a ConfigError
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 v = similarity(a32, b32, self.cfg.method, conv=self.cfg.conv)

@@ -54,6 +54,7 @@ parts as samples after removing the complex mean, and averaged over all H·W fre
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -219,7 +220,6 @@ class _Side:
     eps_in: float
     data: Any = None
     centred: bool = False
-    numpy_blas: bool = False  # the two-worker path: BLAS calls that release the GIL
 
 
 def _check_2d(x: Any, y: Any) -> None:
@@ -231,7 +231,7 @@ def _check_2d(x: Any, y: Any) -> None:
         raise SimilarityError(f"need at least 2 samples, got {x.shape[0]}")
 
 
-def _side_torch(a: torch.Tensor, dt: np.dtype, numpy_blas: bool = False) -> _Side:
+def _side_torch(a: torch.Tensor, dt: np.dtype) -> _Side:
     """A tensor's side on its own device: means in float64, centred before the cast to the
     products' dtype; only the (features × features) Gram comes back to the host."""
     td = _torch_dtype(dt)
@@ -240,7 +240,7 @@ def _side_torch(a: torch.Tensor, dt: np.dtype, numpy_blas: bool = False) -> _Sid
     ac = (a64 - m).to(td)
     c = (ac.T @ ac).to(torch.float64).cpu().numpy()
     return _Side(a.shape[0], c, m.cpu().numpy(), float(torch.finfo(td).eps), float(torch.finfo(a.dtype).eps),
-                 ac, True, numpy_blas)
+                 ac, True)
 
 
 def _center_cast(a: np.ndarray, mean: np.ndarray, dt: np.dtype) -> np.ndarray:
@@ -269,9 +269,9 @@ def _side_numpy(a: np.ndarray, dt: np.dtype, numpy_blas: bool = False) -> _Side:
     if a.dtype == dt:
         c = _rank1_update(_gram(a, numpy_blas=numpy_blas), -n, m, m)
         if _centring_ok(c, m, n, dt):
-            return _Side(n, c, m, eps, eps_in, a, False, numpy_blas)
+            return _Side(n, c, m, eps, eps_in, a, False)
     ac = _center_cast(a, m, dt)
-    return _Side(n, _gram(ac, numpy_blas=numpy_blas), m, eps, eps_in, ac, True, numpy_blas)
+    return _Side(n, _gram(ac, numpy_blas=numpy_blas), m, eps, eps_in, ac, True)
 
 
 def _gram(a: np.ndarray, b: Optional[np.ndarray] = None, numpy_blas: bool = False) -> np.ndarray:
@@ -318,18 +318,18 @@ def _centring_ok(c: np.ndarray, m: np.ndarray, n: int, dt: np.dtype) -> bool:
     return not bool(np.any(m * m > _MEAN_RATIO_MAX[dt] * var))
 
 
-def _cross_block(sx: _Side, sy: _Side, rows: slice, out: np.ndarray) -> np.ndarray:
+def _cross_block(sx: _Side, sy: _Side, rows: slice, out: np.ndarray, numpy_blas: bool = False) -> np.ndarray:
     """Rows ``rows`` (x's neurons) of the centred XᵀY, written into ``out`` (a C-ordered float64
     view of the full product's buffer) and returned. A product with one explicitly centred side
-    needs no correction (its column sums are zero)."""
+    needs no correction (its column sums are zero). ``numpy_blas``: as in :func:`_gram`."""
     a, b = sx.data[:, rows], sy.data
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
         out[...] = (a.T @ b).to(torch.float64).cpu().numpy()
         return out
-    if sx.numpy_blas and a.dtype == np.float64 and b.dtype == np.float64:
+    if numpy_blas and a.dtype == np.float64 and b.dtype == np.float64:
         np.matmul(a.T, b, out=out)
     else:
-        out[...] = _gram(a, b, sx.numpy_blas)
+        out[...] = _gram(a, b, numpy_blas)
     if not (sx.centred or sy.centred):
         _rank1_update(out, -sx.n, sx.mean[rows], sy.mean)
     return out
@@ -381,7 +381,7 @@ def _runner(workers: bool):
 
 
 def _pair(x: Any, y: Any, dtype: Any, side_fn: Callable, cross_fn: Callable,
-          check: Optional[Callable] = None) -> tuple[Any, Any, list, np.ndarray]:
+          check: Callable) -> tuple[Any, Any, list, np.ndarray]:
     """The one pipeline every measure runs: each side's centred Gram, then ``side_fn(side)`` (on
     the side's worker, as soon as its Gram is ready), then ``check(sx, sy, rx, ry)`` (before the
     cross product is paid for), then ``cross_fn(rows, block, rx, ry)`` on row blocks of the
@@ -394,13 +394,10 @@ def _pair(x: Any, y: Any, dtype: Any, side_fn: Callable, cross_fn: Callable,
     if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
         dev = x.device if isinstance(x, torch.Tensor) else y.device
         x, y = torch.as_tensor(x, device=dev), torch.as_tensor(y, device=dev)
-        make = _side_torch
-    else:
-        make = _side_numpy
     workers = _use_workers(x, y)
 
     def side(a):
-        s = make(a, dt, workers)
+        s = _side_torch(a, dt) if isinstance(a, torch.Tensor) else _side_numpy(a, dt, workers)
         # a NaN or inf anywhere in a column reaches that column's diagonal entry
         if not np.isfinite(np.diag(s.c)).all():
             raise SimilarityError("activations contain NaN or inf (a diverged model?)", key=None)
@@ -410,10 +407,9 @@ def _pair(x: Any, y: Any, dtype: Any, side_fn: Callable, cross_fn: Callable,
     full = np.empty((px, y.shape[1]))
     with _runner(workers) as run:
         (sx, rx), (sy, ry) = run(side, [x, y])
-        if check is not None:
-            check(sx, sy, rx, ry)
+        check(sx, sy, rx, ry)
         blocks = [slice(0, px // 2), slice(px // 2, px)] if workers and px > 1 else [slice(0, px)]
-        parts = run(lambda rows: cross_fn(rows, _cross_block(sx, sy, rows, full[rows]), rx, ry), blocks)
+        parts = run(lambda rows: cross_fn(rows, _cross_block(sx, sy, rows, full[rows], workers), rx, ry), blocks)
     return rx, ry, parts, full
 
 
@@ -428,21 +424,14 @@ def _constant(d2: np.ndarray, n: int, mean: np.ndarray, eps: float) -> np.ndarra
     return (d2 <= np.finfo(np.float64).tiny) | (std <= 64 * eps * np.abs(mean))
 
 
-@dataclass
-class _Kept:
-    """What the samples check reads of a side, without factorising it: the non-constant
-    neurons (``rank`` > 0 exactly when there is one)."""
-    keep: np.ndarray
-    rank: int
-
-
-def _kept(s: _Side) -> _Kept:
-    keep = np.flatnonzero(~_constant(np.diag(s.c), s.n, s.mean, s.eps_in))
-    return _Kept(keep, len(keep))
+def _varying(s: _Side) -> int:
+    """How many of a side's neurons are not constant."""
+    return int((~_constant(np.diag(s.c), s.n, s.mean, s.eps_in)).sum())
 
 
 class _Whitener:
-    """A whitening of one side's correlation matrix R (constant neurons dropped).
+    """A whitening of one side's correlation matrix R (constant neurons dropped; R + εI with a
+    ridge ε, while ``r`` keeps the data's own R).
 
     ``whiten(B)`` = Wᵀ B for B indexed by the kept neurons; ``colour(U)`` = R W U; ``rank``.
     Scales the side's Gram in place (nobody reads it afterwards).
@@ -460,10 +449,10 @@ class _Whitener:
         r /= d
         r /= d[:, None]
         p = r.shape[0]
+        self.r = r  # the data's own correlation matrix
         if epsilon > 0:
-            r = r + epsilon * np.eye(p)
-        self.r = r
-        self.rtol = (max(p, 1) * s.eps) if rtol is None else rtol
+            r = r + epsilon * np.eye(p)  # the ridged one, factorised below
+        rtol = (max(p, 1) * s.eps) if rtol is None else rtol
         self.chol = None
         self.vecs = None
         if p == 0:
@@ -476,12 +465,12 @@ class _Whitener:
             # reciprocal 1-norm condition of R from its factor; cond_2 ≤ p·cond_1, so accepting
             # rcond_1 > rtol keeps λ_min/λ_max above rtol/p (the eigh path's cut is rtol)
             rc, _ = sla.lapack.dpocon(lfac, float(np.abs(r).sum(axis=0).max()), uplo="L")
-            if rc > self.rtol:
+            if rc > rtol:
                 self.chol = lfac
                 self.rank = p
                 return
         lam, v = sla.eigh(r, check_finite=False)
-        ok = lam > self.rtol * lam[-1]
+        ok = lam > rtol * lam[-1]
         self.lam = lam[ok][::-1]
         self.vecs = v[:, ok][:, ::-1]
         self.rank = int(ok.sum())
@@ -532,21 +521,29 @@ def _whitened_cross(parts: list[np.ndarray], full: np.ndarray, wx: _Whitener, wy
     return wx.whiten(t)
 
 
-def _whitener_fn(rtol: Optional[float], epsilon: float) -> Callable[[_Side], _Whitener]:
-    return lambda s: _Whitener(s, rtol, epsilon)
+def _whitened(x: Any, y: Any, dtype: Any, rtol: Optional[float], epsilon: float) -> tuple[np.ndarray, _Whitener]:
+    """M = Wxᵀ Rxy Wy (rank_x × rank_y), whose singular values are the canonical correlations,
+    and x's whitener: the pipeline cca and pwcca share."""
+    wx, wy, parts, full = _pair(
+        x, y, dtype, lambda s: _Whitener(s, rtol, epsilon), _whiten_rows,
+        lambda sx, sy, wx, wy: _check_samples(sx.n, len(wx.keep), len(wy.keep), epsilon))
+    return _whitened_cross(parts, full, wx, wy), wx
 
 
-def _check_whiteners(epsilon: float) -> Callable:
-    return lambda sx, sy, wx, wy: _check_samples(sx.n, wx, wy, epsilon)
+def _outside_stacklevel() -> int:
+    """The ``stacklevel`` of the nearest frame outside this module, for a warning issued by the
+    function that calls this one."""
+    f, level = sys._getframe(1), 1
+    while f is not None and f.f_code.co_filename == __file__:
+        f, level = f.f_back, level + 1
+    return level
 
 
-def _check_samples(n: int, wx: Any, wy: Any, epsilon: float, stacklevel: Optional[int] = 7) -> None:
-    """Raise on no varying neuron or (without a ridge) too few samples; warn below
-    MIN_SAMPLES_PER_NEURON per neuron (``stacklevel`` points the warning at the caller's code;
-    None: no warning)."""
-    kx, ky = wx.rank, wy.rank
-    px, py = len(wx.keep), len(wy.keep)
-    if kx == 0 or ky == 0:
+def _check_samples(n: int, px: int, py: int, epsilon: float) -> None:
+    """For px and py varying neurons: raise on none, or (without a ridge) on too few samples;
+    warn below MIN_SAMPLES_PER_NEURON per neuron (pointing at the first caller outside this
+    module, whichever measure and path led here)."""
+    if px == 0 or py == 0:
         raise SimilarityError(f"no varying neurons (x: {px}, y: {py} after dropping constant ones)", key=None)
     if epsilon <= 0 and n - 1 < max(px, py):
         raise SimilarityError(
@@ -554,13 +551,13 @@ def _check_samples(n: int, wx: Any, wy: Any, epsilon: float, stacklevel: Optiona
             f"(at least {MIN_SAMPLES_PER_NEURON}-10 per neuron); use more samples, fewer neurons "
             "(e.g. conv='mean'), or epsilon= for a regularised estimate"
         )
-    if stacklevel is not None and n < MIN_SAMPLES_PER_NEURON * max(px, py):
+    if n < MIN_SAMPLES_PER_NEURON * max(px, py):
         warnings.warn(
             f"CCA with {n} samples for {max(px, py)} neurons (< {MIN_SAMPLES_PER_NEURON} per neuron): "
             "the random baseline is large (with n <= neurons_x + neurons_y some correlations are 1 "
             "whatever the data); compare against it",
             FewSamplesWarning,
-            stacklevel=stacklevel,
+            stacklevel=_outside_stacklevel(),
         )
 
 
@@ -599,9 +596,7 @@ def cca(x: Any, y: Any, *, dtype: Any = None, epsilon: float = 0.0, rtol: Option
     ``conv``: how (N, C, H, W) inputs are compared (see the module doc).
     """
     def one(a, b):
-        wx, wy, parts, full = _pair(a, b, dtype, _whitener_fn(rtol, epsilon), _whiten_rows,
-                                    _check_whiteners(epsilon))
-        return _rhos_only(_whitened_cross(parts, full, wx, wy))
+        return _rhos_only(_whitened(a, b, dtype, rtol, epsilon)[0])
 
     return _per_conv(one, x, y, conv, _avg_spectrum)
 
@@ -615,28 +610,25 @@ def svcca(x: Any, y: Any, keep: float = 0.99, *, dtype: Any = None, epsilon: flo
     if not 0 < keep <= 1:
         raise SimilarityError(f"keep: expected a fraction in (0, 1], got {keep}", key=None)
 
-    def side(s: _Side):
-        kept = _kept(s)
-        return kept, s.n, *_top_directions(s.c, keep, s.eps, rtol)
+    def side(s: _Side):  # (varying neurons, the kept directions, their eigenvalues)
+        return _varying(s), *_top_directions(s.c, keep, s.eps, rtol)
 
     def check(sx, sy, rx, ry):
-        if epsilon <= 0:  # the SVD step cannot make up for too few samples
+        if epsilon <= 0:  # the SVD step cannot make up for too few samples: count the neurons
             _check_samples(sx.n, rx[0], ry[0], 0.0)
+        else:
+            _check_samples(sx.n, len(rx[2]), len(ry[2]), epsilon)
 
     def project(rows, c, rx, ry):  # the rows' share of Vxᵀ Cxy Vy
-        return rx[2][rows].T @ (c @ ry[2])
+        return rx[1][rows].T @ (c @ ry[1])
 
     def one(a, b):
-        rx, ry, parts, _ = _pair(a, b, dtype, side, project, check)
-        (_, n, _, lx), (_, _, _, ly) = rx, ry
-        reduced = [_Side(n, np.diag(lam), np.zeros(len(lam)), float(np.finfo(np.float64).eps),
-                         float(np.finfo(np.float64).eps)) for lam in (lx, ly)]
-        wx, wy = (_Whitener(s, rtol, epsilon) for s in reduced)
-        # the neurons themselves were checked (and warned about) unless a ridge was asked for
-        _check_samples(n, wx, wy, epsilon, stacklevel=5 if epsilon > 0 else None)
+        (_, _, lx), (_, _, ly), parts, _ = _pair(a, b, dtype, side, project, check)
+        eps64 = float(np.finfo(np.float64).eps)
+        wx, wy = (_Whitener(_Side(a.shape[0], np.diag(lam), np.zeros(len(lam)), eps64, eps64), rtol, epsilon)
+                  for lam in (lx, ly))
         cxy = np.ascontiguousarray(sum(parts[1:], parts[0]))
-        m = _whitened_cross([_whiten_rows(slice(0, len(lx)), cxy, wx, wy)], None, wx, wy)
-        return float(_rhos_only(m).mean())
+        return float(_rhos_only(wx.whiten(_whiten_rows(slice(0, len(lx)), cxy, wx, wy))).mean())
 
     return _per_conv(one, x, y, conv, _avg_scalar)
 
@@ -660,16 +652,14 @@ def pwcca(x: Any, y: Any, *, dtype: Any = None, epsilon: float = 0.0, rtol: Opti
     canonical variates of x and z_j the centred neurons of x; α normalised to sum to one.
     Works whichever side has more neurons (there are min(rank_x, rank_y) variates)."""
     def one(a, b):
-        wx, wy, parts, full = _pair(a, b, dtype, _whitener_fn(rtol, epsilon), _whiten_rows,
-                                    _check_whiteners(epsilon))
-        m = _whitened_cross(parts, full, wx, wy)
+        m, wx = _whitened(a, b, dtype, rtol, epsilon)
         u, s, _ = sla.svd(m, full_matrices=False, check_finite=False)
         k = min(m.shape)
         rho = np.clip(s[:k], 0.0, 1.0)
-        # X_cᵀ h_i = C_xx a_i = D R_xx W u_i (D: neuron scales, R: correlation matrix)
-        proj = wx.d[:, None] * wx.colour(u[:, :k])
-        if epsilon > 0:  # R was ridged; the projections use the data's own R
-            proj = wx.d[:, None] * ((wx.r - epsilon * np.eye(wx.r.shape[0])) @ wx.solve(u[:, :k]))
+        # X_cᵀ h_i = C_xx a_i = D R_xx W u_i (D: neuron scales, R: correlation matrix); with a
+        # ridge W whitens R + εI, and the projections use the data's own R
+        rw = wx.colour(u[:, :k]) if epsilon <= 0 else wx.r @ wx.solve(u[:, :k])
+        proj = wx.d[:, None] * rw
         alpha = np.abs(proj).sum(axis=0)
         return float(alpha @ rho / alpha.sum())
 

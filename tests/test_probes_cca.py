@@ -177,3 +177,17 @@ def test_snapshot_steps_and_summary_fields():
     assert f["cca_deep_early"] == pytest.approx(np.mean([0.4, 0.92, 0.6, 0.89]))
     assert f["cca_shallow_early"] == pytest.approx(np.mean([0.2, 0.3, 0.6, 0.7]))
     assert f["cca_deep_settle"] == 2  # deep mean: 0.1, 0.5, 0.905, 0.94, 1
+
+
+def test_similarity_of_non_finite_activations_is_none():
+    # a diverged run's activations: the probe records no value rather than failing the run
+    from heur.core import config
+    from heur.core.probes_cca import CcaProbe
+
+    probe = CcaProbe(config.CcaProbe())
+    a = np.random.default_rng(0).standard_normal((200, 4)).astype(np.float16)
+    assert probe._sim(a, a) == pytest.approx(1.0)
+    for bad in (np.nan, np.inf):
+        b = a.copy()
+        b[3, 1] = bad
+        assert probe._sim(a, b) is None and probe._sim(b, a) is None
