@@ -19,7 +19,7 @@ variance" variant E).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -250,6 +250,19 @@ def build_model(cfg: Any, input_shape: tuple[int, ...], num_outputs: int) -> nn.
     return model
 
 
+def meta_model(cfg: Any) -> Optional[nn.Module]:
+    """The run's model built on the meta device from the data's known shape (no memory, no
+    compute, no data loaded): what preflight checks model against data with. None when the
+    dataset's shape is not known without loading it. Raises what :func:`build_model` raises."""
+    from .data import data_shape
+
+    shape = data_shape(cfg.data)
+    if shape is None:
+        return None
+    with torch.device("meta"):
+        return build_model(cfg, *shape)
+
+
 def _torchvision_model(name: str, input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
     import torchvision.models as tvm
 
@@ -259,9 +272,9 @@ def _torchvision_model(name: str, input_shape: tuple[int, ...], num_outputs: int
         close = difflib.get_close_matches(name, tvm.list_models(module=tvm), n=1)
         hint = f" (did you mean 'tv:{close[0]}'?)" if close else ""
         raise ConfigError(f"torchvision has no classification model {name!r}{hint}", key="model.name")
-    model = tvm.get_model(name, weights=None, num_classes=num_outputs)
     if input_shape[0] != 3:
         raise ConfigError(f"torchvision models expect 3 input channels, the data has {input_shape[0]}",
                           key="model.name")
+    model = tvm.get_model(name, weights=None, num_classes=num_outputs)
     model.heur_blocks = [n for n, _ in model.named_children()]
     return model

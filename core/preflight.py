@@ -14,19 +14,17 @@ from .errors import ConfigError
 
 
 def check_run(cfg: Any) -> None:
+    from .models import meta_model
     from .probes_cca import check_cca
     from .probes_curvature import check_probes
     from .schedules import validate_schedule
 
     if cfg.train.loss == "cross_entropy" and cfg.data.name == "teacher_student":
         raise ConfigError('teacher_student is a regression dataset: expected loss = "mse"', key="train.loss")
-    if cfg.model.name in ("cnn", "vgg11", "vgg16", "resnet20") or cfg.model.name.startswith("tv:"):
-        if cfg.data.name in ("synthetic", "teacher_student"):
-            raise ConfigError(f"model {cfg.model.name} needs image data, data.name = {cfg.data.name!r} is not",
-                              key="model.name")
+    model = meta_model(cfg)  # model against data: what build_model will say at the run's start
     check_available(cfg.data)
     check_probes(cfg)
-    check_cca(cfg)
+    check_cca(cfg, model)
     validate_schedule(cfg)
 
 

@@ -116,49 +116,28 @@ def summary_fields(layers: list[str], epochs: list[float], against_final: list[l
 # --------------------------------------------------------------------------- preflight
 
 
-def check_cca(cfg: Any) -> None:
+def check_cca(cfg: Any, model: Any) -> None:
     """ConfigError before a run starts if ``[probes.cca]`` names unknown layers
     (key probes.cca.layers) or has fewer samples than a layer has neurons for svcca/pwcca
-    (key probes.cca.samples). The model is built on the meta device: no memory, no compute."""
+    (key probes.cca.samples). ``model``: the run's model on the meta device (no memory, no
+    compute), or None when the data's shape is unknown before loading."""
     section = getattr(cfg.probes, "cca", None)
-    if section is None:
+    if section is None or model is None:
         return
     import torch
 
-    from .activations import resolve_layers
+    from .activations import capture, resolve_layers
     from .data import data_shape, train_size
-    from .models import build_model
 
-    shape = data_shape(cfg.data)
-    if shape is None:
-        return
-    input_shape, num_outputs = shape
-    with torch.device("meta"):
-        model = build_model(cfg, input_shape, num_outputs)
     names = resolve_layers(model, section.layers)
     if section.method == "cka":
         return
     n = min(section.samples, train_size(cfg.data))
-    shapes: dict[str, tuple[int, ...]] = {}
-    mods = dict(model.named_modules())
-
-    def hook(name: str):
-        def fn(_m, _i, out):
-            if isinstance(out, (tuple, list)):
-                out = out[0]
-            shapes.setdefault(name, tuple(out.shape[1:]))
-        return fn
-
-    handles = [mods[k].register_forward_hook(hook(k)) for k in names]
     try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.empty((2,) + tuple(input_shape), device="meta"))
+        out = capture(model, torch.empty((2,) + tuple(data_shape(cfg.data)[0]), device="meta"), names)
     except Exception:  # an exotic model that cannot run on meta: the names were checked, that's all
         return
-    finally:
-        for h in handles:
-            h.remove()
+    shapes = {k: tuple(v.shape[1:]) for k, v in out.items()}
     for k in names:
         s = shapes.get(k)
         if not s:

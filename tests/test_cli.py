@@ -43,6 +43,10 @@ def test_run_tiny_preset_end_to_end(tiny_preset, tmp_path):
     ('name = "x"\n[train]\nepochs = 2\n[schedule]\nname = "cosine"\n[schedule.warmup]\nepochs = 5\n',
      "schedule.warmup"),
     ('name = "x"\n[probes.sharpness]\nbatch = 100000\n', "probes.sharpness.batch"),
+    # model against data, checked on the meta device before anything starts
+    ('name = "x"\n[data]\nname = "synthetic"\n[model]\nname = "cnn"\n', "model.name: model cnn needs image data"),
+    ('name = "x"\n[model]\nname = "tv:resnet18"\n', "model.name: torchvision models expect 3 input channels"),
+    ('name = "x"\n[model]\nname = "tv:resnet_18"\n', "did you mean 'tv:resnet18'?"),
 ])
 def test_bad_presets_exit_2_with_one_line_and_start_nothing(tmp_path, text, expect):
     p = tmp_path / "bad.toml"
