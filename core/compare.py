@@ -39,28 +39,15 @@ _SEEDED_SPLITS = ("digits", "synthetic", "teacher_student")
 
 
 def _load(path: Path | str, device: Any):
-    from .config import validate_run
     from .models import build_model
-    from .runs import load_checkpoint
+    from .runs import model_from_checkpoint
 
-    ck = load_checkpoint(path)
-    for k in ("model", "config", "input_shape", "num_outputs"):
-        if k not in ck:
-            raise ConfigError(f"checkpoint has no {k!r} entry", file=str(path))
-    cfg = validate_run(ck["config"], str(path))
+    model, cfg, ck = model_from_checkpoint(path, device)
     shape, n_out = tuple(int(s) for s in ck["input_shape"]), int(ck["num_outputs"])
 
     def build():
         return build_model(cfg, shape, n_out).to(device)
 
-    model = build()
-    try:
-        model.load_state_dict(ck["model"])
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        raise ConfigError(f"weights do not fit the model of its config: {first[-1].strip() if first else e}",
-                          file=str(path)) from None
-    model.eval()
     return {"path": str(path), "ck": ck, "cfg": cfg, "shape": shape, "num_outputs": n_out,
             "model": model, "build": build}
 

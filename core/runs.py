@@ -445,15 +445,31 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     return ck
 
 
-def rebuild_from_checkpoint(path: Path | str, device: Any = "cpu", load_data_too: bool = True):
-    """(model with the checkpoint's weights, its RunConfig, its DataBundle or None)."""
-    from .data import load_data
+def model_from_checkpoint(path: Path | str, device: Any = "cpu") -> tuple[Any, RunConfig, dict[str, Any]]:
+    """(the model with the checkpoint's weights, on ``device``, in eval mode; its RunConfig; the
+    checkpoint itself). ConfigError naming the file when it is not a heur checkpoint or its
+    weights do not fit the model of its config."""
     from .models import build_model
 
     ck = load_checkpoint(path)
+    for k in ("model", "config", "input_shape", "num_outputs"):
+        if k not in ck:
+            raise ConfigError(f"checkpoint has no {k!r} entry", file=str(path))
     cfg = validate_run(ck["config"], str(path))
-    model = build_model(cfg, tuple(ck["input_shape"]), int(ck["num_outputs"]))
-    model.load_state_dict(ck["model"])
-    model.to(device)
-    bundle = load_data(cfg, device) if load_data_too else None
-    return model, cfg, bundle
+    model = build_model(cfg, tuple(int(s) for s in ck["input_shape"]), int(ck["num_outputs"])).to(device)
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise ConfigError(f"weights do not fit the model of its config: {first[-1].strip() if first else e}",
+                          file=str(path)) from None
+    model.eval()
+    return model, cfg, ck
+
+
+def rebuild_from_checkpoint(path: Path | str, device: Any = "cpu", load_data_too: bool = True):
+    """(model with the checkpoint's weights, its RunConfig, its DataBundle or None)."""
+    from .data import load_data
+
+    model, cfg, _ = model_from_checkpoint(path, device)
+    return model, cfg, load_data(cfg, device) if load_data_too else None

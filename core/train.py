@@ -191,7 +191,7 @@ class Run:
         path = runs_mod.latest_checkpoint(self.run_dir)
         if path is None:
             return False
-        ck = torch.load(path, map_location=self.device, weights_only=True)
+        ck = runs_mod.load_checkpoint(path)  # on the CPU; load_state_dict copies to the device
         self.model.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.start_step = int(ck["step"])
