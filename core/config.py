@@ -337,6 +337,15 @@ def set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
     cur[parts[-1]] = value
 
 
+def get_dotted(d: Any, dotted: str) -> Any:
+    """``d[a][b][c]`` for ``a.b.c``, or None where a part is missing."""
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
 def _describe_error(err: dict[str, Any]) -> tuple[str, str]:
     loc = [str(p) for p in err.get("loc", ()) if not isinstance(p, int)]
     # pydantic puts the union member / literal tag into loc for some errors: drop non-field names

@@ -15,7 +15,7 @@ top Gauss–Newton (NTK) eigenvalue of the training loss at init, and the learni
 (lazy edge), 4/lambda0 (uv divergence) and 12/lambda0 (ReLU nets' divergence); with ``every``
 > 0 also the current value every ``every`` steps.
 
-``measure_lambda0(model, cfg, data, loss_fn=None) -> float`` is what ``core.train`` calls before
+``measure_lambda0(model, cfg, data) -> float`` is what ``core.train`` calls before
 building the optimizer when ``optim.lr_ntk`` is set (lr = lr_ntk / lambda0), on the same batch
 as the NTK probe. ``check_probes(cfg)`` validates the batch sizes before a run is launched.
 """
@@ -27,6 +27,7 @@ from typing import Any, Optional
 
 import torch
 
+from .catapult import phase_limits
 from .curvature import (
     EigResult,
     adam_threshold,
@@ -117,11 +118,11 @@ def measure_lambda0_info(model: torch.nn.Module, cfg: Any, data: Any) -> EigResu
                                     max_iter=NTK_MAX_ITER, seed=cfg.seed)
 
 
-def measure_lambda0(model: torch.nn.Module, cfg: Any, data: Any, loss_fn: Any = None) -> float:
+def measure_lambda0(model: torch.nn.Module, cfg: Any, data: Any) -> float:
     """lambda0: top NTK (Gauss–Newton) eigenvalue of the training loss at the model's current
     weights, on the NTK probe's batch (``probes.ntk.batch``, else min(512, n_train)), scaled for
-    ``train.loss``/``train.mse_reduction`` so that 2/lambda0 is the linearised stability edge.
-    ``loss_fn`` is accepted for symmetry and unused (the GN matrix needs the loss kind only).
+    ``train.loss``/``train.mse_reduction`` so that 2/lambda0 is the linearised stability edge
+    (the Gauss–Newton matrix needs the loss kind only, not the loss function).
     Model state (params, buffers, train/eval flags) is left as it was."""
     return measure_lambda0_info(model, cfg, data).top
 
@@ -217,10 +218,7 @@ class NtkProbe(Probe):
         self.last: Optional[float] = None
 
     def _measure(self, ctx: TrainContext) -> EigResult:
-        x, _ = probe_batch(ctx.data, self.cfg.batch, ctx.cfg.seed, key="probes.ntk.batch")
-        loss, red = _loss_kind(ctx.cfg)
-        return gauss_newton_eigenvalues(ctx.model, x, loss=loss, reduction=red, k=1, tol=NTK_TOL,
-                                        max_iter=NTK_MAX_ITER, seed=ctx.cfg.seed)
+        return measure_lambda0_info(ctx.model, ctx.cfg, ctx.data)  # on this probe's batch
 
     def _emit(self, ctx: TrainContext, lam: float, r: Optional[EigResult], source: str) -> None:
         lr = _current_lr(ctx)
@@ -229,8 +227,9 @@ class NtkProbe(Probe):
             "batch": self.cfg.batch, "source": source, "lr": lr, "lr_times_lambda": lr * lam,
         }
         if self.lambda0:
-            fields.update(lr_lazy_edge=2.0 / self.lambda0, lr_uv_max=4.0 / self.lambda0,
-                          lr_relu_max=12.0 / self.lambda0)
+            (lazy, uv_max), (_, relu_max) = phase_limits("uv"), phase_limits("relu")
+            fields.update(lr_lazy_edge=lazy / self.lambda0, lr_uv_max=uv_max / self.lambda0,
+                          lr_relu_max=relu_max / self.lambda0)
         if r is not None:
             fields.update(hvps=r.hvps, converged=r.converged)
         ctx.emit("ntk", **fields)

@@ -8,16 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from . import runs as R
+from .config import get_dotted
 
 COLUMNS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "wall_time")
-
-
-def _dotted(d: dict[str, Any], key: str) -> Any:
-    for part in key.split("."):
-        if not isinstance(d, dict) or part not in d:
-            return None
-        d = d[part]
-    return d
 
 
 def collect(exp_dir: Path | str) -> dict[str, Any]:
@@ -38,7 +31,7 @@ def collect(exp_dir: Path | str) -> dict[str, Any]:
                 cfg = tomllib.loads((rd / "config.toml").read_text())
             except (OSError, tomllib.TOMLDecodeError):
                 cfg = {}
-            row["params"] = {k: _dotted(cfg, k) for k in grid}
+            row["params"] = {k: get_dotted(cfg, k) for k in grid}
         row.update(st.result)
         rows.append(row)
     return {"experiment": exp_dir.name, "path": str(exp_dir), "grid": grid, "check": preset.get("check"),

@@ -144,7 +144,7 @@ class Run:
         if cfg.optim.lr_ntk is not None:
             from .probes_curvature import measure_lambda0
 
-            self.lambda0 = float(measure_lambda0(self.model, cfg, self.data, self.loss_fn))
+            self.lambda0 = float(measure_lambda0(self.model, cfg, self.data))
         self.base_lr = run_base_lr(cfg, self.lambda0)
         self.optimizer = build_optimizer(self.model, cfg.optim, self.base_lr)
         self.schedule = build_schedule(cfg.schedule, self.base_lr, self.spe, self.total)

@@ -29,9 +29,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .catapult import phase_limits
+from .config import get_dotted
 
 CHECKS = ("catapult", "warmup", "gi_adam")
 OK, BAD = "\u2713", "\u2717"  # check mark, ballot x
+_UV_EDGE, _RELU_EDGE = phase_limits("uv")[1], phase_limits("relu")[1]
 RELU_EDGE_FACTOR = 1.5  # ReLU nets: "about 12" -> the measured edge within a factor 1.5 of it
 EOS_FACTOR = 1.5  # warmup: at the edge of stability the sharpness hovers around 2/eta, a little above at times
 
@@ -65,20 +67,12 @@ def _config(summary: dict, row: dict) -> dict:
         return {}
 
 
-def _get(d: dict, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(d, dict) or part not in d:
-            return None
-        d = d[part]
-    return d
-
-
 def _param(summary: dict, row: dict, key: str) -> Any:
     """A run's value of a dotted config key: its grid coordinate, else its config."""
     params = row.get("params") or {}
     if key in params:
         return params[key]
-    return _get(_config(summary, row), key)
+    return get_dotted(_config(summary, row), key)
 
 
 def _lr_ntk(summary: dict, row: dict) -> Optional[float]:
@@ -139,10 +133,11 @@ def catapult_verdicts(summary: dict) -> list[dict[str, Any]]:
             out.append({"run": name, "ok": None, "text": f"{name}: {row.get('state')}, no phase to check"})
             continue
         observed, predicted = row["phase"], row.get("predicted_phase")
-        edge = _edge(summary, row) or edge
+        row_edge = _edge(summary, row)
+        edge = row_edge or edge
         c = _lr_ntk(summary, row)
         parts, oks = [f"observed {observed}"], []
-        fuzzy = _near_relu_edge(c, _edge(summary, row))
+        fuzzy = _near_relu_edge(c, row_edge)
         if fuzzy:  # "about 12": near it, either side of the edge agrees with the paper
             ok = observed in ("catapult", "diverged")
             oks.append(ok)
@@ -178,7 +173,7 @@ def _edge(summary: dict, row: dict) -> Optional[float]:
 
 def _near_relu_edge(c: Optional[float], edge: Any) -> Optional[float]:
     """The ReLU nets' edge (about 12) when lr_ntk ``c`` lies within a factor 1.5 of it, else None."""
-    if c is None or edge is None or float(edge) <= 4.0:
+    if c is None or edge is None or float(edge) <= _UV_EDGE:
         return None
     edge = float(edge)
     return edge if edge / RELU_EDGE_FACTOR <= c <= edge * RELU_EDGE_FACTOR else None
@@ -186,8 +181,8 @@ def _near_relu_edge(c: Optional[float], edge: Any) -> Optional[float]:
 
 def _edge_verdict(points: list[tuple[float, bool]], edge: Optional[float]) -> dict[str, Any]:
     stable, first_div = _stable_edge(points)
-    edge = 12.0 if edge is None else float(edge)
-    uv = edge <= 4.0
+    edge = _RELU_EDGE if edge is None else float(edge)
+    uv = edge <= _UV_EDGE
     where = f"first divergence at {first_div:g}" if first_div is not None else "none diverged"
     if stable is None:
         return {"run": None, "ok": False, "text": f"largest stable lr_ntk: none ({where})"}

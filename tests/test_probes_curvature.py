@@ -154,7 +154,7 @@ def test_ntk_probe_and_measure_lambda0(tmp_path):
     model = mlp(bn=True)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     ctx = make_ctx(tmp_path, cfg, model, mse_mean_onehot, data, opt)
-    lam_call = measure_lambda0(model, cfg, data, mse_mean_onehot)
+    lam_call = measure_lambda0(model, cfg, data)
     xb, _ = probe_batch(data, 48, cfg.seed)
     exact = ntk_top_eigenvalue(model, xb, loss="mse", reduction="mean", tol=1e-8)
     assert lam_call == pytest.approx(exact, rel=1e-4)
@@ -251,7 +251,7 @@ def test_uv_catapult_end_to_end_through_probes(tmp_path):
             return (x @ self.u.t()) @ self.v / math.sqrt(n)
 
     model = UV()
-    lam0 = measure_lambda0(model, cfg, data, half_sum)
+    lam0 = measure_lambda0(model, cfg, data)
     closed = (model.u.detach().pow(2).sum() + model.v.detach().pow(2).sum()).item() / n
     assert lam0 == pytest.approx(closed, rel=1e-4)
     lr = cfg.optim.lr_ntk / lam0
