@@ -94,14 +94,6 @@ def _sim(x: Any, y: Any, method: str, conv: str, notes: list[str], label: str) -
     return float(v) if np.isfinite(v) else None
 
 
-def _eval_row(model: Any, bundle: Any, loss_fn: Any, batch: int) -> dict[str, Any]:
-    from .connectivity import evaluate
-
-    trl, tra = evaluate(model, bundle.x_train, bundle.y_train, loss_fn, batch, bundle.task)
-    tel, tea = evaluate(model, bundle.x_test, bundle.y_test, loss_fn, batch, bundle.task)
-    return {"train_loss": trl, "train_accuracy": tra, "test_loss": tel, "test_accuracy": tea}
-
-
 def compare(path_a: Path | str, path_b: Path | str, data: Optional[str] = None,
             layers: Optional[Sequence[str]] = None, points: int = DEFAULT_POINTS,
             samples: int = DEFAULT_SAMPLES, conv: str = "mean", device: Any = "cpu",
@@ -111,7 +103,7 @@ def compare(path_a: Path | str, path_b: Path | str, data: Optional[str] = None,
     import torch
 
     from .activations import capture, probe_indices, resolve_layers
-    from .connectivity import barrier, linear_path
+    from .connectivity import barrier, bn_modules, eval_row, linear_path
     from .train import make_loss
 
     from .similarity import CONV_MODES
@@ -154,8 +146,8 @@ def compare(path_a: Path | str, path_b: Path | str, data: Optional[str] = None,
         "data": bundle.name, "samples": int(x.shape[0]), "probe_split": "test", "conv": conv,
         "same_architecture": same,
     }
-    doc["a"]["eval"] = _eval_row(a["model"], bundle, loss_fn, batch_size)
-    doc["b"]["eval"] = _eval_row(b["model"], bundle, loss_fn, batch_size)
+    doc["a"]["eval"] = eval_row(a["model"], bundle, loss_fn, batch_size)
+    doc["b"]["eval"] = eval_row(b["model"], bundle, loss_fn, batch_size)
 
     if same and names_a == names_b:
         doc["layers"] = [
@@ -172,14 +164,11 @@ def compare(path_a: Path | str, path_b: Path | str, data: Optional[str] = None,
     if same:
         ts = [float(t) for t in np.linspace(0.0, 1.0, points)]
         rows = linear_path(a["ck"]["model"], b["ck"]["model"], a["build"], bundle, ts, loss_fn, batch_size)
-        interp = {"t": ts}
-        for k_out, k_in in (("train_loss", "train_loss"), ("train_accuracy", "train_acc"),
-                            ("test_loss", "test_loss"), ("test_accuracy", "test_acc")):
-            interp[k_out] = [r[k_in] for r in rows]
+        interp = {"t": ts, **{k: [r[k] for r in rows] for k in ("train_loss", "train_accuracy", "test_loss",
+                                                              "test_accuracy")}}
         interp["barrier_train_loss"] = barrier(ts, interp["train_loss"])
         interp["barrier_test_loss"] = barrier(ts, interp["test_loss"])
-        interp["bn_recomputed"] = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-                                      for m in a["model"].modules())
+        interp["bn_recomputed"] = bool(bn_modules(a["model"]))
         doc["interpolation"] = interp
     else:
         doc["interpolation"] = None

@@ -41,7 +41,8 @@ def interpolate_state(sd_a: dict, sd_b: dict, t: float) -> dict:
     return out
 
 
-def _bn_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+def bn_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The batch-norm layers that keep running statistics (the ones a recompute changes)."""
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 
@@ -53,7 +54,7 @@ def recompute_bn_stats(model: nn.Module, x_train: torch.Tensor, batch_size: int 
     Only the BN layers are put in train mode (dropout etc. stay in eval, so the statistics are
     those the evaluated network sees); modes and momenta are restored. Returns whether the model
     has any BN layer (if not, nothing is done)."""
-    bns = _bn_modules(model)
+    bns = bn_modules(model)
     if not bns:
         return False
     modes = {m: m.training for m in model.modules()}
@@ -92,6 +93,15 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callab
     return evaluate_split(model, x, y, loss_fn, batch_size, task=task)
 
 
+def eval_row(model: nn.Module, data: Any, loss_fn: Callable, batch_size: int = 512) -> dict[str, Any]:
+    """{train_loss, train_accuracy, test_loss, test_accuracy} of a model on ``data`` (with
+    ``x_train, y_train, x_test, y_test`` and optionally ``task``)."""
+    task = getattr(data, "task", None)
+    tr_loss, tr_acc = evaluate(model, data.x_train, data.y_train, loss_fn, batch_size, task)
+    te_loss, te_acc = evaluate(model, data.x_test, data.y_test, loss_fn, batch_size, task)
+    return {"train_loss": tr_loss, "train_accuracy": tr_acc, "test_loss": te_loss, "test_accuracy": te_acc}
+
+
 def linear_path(model_a_sd: dict, model_b_sd: dict, build_fn: Callable[[], nn.Module], data: Any,
                 ts: Iterable[float], loss_fn: Callable, batch_size: int = 512,
                 recompute_bn: bool = True) -> list[dict]:
@@ -100,18 +110,14 @@ def linear_path(model_a_sd: dict, model_b_sd: dict, build_fn: Callable[[], nn.Mo
     ``build_fn()`` returns a fresh model (on the device to evaluate on); ``data`` has
     ``x_train, y_train, x_test, y_test`` (and optionally ``task``), e.g. a core.data.DataBundle.
     BN statistics are recomputed from ``x_train`` at every t unless ``recompute_bn=False``.
-    Returns one dict per t: {t, train_loss, train_acc, test_loss, test_acc}."""
-    task = getattr(data, "task", None)
+    Returns one dict per t: {t, and the :func:`eval_row` fields}."""
     model = build_fn()
     rows = []
     for t in ts:
         model.load_state_dict(interpolate_state(model_a_sd, model_b_sd, float(t)))
         if recompute_bn:
             recompute_bn_stats(model, data.x_train, batch_size)
-        tr_loss, tr_acc = evaluate(model, data.x_train, data.y_train, loss_fn, batch_size, task)
-        te_loss, te_acc = evaluate(model, data.x_test, data.y_test, loss_fn, batch_size, task)
-        rows.append({"t": float(t), "train_loss": tr_loss, "train_acc": tr_acc,
-                     "test_loss": te_loss, "test_acc": te_acc})
+        rows.append({"t": float(t), **eval_row(model, data, loss_fn, batch_size)})
     return rows
 
 

@@ -101,7 +101,7 @@ def test_linear_model_mse_path_matches_closed_form_and_barrier_is_zero():
         # closed form: the output is affine in t, so the MSE is a convex quadratic in t
         expected = float((((1 - t) * fa + t * fb - y) ** 2).mean())
         assert r["train_loss"] == pytest.approx(expected, rel=1e-12)
-        assert r["train_acc"] is None
+        assert r["train_accuracy"] is None
         chord = (1 - t) * rows[0]["train_loss"] + t * rows[-1]["train_loss"]
         assert r["train_loss"] - chord == pytest.approx(-t * (1 - t) * float(((fb - fa) ** 2).mean()), abs=1e-12)
     assert barrier(ts, [r["train_loss"] for r in rows]) == pytest.approx(0.0, abs=1e-12)
@@ -123,7 +123,7 @@ def test_path_endpoints_reproduce_the_models():
         with torch.no_grad():
             out = m(xt)
         assert r["test_loss"] == pytest.approx(float(ce(out, yt)), rel=1e-6)  # batched sum vs one batch
-        assert r["test_acc"] == int((out.argmax(1) == yt).sum()) / len(yt)
+        assert r["test_accuracy"] == int((out.argmax(1) == yt).sum()) / len(yt)
     assert rows[1]["test_loss"] != pytest.approx(rows[0]["test_loss"], rel=1e-3)
 
 
@@ -133,3 +133,15 @@ def test_barrier_values():
     assert barrier([0, 0.5, 1], [1.0, 0.2, 1.0]) == 0.0
     with pytest.raises(ConfigError):
         barrier([0.2, 1], [1.0, 1.0])
+
+
+def test_bn_modules_are_the_ones_with_running_statistics():
+    # heur compare reports bn_recomputed from these: a BN layer without running statistics uses
+    # batch statistics in eval mode too, and a recompute changes nothing
+    from torch import nn
+
+    from heur.core.connectivity import bn_modules
+
+    keeps, batch_only = nn.BatchNorm1d(3), nn.BatchNorm1d(3, track_running_stats=False)
+    assert bn_modules(nn.Sequential(nn.Linear(2, 3), keeps, batch_only)) == [keeps]
+    assert bn_modules(nn.Sequential(nn.Linear(2, 3), batch_only)) == []
