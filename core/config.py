@@ -454,8 +454,8 @@ def expand(raw: dict[str, Any], overrides: list[str], file: str | None = None) -
         if not isinstance(vals, list) or not vals:
             raise ConfigError("expected a non-empty list of values", key=f"grid.{k}")
         set_dotted({}, k, None)  # validates that the key exists
-    for item in overrides:
-        k, v = parse_override(item)
+    parsed = [parse_override(item) for item in overrides]
+    for k, v in parsed:
         set_dotted(base, k, v)
         grid.pop(k, None)  # an explicit override pins a grid axis
     # validate the base on its own first, so errors point at the preset's own keys
@@ -493,9 +493,8 @@ def expand(raw: dict[str, Any], overrides: list[str], file: str | None = None) -
                     set_dotted(d, k, val)
                 except ConfigError as e:
                     raise ConfigError(label + e.message, key=e.key) from None
-            for k in overrides:  # overrides win over variants
-                ok, ov = parse_override(k)
-                set_dotted(d, ok, ov)
+            for k, v in parsed:  # overrides win over variants
+                set_dotted(d, k, copy.deepcopy(v))
             run_name = "_".join(p for p in (vname, gname) if p) or _safe_name(base_cfg.name)
             if run_name in names_seen:
                 raise ConfigError(f"two runs are both named {run_name!r}", key="variant")

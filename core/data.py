@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 from .errors import ConfigError
 
@@ -110,10 +110,10 @@ def check_available(cfg: Any) -> None:
 
     Cheap (one stat), so that a preset naming missing data never starts a run."""
     if cfg.name in _FOLDERS and not cfg.download and not (Path(cfg.root) / _FOLDERS[cfg.name]).is_dir():
-        raise _torchvision_root_error(cfg, None)
+        raise _torchvision_root_error(cfg)
 
 
-def _torchvision_root_error(cfg: Any, exc: Exception | None) -> ConfigError:
+def _torchvision_root_error(cfg: Any) -> ConfigError:
     root = Path(cfg.root).resolve()
     folder = _FOLDERS[cfg.name]
     return ConfigError(
@@ -170,8 +170,8 @@ def _load_torchvision(cfg: Any):
     try:
         tr = cls(cfg.root, train=True, download=cfg.download)
         te = cls(cfg.root, train=False, download=cfg.download)
-    except (RuntimeError, FileNotFoundError, OSError) as e:
-        raise _torchvision_root_error(cfg, e) from None
+    except (RuntimeError, FileNotFoundError, OSError):
+        raise _torchvision_root_error(cfg) from None
 
     def arr(ds):
         x = ds.data
@@ -289,7 +289,7 @@ class DeviceBatcher:
     """Batches of a device-resident training set, deterministic in (seed, step).
 
     The permutation of epoch ``e`` is drawn from a generator seeded with (seed, e); the
-    augmentation of step ``s`` from one seeded with (seed, s). ``batches(start_step)`` can thus
+    augmentation of step ``s`` from one seeded with (seed, s). ``batch_at(step)`` can thus
     begin anywhere, which makes resuming exact.
     """
 
@@ -333,11 +333,6 @@ class DeviceBatcher:
             self._aug_gen.manual_seed(self.seed * 7_368_787 + step)
             x = augment_batch(x, self.pad, self.flip, self._aug_gen)
         return x, y
-
-    def batches(self, start_step: int, end_step: int) -> Iterator[tuple[int, Any, Any]]:
-        for s in range(start_step, end_step):
-            x, y = self.batch_at(s)
-            yield s, x, y
 
 
 def eval_batches(x: Any, y: Any, batch: int, limit: Optional[int] = None):

@@ -1,6 +1,7 @@
 """The event stream of a run: ``events.jsonl``, one JSON object a line.
 
-Every event has ``kind``, ``step``, ``epoch`` and ``time``. Writers append whole lines (one
+Every event has ``kind`` (start, train, eval, lr, sharpness, ntk, catapult, cca, checkpoint,
+restart, resume, end), ``step``, ``epoch`` and ``time``. Writers append whole lines (one
 ``write`` + ``flush``) and are the only writer of their file. JSON has no NaN or Infinity: a
 non-finite float is written as ``null``. Readers keep a byte offset, skip a torn last line (no
 trailing newline yet) and pick it up on the next read, and skip lines that are not JSON objects.
@@ -14,12 +15,6 @@ import os
 import time
 from pathlib import Path
 from typing import Any, Iterator
-
-KINDS = (
-    "start", "train", "eval", "lr", "sharpness", "ntk", "catapult", "cca",
-    "checkpoint", "restart", "resume", "end",
-)
-
 
 def sanitize(value: Any) -> Any:
     """Replace non-finite floats by None, recursively; turn tensors/numpy scalars into floats."""

@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -69,7 +69,7 @@ def split_decay_groups(model: nn.Module) -> tuple[list[str], list[str]]:
 def param_groups(model: nn.Module, cfg: Any) -> list[dict[str, Any]]:
     """Torch param groups for ``cfg`` (one group, or decay / no-decay groups)."""
     if cfg.weight_decay_norm_bias or cfg.weight_decay == 0:
-        params = [p for p in _unique(model.parameters()) if p.requires_grad]
+        params = [p for p in model.parameters() if p.requires_grad]  # shared ones listed once
         return [{"params": params, "weight_decay": cfg.weight_decay}]
     named = dict(model.named_parameters())
     decay, no_decay = split_decay_groups(model)
@@ -79,16 +79,6 @@ def param_groups(model: nn.Module, cfg: Any) -> list[dict[str, Any]]:
     if no_decay:
         groups.append({"params": [named[n] for n in no_decay], "weight_decay": 0.0})
     return groups
-
-
-def _unique(params: Iterable[torch.Tensor]) -> list[torch.Tensor]:
-    seen: set[int] = set()
-    out = []
-    for p in params:
-        if id(p) not in seen:
-            seen.add(id(p))
-            out.append(p)
-    return out
 
 
 def build_optimizer(model: nn.Module, cfg: Any, lr: float) -> torch.optim.Optimizer:

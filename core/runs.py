@@ -31,8 +31,8 @@ from typing import Any, Optional
 from .config import Experiment, RunConfig, dumps_toml, validate_run
 from .errors import ConfigError
 
+# a run is queued, running, or has ended in one of these
 FINAL_STATES = ("completed", "diverged", "failed", "stopped", "lost")
-STATES = ("queued", "running") + FINAL_STATES
 
 
 def default_runs_dir() -> Path:
@@ -92,6 +92,7 @@ class StatusWriter:
         self.path = Path(run_dir) / "status.json"
         self.data = _read_json(self.path)
         self._last = 0.0
+        self._pid_start: Optional[int] = None  # this process's start time, read once
 
     def update(self, force: bool = False, **fields: Any) -> None:
         from .events import sanitize
@@ -109,8 +110,10 @@ class StatusWriter:
 
     def _flush(self, now: float) -> None:
         self.data["heartbeat"] = now
-        if "pid" in self.data and self.data.get("pid") == os.getpid():
-            self.data["pid_start"] = process_start_time(os.getpid())
+        if self.data.get("pid") == os.getpid():
+            if self._pid_start is None:
+                self._pid_start = process_start_time(os.getpid())
+            self.data["pid_start"] = self._pid_start
         write_json_atomic(self.path, self.data)
         self._last = now
 
