@@ -353,7 +353,9 @@ class HeurApp(App):
         elif tab == "cca":
             run = self.focused_run()
             d = self.data.get(run) if run else None
-            key += (d.version if d else None, self.size.width)
+            cca = d.items["cca"] if d else []
+            # the CCA events, not every train event (a resume re-emits the same steps' values)
+            key = (run, len(cca), cca[-1].get("step") if cca else None, self.size.width)
 
             def draw() -> None:
                 self._draw_cca(run, d)
@@ -397,9 +399,8 @@ class HeurApp(App):
 
     def _draw_catapult(self, shown: list[Shown], plot: PlotView) -> None:
         rows = figures.catapult_rows(shown)
-        fig = figures.loss_figure(shown, self.view, self._plot_width(plot))
+        fig = figures.loss_figure(shown, self.view, self._plot_width(plot), test=False)
         fig.title = "loss with catapult peaks ▲"
-        fig.series = [x for x in fig.series if x.kind == "line" or x.marker == "▲"]
         plot.figure = fig if self.experiment else None
         t = Text()
         for line in figures.regime_lines(shown):

@@ -10,6 +10,26 @@ from __future__ import annotations
 import numpy as np
 
 
+def _finite_in_range(x: np.ndarray, y: np.ndarray, lo: float | None, hi: float | None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The points with finite x and y inside ``[lo, hi]`` (None: unbounded), as float arrays."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    ok = np.isfinite(y) & np.isfinite(x)
+    if lo is not None:
+        ok &= x >= lo
+    if hi is not None:
+        ok &= x <= hi
+    return (x, y) if ok.all() else (x[ok], y[ok])
+
+
+def _buckets(x: np.ndarray, buckets: int, x0: float, span: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each point's bucket (equal slices of ``[x0, x0 + span]``) and, ``x`` being sorted, the
+    index where each non-empty bucket starts."""
+    b = np.minimum(((x - x0) * (buckets / span)).astype(np.int64), buckets - 1)
+    return b, np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
+
+
 def minmax(x: np.ndarray, y: np.ndarray, buckets: int,
            lo: float | None = None, hi: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Decimate ``(x, y)`` (``x`` non-decreasing) to at most ``2 * buckets`` points.
@@ -19,17 +39,7 @@ def minmax(x: np.ndarray, y: np.ndarray, buckets: int,
     minimum and its maximum, in the order they occur. Points outside ``[lo, hi]`` are dropped.
     Series with at most ``2 * buckets`` points come back unchanged (minus NaNs).
     """
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y, dtype=float)
-    ok = np.isfinite(y) & np.isfinite(x)
-    if not ok.all():
-        x, y = x[ok], y[ok]
-    if lo is not None or hi is not None:
-        lo_ = -np.inf if lo is None else lo
-        hi_ = np.inf if hi is None else hi
-        keep = (x >= lo_) & (x <= hi_)
-        if not keep.all():
-            x, y = x[keep], y[keep]
+    x, y = _finite_in_range(x, y, lo, hi)
     n = x.size
     buckets = max(1, int(buckets))
     if n <= 2 * buckets:
@@ -41,9 +51,7 @@ def minmax(x: np.ndarray, y: np.ndarray, buckets: int,
         i, j = int(np.argmin(y)), int(np.argmax(y))
         idx = np.array(sorted({i, j}))
         return x[idx], y[idx]
-    b = np.minimum(((x - x0) * (buckets / span)).astype(np.int64), buckets - 1)
-    # x is sorted, so each bucket is a contiguous slice starting where b changes
-    starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
+    _, starts = _buckets(x, buckets, x0, span)  # x is sorted: each bucket a contiguous slice
     ends = np.r_[starts[1:], n]
     # index of the min and max inside each slice, via a per-bucket offset trick
     imin = _arg_reduce(y, starts, ends, np.minimum)
@@ -107,15 +115,7 @@ def envelope(x: np.ndarray, y: np.ndarray, buckets: int, lo: float | None = None
     nearly flat lines instead of a full-height zig-zag per column; a spike stays on the upper
     edge.
     """
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y, dtype=float)
-    ok = np.isfinite(y) & np.isfinite(x)
-    if lo is not None:
-        ok &= x >= lo
-    if hi is not None:
-        ok &= x <= hi
-    if not ok.all():
-        x, y = x[ok], y[ok]
+    x, y = _finite_in_range(x, y, lo, hi)
     buckets = max(1, int(buckets))
     if x.size <= 2 * buckets:
         return None
@@ -124,8 +124,7 @@ def envelope(x: np.ndarray, y: np.ndarray, buckets: int, lo: float | None = None
     span = x1 - x0
     if span <= 0:
         return np.array([x0]), np.array([y.min()]), np.array([y.max()])
-    b = np.minimum(((x - x0) * (buckets / span)).astype(np.int64), buckets - 1)
-    starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
+    b, starts = _buckets(x, buckets, x0, span)
     ymin = np.minimum.reduceat(y, starts)
     ymax = np.maximum.reduceat(y, starts)
     xmid = x0 + (b[starts] + 0.5) * (span / buckets)

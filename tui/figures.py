@@ -106,15 +106,12 @@ def _noisy(ylo: np.ndarray, yhi: np.ndarray, share: float = 0.03) -> bool:
     return span > 0 and float(np.nanmedian(yhi - ylo)) > share * span
 
 
-def _label(run: Shown, runs: list[Shown], suffix: str = "") -> str | None:
-    return run.name + suffix
-
-
 def _xlabel(view: View) -> str:
     return {"step": "step", "samples": "examples seen", "epoch": "epoch"}[view.xaxis]
 
 
-def loss_figure(runs: list[Shown], view: View, width: int) -> Figure:
+def loss_figure(runs: list[Shown], view: View, width: int, test: bool = True) -> Figure:
+    """Train loss lines, test loss dots (unless ``test`` is False) and catapult peaks."""
     fig = Figure(title="loss: train ─  test •  catapult ▲" + (" (log)" if view.ylog else "")
                  + (f" smooth {view.smoothing:g}" if view.smoothing else ""),
                  xlabel=_xlabel(view), ylog=view.ylog,
@@ -123,11 +120,11 @@ def loss_figure(runs: list[Shown], view: View, width: int) -> Figure:
     single = len(runs) == 1
     for r in runs:
         ss = _series(r, "train", "loss", view, width, rng,
-                    label=_label(r, runs, " train" if single else ""), smoothing=view.smoothing)
+                    label=r.name + (" train" if single else ""), smoothing=view.smoothing)
         fig.series.extend(ss)
-        ss = _series(r, "eval_test", "loss", view, width, rng,
-                    label=(r.name + " test") if single else None, kind_="scatter", marker="•")
-        fig.series.extend(ss)
+        if test:
+            fig.series.extend(_series(r, "eval_test", "loss", view, width, rng,
+                                      label=(r.name + " test") if single else None, kind_="scatter", marker="•"))
         m = catapult_marks(r, view)
         if m is not None:
             fig.series.append(m)
