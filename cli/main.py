@@ -9,7 +9,7 @@ import typer
 
 app = typer.Typer(
     name="heur",
-    help="A lab bench for deep-learning training heuristics: warmup, SGDR, distillation, catapults.",
+    help="A lab bench for deep-learning training heuristics: warmup, SGDR, catapults.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
