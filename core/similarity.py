@@ -513,21 +513,16 @@ def _whiten_rows(rows: slice, c: np.ndarray, wx: _Whitener, wy: _Whitener) -> np
     return wy.whiten(c.T).T
 
 
-def _whitened_cross(parts: list[np.ndarray], full: np.ndarray, wx: _Whitener, wy: _Whitener) -> np.ndarray:
-    """M = Wxᵀ Rxy Wy (rank_x × rank_y), whose singular values are the canonical correlations,
-    from the row blocks of Rxy Wy (in place in ``full`` when no neuron was dropped)."""
-    in_place = full is not None and wx.all and wy.all and all(np.may_share_memory(p, full) for p in parts)
-    t = full if in_place else parts[0] if len(parts) == 1 else np.vstack(parts)
-    return wx.whiten(t)
-
-
 def _whitened(x: Any, y: Any, dtype: Any, rtol: Optional[float], epsilon: float) -> tuple[np.ndarray, _Whitener]:
     """M = Wxᵀ Rxy Wy (rank_x × rank_y), whose singular values are the canonical correlations,
     and x's whitener: the pipeline cca and pwcca share."""
     wx, wy, parts, full = _pair(
         x, y, dtype, lambda s: _Whitener(s, rtol, epsilon), _whiten_rows,
         lambda sx, sy, wx, wy: _check_samples(sx.n, len(wx.keep), len(wy.keep), epsilon))
-    return _whitened_cross(parts, full, wx, wy), wx
+    # the row blocks of Rxy Wy, already in place in ``full`` when no neuron was dropped
+    in_place = wx.all and wy.all and all(np.may_share_memory(p, full) for p in parts)
+    t = full if in_place else parts[0] if len(parts) == 1 else np.vstack(parts)
+    return wx.whiten(t), wx
 
 
 def _outside_stacklevel() -> int:
