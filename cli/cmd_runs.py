@@ -32,7 +32,8 @@ def register(app: typer.Typer) -> None:
                 for rd in e.runs:
                     st = R.read_status(rd)
                     rows.append({"run": rd.name, "path": str(rd), "state": st.state, "step": st.step,
-                                 "total_steps": st.total_steps, "loss": st.raw.get("loss"), "result": st.result})
+                                 "total_steps": st.total_steps, "loss": st.raw.get("loss"), "result": st.result,
+                                 "needs": st.needs, "reason": st.reason})
                 out.append({"experiment": e.path.name, "path": str(e.path), "created": e.created, "runs": rows})
             print(json.dumps(out, indent=1))
             return
@@ -57,6 +58,10 @@ def register(app: typer.Typer) -> None:
                 prog = f"{st.step}/{st.total_steps} {st.progress:.0%}" if st.total_steps else "-"
                 loss = st.result.get("train_loss", st.raw.get("loss"))
                 t.add_row(rd.name, f"[{style}]{st.state}[/]", prog, fmt(loss), fmt(st.result.get("test_accuracy")))
+                if st.state == "queued" and st.needs:
+                    t.add_row(f"[dim]  waits for {', '.join(st.needs)}[/]", "", "", "", "")
+                elif st.state == "skipped" and st.reason:
+                    t.add_row(f"[dim]  {st.reason}[/]", "", "", "", "")
             console.print(t)
 
     @app.command("stop")

@@ -28,5 +28,5 @@ def fmt(v: Any, digits: int = 4) -> str:
 
 STATE_STYLE = {
     "queued": "dim", "running": "cyan", "completed": "green", "diverged": "magenta",
-    "failed": "red", "stopped": "yellow", "lost": "red",
+    "failed": "red", "stopped": "yellow", "skipped": "dim yellow", "lost": "red",
 }

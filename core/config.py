@@ -74,6 +74,9 @@ class ModelConfig(_Section):
     channels: list[int] = Field(default_factory=lambda: [32, 64])
     init_scale: float = Field(default=1.0, gt=0, description="multiplies the init std")
     bias: bool = True
+    init_from: Optional[str] = Field(
+        default=None, min_length=1,
+        description="start from these weights: '@RUN', '@RUN:CHECKPOINT' or a checkpoint path (core.pipeline)")
 
     @field_validator("name")
     @classmethod
@@ -216,6 +219,7 @@ class RunConfig(_Section):
 
     name: str = "run"
     description: str = ""
+    task: Literal["train"] = Field(default="train", description="what the run does (core.pipeline.TASKS)")
     seed: int = 0
     device: str = "auto"
     check: Optional[Literal["catapult", "warmup", "gi_adam"]] = Field(

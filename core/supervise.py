@@ -2,8 +2,10 @@
 
 ``python -m heur.core.supervise EXP_DIR [--jobs N] [--resume]``. On CUDA each job slot gets its
 own GPU through ``CUDA_VISIBLE_DEVICES``; on CPU the cores are shared out between the jobs
-(``HEUR_THREADS``). SIGTERM stops the running runs and marks the queued ones stopped. When every
-run has ended it writes ``summary.json``.
+(``HEUR_THREADS``). A run that references other runs' checkpoints (``core.pipeline``) starts once
+each of them has completed and the file is there; when one ends otherwise, the run ends
+``skipped`` with the reason, and independent runs go on. SIGTERM stops the running runs and
+marks the queued ones stopped. When every run has ended it writes ``summary.json``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from . import pipeline as P
 from . import runs as R
 from .summary import write_summary
 
@@ -57,6 +60,7 @@ def supervise(exp_dir: Path, jobs: Optional[int] = None, resume: bool = False, p
     signal.signal(signal.SIGINT, on_term)
     running: dict[int, tuple[Path, object, Optional[str]]] = {}
     free_gpus = list(gpus)
+    refs = {rd: _refs(rd) for rd in queued}
     while queued or running:
         for pid, (rd, proc, gpu) in list(running.items()):
             if proc.poll() is not None:  # reaped: no zombie left behind
@@ -71,10 +75,20 @@ def supervise(exp_dir: Path, jobs: Optional[int] = None, resume: bool = False, p
                 R.stop_run(rd)
             _wait_all(running)
             break
-        while queued and len(running) < jobs:
-            rd = queued.pop(0)
+        for rd in list(queued):  # a run whose dependency ended otherwise than completed is skipped
             if R.read_status(rd).state != "queued":  # stopped while queued
+                queued.remove(rd)
                 continue
+            readiness = _readiness(rd, refs[rd])
+            if readiness is not True and readiness is not None:
+                R.mark_skipped(rd, readiness)
+                queued.remove(rd)
+        for rd in list(queued):
+            if len(running) >= jobs:
+                break
+            if _readiness(rd, refs[rd]) is not True:
+                continue
+            queued.remove(rd)
             env = {"HEUR_THREADS": str(threads)}
             gpu = free_gpus.pop(0) if free_gpus else None
             if gpu is not None:
@@ -83,6 +97,35 @@ def supervise(exp_dir: Path, jobs: Optional[int] = None, resume: bool = False, p
             running[proc.pid] = (rd, proc, gpu)
         time.sleep(poll)
     write_summary(exp_dir)
+
+
+def _refs(rd: Path) -> list[P.Ref]:
+    """The checkpoints of other runs a queued run needs; unreadable config: none (the run itself
+    then fails at start and says why)."""
+    try:
+        cfg = R.read_run_config(rd)
+    except Exception:
+        return []
+    return list(P.references(cfg).values())
+
+
+def _readiness(rd: Path, refs: list[P.Ref]) -> "bool | str | None":
+    """True: every run it needs completed and wrote the checkpoint; None: some still to come;
+    a string: why the run can never start (it is skipped)."""
+    exp_dir = rd.parent
+    waiting = False
+    for ref in refs:
+        dep = ref.run
+        st = R.read_status(exp_dir / dep)
+        if st.state == "completed":
+            path = ref.path(exp_dir)
+            if not path.is_file():
+                return P.skip_reason(dep, st.state, st.step, path)
+        elif st.final:
+            return P.skip_reason(dep, st.state, st.step)
+        else:
+            waiting = True
+    return None if waiting else True
 
 
 def _wait_all(running: dict) -> None:
