@@ -288,11 +288,17 @@ def test_t_mult_below_one_rejected_by_build():
 
 
 def test_validate_accepts_zero_warmup_and_fine_schedules():
-    validate_schedule(_run(name="constant", warmup={"epochs": 0}))
-    validate_schedule(_run(name="multistep", milestones=[3, 9.9]))
-    validate_schedule(_run(name="sgdr", t0=1, t_mult=2, warmup={"steps": 10}))
+    """Edge cases that are valid: each returns the schedule the run will follow (15 steps an
+    epoch, 150 steps, base lr 0.1), checked against its closed form."""
     lr = RunConfig().optim.lr
-    validate_schedule(_run(name="cosine", min_lr=lr))  # a floor equal to the base lr is allowed
+    assert validate_schedule(_run(name="constant", warmup={"epochs": 0})).lrs() == [lr] * 150
+    multi = validate_schedule(_run(name="multistep", milestones=[3, 9.6])).lrs()  # steps 45 and 144
+    assert multi[44] == lr and multi[45] == pytest.approx(lr * 0.1) == multi[143] and multi[144] == pytest.approx(lr * 0.01)
+    sgdr = validate_schedule(_run(name="sgdr", t0=1, t_mult=2, warmup={"steps": 10}))
+    assert sgdr(0) == 0.0 and sgdr(10) == pytest.approx(lr)  # linear warmup from 0 over 10 steps
+    assert sgdr.restart_steps == [10 + 15, 10 + 45, 10 + 105]  # cycles of 1, 2, 4 epochs after warmup
+    floor = validate_schedule(_run(name="cosine", min_lr=lr))  # a floor equal to the base lr is allowed
+    assert floor.lrs() == pytest.approx([lr] * 150)
 
 
 def test_lrs_long_run():
