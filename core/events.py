@@ -1,8 +1,8 @@
 """The event stream of a run: ``events.jsonl``, one JSON object a line.
 
-Every event has ``kind`` (start, train, eval, lr, sharpness, ntk, catapult, cca, checkpoint,
-restart, resume, end), ``step``, ``epoch`` and ``time``. Writers append whole lines (one
-``write`` + ``flush``) and are the only writer of their file. JSON has no NaN or Infinity: a
+Every event has ``kind``, ``step``, ``epoch`` and ``time``; each kind's other fields are declared
+in :mod:`core.schema`, and the writer refuses a field not declared for its kind. Writers append
+whole lines (one ``write`` + ``flush``) and are the only writer of their file. JSON has no NaN or Infinity: a
 non-finite float is written as ``null``. Readers keep a byte offset, skip a torn last line (no
 trailing newline yet) and pick it up on the next read, and skip lines that are not JSON objects.
 """
@@ -15,6 +15,9 @@ import os
 import time
 from pathlib import Path
 from typing import Any, Iterator
+
+from .schema import KINDS, SchemaError
+
 
 def sanitize(value: Any) -> Any:
     """Replace non-finite floats by None, recursively; turn tensors/numpy scalars into floats."""
@@ -44,6 +47,11 @@ class EventWriter:
         self._f = open(self.path, "a", encoding="utf-8")
 
     def emit(self, kind: str, step: int, epoch: float, **fields: Any) -> dict[str, Any]:
+        spec = KINDS.get(kind)
+        if spec is not None:  # one set difference: no cost next to a training step
+            bad = spec.unknown(fields)
+            if bad:
+                raise SchemaError(f"event {kind!r}: field {', '.join(bad)} is not declared in core/schema.py")
         event = {"kind": kind, "step": int(step), "epoch": float(epoch), "time": time.time()}
         event.update(fields)
         event = sanitize(event)

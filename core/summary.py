@@ -9,8 +9,9 @@ from typing import Any
 
 from . import runs as R
 from .config import get_dotted
+from .schema import EVAL_RESULT
 
-COLUMNS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "wall_time")
+COLUMNS = (*EVAL_RESULT, "wall_time")
 
 
 def collect(exp_dir: Path | str) -> dict[str, Any]:

@@ -7,11 +7,12 @@ from heur.core.events import EventReader, EventWriter, apply_resumes, read_event
 def test_writer_emits_one_json_object_per_line_and_nulls_non_finite(tmp_path):
     p = tmp_path / "events.jsonl"
     with EventWriter(p) as w:
-        w.emit("train", 1, 0.1, loss=float("nan"), lr=0.1, grad=[1.0, float("inf")])
+        w.emit("sharpness", 1, 0.1, lambda_max=float("nan"), lr=0.1, top_k=[1.0, float("inf")])
     lines = p.read_text().splitlines()
     assert len(lines) == 1
     ev = json.loads(lines[0])
-    assert ev["kind"] == "train" and ev["loss"] is None and ev["grad"] == [1.0, None] and ev["lr"] == 0.1
+    assert ev["kind"] == "sharpness" and ev["lambda_max"] is None and ev["lr"] == 0.1
+    assert ev["top_k"] == [1.0, None]
     assert {"kind", "step", "epoch", "time"} <= set(ev)
 
 

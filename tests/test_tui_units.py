@@ -274,14 +274,40 @@ def test_empty_panels_say_what_to_enable(tmp_path):
 
 def test_cca_matrix_layers_by_epoch(tmp_path):
     runs = make_runs(tmp_path / "runs")
+    events = read_events(runs["lazy"] / "events.jsonl")
+    live = [e for e in events if e["kind"] == "cca" and e["against"] == "previous"]
+    (fin,) = [e for e in events if e["kind"] == "cca" and e["against"] == "final"]
     d = _run_data(runs["lazy"])
+    # the completed run's final event is not one more column of the live heatmap
     layers, epochs, mat, last = figures.cca_matrix(d)
     assert layers == ["fc1", "fc2", "fc3"]
-    assert epochs == [float(e) for e in range(1, 9)]
+    assert epochs == [float(e) for e in range(1, 9)] == [e["epoch_b"] for e in live]
     assert mat.shape == (3, 8)
-    assert mat[:, -1].tolist() == last["values"]
+    assert mat.T.tolist() == [e["values"] for e in live] and last == live[-1]
     text = heatmap.render(layers, epochs, mat, 60, "t").plain
     assert "fc2" in text and f"{last['values'][1]:5.3f}" in text
+    # it is a figure of its own: every snapshot (epochs 0..8) against the last
+    layers, epochs, mat, last = figures.cca_final(d)
+    assert layers == fin["layers"] and epochs == fin["epochs"] == [float(e) for e in range(9)]
+    assert mat.tolist() == fin["matrix"] and last == fin
+
+
+def test_cca_live_run_has_no_final_figure_yet(tmp_path):
+    r = write_run(tmp_path / "r", steps=100, steps_per_epoch=50, state="running")
+    d = _run_data(r)
+    assert figures.cca_final(d) is None
+    assert figures.cca_matrix(d)[1] == [1.0, 2.0]
+
+
+def test_fixture_events_are_schema_checked():
+    from heur.core.schema import SchemaError
+
+    with pytest.raises(SchemaError, match="thr_2"):
+        ev("ntk", 0, 0.0, 0.0, lambda0=1.0, thr_2=2.0)
+    with pytest.raises(SchemaError, match="matrix"):  # only the final cca event has a matrix
+        ev("cca", 5, 1.0, 0.0, layers=["a"], values=[1.0], against="previous", matrix=[[1.0]])
+    with pytest.raises(SchemaError, match="mystery"):
+        ev("mystery", 0, 0.0, 0.0)
 
 
 def test_heatmap_ramp_ends():
@@ -321,8 +347,9 @@ def test_engine_field_names_for_ntk_and_adam_sharpness():
     d = RunData("r")
     d.apply(decode(evs))
     ntk = d["ntk"]
-    assert ntk["thr_2"][0] == 0.5 and ntk["thr_4"][0] == 1.0 and ntk["thr_12"][0] == 3.0
-    assert ntk["lambda_ntk"].tolist() == [4.0, 2.0] and ntk["lambda0"].tolist() == [4.0, 2.0]
+    assert ntk["lr_lazy_edge"][0] == 0.5 and ntk["lr_uv_max"][0] == 1.0 and ntk["lr_relu_max"][0] == 3.0
+    assert ntk["lambda_ntk"].tolist() == [4.0, 2.0]
+    assert ntk["lambda0"][0] == 4.0 and np.isnan(ntk["lambda0"][1])  # null: not measured there
     shown = [figures.Shown("r", d, 0)]
     fig = figures.sharpness_figure(shown, figures.View(), 40)
     assert fig.series[0].y.tolist() == [12.0] and "P⁻¹H" in fig.title

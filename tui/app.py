@@ -416,15 +416,21 @@ class HeurApp(App):
 
     def _draw_cca(self, run: Path | None, d: RunData | None) -> None:
         box = self._q("#cca-text", Static)
-        m = figures.cca_matrix(d) if d is not None else None
-        if m is None:
+        live = figures.cca_matrix(d) if d is not None else None
+        final = figures.cca_final(d) if d is not None else None
+        if live is None and final is None:
             box.update(Text("no CCA events yet — enable [probes.cca]", style="dim"))
             return
-        layers, epochs, mat, last = m
-        title = (f"{run.name}: {last.get('method', 'cca')} similarity of each layer vs "
-                 f"{'the final epoch' if last.get('against') == 'final' else 'the previous epoch'}")
         width = self._q(TabbedContent).size.width - 2
-        box.update(heatmap.render(layers, epochs, mat, width, title))
+        out = Text()
+        for m, vs in ((live, "the previous snapshot"), (final, "the final epoch")):
+            if m is not None:
+                layers, epochs, mat, last = m
+                title = f"{run.name}: {last.get('method', 'cca')} similarity of each layer vs {vs}"
+                if out:
+                    out.append("\n\n")
+                out.append_text(heatmap.render(layers, epochs, mat, width, title))
+        box.update(out)
 
     def _draw_config(self, run: Path | None) -> None:
         box = self._q("#config-text", Static)

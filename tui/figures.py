@@ -13,11 +13,16 @@ import math
 
 import numpy as np
 
+from heur.core.schema import columns
+
 from .downsample import envelope, minmax, smooth
 from .model import RunData, Table
 from .plotting import GREY, Figure, HLine, Series, color
 
 XAXES = ("step", "samples", "epoch")
+# the fields the panels read from the events kept whole (checked against core/schema.py)
+columns("catapult", "start_step", "peak_step", "end_step", "peak_loss", "peak_ratio")
+columns("cca", "layers", "values", "method", "against", "epoch_b", "epochs", "matrix")
 
 
 @dataclass
@@ -193,7 +198,7 @@ def lr_figure(runs: list[Shown], view: View, width: int) -> Figure:
         fig.series.extend(ss)
     ntk = _ntk(runs[0]) if len(runs) == 1 else None
     if ntk is not None:
-        for key, lab in (("thr_2", "2/λ0"), ("thr_4", "4/λ0"), ("thr_12", "12/λ0")):
+        for key, lab in (("lr_lazy_edge", "2/λ0"), ("lr_uv_max", "4/λ0"), ("lr_relu_max", "12/λ0")):
             v = ntk.get(key)
             if v is not None:
                 fig.hlines.append(HLine(float(v), lab, GREY))
@@ -270,26 +275,47 @@ def _fmt(v) -> str:
     return "—" if v is None else str(int(v)) if isinstance(v, (int, float)) else str(v)
 
 
-def cca_matrix(run: RunData) -> tuple[list[str], list[float], np.ndarray, dict] | None:
-    """(layers, epochs, values[layer, epoch], last event) of a run's CCA events, or None.
-
-    Uses the layer list of the latest event; a layer missing from an older event is NaN.
-    """
-    evs = run.items["cca"]
-    if not evs:
-        return None
-    last = evs[-1]
-    layers = list(last.get("layers") or [])
+def _cca_layers(evs: list[dict]) -> tuple[list[str], np.ndarray] | None:
+    """(layers of the latest event, values[layer, event]); a layer missing from an event is NaN."""
+    layers = list(evs[-1].get("layers") or [])
     if not layers:
         return None
     pos = {n: i for i, n in enumerate(layers)}
-    same = [e for e in evs if e.get("against", last.get("against")) == last.get("against")]
-    mat = np.full((len(layers), len(same)), np.nan)
-    epochs = []
-    for j, e in enumerate(same):
-        epochs.append(float(e.get("epoch") or 0.0))
+    mat = np.full((len(layers), len(evs)), np.nan)
+    for j, e in enumerate(evs):
         for name, v in zip(e.get("layers") or [], e.get("values") or []):
             i = pos.get(name)
-            if i is not None and v is not None:
+            if i is not None and isinstance(v, (int, float)):
                 mat[i, j] = float(v)
-    return layers, epochs, mat, last
+    return layers, mat
+
+
+def cca_matrix(run: RunData) -> tuple[list[str], list[float], np.ndarray, dict] | None:
+    """(layers, epochs, values[layer, epoch], last event) of the live CCA heatmap, or None.
+
+    One column per snapshot after the first: the ``against="previous"`` event of each, every
+    layer against the snapshot before, labelled with the newer snapshot's epoch (``epoch_b``).
+    The ``against="final"`` event a completed run adds is another figure (:func:`cca_final`).
+    """
+    evs = [e for e in run.items["cca"] if e.get("against") != "final"]
+    if not evs:
+        return None
+    m = _cca_layers(evs)
+    if m is None:
+        return None
+    epochs = [float(e.get("epoch_b", e.get("epoch")) or 0.0) for e in evs]
+    return m[0], epochs, m[1], evs[-1]
+
+
+def cca_final(run: RunData) -> tuple[list[str], list[float], np.ndarray, dict] | None:
+    """(layers, epochs, values[layer, snapshot], event) of a completed run's CCA probe: every
+    snapshot against the last one (the ``against="final"`` event's ``matrix``), or None."""
+    evs = [e for e in run.items["cca"] if e.get("against") == "final"]
+    if not evs:
+        return None
+    e = evs[-1]
+    layers, epochs, rows = list(e.get("layers") or []), list(e.get("epochs") or []), e.get("matrix") or []
+    if not layers or not epochs or len(rows) != len(layers) or any(len(r) != len(epochs) for r in rows):
+        return None
+    mat = np.array([[float(v) if isinstance(v, (int, float)) else np.nan for v in r] for r in rows])
+    return layers, [float(x) for x in epochs], mat, e

@@ -17,23 +17,20 @@ from typing import Any
 
 import numpy as np
 
-# point kinds -> their numeric columns (all float64; step/epoch first)
+from heur.core.schema import columns, kinds
+
+# point kinds -> their numeric columns (all float64; step/epoch first), named as the engine
+# declares them in core/schema.py (``columns`` refuses a field no writer writes)
 COLUMNS: dict[str, tuple[str, ...]] = {
-    "train": ("step", "epoch", "samples", "loss", "lr", "grad_norm"),
-    "eval_train": ("step", "epoch", "loss", "accuracy"),
-    "eval_test": ("step", "epoch", "loss", "accuracy"),
-    "lr": ("step", "epoch", "lr"),
-    "sharpness": ("step", "epoch", "lambda_max", "lr", "threshold", "preconditioned_sharpness"),
-    "ntk": ("step", "epoch", "lambda0", "lambda_ntk", "thr_2", "thr_4", "thr_12"),
-}
-# other names the engine uses for the same quantities (first present wins)
-ALIASES: dict[str, dict[str, tuple[str, ...]]] = {
-    "ntk": {"thr_2": ("thr_2", "lr_lazy_edge"), "thr_4": ("thr_4", "lr_uv_max"),
-            "thr_12": ("thr_12", "lr_relu_max"), "lambda0": ("lambda0", "lambda_ntk"),
-            "lambda_ntk": ("lambda_ntk", "lambda0")},
+    "train": columns("train", "samples", "loss", "lr", "grad_norm"),
+    "eval_train": columns("eval", "loss", "accuracy"),
+    "eval_test": columns("eval", "loss", "accuracy"),
+    "lr": columns("lr", "lr"),
+    "sharpness": columns("sharpness", "lambda_max", "lr", "threshold", "preconditioned_sharpness"),
+    "ntk": columns("ntk", "lambda0", "lambda_ntk", "lr_lazy_edge", "lr_uv_max", "lr_relu_max"),
 }
 # rare kinds kept as their event dicts
-ITEMS = ("start", "catapult", "cca", "checkpoint", "restart", "end")
+ITEMS = kinds("start", "catapult", "cca", "checkpoint", "restart", "end")
 
 
 def _num(v: Any) -> float:
@@ -43,13 +40,6 @@ def _num(v: Any) -> float:
         return float(v)
     except (TypeError, ValueError):
         return np.nan
-
-
-def _resolve_aliases(ev: dict[str, Any], aliases: dict[str, tuple[str, ...]]) -> dict[str, Any]:
-    out = dict(ev)
-    for col, names in aliases.items():
-        out[col] = next((ev[n] for n in names if ev.get(n) is not None), None)
-    return out
 
 
 @dataclass
@@ -90,8 +80,6 @@ def decode(events: list[dict[str, Any]]) -> list[Segment]:
             kind = "eval_test" if ev.get("split") == "test" else "eval_train"
         cols = COLUMNS.get(kind)
         if cols is not None:
-            if kind in ALIASES:
-                ev = _resolve_aliases(ev, ALIASES[kind])
             get = ev.get
             try:
                 rows.setdefault(kind, []).append(tuple(

@@ -1,6 +1,7 @@
 """Run directories for the TUI tests, written per the contract in DESIGN.md ("The run directory").
 
-Deterministic: fixed times, seeded noise. :func:`make_runs` builds a small runs folder with
+Deterministic: fixed times, seeded noise. Every event goes through ``core.schema.make``, so a
+fixture writes only kinds and fields the engine declares (and a field it renames fails here). :func:`make_runs` builds a small runs folder with
 two experiments, read through the real ``core.runs``; :class:`RecordingSource` fakes only
 launching and stopping (the real ones are exercised by the slow end-to-end test).
 """
@@ -14,14 +15,16 @@ import random
 from pathlib import Path
 from typing import Any
 
+from heur.core.schema import make
 from heur.tui.source import RunSource
 
 T0 = 1_795_000_000.0  # a fixed "now" for every fixture
 
 
 def ev(kind: str, step: int, epoch: float, t: float, **fields: Any) -> str:
-    d = {"kind": kind, "step": step, "epoch": epoch, "time": t, **fields}
-    return json.dumps(d, separators=(",", ":"))
+    """One events.jsonl line; :class:`~heur.core.schema.SchemaError` for a field the engine does
+    not declare."""
+    return json.dumps(make(kind, step, epoch, t, **fields), separators=(",", ":"))
 
 
 def write_run(run: Path, *, steps: int = 400, lr: float = 0.1, spike_at: int | None = None,
@@ -37,9 +40,14 @@ def write_run(run: Path, *, steps: int = 400, lr: float = 0.1, spike_at: int | N
     lines = [ev("start", 0, 0.0, T0)]
     if with_probes:
         lam0 = (3.0 if spike_at is not None else 1.0) / lr  # eta*lambda0 = 3: catapult phase
-        lines.append(ev("ntk", 0, 0.0, T0, lambda0=lam0, thr_2=2 / lam0, thr_4=4 / lam0,
-                        thr_12=12 / lam0))
+        lines.append(ev("ntk", 0, 0.0, T0, lambda_ntk=lam0, lambda0=lam0, normalisation="mean", batch=256,
+                        source="init", lr=lr, lr_times_lambda=lr * lam0, lr_lazy_edge=2 / lam0,
+                        lr_uv_max=4 / lam0, lr_relu_max=12 / lam0))
     layers = ["fc1", "fc2", "fc3"]
+    # the CCA probe: a snapshot at step 0 and at each epoch's end, each against the one before;
+    # a completed run adds every snapshot against the last one
+    def cca_vals(e: float) -> list[float]:
+        return [min(1.0, 0.3 + 0.7 * (1 - math.exp(-e * (i + 1) / 3))) for i in range(3)]
     for s in range(1, steps + 1):
         e = s / steps_per_epoch
         loss = 2.3 * math.exp(-s * (2 + 3 * lr) / steps) + 0.05 + 0.02 * rng.random()
@@ -55,9 +63,8 @@ def write_run(run: Path, *, steps: int = 400, lr: float = 0.1, spike_at: int | N
                 lines.append(ev("eval", s, e, T0 + s, split=split, loss=loss * (1.1 if split == "test" else 1),
                                 accuracy=min(0.99, 0.1 + 0.9 * (1 - math.exp(-s / steps * 3)))))
             if with_probes:
-                vals = [min(1.0, 0.3 + 0.7 * (1 - math.exp(-e * (i + 1) / 3))) for i in range(3)]
-                lines.append(ev("cca", s, e, T0 + s, layers=layers, values=vals, method="svcca",
-                                against="final"))
+                lines.append(ev("cca", s, e, T0 + s, layers=layers, values=cca_vals(e), method="svcca",
+                                against="previous", epoch_a=e - 1, epoch_b=e))
         if with_probes and s % 20 == 0:
             lam = 2.0 / lr * (0.6 + 0.3 * math.exp(-s / steps))
             lines.append(ev("sharpness", s, e, T0 + s, lambda_max=lam, lr=lr, threshold=2.0 / lr))
@@ -65,6 +72,12 @@ def write_run(run: Path, *, steps: int = 400, lr: float = 0.1, spike_at: int | N
         lines.append(ev("catapult", spike_at + 6, (spike_at + 6) / steps_per_epoch, T0 + spike_at,
                         start_step=spike_at, peak_step=spike_at + 3, end_step=spike_at + 6,
                         peak_ratio=8.9))
+    if with_probes and state == "completed" and steps >= steps_per_epoch:
+        epochs = [float(k) for k in range(steps // steps_per_epoch + 1)]
+        matrix = [[min(1.0, 0.2 + 0.8 * (x / epochs[-1]) ** (i + 1)) for x in epochs] for i in range(3)]
+        lines.append(ev("cca", steps, steps / steps_per_epoch, T0 + steps, layers=layers,
+                        values=[row[0] for row in matrix], method="svcca", against="final",
+                        epoch_a=epochs[0], epoch_b=epochs[-1], epochs=epochs, matrix=matrix))
     if state in ("completed", "diverged", "stopped"):
         lines.append(ev("end", steps, steps / steps_per_epoch, T0 + steps, state=state, reason=""))
     text = "\n".join(lines) + "\n"

@@ -1,0 +1,200 @@
+"""The event schema: each kind of ``events.jsonl`` event and its fields, declared once.
+
+The writer (:class:`core.events.EventWriter` refuses a field not declared here for a declared
+kind), the TUI's decoder and figures (they name their columns through :func:`columns`), the
+summary (:data:`EVAL_RESULT`) and the test fixtures (:func:`make`) all read this table, so a
+field the engine does not write cannot be drawn, summarised or faked.
+
+Every event has :data:`COMMON` (``kind``, ``step``, ``epoch``, ``time``). A kind lists the
+fields its writer always passes (``required``: the value may still be ``null``) and those it
+passes only sometimes (``optional``). A kind with ``variants`` has a discriminating field whose
+value adds fields of its own: a ``cca`` event ``against="final"`` carries ``epochs`` and
+``matrix``, one ``against="previous"`` does not. Readers ignore kinds they do not know.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from collections.abc import Iterable, Mapping
+
+COMMON = ("kind", "step", "epoch", "time")
+
+
+class SchemaError(ValueError):
+    """An event that does not match its declaration (a programming error, not a user's)."""
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One event kind: ``required`` and ``optional`` map a field to what it holds."""
+
+    name: str
+    doc: str
+    required: Mapping[str, str]
+    optional: Mapping[str, str] = field(default_factory=dict)
+    # (discriminating field, {value: {extra field: doc}}): the field is required and takes one
+    # of these values; each value's extra fields are required with it and refused without it
+    variants: tuple[str, Mapping[str, Mapping[str, str]]] | None = None
+
+    def __post_init__(self) -> None:
+        base = frozenset(self.required) | frozenset(self.optional)
+        if self.variants is not None:
+            base |= {self.variants[0]}
+        object.__setattr__(self, "_base", base)
+        extra = {} if self.variants is None else {v: frozenset(f) for v, f in self.variants[1].items()}
+        object.__setattr__(self, "_allowed", {v: base | f for v, f in extra.items()})
+
+    @property
+    def fields(self) -> frozenset[str]:
+        """Every field an event of this kind may carry (besides :data:`COMMON`)."""
+        return frozenset().union(self._base, *self._allowed.values())
+
+    def unknown(self, fields: Mapping[str, Any]) -> list[str]:
+        """Fields not declared for this kind (for a variant kind: not for that variant's value).
+        Cheap enough for every emit: one set difference."""
+        if self.variants is None:
+            allowed = self._base
+        else:
+            allowed = self._allowed.get(fields.get(self.variants[0]), self._base)
+        return sorted(k for k in fields.keys() - allowed if k not in COMMON)
+
+
+KINDS: dict[str, Kind] = {k.name: k for k in (
+    Kind("start", "the run begins (not written again by a resumed process)", {
+        "name": "the run's name", "total_steps": "optimizer steps the run will take",
+        "steps_per_epoch": "optimizer steps per epoch", "batch_size": "examples per step",
+        "n_train": "training examples", "base_lr": "the schedule's peak learning rate",
+        "lambda0": "NTK top eigenvalue at init when optim.lr_ntk needed it, else null",
+        "device": "torch device", "pid": "the training process", "blocks": "the model's block names",
+    }),
+    Kind("train", "a logged step, every train.log_every steps and at the last", {
+        "loss": "mean training loss over the steps since the last train event",
+        "lr": "learning rate of this step", "grad_norm": "global gradient norm of this step",
+        "samples": "training examples seen so far",
+    }),
+    Kind("eval", "the model on one split", {
+        "split": "train or test (one of EVAL_SPLITS)", "loss": "mean loss",
+        "accuracy": "share classified right (null for regression)",
+    }),
+    Kind("lr", "a learning-rate point between train events (the contract's; no writer today)", {
+        "lr": "learning rate",
+    }),
+    Kind("sharpness", "[probes.sharpness]: top Hessian eigenvalues of the training loss", {
+        "lambda_max": "top eigenvalue", "top_k": "the top k eigenvalues", "lr": "learning rate",
+        "threshold": "the stability threshold (2/lr for SGD)", "threshold_kind": "which formula",
+        "method": "eigen solver", "normalisation": "loss normalisation the values refer to",
+        "mode": "model mode while measuring", "batch": "examples measured on", "hvps": "Hessian-vector products",
+        "converged": "the solver converged", "batch_loss": "loss on the measured batch",
+        "ratio": "measured / threshold", "seconds": "time the measurement took",
+    }, {
+        "preconditioned_sharpness": "Adam family: top eigenvalue of P^-1 H (null before Adam state)",
+    }),
+    Kind("ntk", "[probes.ntk]: top NTK eigenvalue, at init and every probes.ntk.every steps", {
+        "lambda_ntk": "top eigenvalue now", "lambda0": "top eigenvalue at init (null if not measured)",
+        "normalisation": "loss normalisation", "batch": "examples measured on",
+        "source": "init, lr_ntk (measured for optim.lr_ntk) or step", "lr": "learning rate",
+        "lr_times_lambda": "lr * lambda_ntk",
+    }, {
+        "lr_lazy_edge": "2/lambda0: the lazy phase's edge", "lr_uv_max": "4/lambda0: the uv model's catapult edge",
+        "lr_relu_max": "12/lambda0: the ReLU networks' catapult edge", "hvps": "NTK-vector products",
+        "converged": "the solver converged",
+    }),
+    Kind("catapult", "[probes.catapult]: a loss spike that rose and fell back, at its end step", {
+        "start_step": "the level before the rise", "peak_step": "highest loss", "end_step": "back below the base",
+        "base_loss": "loss at start_step", "peak_loss": "loss at peak_step", "peak_ratio": "peak_loss / base_loss",
+        "lr": "learning rate",
+    }, {
+        "sharpness_before": "last sharpness at or before start_step (with [probes.sharpness])",
+        "sharpness_after": "last sharpness in [peak_step, end_step]",
+    }),
+    Kind("cca", "[probes.cca]: layer similarity between two snapshots of the run's activations", {
+        "layers": "probed layer names", "values": "one similarity a layer (null where undefined)",
+        "method": "similarity measure", "epoch_a": "epoch of the older snapshot",
+        "epoch_b": "epoch of the newer snapshot",
+    }, variants=("against", {
+        "previous": {},  # live, at each snapshot: each layer against the snapshot before
+        "final": {  # once, when the run completed: every snapshot against the last one
+            "epochs": "the snapshots' epochs", "matrix": "[layer][snapshot] similarity to the last snapshot",
+        },
+    })),
+    Kind("checkpoint", "a checkpoint was written", {"path": "relative to the run directory"}),
+    Kind("restart", "a warm restart of the schedule", {
+        "index": "restarts so far", "lr_next": "learning rate of the next step",
+    }),
+    Kind("resume", "a resumed process: readers drop the points at or after from_step", {
+        "from_step": "first step the resumed process writes again", "checkpoint": "the checkpoint it loaded",
+    }),
+    Kind("end", "the run ended", {
+        "state": "completed, diverged, stopped or failed", "reason": "one line",
+        "result": "last metrics (EVAL_RESULT keys, wall_time) and the probes' summaries",
+    }),
+)}
+
+EVAL_SPLITS = ("train", "test")
+# the last ``eval`` of each split as the ``end`` event's result (and so status.json and the
+# summary) names it: ``<split>_<metric>``
+EVAL_RESULT = tuple(f"{s}_{f}" for s in EVAL_SPLITS for f in KINDS["eval"].required if f != "split")
+
+
+def kinds(*names: str) -> tuple[str, ...]:
+    """``names`` after checking that each is a declared kind."""
+    missing = [n for n in names if n not in KINDS]
+    if missing:
+        raise SchemaError(f"undeclared event kind {', '.join(missing)} (core/schema.py)")
+    return names
+
+
+def columns(kind: str, *names: str) -> tuple[str, ...]:
+    """``("step", "epoch", *names)`` after checking that ``kind`` declares each name: a reader
+    names the fields it uses through this, so it cannot use one the writer never writes."""
+    spec = KINDS[kinds(kind)[0]]
+    missing = [n for n in names if n not in spec.fields and n not in COMMON]
+    if missing:
+        raise SchemaError(f"event {kind!r} declares no field {', '.join(missing)} (core/schema.py)")
+    return ("step", "epoch", *names)
+
+
+def problems(event: Mapping[str, Any]) -> list[str]:
+    """What is wrong with a whole event against its declaration (empty: it is valid)."""
+    kind = event.get("kind")
+    spec = KINDS.get(kind)  # type: ignore[arg-type]
+    if spec is None:
+        return [f"undeclared kind {kind!r}"]
+    out = [f"{kind}: missing {c!r}" for c in COMMON if c not in event]
+    need: Iterable[str] = spec.required
+    if spec.variants is not None:
+        key, cases = spec.variants
+        value = event.get(key)
+        if value not in cases:
+            out.append(f"{kind}: {key}={value!r} is none of {sorted(cases)}")
+        else:
+            need = [*need, key, *cases[value]]
+    out += [f"{kind}: missing {f!r}" for f in need if f not in event]
+    out += [f"{kind}: undeclared field {f!r}" for f in spec.unknown(event)]
+    if kind == "eval" and event.get("split") not in EVAL_SPLITS:
+        out.append(f"eval: split={event.get('split')!r} is none of {list(EVAL_SPLITS)}")
+    return out
+
+
+def validate(event: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The event itself, or :class:`SchemaError` listing what does not match."""
+    bad = problems(event)
+    if bad:
+        raise SchemaError("; ".join(bad))
+    return event
+
+
+def make(kind: str, step: int, epoch: float, time: float, **fields: Any) -> dict[str, Any]:
+    """An event for a test fixture: the kind must be declared and every field too (a fixture
+    may leave fields out, as readers must cope with, but never invent one)."""
+    spec = KINDS.get(kind)
+    if spec is None:
+        raise SchemaError(f"undeclared kind {kind!r} (core/schema.py)")
+    bad = spec.unknown(fields)
+    if bad:
+        raise SchemaError(f"event {kind!r} declares no field {', '.join(bad)} (core/schema.py)")
+    if spec.variants is not None and spec.variants[0] in fields \
+            and fields[spec.variants[0]] not in spec.variants[1]:
+        raise SchemaError(f"event {kind!r}: {spec.variants[0]}={fields[spec.variants[0]]!r} is not declared")
+    return {"kind": kind, "step": step, "epoch": epoch, "time": time, **fields}
