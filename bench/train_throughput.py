@@ -26,7 +26,8 @@ from heur.core import runs as R
 from heur.core.config import expand
 from heur.core.data import load_data
 from heur.core.models import build_model
-from heur.core.train import Run, resolve_device
+from heur.core.device import resolve_device
+from heur.core.train import Run
 
 
 def preset(args, log_every: int) -> dict:

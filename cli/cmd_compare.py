@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
         """Per-layer SVCCA / PWCCA / CKA of two networks and the loss along the straight line between them."""
         from heur.core.compare import compare as run_compare
         from heur.core.events import sanitize
-        from heur.core.train import resolve_device
+        from heur.core.device import resolve_device
 
         doc = run_compare(ckpt_a, ckpt_b, data=data, layers=layers or None, points=points, samples=samples,
                           conv=conv, device=resolve_device(device))

@@ -58,15 +58,16 @@ def _print_plan(exp) -> None:  # noqa: ANN001
     from rich.console import Console
     from rich.table import Table
 
-    from heur.core.data import steps_per_epoch, total_steps
+    from heur.core.plan import plan_run
 
     t = Table(title=f"{exp.name}: {len(exp.runs)} run(s)")
     for c in ("run", "model", "data", "optim", "lr", "batch", "epochs", "steps"):
         t.add_column(c)
     for name, cfg in exp.runs.items():
-        t.add_row(name, cfg.model.name, cfg.data.name, cfg.optim.name, fmt(cfg.optim.lr),
-                  str(cfg.train.batch_size), fmt(cfg.train.epochs),
-                  f"{total_steps(cfg)} ({steps_per_epoch(cfg)}/epoch)")
+        p = plan_run(cfg)  # the effective batch and lr (after lr_scaling), as the run will see them
+        lr = fmt(p.base_lr) if p.base_lr is not None else f"{fmt(cfg.optim.lr_ntk)}/lambda0"
+        t.add_row(name, cfg.model.name, cfg.data.name, cfg.optim.name, lr,
+                  str(p.batch_size), fmt(p.epochs), f"{p.total_steps} ({p.steps_per_epoch}/epoch)")
     Console().print(t)
 
 

@@ -1,6 +1,7 @@
 """`heur schedule PRESET`: draw every run's learning rate against the optimizer step.
 
-No data is loaded and nothing trains: step counts come from the dataset sizes. ``--json``
+No data is loaded and nothing trains: step counts and base lr come from each run's plan
+(core.plan, from the dataset sizes). ``--json``
 prints ``{"runs": {name: {"steps_per_epoch", "total_steps", "lr": [...]}}}`` and nothing else.
 """
 
@@ -21,6 +22,7 @@ def run_schedules(preset: Path, overrides: list[str]) -> tuple[dict[str, Any], l
     """Load a preset and build each run's schedule: ({run name: Schedule}, notes for stderr)."""
     from heur.core.config import load_experiment
     from heur.core.errors import ConfigError
+    from heur.core.plan import plan_run
     from heur.core.schedules import validate_schedule
 
     exp = load_experiment(preset, overrides)
@@ -29,7 +31,7 @@ def run_schedules(preset: Path, overrides: list[str]) -> tuple[dict[str, Any], l
     for name, cfg in exp.runs.items():
         label = f"run '{name}': " if len(exp.runs) > 1 else ""
         try:
-            out[name] = validate_schedule(cfg)
+            out[name] = validate_schedule(cfg, plan_run(cfg))  # step counts and base lr from the run's plan
         except ConfigError as e:
             raise ConfigError(label + e.message, file=str(preset), key=e.key) from None
         if cfg.optim.lr_ntk is not None:

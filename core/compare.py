@@ -104,7 +104,7 @@ def compare(path_a: Path | str, path_b: Path | str, data: Optional[str] = None,
 
     from .activations import capture, probe_indices, resolve_layers
     from .connectivity import barrier, bn_modules, eval_row, linear_path
-    from .train import make_loss
+    from .objective import make_loss
 
     from .similarity import CONV_MODES
 

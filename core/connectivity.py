@@ -86,7 +86,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callab
              task: Optional[str] = None) -> tuple[float, Optional[float]]:
     """(mean loss, accuracy) over (x, y) in eval mode; ``loss_fn`` is a batch mean. Accuracy is
     None for regression (``task`` given, or inferred from y's dtype)."""
-    from .train import evaluate as evaluate_split
+    from .objective import evaluate as evaluate_split
 
     if task is None:
         task = "regression" if y.is_floating_point() else "classification"

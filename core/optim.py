@@ -33,21 +33,24 @@ def effective_lr(cfg: Any, lr: float, batch_size: int) -> float:
     return lr
 
 
-def run_base_lr(cfg: Any, lambda0: Optional[float] = None) -> float:
+def run_base_lr(cfg: Any, lambda0: Optional[float] = None, batch: Optional[int] = None) -> float:
     """The base lr of a resolved ``RunConfig``: ``optim.lr`` (or ``optim.lr_ntk / lambda0``),
-    scaled by :func:`effective_lr` with the run's batch size.
+    scaled by :func:`effective_lr` with the run's batch size (``batch``, the plan's; derived
+    from the config when not given).
 
     When ``lr_ntk`` is set and ``lambda0`` is not given the result is in units of
     ``lr_ntk / lambda0`` (i.e. the unscaled base lr is taken as 1.0).
     """
-    from .data import batch_size
+    if batch is None:
+        from .data import batch_size
 
+        batch = batch_size(cfg)
     o = cfg.optim
     if o.lr_ntk is not None:
         lr = 1.0 if lambda0 is None else o.lr_ntk / lambda0
     else:
         lr = o.lr
-    return effective_lr(o, lr, batch_size(cfg))
+    return effective_lr(o, lr, batch)
 
 
 def split_decay_groups(model: nn.Module) -> tuple[list[str], list[str]]:

@@ -11,21 +11,23 @@ from typing import Any
 from .config import Experiment
 from .data import check_available
 from .errors import ConfigError
+from .plan import RunPlan, plan_run
 
 
-def check_run(cfg: Any) -> None:
-    from .models import meta_model
+def check_run(cfg: Any) -> RunPlan:
+    """Every check of one run; returns its plan (derived once, read by each check)."""
     from .probes_cca import check_cca
     from .probes_curvature import check_probes
     from .schedules import validate_schedule
 
     if cfg.train.loss == "cross_entropy" and cfg.data.name == "teacher_student":
         raise ConfigError('teacher_student is a regression dataset: expected loss = "mse"', key="train.loss")
-    model = meta_model(cfg)  # model against data: what build_model will say at the run's start
+    plan = plan_run(cfg)  # builds the model on the meta device: what build_model will say at the run's start
     check_available(cfg.data)
-    check_probes(cfg)
-    check_cca(cfg, model)
-    validate_schedule(cfg)
+    check_probes(cfg, plan)
+    check_cca(cfg, plan)
+    validate_schedule(cfg, plan)
+    return plan
 
 
 def check_experiment(exp: Experiment) -> None:

@@ -24,7 +24,7 @@ against: "final" (``values``: each layer at the first snapshot vs the final one;
 
 A value that cannot be computed (constant or non-finite activations) is null. The probe's
 state (snapshot list, live values) is plain values; the activations live on disk, so a resumed
-run picks up where its checkpoint left off. ``check_cca(cfg)`` validates the layer names and the
+run picks up where its checkpoint left off. ``check_cca(cfg, plan)`` validates the layer names and the
 sample count before a run starts, on a model built on the meta device (no memory, no compute).
 """
 
@@ -116,25 +116,25 @@ def summary_fields(layers: list[str], epochs: list[float], against_final: list[l
 # --------------------------------------------------------------------------- preflight
 
 
-def check_cca(cfg: Any, model: Any) -> None:
+def check_cca(cfg: Any, plan: Any) -> None:
     """ConfigError before a run starts if ``[probes.cca]`` names unknown layers
     (key probes.cca.layers) or has fewer samples than a layer has neurons for svcca/pwcca
-    (key probes.cca.samples). ``model``: the run's model on the meta device (no memory, no
-    compute), or None when the data's shape is unknown before loading."""
+    (key probes.cca.samples). ``plan``: the run's core.plan.RunPlan (its model is on the meta
+    device: no memory, no compute)."""
     section = getattr(cfg.probes, "cca", None)
-    if section is None or model is None:
+    if section is None or plan.model is None:
         return
     import torch
 
     from .activations import capture, resolve_layers
-    from .data import data_shape, train_size
 
+    model = plan.model
     names = resolve_layers(model, section.layers)
     if section.method == "cka":
         return
-    n = min(section.samples, train_size(cfg.data))
+    n = min(section.samples, plan.train_size)
     try:
-        out = capture(model, torch.empty((2,) + tuple(data_shape(cfg.data)[0]), device="meta"), names)
+        out = capture(model, torch.empty((2,) + tuple(plan.input_shape), device="meta"), names)
     except Exception:  # an exotic model that cannot run on meta: the names were checked, that's all
         return
     shapes = {k: tuple(v.shape[1:]) for k, v in out.items()}

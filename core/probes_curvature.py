@@ -47,11 +47,12 @@ DEFAULT_NTK_BATCH = 512  # lambda0 batch when optim.lr_ntk is set without a [pro
 NTK_TOL, NTK_MAX_ITER = 1e-4, 100
 
 
-def check_probes(cfg: Any) -> None:
-    """Raise ConfigError if a curvature probe asks for more samples than the training set has."""
+def check_probes(cfg: Any, plan: Any = None) -> None:
+    """Raise ConfigError if a curvature probe asks for more samples than the training set has
+    (``plan``: the run's core.plan.RunPlan; its size is derived from the config when not given)."""
     from .data import train_size
 
-    n = train_size(cfg.data)
+    n = plan.train_size if plan is not None else train_size(cfg.data)
     for name in ("sharpness", "ntk"):
         section = getattr(cfg.probes, name, None)
         if section is not None and section.batch > n:

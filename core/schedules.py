@@ -275,15 +275,19 @@ def build_schedule(cfg: Any, base_lr: float, steps_per_epoch: int, total_steps: 
     return sch
 
 
-def validate_schedule(cfg: Any) -> Schedule:
-    """Check a run's ``[schedule]`` against its step counts and base lr; raise
-    :class:`ConfigError`. Returns the schedule at the run's base lr (in units of lr_ntk/lambda0
-    when ``optim.lr_ntk`` is set: that base lr is known only once lambda0 is measured)."""
-    from .data import steps_per_epoch, total_steps
+def validate_schedule(cfg: Any, plan: Any = None) -> Schedule:
+    """Check a run's ``[schedule]`` against its step counts and base lr (from ``plan``, the run's
+    core.plan.RunPlan, derived here when not given); raise :class:`ConfigError`. Returns the
+    schedule at the run's base lr (in units of lr_ntk/lambda0 when ``optim.lr_ntk`` is set: that
+    base lr is known only once lambda0 is measured)."""
     from .optim import run_base_lr
 
-    base = run_base_lr(cfg)
-    sch = build_schedule(cfg.schedule, base, steps_per_epoch(cfg), total_steps(cfg))
+    if plan is None:
+        from .plan import plan_run
+
+        plan = plan_run(cfg)
+    base = plan.base_lr if plan.base_lr is not None else run_base_lr(cfg, batch=plan.batch_size)
+    sch = build_schedule(cfg.schedule, base, plan.steps_per_epoch, plan.total_steps)
     # min_lr is absolute (torch's eta_min); above the base lr the decay would raise the lr
     if cfg.optim.lr_ntk is None and cfg.schedule.min_lr > base:
         raise _err(f"expected at most the base lr ({base:g}), got {cfg.schedule.min_lr:g}", "min_lr")

@@ -1,11 +1,15 @@
 """The training loop. One run = one process: ``python -m heur.core.train RUN_DIR [--resume]``.
 
-The process reads ``RUN_DIR/config.toml``, trains, and writes ``events.jsonl``,
+The process reads ``RUN_DIR/config.toml``, derives its plan (core.plan), trains, and writes
+``events.jsonl``,
 ``status.json`` and ``checkpoints/``. It syncs with the host only at log steps (every
 ``train.log_every`` steps), at evals and when a probe acts. SIGTERM (or SIGINT) saves a
 checkpoint and ends the run as ``stopped``; a non-finite loss or one above
 ``train.diverge_loss`` ends it as ``diverged``; an exception ends it as ``failed`` with the
 traceback in ``stdout.log``.
+
+The loop never calls the model itself: the run's objective (core.objective) gives the loss of
+each batch and the metrics of each evaluation, and checkpoints what it needs for an exact resume.
 """
 
 from __future__ import annotations
@@ -18,79 +22,20 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
 
 from . import runs as runs_mod
 from .config import RunConfig
-from .data import DeviceBatcher, augment_policy, batch_size, eval_batches, load_data, steps_per_epoch, total_steps
+from .data import DeviceBatcher, augment_policy, load_data
+from .device import resolve_device
 from .errors import ConfigError
 from .events import EventWriter
 from .models import build_model
+from .objective import Objective, build_objective, make_loss
+from .plan import RunPlan, plan_run
 from .probes import Probe, TrainContext, build_probes
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but CUDA is not available here", key="device")
-    return torch.device(name)
-
-
-def make_loss(train_cfg: Any, task: str, num_outputs: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The training loss. ``mse`` on a classification task uses one-hot targets.
-
-    ``mse_reduction = "mean"``: L = 1/(n C) sum (f - y)^2 (torch's MSELoss);
-    ``"half_sum"``: L = 1/(2n) sum_i ||f_i - y_i||^2 (the NTK / catapult convention).
-    """
-    if train_cfg.loss == "cross_entropy":
-        if task != "classification":
-            raise ConfigError("cross_entropy needs a classification dataset; use loss = \"mse\"",
-                              key="train.loss")
-        return F.cross_entropy
-
-    half = train_cfg.mse_reduction == "half_sum"
-
-    def mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if y.dtype == torch.long:
-            y = F.one_hot(y, num_outputs).to(out.dtype)
-        y = y.reshape(out.shape)
-        if half:
-            return 0.5 * (out - y).pow(2).sum() / out.shape[0]
-        return F.mse_loss(out, y)
-
-    return mse
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable,
-             batch: int, limit: Optional[int] = None, task: str = "classification") -> tuple[float, Optional[float]]:
-    """Mean loss and accuracy over (up to ``limit`` samples of) a split, in eval mode (the model's
-    mode is restored); batches move to the model's device; one host sync."""
-    was_training = model.training
-    model.eval()
-    dev = next((p.device for p in model.parameters()), x.device)
-    loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
-    correct = torch.zeros((), device=dev, dtype=torch.float64)
-    n = 0
-    for xb, yb in eval_batches(x, y, batch, limit):
-        xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
-        out = model(xb)
-        loss_sum += loss_fn(out, yb).double() * xb.shape[0]
-        if task == "classification":
-            correct += (out.argmax(1) == yb).sum()
-        n += xb.shape[0]
-    model.train(was_training)
-    vals = torch.stack([loss_sum, correct]).tolist()
-    return vals[0] / max(n, 1), (vals[1] / max(n, 1) if task == "classification" else None)
 
 
 def _grad_norm(params: list[torch.nn.Parameter]) -> torch.Tensor:
@@ -106,6 +51,15 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+def _check_data_against_plan(plan: RunPlan, data: Any) -> None:
+    """The plan is derived without loading the data: the loaded data must agree with it."""
+    got = (data.n_train, tuple(data.input_shape), data.num_outputs)
+    want = (plan.train_size, plan.input_shape, plan.num_outputs)
+    if got != want:
+        raise RuntimeError(f"the loaded data has (train size, input shape, outputs) = {got}; "
+                           f"the plan derived {want} from the config (core.data's size table)")
 
 
 class Run:
@@ -128,13 +82,17 @@ class Run:
             torch.set_num_threads(max(1, int(threads)))
         self.device = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
+        self.plan: RunPlan = plan_run(cfg)  # sizes, steps, base lr, blocks: read from here on
         self.data = load_data(cfg, self.device)
+        _check_data_against_plan(self.plan, self.data)
+        self.objective: Objective = build_objective(cfg, self.data, self.device)
+        # the task's plain loss, for probes that differentiate it (sharpness, NTK)
         self.loss_fn = make_loss(cfg.train, self.data.task, self.data.num_outputs)
         self.model = build_model(cfg, self.data.input_shape, self.data.num_outputs).to(self.device)
         self.model.train()
-        self.spe = steps_per_epoch(cfg)
-        self.total = total_steps(cfg)
-        self.batch = batch_size(cfg)
+        self.spe = self.plan.steps_per_epoch
+        self.total = self.plan.total_steps
+        self.batch = self.plan.batch_size
         pad, flip = augment_policy(cfg, self.data)
         self.batcher = DeviceBatcher(self.data, self.batch, self.spe, cfg.seed, pad, flip, cfg.train.drop_last)
         from .optim import build_optimizer, run_base_lr
@@ -145,8 +103,12 @@ class Run:
             from .probes_curvature import measure_lambda0
 
             self.lambda0 = float(measure_lambda0(self.model, cfg, self.data))
-        self.base_lr = run_base_lr(cfg, self.lambda0)
+        self.base_lr = self.plan.base_lr if self.plan.base_lr is not None else run_base_lr(
+            cfg, self.lambda0, self.batch)
         self.optimizer = build_optimizer(self.model, cfg.optim, self.base_lr)
+        extra = [t for t in self.objective.parameters() if t.requires_grad]
+        if extra:  # tensors the objective trains (a curve's bends): one more group, the optimizer's defaults
+            self.optimizer.add_param_group({"params": extra})
         self.schedule = build_schedule(cfg.schedule, self.base_lr, self.spe, self.total)
         self.restarts = set(getattr(self.schedule, "restart_steps", []) or [])
         self.probes: list[Probe] = build_probes(cfg.probes)
@@ -155,7 +117,7 @@ class Run:
             device=self.device, run_dir=self.run_dir, events=self.events, schedule=self.schedule,
             steps_per_epoch=self.spe, total_steps=self.total, lambda0=self.lambda0,
         )
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.params = [p for p in self.model.parameters() if p.requires_grad] + extra  # for the grad norm
         self.start_step = 0
         self.loss_acc = torch.zeros((), device=self.device)
         self.n_acc = 0
@@ -179,6 +141,7 @@ class Run:
             "n_acc": self.n_acc,
             "restart_k": self.restart_k,
             "probes": {p.name: p.state_dict() for p in self.probes},
+            "objective": {"name": self.objective.name, "state": self.objective.state_dict()},
         }
 
     def save(self, name: str, step: int) -> Path:
@@ -193,6 +156,11 @@ class Run:
             return False
         ck = runs_mod.load_checkpoint(path)  # on the CPU; load_state_dict copies to the device
         self.model.load_state_dict(ck["model"])
+        obj = ck.get("objective") or {"name": self.objective.name, "state": {}}  # older checkpoints: supervised
+        if obj["name"] != self.objective.name:
+            raise RuntimeError(f"{path.name} was written by objective {obj['name']!r}, "
+                               f"this run has {self.objective.name!r}")
+        self.objective.load_state_dict(obj["state"])  # in place: the optimizer holds those tensors
         self.optimizer.load_state_dict(ck["optimizer"])
         self.start_step = int(ck["step"])
         self.loss_acc.fill_(float(ck.get("loss_acc", 0.0)))
@@ -208,20 +176,14 @@ class Run:
         return True
 
     # ------------------------------------------------------------------ loop
-    def samples_at(self, step: int) -> int:
-        n = self.data.n_train
-        per_epoch = self.spe * self.batch if self.cfg.train.drop_last else n
-        e, i = divmod(step, self.spe)
-        return e * per_epoch + min(i * self.batch, per_epoch)
-
     def eval_event(self, step: int) -> dict[str, Any]:
         tc = self.cfg.train
         out: dict[str, Any] = {}
         for split, x, y, limit in (("train", self.data.x_train, self.data.y_train, tc.eval_train_samples),
                                    ("test", self.data.x_test, self.data.y_test, None)):
-            loss, acc = evaluate(self.model, x, y, self.loss_fn, tc.eval_batch_size, limit, self.data.task)
-            self.events.emit("eval", step, step / self.spe, split=split, loss=loss, accuracy=acc)
-            out[f"{split}_loss"], out[f"{split}_accuracy"] = loss, acc
+            metrics = self.objective.evaluate(self.model, x, y, tc.eval_batch_size, limit)
+            self.events.emit("eval", step, step / self.spe, split=split, **metrics)
+            out.update({f"{split}_{k}": v for k, v in metrics.items()})
         return out
 
     def train(self) -> tuple[str, str, dict[str, Any]]:
@@ -232,15 +194,15 @@ class Run:
         resumed = self.resume and self.load_latest()
         if not resumed:
             self.events.emit("start", 0, 0.0, name=cfg.name, total_steps=total, steps_per_epoch=spe,
-                             batch_size=self.batch, n_train=self.data.n_train, base_lr=self.base_lr,
+                             batch_size=self.batch, n_train=self.plan.train_size, base_lr=self.base_lr,
                              lambda0=self.lambda0, device=str(self.device), pid=os.getpid(),
-                             blocks=list(getattr(self.model, "heur_blocks", [])))
+                             blocks=list(self.plan.blocks))
         ctx = self.ctx
         ctx.step, ctx.epoch = self.start_step, self.start_step / spe
         if not resumed:
             for p in self.probes:
                 p.on_start(ctx)
-        model, opt, loss_fn, params = self.model, self.optimizer, self.loss_fn, self.params
+        model, opt, objective, params = self.model, self.optimizer, self.objective, self.params
         last: dict[str, Any] = {}
         state, reason = "completed", f"trained {total} steps"
         lr_prev = None
@@ -253,8 +215,7 @@ class Run:
                     g["lr"] = lr
                 lr_prev = lr
             x, y = self.batcher.batch_at(step)
-            out = model(x)
-            loss = loss_fn(out, y)
+            loss = objective.loss(model, x, y, step)  # no host sync: the loss stays on the device
             opt.zero_grad(set_to_none=True)
             loss.backward()
             log_now = (step + 1) % tc.log_every == 0 or step + 1 == total
@@ -272,7 +233,7 @@ class Run:
                 self.loss_acc.zero_()
                 self.n_acc = 0
                 self.events.emit("train", step, step / spe, loss=loss_val, lr=lr, grad_norm=gn,
-                                 samples=self.samples_at(step))
+                                 samples=self.plan.samples_at(step))
                 last["train_loss_running"] = loss_val
                 for p in self.probes:
                     p.on_log(ctx, loss_val)

@@ -10,7 +10,8 @@ import torch
 from heur.core import runs as R
 from heur.core.config import expand
 from heur.core.events import read_events
-from heur.core.train import Run, evaluate, make_loss
+from heur.core.objective import evaluate, make_loss
+from heur.core.train import Run
 
 from conftest import heur
 

@@ -14,7 +14,8 @@ import torch
 from heur.core import runs as R
 from heur.core.config import expand
 from heur.core.events import apply_resumes, read_events
-from heur.core.train import Run, evaluate, make_loss
+from heur.core.objective import evaluate, make_loss
+from heur.core.train import Run
 
 BASE = {"name": "t", "device": "cpu", "seed": 0,
         "data": {"name": "digits", "subset": 256},

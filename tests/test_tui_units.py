@@ -310,6 +310,20 @@ def test_fixture_events_are_schema_checked():
         ev("mystery", 0, 0.0, 0.0)
 
 
+def test_skipped_runs_get_a_dim_grey_badge():
+    from types import SimpleNamespace
+
+    from heur.tui.sidebar import STATE_STYLE, badge, experiment_badge
+
+    b = badge(SimpleNamespace(state="skipped"))
+    assert b.plain == "skipped" and str(b.spans[0].style) == STATE_STYLE["skipped"]
+    assert "dim" in STATE_STYLE["skipped"] and "128,128,128" in STATE_STYLE["skipped"]
+    e = experiment_badge([SimpleNamespace(state="completed"), SimpleNamespace(state="skipped")])
+    assert e.plain == "1 skipped" and str(e.spans[0].style) == STATE_STYLE["skipped"]
+    # a failed dependency is the worse news: it names the failure, not the skipped dependents
+    assert experiment_badge([SimpleNamespace(state="failed"), SimpleNamespace(state="skipped")]).plain == "1 failed"
+
+
 def test_heatmap_ramp_ends():
     assert heatmap.ramp(0.0) == "rgb(68,1,84)"
     assert heatmap.ramp(1.0) == "rgb(253,231,37)"

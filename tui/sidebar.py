@@ -30,6 +30,7 @@ STATE_STYLE = {
     "failed": "bold rgb(230,25,75)",
     "stopped": "rgb(230,120,0)",
     "lost": "bold rgb(200,50,200)",
+    "skipped": "dim rgb(128,128,128)",  # a run it needs did not complete: it never started
     "?": "rgb(128,128,128)",
 }
 
@@ -83,7 +84,7 @@ def experiment_badge(statuses: list[Any]) -> Text:
         except (TypeError, ValueError, AttributeError):
             pct = 0.0
         return _styled(f"{pct:3.0f}%", STATE_STYLE["running"])
-    for worst in ("failed", "lost", "diverged", "stopped", "queued"):
+    for worst in ("failed", "lost", "diverged", "stopped", "skipped", "queued"):
         n = states.count(worst)
         if n:
             txt = worst if n == len(states) else f"{n} {worst}"
