@@ -40,7 +40,7 @@ _SEEDED_SPLITS = ("digits", "synthetic", "teacher_student")
 
 def _load(path: Path | str, device: Any):
     from .models import build_model
-    from .runs import model_from_checkpoint
+    from .checkpoint import model_from_checkpoint
 
     model, cfg, ck = model_from_checkpoint(path, device)
     shape, n_out = tuple(int(s) for s in ck["input_shape"]), int(ck["num_outputs"])

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from .atomic import write_json_atomic
+from .checkpoint import load_checkpoint
 from .config import Experiment, RunConfig, dumps_toml, validate_run
 from .errors import ConfigError
 
@@ -68,13 +70,6 @@ def pid_alive(pid: Optional[int], start_time: Optional[int]) -> bool:
     if st is None:
         return False
     return start_time is None or st == start_time or st == 0
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON through a temp file in the same folder and a rename: readers never see half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, allow_nan=False, default=str, indent=1))
-    os.replace(tmp, path)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -296,9 +291,7 @@ def latest_checkpoint(run_dir: Path | str) -> Optional[Path]:
 
 
 def _checkpoint_step(path: Path) -> int:
-    import torch
-
-    return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
+    return int(load_checkpoint(path)["step"])
 
 
 # --------------------------------------------------------------------------- launching
@@ -428,51 +421,3 @@ def stop(target: Path | str) -> int:
         return int(stop_run(target))
     raise ConfigError("not a run or experiment directory (no config.toml / experiment.toml)", file=str(target))
 
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-def load_checkpoint(path: Path | str) -> dict[str, Any]:
-    """A heur checkpoint, loaded with ``weights_only=True``; ConfigError if it is not one."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("no such checkpoint file", file=str(path))
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ConfigError(f"not a loadable checkpoint ({type(e).__name__})", file=str(path)) from None
-    if not isinstance(ck, dict) or ck.get("format") != "heur-checkpoint":
-        raise ConfigError("not a heur checkpoint (no format = heur-checkpoint)", file=str(path))
-    return ck
-
-
-def model_from_checkpoint(path: Path | str, device: Any = "cpu") -> tuple[Any, RunConfig, dict[str, Any]]:
-    """(the model with the checkpoint's weights, on ``device``, in eval mode; its RunConfig; the
-    checkpoint itself). ConfigError naming the file when it is not a heur checkpoint or its
-    weights do not fit the model of its config."""
-    from .models import build_model
-
-    ck = load_checkpoint(path)
-    for k in ("model", "config", "input_shape", "num_outputs"):
-        if k not in ck:
-            raise ConfigError(f"checkpoint has no {k!r} entry", file=str(path))
-    cfg = validate_run(ck["config"], str(path))
-    model = build_model(cfg, tuple(int(s) for s in ck["input_shape"]), int(ck["num_outputs"])).to(device)
-    try:
-        model.load_state_dict(ck["model"])
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        raise ConfigError(f"weights do not fit the model of its config: {first[-1].strip() if first else e}",
-                          file=str(path)) from None
-    model.eval()
-    return model, cfg, ck
-
-
-def rebuild_from_checkpoint(path: Path | str, device: Any = "cpu", load_data_too: bool = True):
-    """(model with the checkpoint's weights, its RunConfig, its DataBundle or None)."""
-    from .data import load_data
-
-    model, cfg, _ = model_from_checkpoint(path, device)
-    return model, cfg, load_data(cfg, device) if load_data_too else None

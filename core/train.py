@@ -26,6 +26,7 @@ from typing import Any, Optional
 
 import torch
 
+from . import checkpoint
 from . import runs as runs_mod
 from .config import RunConfig
 from .data import DeviceBatcher, augment_policy, load_data
@@ -43,14 +44,6 @@ def _grad_norm(params: list[torch.nn.Parameter]) -> torch.Tensor:
     if not grads:
         return torch.zeros(())
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Atomic write: temp file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
 
 
 def _check_data_against_plan(plan: RunPlan, data: Any) -> None:
@@ -126,8 +119,8 @@ class Run:
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_state(self, step: int) -> dict[str, Any]:
         return {
-            "format": "heur-checkpoint",
-            "version": 1,
+            "format": checkpoint.FORMAT,
+            "version": checkpoint.VERSION,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "config": self.cfg.to_dict(),
@@ -146,7 +139,7 @@ class Run:
 
     def save(self, name: str, step: int) -> Path:
         path = self.run_dir / "checkpoints" / name
-        save_checkpoint(path, self.checkpoint_state(step))
+        checkpoint.save_checkpoint(path, self.checkpoint_state(step))
         self.events.emit("checkpoint", step, step / self.spe, path=str(path.relative_to(self.run_dir)))
         return path
 
@@ -154,7 +147,7 @@ class Run:
         path = runs_mod.latest_checkpoint(self.run_dir)
         if path is None:
             return False
-        ck = runs_mod.load_checkpoint(path)  # on the CPU; load_state_dict copies to the device
+        ck = checkpoint.load_checkpoint(path)  # on the CPU; load_state_dict copies to the device
         self.model.load_state_dict(ck["model"])
         obj = ck.get("objective") or {"name": self.objective.name, "state": {}}  # older checkpoints: supervised
         if obj["name"] != self.objective.name:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from heur.core import runs as R
+from heur.core.checkpoint import rebuild_from_checkpoint
 from heur.core.config import expand
 from heur.core.events import read_events
 from heur.core.objective import evaluate, make_loss
@@ -68,8 +69,8 @@ def test_a_vs_b(ckpts):
     assert it["train_loss"][0] == pytest.approx(ev["train"]["loss"], rel=1e-5)
     assert doc["a"]["eval"]["test_loss"] == pytest.approx(ev["test"]["loss"], rel=1e-5)
     # t = 1 is B on A's data (digits splits by seed: B's own split differs, and the notes say so)
-    model_b, _, _ = R.rebuild_from_checkpoint(ck["b"], load_data_too=False)
-    _, cfg_a, data_a = R.rebuild_from_checkpoint(ck["a"])
+    model_b, _, _ = rebuild_from_checkpoint(ck["b"], load_data_too=False)
+    _, cfg_a, data_a = rebuild_from_checkpoint(ck["a"])
     loss_fn = make_loss(cfg_a.train, data_a.task, data_a.num_outputs)
     for split, x, y in (("train", data_a.x_train, data_a.y_train), ("test", data_a.x_test, data_a.y_test)):
         loss, acc = evaluate(model_b, x, y, loss_fn, 512)
@@ -102,8 +103,8 @@ def test_different_architectures_give_a_matrix(ckpts):
     assert mx["layers_a"] == ["fc1", "fc2", "out"] and mx["layers_b"] == ["fc1", "out"]
     assert np.array(mx["cka"]).shape == (3, 2)
     # A's logits vs B's logits on A's test set (all of it: fewer than 1000 samples), by the definition
-    ma, _, data = R.rebuild_from_checkpoint(ck["a"])
-    mb, _, _ = R.rebuild_from_checkpoint(ck["narrow"], load_data_too=False)
+    ma, _, data = rebuild_from_checkpoint(ck["a"])
+    mb, _, _ = rebuild_from_checkpoint(ck["narrow"], load_data_too=False)
     with torch.no_grad():
         x, y = ma(data.x_test).double(), mb(data.x_test).double()
     x, y = x - x.mean(0), y - y.mean(0)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from heur.core import runs as R
+from heur.core.checkpoint import rebuild_from_checkpoint
 from heur.core.activations import probe_indices
 from heur.core.config import expand
 from heur.core.errors import ConfigError
@@ -96,7 +97,7 @@ def test_events_and_matrix(trained):
 
 def test_snapshot_holds_the_final_models_activations(trained):
     rd, r = trained
-    model, cfg, bundle = R.rebuild_from_checkpoint(rd / "checkpoints" / "final.pt")
+    model, cfg, bundle = rebuild_from_checkpoint(rd / "checkpoints" / "final.pt")
     idx = torch.as_tensor(probe_indices(bundle.n_train, 120, cfg.seed))
     x = bundle.x_train[idx]
     model.eval()

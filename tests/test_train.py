@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from heur.core import runs as R
+from heur.core.checkpoint import rebuild_from_checkpoint
 from heur.core.config import expand
 from heur.core.events import apply_resumes, read_events
 from heur.core.objective import evaluate, make_loss
@@ -64,7 +65,7 @@ def test_checkpoint_loads_weights_only_and_rebuilds_the_model(tmp_path):
     r, _ = run_inprocess(rd)
     ck = torch.load(rd / "checkpoints" / "final.pt", weights_only=True)
     assert ck["step"] == 8 and ck["config"]["model"]["name"] == "cnn"
-    model, cfg, bundle = R.rebuild_from_checkpoint(rd / "checkpoints" / "final.pt")
+    model, cfg, bundle = rebuild_from_checkpoint(rd / "checkpoints" / "final.pt")
     loss_fn = make_loss(cfg.train, bundle.task, bundle.num_outputs)
     got = evaluate(model, bundle.x_test, bundle.y_test, loss_fn, 512)
     want = evaluate(r.model, r.data.x_test, r.data.y_test, r.loss_fn, 512)
