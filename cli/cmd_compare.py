@@ -12,6 +12,9 @@ import typer
 from .common import fmt
 from .errors import exits_on_config_error
 
+# a measurement's argument -> the option it came from, for errors compare() leaves to its caller
+_OPTION_OF = {"layers": "--layers", "samples": "--samples", "conv": "--conv"}
+
 
 def register(app: typer.Typer) -> None:
     @app.command("compare")
@@ -31,10 +34,14 @@ def register(app: typer.Typer) -> None:
         """Per-layer SVCCA / PWCCA / CKA of two networks and the loss along the straight line between them."""
         from heur.core.compare import compare as run_compare
         from heur.core.events import sanitize
+        from heur.core.measure_errors import MeasurementError, to_config_error
         from heur.core.device import resolve_device
 
-        doc = run_compare(ckpt_a, ckpt_b, data=data, layers=layers or None, points=points, samples=samples,
-                          conv=conv, device=resolve_device(device))
+        try:
+            doc = run_compare(ckpt_a, ckpt_b, data=data, layers=layers or None, points=points, samples=samples,
+                              conv=conv, device=resolve_device(device))
+        except MeasurementError as e:  # inputs the measurements cannot use: one line, exit 2
+            raise to_config_error(e, _OPTION_OF) from None
         if as_json:
             print(json.dumps(sanitize(doc), allow_nan=False, indent=1))
             return

@@ -2,6 +2,8 @@
 
 Layer names are those of ``model.named_modules()``. ``resolve_layers(model, "auto")`` gives
 ``model.heur_blocks`` where the model has it, else every Conv/Linear module in forward order.
+Bad layer names or sample counts raise :class:`CaptureError` (a MeasurementError: a ValueError
+with ``arg`` "layers" or "samples"); the callers name their own config key.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from .measure_errors import MeasurementError
 
-__all__ = ["capture", "resolve_layers", "probe_indices"]
+__all__ = ["CaptureError", "capture", "resolve_layers", "probe_indices"]
 
-_KEY = "probes.cca.layers"
 _LEAF_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+class CaptureError(MeasurementError):
+    """Layers that cannot be captured (``arg`` "layers") or an empty probe set ("samples")."""
 
 
 def _forward_order(model: nn.Module, names: list[str], example: Optional[torch.Tensor]) -> list[str]:
@@ -46,7 +51,7 @@ def resolve_layers(model: nn.Module, layers: Union[str, Sequence[str]] = "auto",
     ``"auto"``: ``model.heur_blocks`` if present, else every Conv/Linear module — in forward
     order when ``example`` (a small input batch) is given, else in registration order.
     A list of names is validated against ``model.named_modules()``; an unknown name raises
-    ConfigError(key="probes.cca.layers") listing the valid names.
+    CaptureError(arg="layers") listing the valid names.
     """
     valid = [n for n, _ in model.named_modules() if n]
     if isinstance(layers, str):
@@ -59,16 +64,16 @@ def resolve_layers(model: nn.Module, layers: Union[str, Sequence[str]] = "auto",
             mods = dict(model.named_modules())
             names = [n for n in valid if isinstance(mods[n], _LEAF_TYPES)]
             if not names:
-                raise ConfigError("model has no Conv/Linear layers and no heur_blocks; name the layers", key=_KEY)
+                raise CaptureError("model has no Conv/Linear layers and no heur_blocks; name the layers", arg="layers")
             return _forward_order(model, names, example)
     names = list(layers)
     if not names:
-        raise ConfigError("expected 'auto' or a non-empty list of layer names", key=_KEY)
+        raise CaptureError("expected 'auto' or a non-empty list of layer names", arg="layers")
     bad = [n for n in names if n not in valid]
     if bad:
-        raise ConfigError(
+        raise CaptureError(
             f"unknown layer{'s' if len(bad) > 1 else ''} {', '.join(map(repr, bad))}; valid names: {', '.join(valid)}",
-            key=_KEY,
+            arg="layers",
         )
     return names
 
@@ -77,7 +82,7 @@ def probe_indices(n: int, samples: int, seed: int = 0) -> np.ndarray:
     """A fixed probe set: ``min(samples, n)`` distinct sample indices in [0, n), sorted, chosen by
     ``seed`` alone (the same seed gives the same set in every run and process)."""
     if n <= 0 or samples <= 0:
-        raise ConfigError(f"expected a positive number of samples, got {samples} of {n}", key="probes.cca.samples")
+        raise CaptureError(f"expected a positive number of samples, got {samples} of {n}", arg="samples")
     g = np.random.default_rng(np.random.SeedSequence([int(seed), 0xCCA]))
     return np.sort(g.choice(n, size=min(samples, n), replace=False))
 

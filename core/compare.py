@@ -16,8 +16,10 @@ dataset with the same input shape) — and returns one plain dict (JSON-ready):
   pwcca, cka} — every layer of A against every layer of B — and no interpolation.
 
 A similarity that cannot be computed (too few samples for a layer's neurons, a constant layer)
-is None and the reason is kept in ``notes``. Missing files, non-checkpoints and inputs of
-different shapes raise ConfigError.
+is None and the reason is kept in ``notes``. Missing files, non-checkpoints, inputs of
+different shapes and layer names the models do not have raise ConfigError, keyed by the
+command line's names (``--layers``, ``CKPT_B``, ...); other measurement errors are
+MeasurementErrors (ValueErrors) and left to the caller.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from .errors import ConfigError
+from .measure_errors import to_config_error
 
 __all__ = ["compare", "DEFAULT_POINTS", "DEFAULT_SAMPLES"]
 
@@ -88,8 +91,8 @@ def _sim(x: Any, y: Any, method: str, conv: str, notes: list[str], label: str) -
             msg = f"{label} {method}: {w.message}"
             if msg not in notes:
                 notes.append(msg)
-    except (ConfigError, ValueError, np.linalg.LinAlgError) as e:
-        notes.append(f"{label} {method}: {e.message if isinstance(e, ConfigError) else e}")
+    except (ValueError, np.linalg.LinAlgError) as e:  # a SimilarityError is a ValueError
+        notes.append(f"{label} {method}: {e}")
         return None
     return float(v) if np.isfinite(v) else None
 
@@ -102,7 +105,7 @@ def compare(path_a: Path | str, path_b: Path | str, data: Optional[str] = None,
     ``heur_blocks``); ``points`` >= 2 values of t (0 and 1 included)."""
     import torch
 
-    from .activations import capture, probe_indices, resolve_layers
+    from .activations import CaptureError, capture, probe_indices, resolve_layers
     from .connectivity import barrier, bn_modules, eval_row, linear_path
     from .objective import make_loss
 
@@ -133,8 +136,8 @@ def compare(path_a: Path | str, path_b: Path | str, data: Optional[str] = None,
     try:
         names_a = resolve_layers(a["model"], sel)
         names_b = resolve_layers(b["model"], sel)
-    except ConfigError as e:
-        raise ConfigError(e.message, key="--layers") from None
+    except CaptureError as e:
+        raise to_config_error(e, "--layers") from None
     idx = probe_indices(int(bundle.x_test.shape[0]), samples, seed)
     x = bundle.x_test.index_select(0, torch.as_tensor(idx, device=bundle.x_test.device))
     same = _same_architecture(a["ck"]["model"], b["ck"]["model"])

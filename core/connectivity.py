@@ -4,6 +4,9 @@ Along the path w(t) = (1 − t)·w_a + t·w_b every evaluated point gets its bat
 recomputed from the training data (one pass, exact cumulative average), as Garipov et al. do:
 without that, interpolated weights meet stale statistics and even t = 0 would not reproduce the
 endpoint's error when its stored statistics are exponential averages.
+
+State dicts of different architectures and paths without both ends raise
+:class:`ConnectivityError` (a MeasurementError, so a ValueError).
 """
 
 from __future__ import annotations
@@ -13,9 +16,13 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from .measure_errors import MeasurementError
 
-__all__ = ["interpolate_state", "recompute_bn_stats", "evaluate", "linear_path", "barrier"]
+__all__ = ["ConnectivityError", "interpolate_state", "recompute_bn_stats", "evaluate", "linear_path", "barrier"]
+
+
+class ConnectivityError(MeasurementError):
+    """Two state dicts that do not pair up (``arg`` "sd_b"), a path without both ends ("ts")."""
 
 
 def interpolate_state(sd_a: dict, sd_b: dict, t: float) -> dict:
@@ -23,12 +30,12 @@ def interpolate_state(sd_a: dict, sd_b: dict, t: float) -> dict:
     are copied from ``a``. t = 0 and t = 1 return exact copies of a and b."""
     if sd_a.keys() != sd_b.keys():
         missing = sorted(set(sd_a) ^ set(sd_b))
-        raise ConfigError(f"the two state dicts differ in keys: {', '.join(missing[:8])}", key="model")
+        raise ConnectivityError(f"the two state dicts differ in keys: {', '.join(missing[:8])}", arg="sd_b")
     out = {}
     for k, a in sd_a.items():
         b = sd_b[k]
         if isinstance(a, torch.Tensor) and a.shape != b.shape:
-            raise ConfigError(f"{k}: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}", key="model")
+            raise ConnectivityError(f"{k}: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}", arg="sd_b")
         if isinstance(a, torch.Tensor) and a.is_floating_point():
             if t == 0:
                 out[k] = a.clone()
@@ -126,6 +133,6 @@ def barrier(ts: Sequence[float], losses: Sequence[float]) -> float:
     chord between its endpoints (≤ 0 for a convex path). ``ts`` must contain 0 and 1."""
     pairs = sorted(zip(map(float, ts), map(float, losses)))
     if len(pairs) < 2 or pairs[0][0] != 0.0 or pairs[-1][0] != 1.0:
-        raise ConfigError("barrier needs the path evaluated at t = 0 and t = 1", key="ts")
+        raise ConnectivityError("barrier needs the path evaluated at t = 0 and t = 1", arg="ts")
     l0, l1 = pairs[0][1], pairs[-1][1]
     return max(l - ((1 - t) * l0 + t * l1) for t, l in pairs)

@@ -33,6 +33,10 @@ Hessian-vector product is then a backward pass through that retained gradient gr
 CPU for a small CNN (it re-runs the forward for every product; see bench/curvature.py), keeps
 one dropout mask fixed for all products, and works with any module. Gauss–Newton products use
 the double-backward trick: ``Jv = d/du (Jᵀu · v)`` through the same single forward graph.
+
+Inputs that give no measurement (k above the operator's dimension, an unknown method or loss,
+no Adam state yet) raise :class:`CurvatureError`, a MeasurementError (so a ValueError) whose
+``arg`` names the argument at fault.
 """
 
 from __future__ import annotations
@@ -42,11 +46,18 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
+from .measure_errors import MeasurementError
+
 __all__ = [
-    "EigResult", "hessian_eigenvalues", "hessian_eigenvalues_with_info", "gauss_newton_eigenvalues",
-    "ntk_top_eigenvalue", "preconditioned_sharpness", "adam_threshold", "loss_normalisation",
+    "CurvatureError", "EigResult", "hessian_eigenvalues", "hessian_eigenvalues_with_info",
+    "gauss_newton_eigenvalues", "ntk_top_eigenvalue", "preconditioned_sharpness", "adam_threshold", "loss_normalisation",
     "lanczos", "power_iteration",
 ]
+
+
+class CurvatureError(MeasurementError):
+    """Inputs no eigenvalue can be computed from; ``arg``: "k", "method", "loss", "v0",
+    "model" or "optimizer"."""
 
 
 @dataclass
@@ -93,7 +104,7 @@ class _Guard:
 def _params(model: torch.nn.Module) -> list[torch.Tensor]:
     ps = [p for p in model.parameters() if p.requires_grad]
     if not ps:
-        raise ValueError("the model has no parameters that require grad")
+        raise CurvatureError("the model has no parameters that require grad", arg="model")
     return ps
 
 
@@ -133,7 +144,7 @@ def _start(n: int, gen: torch.Generator, like: torch.Tensor, v0: Optional[torch.
     if v0 is None:
         return r
     if v0.numel() != n:
-        raise ValueError(f"v0 has {v0.numel()} entries, the operator {n}")
+        raise CurvatureError(f"v0 has {v0.numel()} entries, the operator {n}", arg="v0")
     w = v0.reshape(-1).to(device=like.device, dtype=like.dtype)
     w = w / w.norm() + WARM_NOISE * r
     return w / w.norm()
@@ -158,9 +169,9 @@ def lanczos(op: Callable[[torch.Tensor], torch.Tensor], n: int, like: torch.Tens
     little of the seeded random vector; the stopping rule is the same.
     """
     if k < 1:
-        raise ValueError("k must be >= 1")
+        raise CurvatureError("k must be >= 1", arg="k")
     if k > n:
-        raise ValueError(f"k={k} eigenvalues asked of an operator of dimension {n}")
+        raise CurvatureError(f"k={k} eigenvalues asked of an operator of dimension {n}", arg="k")
     m = max(min(max_iter, n), k)
     gen = _gen(seed)
     # the basis grows in chunks, so a large max_iter does not reserve (max_iter x n) up front
@@ -239,9 +250,9 @@ def power_iteration(op: Callable[[torch.Tensor], torch.Tensor], n: int, like: to
     so the values returned are the largest algebraic ones. ``v0`` warm-starts the first one.
     """
     if k < 1:
-        raise ValueError("k must be >= 1")
+        raise CurvatureError("k must be >= 1", arg="k")
     if k > n:
-        raise ValueError(f"k={k} eigenvalues asked of an operator of dimension {n}")
+        raise CurvatureError(f"k={k} eigenvalues asked of an operator of dimension {n}", arg="k")
     gen = _gen(seed)
     total = 0
     iters = 0
@@ -292,7 +303,7 @@ def _solve(op, n, like, k, method, tol, max_iter, seed, v0=None) -> EigResult:
         return lanczos(op, n, like, k=k, tol=tol, max_iter=max_iter, seed=seed, v0=v0)
     if method == "power":
         return power_iteration(op, n, like, k=k, tol=tol, max_iter=max_iter, seed=seed, v0=v0)
-    raise ValueError(f"method must be 'lanczos' or 'power', got {method!r}")
+    raise CurvatureError(f"method must be 'lanczos' or 'power', got {method!r}", arg="method")
 
 
 # --------------------------------------------------------------------------- operators
@@ -324,7 +335,7 @@ def loss_normalisation(loss: str, reduction: str = "mean") -> str:
         return "mse mean: L = 1/(m*C) sum (f-y)^2; GN = 2/(m*C) J^T J"
     if loss == "mse" and reduction == "half_sum":
         return "mse half_sum: L = 1/(2m) sum ||f-y||^2; GN = J^T J / m"
-    raise ValueError(f"unknown loss {loss!r} / reduction {reduction!r}")
+    raise CurvatureError(f"unknown loss {loss!r} / reduction {reduction!r}", arg="loss")
 
 
 def hessian_eigenvalues_with_info(model: torch.nn.Module, loss_fn: Callable, inputs: torch.Tensor,
@@ -371,7 +382,7 @@ def _gn_operator(model, inputs, params, loss: str, reduction: str):
     live = [i for i, g in enumerate(jtu) if g is not None and g.requires_grad]
     if loss == "cross_entropy":
         if out.dim() != 2:
-            raise ValueError("cross_entropy Gauss–Newton expects (m, classes) outputs")
+            raise CurvatureError("cross_entropy Gauss–Newton expects (m, classes) outputs", arg="model")
         p = torch.softmax(out.detach().double(), dim=1).to(out.dtype)
 
         def h_out(z: torch.Tensor) -> torch.Tensor:  # (diag p - p p^T) z / m, per sample
@@ -382,7 +393,7 @@ def _gn_operator(model, inputs, params, loss: str, reduction: str):
         def h_out(z: torch.Tensor) -> torch.Tensor:
             return scale * z
     else:
-        raise ValueError(f"loss must be 'mse' or 'cross_entropy', got {loss!r}")
+        raise CurvatureError(f"loss must be 'mse' or 'cross_entropy', got {loss!r}", arg="loss")
 
     def op(v: torch.Tensor) -> torch.Tensor:
         vs = _unflat(v, params)
@@ -442,7 +453,7 @@ def adam_preconditioner(optimizer: torch.optim.Optimizer, params: Sequence[torch
         st = optimizer.state.get(p, {})
         g = group_of.get(id(p))
         if g is None or "exp_avg_sq" not in st:
-            raise ValueError("the optimizer has no Adam state (exp_avg_sq) for every parameter yet")
+            raise CurvatureError("the optimizer has no Adam state (exp_avg_sq) for every parameter yet", arg="optimizer")
         b1, b2 = g["betas"]
         t = float(st.get("step", 0))
         v = st["exp_avg_sq"].detach()

@@ -16,16 +16,15 @@ from .plan import RunPlan, plan_run
 
 def check_run(cfg: Any) -> RunPlan:
     """Every check of one run; returns its plan (derived once, read by each check)."""
-    from .probes_cca import check_cca
-    from .probes_curvature import check_probes
+    from .probes import configured, probe_class
     from .schedules import validate_schedule
 
     if cfg.train.loss == "cross_entropy" and cfg.data.name == "teacher_student":
         raise ConfigError('teacher_student is a regression dataset: expected loss = "mse"', key="train.loss")
     plan = plan_run(cfg)  # builds the model on the meta device: what build_model will say at the run's start
     check_available(cfg.data)
-    check_probes(cfg, plan)
-    check_cca(cfg, plan)
+    for name, section in configured(cfg.probes):  # each probe declares its own check
+        probe_class(name).check(section, cfg, plan)
     validate_schedule(cfg, plan)
     return plan
 

@@ -4,6 +4,12 @@ A probe is built from its ``[probes.<name>]`` section and called by ``core.train
 points. Hooks must not force a host sync unless they act at that step (the loop itself syncs
 only at log steps). ``on_end`` returns fields merged into the run's result (``status.json`` and
 the summary), e.g. ``{"phase": "catapult"}``.
+
+The registry (:data:`REGISTRY`) is the one list of probes: each entry is a config section
+(``[probes.<name>]``) and the class that runs it, imported only when that section is used. The
+class declares the rest — its preflight check (:meth:`Probe.check`, which ``core.preflight``
+calls for every configured probe) and the events it emits — so adding a probe is a new module
+and one line here; neither preflight nor the loop names probes.
 """
 
 from __future__ import annotations
@@ -13,14 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-# probe section name -> "module:Class" (imported lazily, so unused probes cost nothing)
+# probe section name -> "module:Class" (imported lazily, so unused probes cost nothing), in the
+# order the loop calls them: ntk first (its lambda0 is in the context the others see)
 REGISTRY: dict[str, str] = {
     "ntk": "heur.core.probes_curvature:NtkProbe",
     "sharpness": "heur.core.probes_curvature:SharpnessProbe",
     "catapult": "heur.core.catapult:CatapultProbe",
     "cca": "heur.core.probes_cca:CcaProbe",
 }
-ORDER = ("ntk", "sharpness", "catapult", "cca")
 
 
 @dataclass
@@ -56,6 +62,12 @@ class Probe:
     def __init__(self, cfg: Any):
         self.cfg = cfg  # the probe's own config section
 
+    @classmethod
+    def check(cls, section: Any, cfg: Any, plan: Any) -> None:
+        """Preflight, before any run starts: raise ConfigError (with the dotted key) if this
+        probe cannot run with ``section`` (its ``[probes.<name>]`` table) on the run ``cfg``
+        whose core.plan.RunPlan is ``plan``. Default: nothing to check."""
+
     def on_start(self, ctx: TrainContext) -> None:
         """Before the first step (after ``lambda0`` is known)."""
 
@@ -79,13 +91,22 @@ class Probe:
         pass
 
 
-def build_probes(probes_cfg: Any) -> list[Probe]:
+def probe_class(name: str) -> type[Probe]:
+    """The class of registered probe ``name`` (importing its module)."""
+    mod_name, _, cls_name = REGISTRY[name].partition(":")
+    return getattr(importlib.import_module(mod_name), cls_name)
+
+
+def configured(probes_cfg: Any) -> list[tuple[str, Any]]:
+    """(name, section) of each probe the ``[probes]`` config turns on, in registry order."""
     out = []
-    for name in ORDER:
+    for name in REGISTRY:
         section = getattr(probes_cfg, name, None)
-        if section is None or getattr(section, "enabled", True) is False:
-            continue
-        mod_name, _, cls_name = REGISTRY[name].partition(":")
-        cls = getattr(importlib.import_module(mod_name), cls_name)
-        out.append(cls(section))
+        if section is not None and getattr(section, "enabled", True) is not False:
+            out.append((name, section))
     return out
+
+
+def build_probes(probes_cfg: Any) -> list[Probe]:
+    """One probe per configured section, in registry order."""
+    return [probe_class(name)(section) for name, section in configured(probes_cfg)]

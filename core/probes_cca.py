@@ -31,7 +31,6 @@ sample count before a run starts, on a model built on the meta device (no memory
 from __future__ import annotations
 
 import math
-import os
 import time
 import warnings
 import zipfile
@@ -41,7 +40,9 @@ from typing import Any, Optional
 import numpy as np
 
 from .blas import single_thread_blas
+from .atomic import replace_atomic, write_json_atomic
 from .errors import ConfigError
+from .measure_errors import to_config_error
 from .probes import Probe, TrainContext
 
 __all__ = ["CcaProbe", "check_cca", "snapshot_steps", "summary_fields", "SETTLE_THRESHOLD"]
@@ -126,10 +127,13 @@ def check_cca(cfg: Any, plan: Any) -> None:
         return
     import torch
 
-    from .activations import capture, resolve_layers
+    from .activations import CaptureError, capture, resolve_layers
 
     model = plan.model
-    names = resolve_layers(model, section.layers)
+    try:
+        names = resolve_layers(model, section.layers)
+    except CaptureError as e:
+        raise to_config_error(e, "probes.cca.layers") from None
     if section.method == "cka":
         return
     n = min(section.samples, plan.train_size)
@@ -158,6 +162,10 @@ def check_cca(cfg: Any, plan: Any) -> None:
 class CcaProbe(Probe):
     name = "cca"
 
+    @classmethod
+    def check(cls, section: Any, cfg: Any, plan: Any) -> None:
+        check_cca(cfg, plan)
+
     def __init__(self, cfg: Any):
         super().__init__(cfg)
         self.layers: list[str] = []
@@ -174,13 +182,16 @@ class CcaProbe(Probe):
             return
         import torch
 
-        from .activations import probe_indices, resolve_layers
+        from .activations import CaptureError, probe_indices, resolve_layers
 
         data = ctx.data
-        idx = probe_indices(data.n_train, self.cfg.samples, ctx.cfg.seed)
-        self._x = data.x_train.index_select(0, torch.as_tensor(idx, device=data.x_train.device))
-        if not self.layers:
-            self.layers = resolve_layers(ctx.model, self.cfg.layers, example=self._x[:2])
+        try:
+            idx = probe_indices(data.n_train, self.cfg.samples, ctx.cfg.seed)
+            self._x = data.x_train.index_select(0, torch.as_tensor(idx, device=data.x_train.device))
+            if not self.layers:
+                self.layers = resolve_layers(ctx.model, self.cfg.layers, example=self._x[:2])
+        except CaptureError as e:
+            raise to_config_error(e, {"samples": "probes.cca.samples", "layers": "probes.cca.layers"}) from None
         last = self.snapshots[-1]["step"] if self.snapshots else -1
         self._due = [s for s in snapshot_steps(self.cfg.every_epochs, ctx.steps_per_epoch, ctx.total_steps)
                      if s > last]
@@ -199,10 +210,9 @@ class CcaProbe(Probe):
         d = Path(run_dir) / _DIR
         d.mkdir(parents=True, exist_ok=True)
         rel = f"{_DIR}/{name}.npz"
-        tmp = d / f".{name}.{os.getpid()}.tmp.npz"
         arrays = {f"a{i}": acts[k] for i, k in enumerate(self.layers)}
-        save_npz(tmp, {"layers": np.array(self.layers), "step": np.array(step), "epoch": np.array(epoch), **arrays})
-        os.replace(tmp, Path(run_dir) / rel)
+        meta = {"layers": np.array(self.layers), "step": np.array(step), "epoch": np.array(epoch)}
+        replace_atomic(Path(run_dir) / rel, lambda tmp: save_npz(tmp, {**meta, **arrays}))
         return rel
 
     def _load(self, run_dir: Path, rel: str) -> dict[str, np.ndarray]:
@@ -214,11 +224,11 @@ class CcaProbe(Probe):
         from .similarity import similarity
 
         a32, b32 = a.astype(np.float32), b.astype(np.float32)
-        try:  # non-finite activations (a diverged run) raise SimilarityError, a ConfigError
+        try:  # non-finite activations (a diverged run) raise SimilarityError, a ValueError
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 v = similarity(a32, b32, self.cfg.method, conv=self.cfg.conv)
-        except (ConfigError, ValueError, np.linalg.LinAlgError):
+        except (ValueError, np.linalg.LinAlgError):
             return None
         return float(min(1.0, max(0.0, v))) if math.isfinite(v) else None
 
@@ -281,8 +291,6 @@ class CcaProbe(Probe):
                "method": self.cfg.method, "conv": self.cfg.conv, "samples": int(self._x.shape[0]),
                "seconds": self.seconds, "against_final": against_final, "against_previous": prev}
         from .events import sanitize
-
-        from .runs import write_json_atomic
 
         write_json_atomic(Path(ctx.run_dir) / "cca.json", sanitize(doc))
         if against_final is None:

@@ -17,7 +17,8 @@ top Gauss–Newton (NTK) eigenvalue of the training loss at init, and the learni
 
 ``measure_lambda0(model, cfg, data) -> float`` is what ``core.train`` calls before
 building the optimizer when ``optim.lr_ntk`` is set (lr = lr_ntk / lambda0), on the same batch
-as the NTK probe. ``check_probes(cfg)`` validates the batch sizes before a run is launched.
+as the NTK probe. Each probe's ``check`` (preflight, through the probe registry) validates its
+batch size before a run is launched.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch
 
 from .catapult import phase_limits
 from .curvature import (
+    CurvatureError,
     EigResult,
     adam_threshold,
     gauss_newton_eigenvalues,
@@ -39,7 +41,7 @@ from .curvature import (
 from .errors import ConfigError
 from .probes import Probe, TrainContext
 
-__all__ = ["SharpnessProbe", "NtkProbe", "check_probes", "measure_lambda0", "measure_lambda0_info",
+__all__ = ["SharpnessProbe", "NtkProbe", "measure_lambda0", "measure_lambda0_info",
            "probe_batch", "stability_threshold", "DEFAULT_NTK_BATCH"]
 
 ADAM_FAMILY = ("adam", "adamw", "gi_adam")
@@ -47,17 +49,12 @@ DEFAULT_NTK_BATCH = 512  # lambda0 batch when optim.lr_ntk is set without a [pro
 NTK_TOL, NTK_MAX_ITER = 1e-4, 100
 
 
-def check_probes(cfg: Any, plan: Any = None) -> None:
-    """Raise ConfigError if a curvature probe asks for more samples than the training set has
-    (``plan``: the run's core.plan.RunPlan; its size is derived from the config when not given)."""
-    from .data import train_size
-
-    n = plan.train_size if plan is not None else train_size(cfg.data)
-    for name in ("sharpness", "ntk"):
-        section = getattr(cfg.probes, name, None)
-        if section is not None and section.batch > n:
-            raise ConfigError(f"expected at most the training set size ({n} samples), got {section.batch}",
-                              key=f"probes.{name}.batch")
+def _check_batch(name: str, section: Any, plan: Any) -> None:
+    """ConfigError (key probes.<name>.batch) if the probe's batch exceeds the training set."""
+    n = plan.train_size
+    if section.batch > n:
+        raise ConfigError(f"expected at most the training set size ({n} samples), got {section.batch}",
+                          key=f"probes.{name}.batch")
 
 
 def probe_batch(data: Any, size: int, seed: int, key: str = "probes.sharpness.batch") -> tuple[Any, Any]:
@@ -134,6 +131,10 @@ def measure_lambda0(model: torch.nn.Module, cfg: Any, data: Any) -> float:
 class SharpnessProbe(Probe):
     name = "sharpness"
 
+    @classmethod
+    def check(cls, section: Any, cfg: Any, plan: Any) -> None:
+        _check_batch(cls.name, section, plan)
+
     def __init__(self, cfg: Any):
         super().__init__(cfg)
         self._batch: Optional[tuple[Any, Any]] = None
@@ -168,7 +169,10 @@ class SharpnessProbe(Probe):
         if ctx.cfg.optim.name in ADAM_FAMILY:
             try:
                 p = preconditioned_sharpness(ctx.model, ctx.loss_fn, x, y, ctx.optimizer, v0=self._pv, **kw)
-            except ValueError:  # no Adam state yet (before the first step)
+            except CurvatureError as e:
+                if e.arg != "optimizer":
+                    raise
+                # no Adam state yet (before the first step)
                 fields["preconditioned_sharpness"] = None
                 measured = None
             else:
@@ -212,6 +216,10 @@ class SharpnessProbe(Probe):
 
 class NtkProbe(Probe):
     name = "ntk"
+
+    @classmethod
+    def check(cls, section: Any, cfg: Any, plan: Any) -> None:
+        _check_batch(cls.name, section, plan)
 
     def __init__(self, cfg: Any):
         super().__init__(cfg)

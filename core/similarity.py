@@ -37,7 +37,7 @@ Definitions:
 
 Robustness: constant neurons are dropped (CCA family); CCA needs samples to greatly exceed
 neurons: fewer (centred) samples than the (non-constant) neurons of either side raises
-:class:`SimilarityError` (a ConfigError and a ValueError) unless ``epsilon`` > 0 asks for a
+:class:`SimilarityError` (a MeasurementError, so a ValueError) unless ``epsilon`` > 0 asks for a
 ridge-regularised estimate (ε added to the diagonal of each correlation matrix). Below 5 samples
 per neuron a :class:`FewSamplesWarning` is issued: the random baseline is large there (100 vs 100
 neurons: mean CCA 0.64 at 200 samples, 0.27 at 1000), and with n ≤ neurons_x + neurons_y the spans
@@ -66,7 +66,7 @@ import scipy.linalg as sla
 import torch
 
 from .blas import blas_threads, single_thread_blas
-from .errors import ConfigError
+from .measure_errors import MeasurementError
 
 __all__ = [
     "cca",
@@ -86,11 +86,9 @@ MIN_SAMPLES_PER_NEURON = 5
 CONV_MODES = ("mean", "flatten", "dft")
 
 
-class SimilarityError(ConfigError, ValueError):
-    """Inputs a similarity measure cannot be computed from (bad shapes, too few samples)."""
-
-    def __init__(self, message: str, *, key: str | None = "probes.cca.samples"):
-        super().__init__(message, key=key)
+class SimilarityError(MeasurementError):
+    """Inputs a similarity measure cannot be computed from (bad shapes, too few samples);
+    ``arg``: "samples" (too few rows), "conv", "method", "dtype", "keep", or None."""
 
 
 class FewSamplesWarning(UserWarning):
@@ -110,7 +108,7 @@ def _np_dtype(dtype: Any) -> np.dtype:
     except TypeError:
         dt = None
     if dt is None or dt.name not in ("float64", "float32"):
-        raise SimilarityError(f"dtype: expected float64 or float32, got {dtype!r}", key=None)
+        raise SimilarityError(f"dtype: expected float64 or float32, got {dtype!r}", arg="dtype")
     return dt
 
 
@@ -138,7 +136,7 @@ def flatten_conv(acts: Any, conv: str = "mean") -> Any:
     N samples) or "flatten" (every spatial position a sample, N·prod(spatial) samples). 2-D inputs
     are returned unchanged. Works on numpy arrays and torch tensors (keeps the type)."""
     if conv not in ("mean", "flatten"):
-        raise SimilarityError(f"conv: expected 'mean' or 'flatten', got {conv!r}", key="probes.cca.conv")
+        raise SimilarityError(f"conv: expected 'mean' or 'flatten', got {conv!r}", arg="conv")
     if acts.ndim <= 2:
         return acts
     c = acts.shape[1]
@@ -156,7 +154,7 @@ def _dft_pairs(x: Any, y: Any):
         raise SimilarityError(
             f"conv='dft' needs (N, C, H, W) inputs of equal spatial size, got {tuple(x.shape)} "
             f"and {tuple(y.shape)}",
-            key="probes.cca.conv",
+            arg="conv",
         )
     h, w = x.shape[2], x.shape[3]
 
@@ -188,7 +186,7 @@ def _stack_complex(f: Any) -> Any:
 
 def _per_conv(fn: Callable, x: Any, y: Any, conv: str, reduce: Callable) -> Any:
     if conv not in CONV_MODES:
-        raise SimilarityError(f"conv: expected one of {', '.join(CONV_MODES)}, got {conv!r}", key="probes.cca.conv")
+        raise SimilarityError(f"conv: expected one of {', '.join(CONV_MODES)}, got {conv!r}", arg="conv")
     if conv == "dft" and (x.ndim > 2 or y.ndim > 2):
         return reduce([(fn(a, b), w) for a, b, w in _dft_pairs(x, y)])
     return fn(flatten_conv(x, "mean" if conv == "dft" else conv), flatten_conv(y, "mean" if conv == "dft" else conv))
@@ -224,11 +222,11 @@ class _Side:
 
 def _check_2d(x: Any, y: Any) -> None:
     if x.ndim != 2 or y.ndim != 2:
-        raise SimilarityError(f"expected 2-D (samples, features) inputs, got shapes {tuple(x.shape)} and {tuple(y.shape)}", key=None)
+        raise SimilarityError(f"expected 2-D (samples, features) inputs, got shapes {tuple(x.shape)} and {tuple(y.shape)}")
     if x.shape[0] != y.shape[0]:
-        raise SimilarityError(f"x and y must have the same number of samples, got {x.shape[0]} and {y.shape[0]}", key=None)
+        raise SimilarityError(f"x and y must have the same number of samples, got {x.shape[0]} and {y.shape[0]}")
     if x.shape[0] < 2:
-        raise SimilarityError(f"need at least 2 samples, got {x.shape[0]}")
+        raise SimilarityError(f"need at least 2 samples, got {x.shape[0]}", arg="samples")
 
 
 def _side_torch(a: torch.Tensor, dt: np.dtype) -> _Side:
@@ -400,7 +398,7 @@ def _pair(x: Any, y: Any, dtype: Any, side_fn: Callable, cross_fn: Callable,
         s = _side_torch(a, dt) if isinstance(a, torch.Tensor) else _side_numpy(a, dt, workers)
         # a NaN or inf anywhere in a column reaches that column's diagonal entry
         if not np.isfinite(np.diag(s.c)).all():
-            raise SimilarityError("activations contain NaN or inf (a diverged model?)", key=None)
+            raise SimilarityError("activations contain NaN or inf (a diverged model?)")
         return s, side_fn(s)
 
     px = x.shape[1]
@@ -539,12 +537,13 @@ def _check_samples(n: int, px: int, py: int, epsilon: float) -> None:
     warn below MIN_SAMPLES_PER_NEURON per neuron (pointing at the first caller outside this
     module, whichever measure and path led here)."""
     if px == 0 or py == 0:
-        raise SimilarityError(f"no varying neurons (x: {px}, y: {py} after dropping constant ones)", key=None)
+        raise SimilarityError(f"no varying neurons (x: {px}, y: {py} after dropping constant ones)")
     if epsilon <= 0 and n - 1 < max(px, py):
         raise SimilarityError(
             f"{n} samples for {px} and {py} neurons: CCA needs samples to greatly exceed neurons "
             f"(at least {MIN_SAMPLES_PER_NEURON}-10 per neuron); use more samples, fewer neurons "
-            "(e.g. conv='mean'), or epsilon= for a regularised estimate"
+            "(e.g. conv='mean'), or epsilon= for a regularised estimate",
+            arg="samples",
         )
     if n < MIN_SAMPLES_PER_NEURON * max(px, py):
         warnings.warn(
@@ -603,7 +602,7 @@ def svcca(x: Any, y: Any, keep: float = 0.99, *, dtype: Any = None, epsilon: flo
     squared singular values). The samples check applies to the neurons themselves: the SVD step
     cannot make up for too few samples."""
     if not 0 < keep <= 1:
-        raise SimilarityError(f"keep: expected a fraction in (0, 1], got {keep}", key=None)
+        raise SimilarityError(f"keep: expected a fraction in (0, 1], got {keep}", arg="keep")
 
     def side(s: _Side):  # (varying neurons, the kept directions, their eigenvalues)
         return _varying(s), *_top_directions(s.c, keep, s.eps, rtol)
@@ -635,7 +634,7 @@ def _top_directions(c: np.ndarray, keep: float, eps: float, rtol: Optional[float
     lam = np.where(lam > tol, lam, 0.0)
     total = lam.sum()
     if total <= 0:
-        raise SimilarityError("no varying neurons", key=None)
+        raise SimilarityError("no varying neurons")
     k = int(np.searchsorted(np.cumsum(lam) / total, keep - 1e-12) + 1)
     k = min(k, int((lam > 0).sum()))
     return np.ascontiguousarray(v[:, :k]), lam[:k]
@@ -666,7 +665,7 @@ def linear_cka(x: Any, y: Any, *, dtype: Any = None, conv: str = "mean") -> floa
     def one(a, b):
         def check(sx, sy, nx, ny):
             if nx * ny <= 0:
-                raise SimilarityError("linear CKA of a constant representation is undefined", key=None)
+                raise SimilarityError("linear CKA of a constant representation is undefined")
 
         nx, ny, parts, _ = _pair(a, b, dtype, lambda s: float(np.linalg.norm(s.c)),
                               lambda rows, c, nx, ny: float(np.sum(c * c)), check)
@@ -683,5 +682,5 @@ def similarity(x: Any, y: Any, method: str = "svcca", *, conv: str = "mean", **k
     "svcca", "pwcca" or "cka" (linear CKA); extra keywords go to that function."""
     fn = METHODS.get(method)
     if fn is None:
-        raise SimilarityError(f"expected one of {', '.join(METHODS)}, got {method!r}", key="probes.cca.method")
+        raise SimilarityError(f"expected one of {', '.join(METHODS)}, got {method!r}", arg="method")
     return fn(x, y, conv=conv, **kw)

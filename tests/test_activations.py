@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from heur.core.activations import capture, probe_indices, resolve_layers
+from heur.core.activations import CaptureError, capture, probe_indices, resolve_layers
 from heur.core.errors import ConfigError
 
 
@@ -81,10 +81,16 @@ def test_auto_layers_conv_linear_in_forward_order():
 
 
 def test_bad_layer_name_lists_valid_names():
-    with pytest.raises(ConfigError) as e:
+    with pytest.raises(CaptureError) as e:
         resolve_layers(model(), ["5", "fc9"])
-    assert e.value.key == "probes.cca.layers"
-    assert "'fc9'" in str(e.value) and "valid names: 0, 1, 2, 3, 4, 5, 6, 7" in str(e.value)
+    assert e.value.arg == "layers" and not isinstance(e.value, ConfigError)  # the edges name the key
+    assert str(e.value) == "unknown layer 'fc9'; valid names: 0, 1, 2, 3, 4, 5, 6, 7"
+
+
+def test_empty_probe_set_is_an_error():
+    with pytest.raises(CaptureError) as e:
+        probe_indices(0, 10)
+    assert e.value.arg == "samples" and str(e.value) == "expected a positive number of samples, got 10 of 0"
 
 
 def test_probe_indices_fixed_by_seed():

@@ -163,3 +163,27 @@ def test_bad_inputs_exit_2_with_one_line(ckpts):
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and msg in lines[0] and lines[0].startswith("heur: error:"), res.stderr
         assert res.stdout == ""
+
+
+def test_a_measurement_error_is_one_line_naming_the_option(ckpts):
+    # resolve_layers raises a plain CaptureError (no preset key) for B, which has no fc2;
+    # compare turns it into `--layers: ...`, and the CLI prints that one line and exits 2
+    _, ck, _ = ckpts
+    p = heur("compare", str(ck["a"]), str(ck["narrow"]), "--layers", "fc2")
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.strip().splitlines() == ["heur: error: --layers: unknown layer 'fc2'; valid names: flatten, act, fc1, out"]
+
+
+def test_the_cli_keys_measurement_errors_that_compare_leaves_to_it(ckpts, monkeypatch):
+    import heur.core.compare as C
+    from heur.core.activations import probe_indices
+
+    _, ck, _ = ckpts
+
+    def empty_test_set(*args, samples, **kw):  # as if A's data had no test inputs
+        return probe_indices(0, samples)
+
+    monkeypatch.setattr(C, "compare", empty_test_set)
+    res = _invoke(ck["a"], ck["b"], "--samples", "7")
+    assert res.exit_code == 2 and res.stdout == ""
+    assert res.stderr.strip().splitlines() == ["heur: error: --samples: expected a positive number of samples, got 7 of 0"]

@@ -9,8 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from heur.core.connectivity import barrier, interpolate_state, linear_path, recompute_bn_stats
-from heur.core.errors import ConfigError
+from heur.core.connectivity import ConnectivityError, barrier, interpolate_state, linear_path, recompute_bn_stats
 
 
 def bn_net(seed):
@@ -29,7 +28,7 @@ def test_interpolate_state_endpoints_exact_and_midpoint():
             torch.testing.assert_close(sh[k], (sa[k] + sb[k]) / 2)
         else:
             assert torch.equal(sh[k], sa[k])  # num_batches_tracked copied from a
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConnectivityError, match="differ in keys: 0.bias"):
         interpolate_state(sa, {k: v for k, v in sb.items() if k != "0.bias"}, 0.5)
 
 
@@ -131,8 +130,9 @@ def test_barrier_values():
     assert barrier([0, 0.5, 1], [1.0, 3.0, 1.0]) == 2.0
     assert barrier([0, 0.25, 1], [0.0, 0.5, 2.0]) == 0.0
     assert barrier([0, 0.5, 1], [1.0, 0.2, 1.0]) == 0.0
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConnectivityError, match="t = 0 and t = 1") as e:
         barrier([0.2, 1], [1.0, 1.0])
+    assert e.value.arg == "ts"
 
 
 def test_bn_modules_are_the_ones_with_running_statistics():

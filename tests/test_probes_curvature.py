@@ -24,7 +24,6 @@ from heur.core.probes import TrainContext, build_probes
 from heur.core.probes_curvature import (
     NtkProbe,
     SharpnessProbe,
-    check_probes,
     measure_lambda0,
     probe_batch,
     stability_threshold,
@@ -186,13 +185,15 @@ def test_ntk_probe_reuses_lambda0_from_lr_ntk(tmp_path):
     assert ev["source"] == "lr_ntk" and ev["lambda0"] == ctx.lambda0
 
 
-def test_check_probes():
-    check_probes(synth_cfg(sharpness={"batch": 96}, ntk={"batch": 96}))
+def test_preflight_runs_each_probes_own_check():
+    from heur.core.preflight import check_run
+
+    check_run(synth_cfg(sharpness={"batch": 96}, ntk={"batch": 96}))
     with pytest.raises(ConfigError) as e:
-        check_probes(synth_cfg(sharpness={"batch": 97}))
+        check_run(synth_cfg(sharpness={"batch": 97}))
     assert e.value.key == "probes.sharpness.batch" and "96" in str(e.value)
     with pytest.raises(ConfigError) as e:
-        check_probes(synth_cfg(ntk={"batch": 500}))
+        check_run(synth_cfg(ntk={"batch": 500}))
     assert e.value.key == "probes.ntk.batch"
 
 

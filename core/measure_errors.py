@@ -1,0 +1,37 @@
+"""The one exception base of the measurement code (similarity, curvature, connectivity, activations).
+
+Measurement functions know nothing of presets, config keys or run directories: when their
+inputs cannot give a measurement (too few samples for the neurons, an unknown layer name, a
+state dict of another architecture) they raise a :class:`MeasurementError`, a ``ValueError``
+whose message says what is wrong in the function's own terms and whose ``arg`` names the
+argument at fault (``"layers"``, ``"method"``, ``"samples"`` for the number of rows of the
+activations, ...; None when no single argument is). The edges that know where an input came
+from — preflight, the probes, ``heur compare`` — turn it into the one-line ConfigError with
+their own key (:func:`to_config_error`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from .errors import ConfigError
+
+__all__ = ["MeasurementError", "to_config_error"]
+
+
+class MeasurementError(ValueError):
+    """Inputs a measurement cannot be computed from. ``str(err)`` is the message alone."""
+
+    def __init__(self, message: str, *, arg: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.arg = arg
+
+
+def to_config_error(err: MeasurementError, keys: Mapping[str, str] | str | None = None,
+                    file: str | None = None) -> ConfigError:
+    """The ConfigError an edge raises for ``err``: the same message, the key ``keys`` (a str),
+    or ``keys[err.arg]`` (a mapping from argument names to the edge's keys; None where the
+    argument is not in it)."""
+    key = keys if isinstance(keys, str) or keys is None else keys.get(err.arg or "")
+    return ConfigError(err.message, key=key, file=file)
