@@ -159,3 +159,15 @@ def test_writer_refuses_a_field_its_kind_does_not_declare(tmp_path):
         w.emit("curve_point", 2, 1.0, t=0.5)  # a kind not declared yet is written as it is
     assert [e["kind"] for e in read_events(tmp_path / "events.jsonl")] == ["curve_point"]
     assert problems({"kind": "curve_point", "step": 2, "epoch": 1.0, "time": 0.0}) == ["undeclared kind 'curve_point'"]
+
+
+def test_schema_problems_name_what_is_wrong():
+    ok = {"kind": "train", "step": 1, "epoch": 0.1, "time": 0.0, "loss": 1.0, "lr": 0.1, "grad_norm": 1.0,
+          "samples": 8}
+    assert problems(ok) == []
+    assert problems({**ok, "extra": 1}) == ["train: undeclared field 'extra'"]
+    assert problems({k: v for k, v in ok.items() if k not in ("loss", "time")}) == [
+        "train: missing 'time'", "train: missing 'loss'"]
+    ev = {"kind": "eval", "step": 1, "epoch": 0.1, "time": 0.0, "loss": 1.0, "accuracy": 0.5}
+    assert problems({**ev, "split": "test"}) == []
+    assert problems({**ev, "split": "val"}) == ["eval: split='val' is none of ['test', 'train']"]
