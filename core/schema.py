@@ -9,7 +9,8 @@ Every event has :data:`COMMON` (``kind``, ``step``, ``epoch``, ``time``). A kind
 fields its writer always passes (``required``: the value may still be ``null``) and those it
 passes only sometimes (``optional``). A kind with ``variants`` has a discriminating field whose
 value may add fields of its own: a ``cca`` event ``against="final"`` carries ``epochs`` and
-``matrix``, one ``against="previous"`` does not; an ``eval`` event's ``split`` is train or test. Readers ignore kinds they do not know.
+``matrix``, one ``against="previous"`` does not; an ``eval`` event's ``split`` is train or
+test. Readers ignore kinds they do not know.
 """
 
 from __future__ import annotations
