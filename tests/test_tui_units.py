@@ -391,3 +391,16 @@ def test_decade_ticks_cover_the_range_with_few_labels():
     assert len(t) <= 5 and t[0] <= 3e-14 and t[-1] * 10 ** 6 >= 2.5e8
     assert decade_ticks(0.5, 2.0) == [0.1, 1.0, 10.0]
     assert decade_ticks(0.0, 1.0) == []
+
+
+def test_a_queued_pipeline_run_shows_what_it_waits_for(tmp_path):
+    """From a real experiment directory: the run status core writes, read by the sidebar."""
+    from heur.core import runs as R
+    from heur.core.config import expand
+    from heur.tui.sidebar import badge
+
+    base = {"name": "p", "device": "cpu", "data": {"name": "digits"}, "model": {"name": "mlp", "width": 8},
+            "variant": [{"name": "a"}, {"name": "b", "set": {"model.init_from": "@a"}}]}
+    exp_dir = R.create_experiment(expand(base, []), tmp_path)
+    assert badge(R.read_status(exp_dir / "a")).plain == "queued"
+    assert badge(R.read_status(exp_dir / "b")).plain == "waits a"

@@ -70,6 +70,9 @@ def badge(status: Any) -> Text:
             return _styled(f"{pct:3.0f}%", style)
         except (TypeError, ValueError, AttributeError):
             return _styled("running", style)
+    needs = getattr(status, "needs", None)
+    if state == "queued" and needs:  # a pipeline run waiting for the runs whose checkpoints it takes
+        return _styled(f"waits {','.join(needs)}", style)
     return _styled(state, style)
 
 

@@ -32,12 +32,9 @@ class RunSource:
         """The checks ``launch`` makes (schema, then preflight); raises ConfigError.
 
         May import torch on first use: call it off the UI thread."""
-        from heur.core.config import load_experiment
-        from heur.core.preflight import check_experiment
+        from heur.core import runs
 
-        exp = load_experiment(preset, overrides)
-        check_experiment(exp)
-        return exp
+        return runs.prepare(preset, overrides)
 
     def launch(self, preset: Path, overrides: list[str]) -> Path:
         from heur.core import runs
