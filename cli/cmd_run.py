@@ -27,8 +27,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train every run (variant x grid point) of a preset in its own process."""
         from heur.core import runs as R
-        from heur.core.config import load_experiment
-        from heur.core.preflight import check_experiment
 
         if resume is not None:
             if preset is not None:
@@ -41,9 +39,9 @@ def register(app: typer.Typer) -> None:
             if preset is None:
                 fail("missing PRESET (a preset TOML file, e.g. presets/warmup_lb.toml)")
             if dry_run:
-                exp = load_experiment(preset, set_)
-                check_experiment(exp)
+                exp = R.prepare(preset, set_)
                 _print_plan(exp)
+                _print_tree(exp)
                 return
             exp_dir = R.launch(preset, set_, runs_dir, jobs)  # the TUI's launch path too
         if detach:
@@ -69,6 +67,39 @@ def _print_plan(exp) -> None:  # noqa: ANN001
         t.add_row(name, cfg.model.name, cfg.data.name, cfg.optim.name, lr,
                   str(p.batch_size), fmt(p.epochs), f"{p.total_steps} ({p.steps_per_epoch}/epoch)")
     Console().print(t)
+
+
+def _print_tree(exp) -> None:  # noqa: ANN001
+    """The runs as a dependency tree: each run under the run whose checkpoint it starts from (a
+    run that needs several appears under the first, naming the others). Nothing when no run
+    references another."""
+    from rich.console import Console
+    from rich.tree import Tree
+
+    from heur.core.pipeline import references
+
+    refs = {name: references(cfg) for name, cfg in exp.runs.items()}
+    if not any(refs.values()):
+        return
+    children: dict[str, list[str]] = {name: [] for name in exp.runs}
+    roots = []
+    for name, r in refs.items():
+        parents = list(dict.fromkeys(ref.run for ref in r.values()))
+        (children[parents[0]] if parents else roots).append(name)
+
+    def label(name: str) -> str:
+        r = refs[name]
+        parts = [f"{key} = {ref.text}" for key, ref in r.items()]
+        return f"[bold]{name}[/]" + (f"  [dim]{'; '.join(parts)}[/]" if parts else "")
+
+    def add(node, name: str) -> None:  # noqa: ANN001
+        for child in children[name]:
+            add(node.add(label(child)), child)
+
+    tree = Tree(f"{exp.name}: start order")
+    for name in roots:
+        add(tree.add(label(name)), name)
+    Console().print(tree)
 
 
 def watch(exp_dir: Path, poll: float = 0.25) -> int:
@@ -100,8 +131,9 @@ def watch(exp_dir: Path, poll: float = 0.25) -> int:
                     st = R.read_status(rd)
                     states.append(st.state)
                     style = STATE_STYLE.get(st.state, "")
+                    shown = "waiting" if st.state == "queued" and st.needs else st.state
                     progress.update(tid, total=st.total_steps or None, completed=st.step,
-                                    state=f"[{style}]{st.state}[/]" if style else st.state,
+                                    state=f"[{style}]{shown}[/]" if style else shown,
                                     loss=fmt(st.raw.get("loss")), lr=fmt(st.raw.get("lr")))
                 if all(s in R.FINAL_STATES for s in states):
                     break
@@ -116,7 +148,7 @@ def watch(exp_dir: Path, poll: float = 0.25) -> int:
                               f"(resume: heur run --resume {exp_dir}); Ctrl-C again to leave them[/]")
     summary = write_summary(exp_dir)
     print_summary(summary, console)
-    return 1 if any(r["state"] in ("failed", "lost") for r in summary["runs"]) else 0
+    return 1 if any(r["state"] in ("failed", "lost", "skipped") for r in summary["runs"]) else 0
 
 
 _HIDDEN = {"run", "state", "reason", "step", "total_steps", "train_loss_running", "sharpness_step"}
@@ -146,7 +178,7 @@ def print_summary(summary: dict, console=None) -> None:  # noqa: ANN001
             t.add_row(r["run"], f"[{style}]{r['state']}[/]", *(fmt(r.get(k), 3) for k in cols))
         console.print(t)
     for r in rows:
-        if r["state"] in ("failed", "diverged", "lost", "stopped") and r.get("reason"):
+        if r["state"] in ("failed", "diverged", "lost", "stopped", "skipped") and r.get("reason"):
             console.print(f"  {r['run']}: {r['state']}: {r['reason']}")
     grid = summary.get("grid") or {}
     if len(grid) == 2:

@@ -52,6 +52,19 @@ def task_of(cfg: RunConfig) -> Task:
     return TASKS[cfg.task]
 
 
+def check_task(cfg: RunConfig) -> None:
+    """The sections a run's preset wrote fit its task: every required one is there, no unused
+    one is set (a ``compare`` run has no ``[optim]`` to tune). ConfigError naming the section."""
+    task = task_of(cfg)
+    written = cfg.model_fields_set
+    for section in task.required:
+        if section not in written:
+            raise ConfigError(f"task {cfg.task!r} needs a [{section}] section", key=section)
+    for section in task.unused:
+        if section in written:
+            raise ConfigError(f"task {cfg.task!r} does not use [{section}]: remove it", key=section)
+
+
 @dataclass(frozen=True)
 class Ref:
     """``@run[:checkpoint]``: a checkpoint of another run of the same experiment."""
@@ -107,11 +120,12 @@ def resolve(value: str, exp_dir: Path | str) -> Path:
 def checkpoint_names(cfg: RunConfig) -> set[str]:
     """Every checkpoint stem a run of ``cfg`` writes when it completes: final, step_<n> at each
     ``checkpoint_every``, restart_<k> before each restart when ``checkpoint_before_restart``."""
-    from .data import steps_per_epoch, total_steps
+    from .plan import plan_run
     from .schedules import build_schedule
 
     names = {"final"}
-    spe, total = steps_per_epoch(cfg), total_steps(cfg)
+    plan = plan_run(cfg)
+    spe, total = plan.steps_per_epoch, plan.total_steps
     tc = cfg.train
     every = int(round(tc.checkpoint_every * spe)) if tc.checkpoint_every > 0 else 0
     if every:
@@ -186,7 +200,7 @@ def _topological(deps: dict[str, dict[str, str]]) -> list[str]:
 def check_paths(cfg: RunConfig) -> None:
     """Plain checkpoint paths exist and hold a heur checkpoint (references are checked against
     their run's config, since their files are written later)."""
-    from .runs import load_checkpoint
+    from .checkpoint import load_checkpoint
 
     data = cfg.to_dict()
     for key in REF_KEYS:
@@ -218,7 +232,7 @@ def check_init_from(cfg: RunConfig, exp: Experiment) -> None:
             return
         other, what = _shapes(theirs.state_dict()), f"the model of run {ref.run!r}"
     else:
-        from .runs import load_checkpoint
+        from .checkpoint import load_checkpoint
 
         other, what = _shapes(load_checkpoint(value)["model"]), f"the weights in {value}"
     problem = shape_mismatch(_shapes(mine.state_dict()), other)
@@ -250,7 +264,7 @@ def shape_mismatch(mine: dict[str, tuple[int, ...]], theirs: dict[str, tuple[int
 def load_init_weights(model: Any, value: str, exp_dir: Path | str) -> Path:
     """Copy the weights (and buffers) of the checkpoint ``value`` names into ``model``; the
     optimizer state is not taken. ConfigError on ``model.init_from`` if they do not fit."""
-    from .runs import load_checkpoint
+    from .checkpoint import load_checkpoint
 
     path = resolve(value, exp_dir)
     try:

@@ -30,9 +30,18 @@ def check_run(cfg: Any) -> RunPlan:
 
 
 def check_experiment(exp: Experiment) -> None:
+    from .pipeline import check_init_from, check_paths, check_references, check_task
+
+    try:  # references first: cheap, and a dangling one would make the later checks misleading
+        check_references(exp)
+    except ConfigError as e:
+        raise ConfigError(e.message, key=e.key, file=exp.source or None) from None
     for name, cfg in exp.runs.items():
         try:
+            check_task(cfg)
             check_run(cfg)
+            check_paths(cfg)
+            check_init_from(cfg, exp)
         except ConfigError as e:
             label = f"run '{name}': " if len(exp.runs) > 1 else ""
             raise ConfigError(label + e.message, key=e.key, file=exp.source or None) from None

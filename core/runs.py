@@ -10,7 +10,8 @@
 Processes are launched with no pipe back to the launcher (stdin from /dev/null, output to
 ``stdout.log``, a new session), so a dying terminal or UI cannot kill them; stopping sends
 SIGTERM to the run's process group. A run's state is one of queued, running, completed,
-diverged, failed, stopped or lost (its process is gone without an ``end`` event); the process
+diverged, failed, stopped, skipped (a run it references did not complete: ``core.pipeline``) or
+lost (its process is gone without an ``end`` event); the process
 start time is kept beside the pid, so a recycled pid is not taken for a live run.
 """
 
@@ -34,7 +35,7 @@ from .config import Experiment, RunConfig, dumps_toml, validate_run
 from .errors import ConfigError
 
 # a run is queued, running, or has ended in one of these
-FINAL_STATES = ("completed", "diverged", "failed", "stopped", "lost")
+FINAL_STATES = ("completed", "diverged", "failed", "stopped", "skipped", "lost")
 
 
 def default_runs_dir() -> Path:
@@ -132,11 +133,17 @@ def create_experiment(exp: Experiment, runs_dir: Path | str | None = None) -> Pa
     path.mkdir(parents=True)
     meta = {"heur": {"source": exp.source, "created": time.time(), "runs": list(exp.runs)}}
     (path / "experiment.toml").write_text(dumps_toml({**exp.resolved, **meta}))
+    from .pipeline import dependencies
+
     for name, cfg in exp.runs.items():
         rd = path / name
         rd.mkdir()
         (rd / "config.toml").write_text(dumps_toml(cfg.to_dict()))
-        write_json_atomic(rd / "status.json", {"state": "queued", "name": name, "created": time.time()})
+        status = {"state": "queued", "name": name, "created": time.time(), "task": cfg.task}
+        needs = dependencies(cfg)
+        if needs:
+            status["needs"] = needs  # what a queued run waits for (heur runs, the TUI)
+        write_json_atomic(rd / "status.json", status)
     return path
 
 
@@ -226,6 +233,11 @@ class RunStatus:
     def final(self) -> bool:
         return self.state in FINAL_STATES
 
+    @property
+    def needs(self) -> list[str]:
+        """The runs of the same experiment whose checkpoints this run starts from."""
+        return [str(n) for n in self.raw.get("needs") or []]
+
 
 def _end_event(run_dir: Path) -> Optional[dict[str, Any]]:
     """The last ``end`` event, read from the file's tail."""
@@ -308,10 +320,14 @@ def _spawn(args: list[str], log: Path, env: Optional[dict[str, str]] = None) -> 
 
 def launch_run(run_dir: Path, resume: bool = False, env_extra: Optional[dict[str, str]] = None) -> subprocess.Popen:
     """Start one run's training process, detached, output to ``stdout.log``."""
+    from .pipeline import TASKS
+
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.update(env_extra or {})
-    args = [sys.executable, "-m", "heur.core.train", str(run_dir)] + (["--resume"] if resume else [])
+    task = _read_json(Path(run_dir) / "status.json").get("task", "train")
+    module = TASKS[task].module if task in TASKS else TASKS["train"].module
+    args = [sys.executable, "-m", module, str(run_dir)] + (["--resume"] if resume else [])
     proc = _spawn(args, Path(run_dir) / "stdout.log", env)
     st = _read_json(Path(run_dir) / "status.json")
     st.update(state="running", pid=proc.pid, pid_start=process_start_time(proc.pid), heartbeat=time.time())
@@ -334,14 +350,23 @@ def start_supervisor(exp_dir: Path, jobs: Optional[int] = None, resume: bool = F
     return proc
 
 
-def launch(preset_path: str | Path, overrides: Optional[list[str]] = None,
-           runs_dir: Path | str | None = None, jobs: Optional[int] = None) -> Path:
-    """Validate a preset, create its experiment directory and start it detached."""
+def prepare(preset_path: str | Path, overrides: Optional[list[str]] = None) -> Experiment:
+    """A preset read, expanded and checked (schema, references, preflight): what ``launch``
+    starts, ``heur run --dry-run`` lists and the TUI validates as you type. ConfigError on bad
+    input, before anything is created."""
     from .config import load_experiment
     from .preflight import check_experiment
 
     exp = load_experiment(preset_path, overrides or [])
     check_experiment(exp)
+    return exp
+
+
+def launch(preset_path: str | Path, overrides: Optional[list[str]] = None,
+           runs_dir: Path | str | None = None, jobs: Optional[int] = None) -> Path:
+    """Validate a preset (:func:`prepare`), create its experiment directory and start it
+    detached. The one launch path: ``heur run`` and the TUI both come here."""
+    exp = prepare(preset_path, overrides)
     exp_dir = create_experiment(exp, runs_dir)
     start_supervisor(exp_dir, jobs)
     return exp_dir
@@ -368,7 +393,7 @@ def queue_resume(target: Path) -> tuple[Path, list[Path]]:
         if st.state == "completed":
             continue
         d = dict(st.raw)
-        d.update(state="queued", pid=None, pid_start=None)
+        d.update(state="queued", pid=None, pid_start=None, reason="")
         write_json_atomic(rd / "status.json", d)
         queued.append(rd)
     return exp_dir, queued
@@ -398,6 +423,21 @@ def stop_run(run_dir: Path | str, sig: int = signal.SIGTERM) -> bool:
     except PermissionError:
         os.kill(st.pid, sig)
     return True
+
+
+def mark_skipped(run_dir: Path | str, reason: str) -> None:
+    """End a queued run ``skipped`` (a run it needs did not complete): status, an ``end`` event
+    and a line in ``stdout.log``, so the run directory reads like any ended run."""
+    from .events import EventWriter
+
+    run_dir = Path(run_dir)
+    with EventWriter(run_dir / "events.jsonl") as ev:
+        ev.emit("end", 0, 0.0, state="skipped", reason=reason, result={})
+    with open(run_dir / "stdout.log", "a") as f:
+        f.write(f"skipped: {reason}\n")
+    d = _read_json(run_dir / "status.json")
+    d.update(state="skipped", reason=reason, heartbeat=time.time())
+    write_json_atomic(run_dir / "status.json", d)
 
 
 def stop_experiment(exp_dir: Path | str) -> int:

@@ -126,7 +126,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
         "from_step": "first step the resumed process writes again", "checkpoint": "the checkpoint it loaded",
     }),
     Kind("end", "the run ended", {
-        "state": "completed, diverged, stopped or failed", "reason": "one line",
+        "state": "completed, diverged, stopped, failed or skipped", "reason": "one line",
         "result": "last metrics (EVAL_RESULT keys, wall_time) and the probes' summaries",
     }),
 )}

@@ -83,6 +83,11 @@ class Run:
         self.loss_fn = make_loss(cfg.train, self.data.task, self.data.num_outputs)
         self.model = build_model(cfg, self.data.input_shape, self.data.num_outputs).to(self.device)
         self.model.train()
+        self.init_from: Optional[Path] = None
+        if cfg.model.init_from and not (self.resume and runs_mod.latest_checkpoint(self.run_dir)):
+            from .pipeline import load_init_weights  # another run's weights; the optimizer starts fresh
+
+            self.init_from = load_init_weights(self.model, cfg.model.init_from, self.run_dir.parent)
         self.spe = self.plan.steps_per_epoch
         self.total = self.plan.total_steps
         self.batch = self.plan.batch_size
@@ -267,6 +272,8 @@ class Run:
             result["lambda0"] = self.lambda0
         if hasattr(self, "base_lr"):
             result["base_lr"] = self.base_lr
+        if getattr(self, "init_from", None) is not None:
+            result["init_from"] = self.cfg.model.init_from  # as the preset wrote it ("@sgdr:restart_1")
         for p in getattr(self, "probes", []):
             try:
                 result.update(p.on_end(self.ctx))

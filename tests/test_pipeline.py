@@ -151,6 +151,20 @@ def test_init_from_a_plain_path_must_exist_and_fit(tmp_path):
     check_experiment(expand({**BASE, "model": {**BASE["model"], "width": 8, "init_from": str(ck)}}, []))
 
 
+def test_a_task_decides_which_sections_it_needs_and_uses(monkeypatch):
+    assert expand(BASE, []).runs["chain"].task == "train"
+    monkeypatch.setitem(P.TASKS, "train", P.Task(module="x", required=("data",), unused=("optim",)))
+    with pytest.raises(ConfigError) as e:  # [optim] written, the task does not use it
+        check_experiment(expand(BASE, []))
+    assert e.value.key == "optim" and "task 'train' does not use [optim]" in e.value.message
+    no_data = {k: v for k, v in BASE.items() if k not in ("optim", "data")}
+    with pytest.raises(ConfigError) as e:
+        check_experiment(expand(no_data, []))
+    assert e.value.key == "data" and "needs a [data] section" in e.value.message
+    without_optim = {k: v for k, v in BASE.items() if k != "optim"}
+    check_experiment(expand(without_optim, []))
+
+
 # --------------------------------------------------------------------------- running
 
 
