@@ -34,6 +34,10 @@ def _digits_split(cfg: Any) -> tuple[int, int]:
     return _DIGITS_N - n_test, n_test
 
 
+# train_size, data_shape, batch_size, steps_per_epoch and total_steps define what a config implies
+# without loading anything; a run's callers read them once, through core.plan.RunPlan.
+
+
 def train_size(cfg: Any) -> int:
     """Number of training samples of a ``[data]`` config, without loading the data."""
     if cfg.name == "digits":

@@ -6,6 +6,8 @@ the loss, and for each evaluation split it asks it for the metrics. An :class:`O
 - ``loss(model, x, y, step)``: the scalar tensor to backpropagate for the (already augmented)
   batch ``x, y`` of optimizer step ``step`` (0-based, the step about to be taken). Called once
   a step: it must not sync with the host (no ``.item()``, no Python branch on a tensor's value).
+  Randomness (a curve's t) must come from a generator seeded by (seed, step), as the batches'
+  augmentation does, or from the objective's checkpointed state, so a resume stays exact.
 - ``evaluate(model, x, y, batch, limit)``: ``{"loss": float, "accuracy": float | None, ...}``
   over (up to ``limit`` samples of) a split, in eval mode, with one host sync. Every key becomes
   a field of that split's ``eval`` event (so it must be one the ``eval`` kind declares in
