@@ -26,7 +26,7 @@ import time
 import torch
 from torch import nn
 
-from heur.core.curvature import _hessian_operator, _params, hessian_eigenvalues_with_info
+from heur.core.measure.curvature import _hessian_operator, _params, hessian_eigenvalues_with_info
 
 
 def cnn() -> nn.Module:

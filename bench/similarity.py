@@ -1,4 +1,4 @@
-"""Benchmark: heur.core.similarity.cca against the covariance method google/svcca uses.
+"""Benchmark: heur.core.measure.similarity.cca against the covariance method google/svcca uses.
 
 Same data for every method (y = x·A + noise, so the coefficients are non-trivial), each timed as
 the median of several repeats, side by side in one run. Prints the times, the ratios to the
@@ -23,8 +23,8 @@ import time
 import numpy as np
 import torch
 
-import heur.core.similarity as S
-from heur.core.similarity import cca
+import heur.core.measure.similarity as S
+from heur.core.measure.similarity import cca
 
 
 def covariance_baseline(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -34,7 +34,8 @@ def register(app: typer.Typer) -> None:
         """Per-layer SVCCA / PWCCA / CKA of two networks and the loss along the straight line between them."""
         from heur.core.compare import compare as run_compare
         from heur.core.events import sanitize
-        from heur.core.measure_errors import MeasurementError, to_config_error
+        from heur.core.errors import to_config_error
+        from heur.core.measure.errors import MeasurementError
         from heur.core.device import resolve_device
 
         try:

@@ -31,7 +31,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from .errors import ConfigError
-from .measure_errors import to_config_error
+from .errors import to_config_error
 
 __all__ = ["compare", "DEFAULT_POINTS", "DEFAULT_SAMPLES"]
 
@@ -81,7 +81,7 @@ def _data_for(a: dict, data: Optional[str], device: Any):
 
 
 def _sim(x: Any, y: Any, method: str, conv: str, notes: list[str], label: str) -> Optional[float]:
-    from .similarity import similarity
+    from .measure.similarity import similarity
 
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -105,11 +105,11 @@ def compare(path_a: Path | str, path_b: Path | str, data: Optional[str] = None,
     ``heur_blocks``); ``points`` >= 2 values of t (0 and 1 included)."""
     import torch
 
-    from .activations import CaptureError, capture, probe_indices, resolve_layers
-    from .connectivity import barrier, bn_modules, eval_row, linear_path
+    from .measure.activations import CaptureError, capture, probe_indices, resolve_layers
+    from .measure.connectivity import barrier, bn_modules, eval_row, linear_path
     from .objective import make_loss
 
-    from .similarity import CONV_MODES
+    from .measure.similarity import CONV_MODES
 
     if points < 2:
         raise ConfigError(f"expected at least 2 points, got {points}", key="--points")

@@ -337,9 +337,3 @@ class DeviceBatcher:
             self._aug_gen.manual_seed(self.seed * 7_368_787 + step)
             x = augment_batch(x, self.pad, self.flip, self._aug_gen)
         return x, y
-
-
-def eval_batches(x: Any, y: Any, batch: int, limit: Optional[int] = None):
-    n = x.shape[0] if limit is None else min(limit, x.shape[0])
-    for i in range(0, n, batch):
-        yield x[i : min(i + batch, n)], y[i : min(i + batch, n)]

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .measure.errors import MeasurementError
+
 
 class ConfigError(Exception):
     """Bad input: names the file, the dotted key and what was expected.
@@ -22,3 +28,12 @@ class ConfigError(Exception):
 
     def with_file(self, file: str | None) -> "ConfigError":
         return ConfigError(self.message, file=self.file or file, key=self.key)
+
+
+def to_config_error(err: "MeasurementError", keys: Mapping[str, str] | str | None = None,
+                    file: str | None = None) -> ConfigError:
+    """The ConfigError an edge raises for ``err``: the same message, the key ``keys`` (a str),
+    or ``keys[err.arg]`` (a mapping from argument names to the edge's keys; None where the
+    argument is not in it)."""
+    key = keys if isinstance(keys, str) or keys is None else keys.get(err.arg or "")
+    return ConfigError(err.message, key=key, file=file)

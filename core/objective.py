@@ -36,8 +36,8 @@ from typing import Any, Callable, Optional, Union
 import torch
 import torch.nn.functional as F
 
-from .data import eval_batches
 from .errors import ConfigError
+from .measure.evaluation import evaluate
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -65,30 +65,6 @@ def make_loss(train_cfg: Any, task: str, num_outputs: int) -> LossFn:
         return F.mse_loss(out, y)
 
     return mse
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable,
-             batch: int, limit: Optional[int] = None, task: str = "classification") -> tuple[float, Optional[float]]:
-    """Mean loss and accuracy over (up to ``limit`` samples of) a split, in eval mode (the model's
-    mode is restored); batches move to the model's device; one host sync. ``loss_fn`` is a batch
-    mean; accuracy is None unless ``task`` is classification."""
-    was_training = model.training
-    model.eval()
-    dev = next((p.device for p in model.parameters()), x.device)
-    loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
-    correct = torch.zeros((), device=dev, dtype=torch.float64)
-    n = 0
-    for xb, yb in eval_batches(x, y, batch, limit):
-        xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
-        out = model(xb)
-        loss_sum += loss_fn(out, yb).double() * xb.shape[0]
-        if task == "classification":
-            correct += (out.argmax(1) == yb).sum()
-        n += xb.shape[0]
-    model.train(was_training)
-    vals = torch.stack([loss_sum, correct]).tolist()  # the one host sync
-    return vals[0] / max(n, 1), (vals[1] / max(n, 1) if task == "classification" else None)
 
 
 class Objective:

@@ -98,7 +98,7 @@ class Run:
 
         self.lambda0: Optional[float] = None
         if cfg.optim.lr_ntk is not None:
-            from .probes_curvature import measure_lambda0
+            from .probes.curvature import measure_lambda0
 
             self.lambda0 = float(measure_lambda0(self.model, cfg, self.data))
         self.base_lr = self.plan.base_lr if self.plan.base_lr is not None else run_base_lr(

@@ -28,7 +28,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Optional
 
-from .catapult import phase_limits
+from .measure.catapult import phase_limits
 from .config import get_dotted
 
 CHECKS = ("catapult", "warmup", "gi_adam")

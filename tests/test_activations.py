@@ -1,4 +1,4 @@
-"""heur.core.activations: captured outputs equal a manual forward of the sub-model."""
+"""heur.core.measure.activations: captured outputs equal a manual forward of the sub-model."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from heur.core.activations import CaptureError, capture, probe_indices, resolve_layers
+from heur.core.measure.activations import CaptureError, capture, probe_indices, resolve_layers
 from heur.core.errors import ConfigError
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from heur.core.catapult import CatapultDetector, predicted_phase, simulate_uv, uv_recurrence
+from heur.core.measure.catapult import CatapultDetector, predicted_phase, simulate_uv, uv_recurrence
 
 
 def feed(seq, factor=2.0, start=0):
@@ -114,7 +114,7 @@ class UV(nn.Module):
 
 @pytest.mark.parametrize("c", [1.5, 3.0, 3.9])
 def test_torch_uv_training_follows_the_recurrence(c):
-    from heur.core.curvature import ntk_top_eigenvalue
+    from heur.core.measure.curvature import ntk_top_eigenvalue
 
     torch.manual_seed(11)
     n = 1000

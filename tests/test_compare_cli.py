@@ -176,7 +176,7 @@ def test_a_measurement_error_is_one_line_naming_the_option(ckpts):
 
 def test_the_cli_keys_measurement_errors_that_compare_leaves_to_it(ckpts, monkeypatch):
     import heur.core.compare as C
-    from heur.core.activations import probe_indices
+    from heur.core.measure.activations import probe_indices
 
     _, ck, _ = ckpts
 

@@ -1,4 +1,4 @@
-"""heur.core.connectivity: interpolation, exact BN recomputation, linear path and barrier."""
+"""heur.core.measure.connectivity: interpolation, exact BN recomputation, linear path and barrier."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from heur.core.connectivity import ConnectivityError, barrier, interpolate_state, linear_path, recompute_bn_stats
+from heur.core.measure.connectivity import ConnectivityError, barrier, interpolate_state, linear_path, recompute_bn_stats
 
 
 def bn_net(seed):
@@ -140,7 +140,7 @@ def test_bn_modules_are_the_ones_with_running_statistics():
     # batch statistics in eval mode too, and a recompute changes nothing
     from torch import nn
 
-    from heur.core.connectivity import bn_modules
+    from heur.core.measure.connectivity import bn_modules
 
     keeps, batch_only = nn.BatchNorm1d(3), nn.BatchNorm1d(3, track_running_stats=False)
     assert bn_modules(nn.Sequential(nn.Linear(2, 3), keeps, batch_only)) == [keeps]

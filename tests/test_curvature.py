@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from heur.core.curvature import (
+from heur.core.measure.curvature import (
     adam_threshold,
     gauss_newton_eigenvalues,
     hessian_eigenvalues,

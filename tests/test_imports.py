@@ -17,30 +17,54 @@ from pathlib import Path
 CORE = Path(__file__).resolve().parents[1] / "core"
 
 
-def _targets(node: ast.AST, modules: set[str]) -> set[str]:
-    out: set[str] = set()
+def _name(rel: Path) -> str:
+    """Dotted module name under heur.core of a file path relative to core/ ("probes/cca.py" ->
+    "probes.cca", "probes/__init__.py" -> "probes")."""
+    parts = list(rel.with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _targets(node: ast.AST, here: str, is_package: bool, modules: set[str]) -> set[str]:
+    """The heur.core modules that import statement ``node`` in module ``here`` names."""
+    wanted: list[str] = []
     if isinstance(node, ast.ImportFrom):
-        if node.level == 1:  # from .b import x / from . import b / from .b.c import x
-            out |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
-        elif node.level == 0 and node.module:
-            parts = node.module.split(".")
-            if parts[:2] == ["heur", "core"]:
-                out |= {parts[2]} if len(parts) > 2 else {a.name for a in node.names}
+        if node.level:
+            base = here.split(".") if here else []
+            if not is_package:
+                base = base[:-1]
+            base = base[: len(base) - (node.level - 1)] if node.level > 1 else base
+            prefix = ".".join(base + ([node.module] if node.module else []))
+        elif node.module and node.module.split(".")[:2] == ["heur", "core"]:
+            prefix = ".".join(node.module.split(".")[2:])
+        else:
+            return set()
+        wanted += [f"{prefix}.{a.name}".lstrip(".") for a in node.names] + [prefix]
     elif isinstance(node, ast.Import):
-        for a in node.names:
-            parts = a.name.split(".")
-            if parts[:2] == ["heur", "core"] and len(parts) > 2:
-                out.add(parts[2])
-    return out & modules
+        wanted += [".".join(a.name.split(".")[2:]) for a in node.names if a.name.split(".")[:2] == ["heur", "core"]]
+    out = set()
+    for w in wanted:  # the longest prefix that is a module: "probes.Probe" -> "probes"
+        parts = w.split(".")
+        while parts and ".".join(parts) not in modules:
+            parts.pop()
+        if parts:
+            out.add(".".join(parts))
+    return out
 
 
 def import_graph(core: Path = CORE) -> dict[str, set[str]]:
-    """Module name (file stem) -> the heur.core modules it imports anywhere in its body."""
-    modules = {p.stem for p in core.glob("*.py") if p.stem != "__init__"}
+    """Module name (dotted, under heur.core) -> the heur.core modules it imports anywhere in its
+    body; a submodule also depends on its package (importing it runs the package's __init__)."""
+    files = {_name(p.relative_to(core)): p for p in core.rglob("*.py")}
+    files.pop("", None)  # core/__init__.py
+    modules = set(files)
     graph = {}
-    for m in sorted(modules):
-        tree = ast.parse((core / f"{m}.py").read_text(), filename=f"{m}.py")
-        graph[m] = set().union(*(_targets(n, modules) for n in ast.walk(tree))) - {m}
+    for m, path in sorted(files.items()):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        pkg = path.name == "__init__.py"
+        graph[m] = set().union(*(_targets(n, m, pkg, modules) for n in ast.walk(tree)))
+        if "." in m:
+            graph[m].add(m.rsplit(".", 1)[0])
+        graph[m].discard(m)
     return graph
 
 
@@ -80,6 +104,27 @@ def test_the_checker_sees_function_level_imports_and_cycles(tmp_path):
     assert cycles(import_graph(tmp_path)) == []
 
 
+def test_the_checker_resolves_subpackages(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("from ..a import f\n")
+    (tmp_path / "pkg" / "m.py").write_text("from . import Base\nfrom .n import g\n")
+    (tmp_path / "pkg" / "n.py").write_text("from heur.core.pkg import m\n")
+    (tmp_path / "a.py").write_text("def f():\n    from heur.core.pkg.n import g\n")
+    graph = import_graph(tmp_path)
+    assert graph == {"a": {"pkg.n"}, "pkg": {"a"}, "pkg.m": {"pkg", "pkg.n"}, "pkg.n": {"pkg", "pkg.m"}}
+    assert {frozenset(c) for c in cycles(graph)} == {frozenset({"a", "pkg.n", "pkg"}), frozenset({"pkg.m", "pkg.n"})}
+
+
 def test_no_import_circle_in_core():
     found = cycles(import_graph())
     assert not found, "import circles in heur.core: " + "; ".join(" -> ".join(c) for c in found)
+
+
+def test_measurement_code_imports_only_measurement_code():
+    """core/measure knows nothing of presets, configs or run directories: it imports no heur.core
+    module outside core/measure."""
+    graph = import_graph()
+    outside = {m: sorted(t for t in ts if t.split(".")[0] != "measure")
+               for m, ts in graph.items() if m.split(".")[0] == "measure"}
+    assert graph.keys() >= {"measure.similarity", "measure.curvature", "measure.connectivity"}
+    assert {m: ts for m, ts in outside.items() if ts} == {}

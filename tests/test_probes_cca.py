@@ -12,13 +12,13 @@ import torch
 
 from heur.core import runs as R
 from heur.core.checkpoint import rebuild_from_checkpoint
-from heur.core.activations import probe_indices
+from heur.core.measure.activations import probe_indices
 from heur.core.config import expand
 from heur.core.errors import ConfigError
 from heur.core.events import read_events
 from heur.core.preflight import check_experiment
 from heur.core.probes import Probe
-from heur.core.probes_cca import snapshot_steps, summary_fields
+from heur.core.probes.cca import snapshot_steps, summary_fields
 from heur.core.train import Run
 
 BASE = {"name": "t", "device": "cpu", "seed": 3,
@@ -183,7 +183,7 @@ def test_snapshot_steps_and_summary_fields():
 def test_similarity_of_non_finite_activations_is_none():
     # a diverged run's activations: the probe records no value rather than failing the run
     from heur.core import config
-    from heur.core.probes_cca import CcaProbe
+    from heur.core.probes.cca import CcaProbe
 
     probe = CcaProbe(config.CcaProbe())
     a = np.random.default_rng(0).standard_normal((200, 4)).astype(np.float16)

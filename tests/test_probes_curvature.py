@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from heur.core.catapult import CatapultProbe
+from heur.core.probes.catapult import CatapultProbe
 from heur.core.config import RunConfig
-from heur.core.curvature import (
+from heur.core.measure.curvature import (
     adam_threshold,
     hessian_eigenvalues,
     ntk_top_eigenvalue,
@@ -21,7 +21,7 @@ from heur.core.data import DataBundle, load_data
 from heur.core.errors import ConfigError
 from heur.core.events import EventWriter, read_events
 from heur.core.probes import TrainContext, build_probes
-from heur.core.probes_curvature import (
+from heur.core.probes.curvature import (
     NtkProbe,
     SharpnessProbe,
     measure_lambda0,

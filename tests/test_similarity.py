@@ -1,4 +1,4 @@
-"""heur.core.similarity against independent oracles (textbook formulas, brute force)."""
+"""heur.core.measure.similarity against independent oracles (textbook formulas, brute force)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import scipy.linalg as sla
 import torch
 
 from heur.core.errors import ConfigError
-from heur.core.measure_errors import MeasurementError
-from heur.core.similarity import (
+from heur.core.measure.errors import MeasurementError
+from heur.core.measure.similarity import (
     FewSamplesWarning,
     SimilarityError,
     cca,
@@ -26,7 +26,7 @@ from heur.core.similarity import (
 def gram_path(request, monkeypatch):
     """Every test runs on both paths of the Gram pipeline: in the caller's thread, and on the
     two single-threaded BLAS workers (forced here even for small inputs)."""
-    from heur.core import similarity as S
+    from heur.core.measure import similarity as S
 
     monkeypatch.setattr(S, "_WORKERS", request.param)
     return request.param
@@ -319,7 +319,7 @@ def test_conv_dft_needs_equal_spatial_size():
 
 
 def test_similarity_dispatch_by_preset_name():
-    from heur.core.similarity import similarity
+    from heur.core.measure.similarity import similarity
 
     x, y = related()
     assert similarity(x, y, "svcca") == svcca(x, y)
@@ -332,7 +332,7 @@ def test_similarity_dispatch_by_preset_name():
 
 def test_torch_gram_path_matches_numpy_path():
     # the path CUDA tensors take (sides centred and multiplied on their device), run here on CPU
-    from heur.core import similarity as S
+    from heur.core.measure import similarity as S
 
     x, y = related()
     px = x.shape[1]
@@ -351,7 +351,7 @@ def test_torch_gram_path_matches_numpy_path():
 
 def test_cross_blocks_assemble_the_full_product():
     # the row blocks the two workers compute: centred XᵀY restricted to x's neurons in each block
-    from heur.core import similarity as S
+    from heur.core.measure import similarity as S
 
     x, y = related(px=9)
     sx, sy = S._side_numpy(x, np.dtype(np.float64)), S._side_numpy(y, np.dtype(np.float64))
@@ -364,7 +364,7 @@ def test_cross_blocks_assemble_the_full_product():
 
 
 def test_workers_used_only_with_two_blas_threads_and_large_products(monkeypatch):
-    from heur.core import similarity as S
+    from heur.core.measure import similarity as S
 
     monkeypatch.setattr(S, "_WORKERS", None)
     big, small = np.zeros((10_000, 512)), np.zeros((400, 8))
@@ -379,8 +379,8 @@ def test_workers_used_only_with_two_blas_threads_and_large_products(monkeypatch)
 
 
 def test_workers_restore_blas_threads_even_on_error():
-    from heur.core import similarity as S
-    from heur.core.blas import blas_threads
+    from heur.core.measure import similarity as S
+    from heur.core.measure.blas import blas_threads
 
     before = blas_threads()
     x, y = related()

@@ -39,11 +39,11 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .blas import single_thread_blas
-from .atomic import replace_atomic, write_json_atomic
-from .errors import ConfigError
-from .measure_errors import to_config_error
-from .probes import Probe, TrainContext
+from ..measure.blas import single_thread_blas
+from ..atomic import replace_atomic, write_json_atomic
+from ..errors import ConfigError
+from ..errors import to_config_error
+from . import Probe, TrainContext
 
 __all__ = ["CcaProbe", "check_cca", "snapshot_steps", "summary_fields", "SETTLE_THRESHOLD"]
 
@@ -127,7 +127,7 @@ def check_cca(cfg: Any, plan: Any) -> None:
         return
     import torch
 
-    from .activations import CaptureError, capture, resolve_layers
+    from ..measure.activations import CaptureError, capture, resolve_layers
 
     model = plan.model
     try:
@@ -182,7 +182,7 @@ class CcaProbe(Probe):
             return
         import torch
 
-        from .activations import CaptureError, probe_indices, resolve_layers
+        from ..measure.activations import CaptureError, probe_indices, resolve_layers
 
         data = ctx.data
         try:
@@ -199,8 +199,8 @@ class CcaProbe(Probe):
             self._prev = self._load(ctx.run_dir, self.snapshots[-1]["file"])
 
     def _capture(self, ctx: TrainContext) -> dict[str, np.ndarray]:
-        from .activations import capture
-        from .similarity import flatten_conv
+        from ..measure.activations import capture
+        from ..measure.similarity import flatten_conv
 
         tf = (lambda t: flatten_conv(t, "mean")) if self.cfg.conv == "mean" else None
         acts = capture(ctx.model, self._x, self.layers, batch_size=512, transform=tf)
@@ -221,7 +221,7 @@ class CcaProbe(Probe):
             return {k: z[f"a{i}"] for i, k in enumerate(names)}
 
     def _sim(self, a: np.ndarray, b: np.ndarray) -> Optional[float]:
-        from .similarity import similarity
+        from ..measure.similarity import similarity
 
         a32, b32 = a.astype(np.float32), b.astype(np.float32)
         try:  # non-finite activations (a diverged run) raise SimilarityError, a ValueError
@@ -290,7 +290,7 @@ class CcaProbe(Probe):
         doc = {"layers": self.layers, "epochs": epochs, "steps": [s["step"] for s in self.snapshots],
                "method": self.cfg.method, "conv": self.cfg.conv, "samples": int(self._x.shape[0]),
                "seconds": self.seconds, "against_final": against_final, "against_previous": prev}
-        from .events import sanitize
+        from ..events import sanitize
 
         write_json_atomic(Path(ctx.run_dir) / "cca.json", sanitize(doc))
         if against_final is None:

@@ -22,10 +22,10 @@ from typing import Any, Callable, Optional
 # probe section name -> "module:Class" (imported lazily, so unused probes cost nothing), in the
 # order the loop calls them: ntk first (its lambda0 is in the context the others see)
 REGISTRY: dict[str, str] = {
-    "ntk": "heur.core.probes_curvature:NtkProbe",
-    "sharpness": "heur.core.probes_curvature:SharpnessProbe",
-    "catapult": "heur.core.catapult:CatapultProbe",
-    "cca": "heur.core.probes_cca:CcaProbe",
+    "ntk": "heur.core.probes.curvature:NtkProbe",
+    "sharpness": "heur.core.probes.curvature:SharpnessProbe",
+    "catapult": "heur.core.probes.catapult:CatapultProbe",
+    "cca": "heur.core.probes.cca:CcaProbe",
 }
 
 

@@ -66,7 +66,7 @@ import scipy.linalg as sla
 import torch
 
 from .blas import blas_threads, single_thread_blas
-from .measure_errors import MeasurementError
+from .errors import MeasurementError
 
 __all__ = [
     "cca",

@@ -12,11 +12,7 @@ their own key (:func:`to_config_error`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from .errors import ConfigError
-
-__all__ = ["MeasurementError", "to_config_error"]
+__all__ = ["MeasurementError"]
 
 
 class MeasurementError(ValueError):
@@ -26,12 +22,3 @@ class MeasurementError(ValueError):
         super().__init__(message)
         self.message = message
         self.arg = arg
-
-
-def to_config_error(err: MeasurementError, keys: Mapping[str, str] | str | None = None,
-                    file: str | None = None) -> ConfigError:
-    """The ConfigError an edge raises for ``err``: the same message, the key ``keys`` (a str),
-    or ``keys[err.arg]`` (a mapping from argument names to the edge's keys; None where the
-    argument is not in it)."""
-    key = keys if isinstance(keys, str) or keys is None else keys.get(err.arg or "")
-    return ConfigError(err.message, key=key, file=file)

@@ -16,9 +16,10 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import torch
 from torch import nn
 
-from .measure_errors import MeasurementError
+from .errors import MeasurementError
+from .evaluation import evaluate
 
-__all__ = ["ConnectivityError", "interpolate_state", "recompute_bn_stats", "evaluate", "linear_path", "barrier"]
+__all__ = ["ConnectivityError", "interpolate_state", "recompute_bn_stats", "eval_row", "linear_path", "barrier"]
 
 
 class ConnectivityError(MeasurementError):
@@ -89,23 +90,12 @@ def recompute_bn_stats(model: nn.Module, x_train: torch.Tensor, batch_size: int 
     return True
 
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable, batch_size: int = 512,
-             task: Optional[str] = None) -> tuple[float, Optional[float]]:
-    """(mean loss, accuracy) over (x, y) in eval mode; ``loss_fn`` is a batch mean. Accuracy is
-    None for regression (``task`` given, or inferred from y's dtype)."""
-    from .objective import evaluate as evaluate_split
-
-    if task is None:
-        task = "regression" if y.is_floating_point() else "classification"
-    return evaluate_split(model, x, y, loss_fn, batch_size, task=task)
-
-
 def eval_row(model: nn.Module, data: Any, loss_fn: Callable, batch_size: int = 512) -> dict[str, Any]:
     """{train_loss, train_accuracy, test_loss, test_accuracy} of a model on ``data`` (with
     ``x_train, y_train, x_test, y_test`` and optionally ``task``)."""
     task = getattr(data, "task", None)
-    tr_loss, tr_acc = evaluate(model, data.x_train, data.y_train, loss_fn, batch_size, task)
-    te_loss, te_acc = evaluate(model, data.x_test, data.y_test, loss_fn, batch_size, task)
+    tr_loss, tr_acc = evaluate(model, data.x_train, data.y_train, loss_fn, batch_size, task=task)
+    te_loss, te_acc = evaluate(model, data.x_test, data.y_test, loss_fn, batch_size, task=task)
     return {"train_loss": tr_loss, "train_accuracy": tr_acc, "test_loss": te_loss, "test_accuracy": te_acc}
 
 

@@ -28,8 +28,8 @@ from typing import Any, Optional
 
 import torch
 
-from .catapult import phase_limits
-from .curvature import (
+from ..measure.catapult import phase_limits
+from ..measure.curvature import (
     CurvatureError,
     EigResult,
     adam_threshold,
@@ -38,8 +38,8 @@ from .curvature import (
     loss_normalisation,
     preconditioned_sharpness,
 )
-from .errors import ConfigError
-from .probes import Probe, TrainContext
+from ..errors import ConfigError
+from . import Probe, TrainContext
 
 __all__ = ["SharpnessProbe", "NtkProbe", "measure_lambda0", "measure_lambda0_info",
            "probe_batch", "stability_threshold", "DEFAULT_NTK_BATCH"]

@@ -1,4 +1,4 @@
-"""The catapult: spike detection on the training loss, the solvable uv model, and its probe.
+"""The catapult: spike detection on the training loss and the solvable uv model.
 
 Lewkowycz et al. 2020: with lambda0 the top NTK eigenvalue at init (MSE loss), c = eta·lambda0
 < 2 is the lazy phase, 2 < c < c_max the catapult phase (the loss grows for a few steps while
@@ -19,12 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
-from .probes import Probe, TrainContext
-
-__all__ = [
-    "CatapultDetector", "CatapultProbe", "uv_recurrence", "simulate_uv", "predicted_phase",
-    "phase_limits",
-]
+__all__ = ["CatapultDetector", "uv_recurrence", "simulate_uv", "predicted_phase", "phase_limits"]
 
 
 class CatapultDetector:
@@ -160,66 +155,3 @@ def simulate_uv(c: float, n: int = 1000, steps: int = 200, seed: int = 0) -> dic
         "diverged": diverged, "peak_step": peak_step, "peak_loss_over_n": losses[peak_step] / n,
         "final_eta_lambda": eta * lams[-1],
     }
-
-
-# --------------------------------------------------------------------------- probe
-
-
-def _sharpness_at(history: list, lo: Optional[int], hi: Optional[int]) -> Optional[float]:
-    """The last sharpness value measured at a step in [lo, hi] (None bounds are open)."""
-    best = None
-    for step, lam in history:
-        if (lo is None or step >= lo) and (hi is None or step <= hi):
-            best = lam
-    return best
-
-
-class CatapultProbe(Probe):
-    """``[probes.catapult]`` (enabled, factor): feeds each logged train loss to a
-    :class:`CatapultDetector` and emits a ``catapult`` event per spike, with
-    ``sharpness_before`` / ``sharpness_after`` when the sharpness probe keeps
-    ``ctx.extra["sharpness_history"]`` (list of (step, lambda_max)). ``on_end`` returns
-    ``phase`` ("lazy" | "catapult" | "diverged"), ``catapults`` and, when ``optim.lr_ntk`` is
-    set, ``predicted_phase``. The loss must be logged often enough to see the spike
-    (``train.log_every`` of a few steps; a uv catapult lasts about ten).
-    """
-
-    name = "catapult"
-
-    def __init__(self, cfg: Any):
-        super().__init__(cfg)
-        self.detector = CatapultDetector(getattr(cfg, "factor", 2.0))
-
-    def on_log(self, ctx: TrainContext, loss: float) -> None:
-        ev = self.detector.update(ctx.step, loss)
-        if ev is None:
-            return
-        fields = dict(ev)
-        hist = ctx.extra.get("sharpness_history") or []
-        if hist:
-            fields["sharpness_before"] = _sharpness_at(hist, None, ev["start_step"])
-            fields["sharpness_after"] = _sharpness_at(hist, ev["peak_step"], ev["end_step"])
-        fields["lr"] = ctx.lr
-        ctx.emit("catapult", **fields)
-
-    def on_end(self, ctx: TrainContext) -> dict[str, Any]:
-        if ctx.extra.get("state") == "diverged" or self.detector.diverged:
-            phase = "diverged"
-        elif self.detector.events:
-            phase = "catapult"
-        else:
-            phase = "lazy"
-        out: dict[str, Any] = {"phase": phase, "catapults": len(self.detector.events)}
-        if self.detector.pending is not None and phase != "diverged":
-            out["catapult_pending"] = True
-        lr_ntk = getattr(getattr(ctx.cfg, "optim", None), "lr_ntk", None)
-        if lr_ntk is not None:
-            out["predicted_phase"] = predicted_phase(lr_ntk, ctx.cfg.model.name)
-        return out
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"detector": self.detector.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "detector" in state:
-            self.detector.load_state_dict(state["detector"])

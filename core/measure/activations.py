@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .measure_errors import MeasurementError
+from .errors import MeasurementError
 
 __all__ = ["CaptureError", "capture", "resolve_layers", "probe_indices"]
 

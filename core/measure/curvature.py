@@ -46,7 +46,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from .measure_errors import MeasurementError
+from .errors import MeasurementError
 
 __all__ = [
     "CurvatureError", "EigResult", "hessian_eigenvalues", "hessian_eigenvalues_with_info",
