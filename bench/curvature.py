@@ -31,9 +31,14 @@ from heur.core.measure.curvature import _hessian_operator, _params, hessian_eige
 
 def cnn() -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(32 * 8 * 8, 10),
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 8 * 8, 10),
     )
 
 
@@ -144,14 +149,24 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--pyhessian-tols", default="1e-3,1e-4",
-                    help="PyHessian stopping tolerances to run (its tol is not its accuracy)")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="torch CPU threads (0 = torch's default); 1 is steadier on a shared machine")
+    ap.add_argument(
+        "--pyhessian-tols",
+        default="1e-3,1e-4",
+        help="PyHessian stopping tolerances to run (its tol is not its accuracy)",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (0 = torch's default); 1 is steadier on a shared machine",
+    )
     ap.add_argument("--pretrain", type=int, default=30, help="SGD steps before measuring")
-    ap.add_argument("--overhead", default="",
-                    help="comma-separated presets (e.g. catapult_mlp,warmup_sharpness,gi_adam,catapult_uv): "
-                         "measure the sharpness probe's share of a run's wall time instead")
+    ap.add_argument(
+        "--overhead",
+        default="",
+        help="comma-separated presets (e.g. catapult_mlp,warmup_sharpness,gi_adam,catapult_uv): "
+        "measure the sharpness probe's share of a run's wall time instead",
+    )
     args = ap.parse_args()
     dev = args.device
     if args.threads:
@@ -170,8 +185,10 @@ def main() -> None:
         opt.step()
     model.zero_grad(set_to_none=True)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"device {dev}, threads {torch.get_num_threads()}, CNN with {n_params} parameters, "
-          f"batch {args.batch} x 3x32x32, cross-entropy, after {args.pretrain} SGD steps")
+    print(
+        f"device {dev}, threads {torch.get_num_threads()}, CNN with {n_params} parameters, "
+        f"batch {args.batch} x 3x32x32, cross-entropy, after {args.pretrain} SGD steps"
+    )
 
     ref = hessian_eigenvalues_with_info(model, loss_fn, x, y, k=1, tol=1e-9, max_iter=150, seed=123)
     lam = ref.top
@@ -203,22 +220,30 @@ def main() -> None:
         med[name], mn[name] = statistics.median(ts), min(ts)
         hv_med[name] = statistics.median(h for _, h, _ in rs)
         worst[name] = max(abs(v - lam) / abs(lam) for _, _, v in rs)
-        print(f"{name:16s} {med[name]:9.3f} {mn[name]:7.3f}  {' '.join(f'{a:.2f}' for a in ts):<30s} "
-              f"{' '.join(str(h) for _, h, _ in rs):<18s} {worst[name]:11.2e}")
+        print(
+            f"{name:16s} {med[name]:9.3f} {mn[name]:7.3f}  {' '.join(f'{a:.2f}' for a in ts):<30s} "
+            f"{' '.join(str(h) for _, h, _ in rs):<18s} {worst[name]:11.2e}"
+        )
     for name in names[1:]:
         ok = "reaches" if worst[name] <= 1e-3 else "MISSES"
-        print(f"{name}/heur: wall {med[name] / med['heur']:.2f}x (median), {mn[name] / mn['heur']:.2f}x (min); "
-              f"HVPs {hv_med[name] / hv_med['heur']:.2f}x -- {name} {ok} 1e-3 relative accuracy "
-              f"(heur worst {worst['heur']:.1e}); goal >= 2x")
+        print(
+            f"{name}/heur: wall {med[name] / med['heur']:.2f}x (median), {mn[name] / mn['heur']:.2f}x (min); "
+            f"HVPs {hv_med[name] / hv_med['heur']:.2f}x -- {name} {ok} 1e-3 relative accuracy "
+            f"(heur worst {worst['heur']:.1e}); goal >= 2x"
+        )
 
     c = unit_costs(model, loss_fn, x, y, dev)
     (g0, g1), (f0, f1), (s0, s1) = c["graph"], c["func"], c["step"]
     print("unit costs, min / median of 8 interleaved runs:")
     print(f"  one training step (fwd+bwd+SGD):               {s0 * 1e3:7.1f} / {s1 * 1e3:7.1f} ms")
-    print(f"  one HVP, retained-graph double backward (heur): {g0 * 1e3:7.1f} / {g1 * 1e3:7.1f} ms"
-          f" = {g0 / s0:.2f} / {g1 / s1:.2f} training steps")
-    print(f"  one HVP, torch.func jvp(grad) (not used):       {f0 * 1e3:7.1f} / {f1 * 1e3:7.1f} ms"
-          f" = {f0 / s0:.2f} / {f1 / s1:.2f} training steps")
+    print(
+        f"  one HVP, retained-graph double backward (heur): {g0 * 1e3:7.1f} / {g1 * 1e3:7.1f} ms"
+        f" = {g0 / s0:.2f} / {g1 / s1:.2f} training steps"
+    )
+    print(
+        f"  one HVP, torch.func jvp(grad) (not used):       {f0 * 1e3:7.1f} / {f1 * 1e3:7.1f} ms"
+        f" = {f0 / s0:.2f} / {f1 / s1:.2f} training steps"
+    )
 
     # what the sharpness probe does between measurements: warm start from the last eigenvector
     for _ in range(10):
@@ -229,10 +254,11 @@ def main() -> None:
     cold = hessian_eigenvalues_with_info(model, loss_fn, x, y, k=1, tol=1e-3, seed=7)
     warm = hessian_eigenvalues_with_info(model, loss_fn, x, y, k=1, tol=1e-3, seed=7, v0=ref.vector)
     truth = hessian_eigenvalues_with_info(model, loss_fn, x, y, k=1, tol=1e-9, max_iter=150).top
-    print(f"10 SGD steps later (lambda_max {truth:.5f}): cold start {cold.hvps} HVPs "
-          f"(rel err {abs(cold.top - truth) / truth:.1e}), warm start from the previous eigenvector "
-          f"{warm.hvps} HVPs (rel err {abs(warm.top - truth) / truth:.1e})")
-
+    print(
+        f"10 SGD steps later (lambda_max {truth:.5f}): cold start {cold.hvps} HVPs "
+        f"(rel err {abs(cold.top - truth) / truth:.1e}), warm start from the previous eigenvector "
+        f"{warm.hvps} HVPs (rel err {abs(warm.top - truth) / truth:.1e})"
+    )
 
 
 # --------------------------------------------------------------------------- probe overhead
@@ -249,7 +275,6 @@ def _timed_run(cfg, root) -> tuple[float, float]:
     """(seconds of setup + train + finish of one run in this process, no interpreter start-up;
     seconds the sharpness probe itself took, from its events)."""
     import json
-
     import tempfile
     from pathlib import Path
 
@@ -284,8 +309,10 @@ def probe_overhead(presets: list[str], repeats: int) -> None:
 
     root = Path(tempfile.mkdtemp(prefix="heur-bench-"))
     here = Path(__file__).resolve().parents[1] / "presets"
-    print("sharpness probe overhead: one run of each preset, in-process setup+train, "
-          f"median of {repeats} interleaved pairs")
+    print(
+        "sharpness probe overhead: one run of each preset, in-process setup+train, "
+        f"median of {repeats} interleaved pairs"
+    )
     try:
         for name in presets:
             exp = load_experiment(here / f"{name}.toml", OVERHEAD_PRESETS.get(name, []))
@@ -300,9 +327,11 @@ def probe_overhead(presets: list[str], repeats: int) -> None:
                 t_probe.append(p)
             a, b, c = statistics.median(t_off), statistics.median(t_on), statistics.median(t_probe)
             sh = cfg.probes.sharpness
-            print(f"  {name:17s} ({run_name}, every {sh.every}, batch {sh.batch}, max_iter {sh.max_iter}, "
-                  f"tol {sh.tol:g}): without {a:.2f} s, with {b:.2f} s -> overhead {100 * (b - a) / a:+.1f}%; "
-                  f"the probe's own time {c:.2f} s = {100 * c / a:.1f}% of the run without it  (goal <= 25%)")
+            print(
+                f"  {name:17s} ({run_name}, every {sh.every}, batch {sh.batch}, max_iter {sh.max_iter}, "
+                f"tol {sh.tol:g}): without {a:.2f} s, with {b:.2f} s -> overhead {100 * (b - a) / a:+.1f}%; "
+                f"the probe's own time {c:.2f} s = {100 * c / a:.1f}% of the run without it  (goal <= 25%)"
+            )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -79,8 +79,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--p", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=0,
-                    help="limit BLAS/torch threads (0: library default); 1 gives steadier figures on a busy machine")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="limit BLAS/torch threads (0: library default); 1 gives steadier figures on a busy machine",
+    )
     a = ap.parse_args()
     if a.threads:
         from threadpoolctl import threadpool_limits
@@ -92,25 +96,32 @@ def main() -> None:
     y = x @ (rng.standard_normal((a.p, a.p)) / np.sqrt(a.p)) + 0.7 * rng.standard_normal((a.n, a.p)) - 0.3
 
     x32, y32 = x.astype(np.float32), y.astype(np.float32)
-    res = timed_side_by_side({
-        "base": lambda: covariance_baseline(x, y),
-        "grams": lambda: three_grams(x, y),
-        "ours": lambda: cca(x, y),
-        "seq": lambda: one_thread(x, y),
-        "f32": lambda: cca(x, y, dtype=torch.float32),
-        "f32in": lambda: cca(x32, y32, dtype=torch.float32),
-    }, a.repeats)
+    res = timed_side_by_side(
+        {
+            "base": lambda: covariance_baseline(x, y),
+            "grams": lambda: three_grams(x, y),
+            "ours": lambda: cca(x, y),
+            "seq": lambda: one_thread(x, y),
+            "f32": lambda: cca(x, y, dtype=torch.float32),
+            "f32in": lambda: cca(x32, y32, dtype=torch.float32),
+        },
+        a.repeats,
+    )
     (tb, cb, rb), (tg, cg, _) = res["base"], res["grams"]
 
     def line(label, key, grams=False):
         t, c, r = res[key]
         extra = f", {t / tg:.3f}x the Grams (CPU {c / cg:.3f}x)" if grams else ""
-        print(f"  {label:<38}: {t * 1e3:7.1f} ms (CPU {c * 1e3:7.1f})  {tb / t:.2f}x faster than baseline "
-              f"(CPU {cb / c:.2f}x){extra}, max |diff| {np.abs(r - rb).max():.2e}")
+        print(
+            f"  {label:<38}: {t * 1e3:7.1f} ms (CPU {c * 1e3:7.1f})  {tb / t:.2f}x faster than baseline "
+            f"(CPU {cb / c:.2f}x){extra}, max |diff| {np.abs(r - rb).max():.2e}"
+        )
 
-    print(f"cca on {a.n} samples x {a.p} features per side; median of {a.repeats} interleaved rounds, "
-          f"wall (and process CPU) time; threads {a.threads or 'default'} (torch {torch.get_num_threads()}); "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"cca on {a.n} samples x {a.p} features per side; median of {a.repeats} interleaved rounds, "
+        f"wall (and process CPU) time; threads {a.threads or 'default'} (torch {torch.get_num_threads()}); "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     print(f"  coefficients: max {rb.max():.4f}, mean {rb.mean():.4f}, min {rb.min():.4f}")
     print(f"  {'baseline (np.cov + inverse sqrt + SVD)':<38}: {tb * 1e3:7.1f} ms (CPU {cb * 1e3:7.1f})")
     print(f"  {'three Gram products alone (float64)':<38}: {tg * 1e3:7.1f} ms (CPU {cg * 1e3:7.1f})")

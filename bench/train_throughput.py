@@ -1,6 +1,7 @@
 """heur's training loop against plain PyTorch loops on the same model, data and batch size.
 
-    python bench/train_throughput.py [--steps 1500] [--batch 128] [--model cnn] [--repeats 3] [--device auto] [--threads N]
+    python bench/train_throughput.py [--steps 1500] [--batch 128] [--model cnn] [--repeats 3]
+        [--device auto] [--threads N]
 
 Prints samples/s (median of the repeats) for
   - plain:      a hand-written loop over torch.utils.data.DataLoader(TensorDataset, shuffle=True)
@@ -25,19 +26,20 @@ import torch
 from heur.core import runs as R
 from heur.core.config import expand
 from heur.core.data import load_data
-from heur.core.models import build_model
 from heur.core.device import resolve_device
+from heur.core.models import build_model
 from heur.core.train import Run
 
 
 def preset(args, log_every: int) -> dict:
     return {
-        "name": "bench", "seed": 0, "device": args.device,
+        "name": "bench",
+        "seed": 0,
+        "device": args.device,
         "data": {"name": "digits", "augment": False},
         "model": {"name": args.model, "channels": [16, 32], "width": 64},
         "optim": {"name": "sgd", "lr": 0.02, "momentum": 0.9},
-        "train": {"max_steps": args.steps, "batch_size": args.batch, "log_every": log_every,
-                  "eval_every": 1e6},
+        "train": {"max_steps": args.steps, "batch_size": args.batch, "log_every": log_every, "eval_every": 1e6},
     }
 
 
@@ -65,11 +67,20 @@ def _train_steps_only(run: Run) -> None:
     class StopAtEnd:
         name = "stop"
 
-        def on_start(self, ctx): pass
-        def on_log(self, ctx, loss): pass
-        def on_epoch_end(self, ctx, epoch): pass
-        def on_end(self, ctx): return {}
-        def state_dict(self): return {}
+        def on_start(self, ctx):
+            pass
+
+        def on_log(self, ctx, loss):
+            pass
+
+        def on_epoch_end(self, ctx, epoch):
+            pass
+
+        def on_end(self, ctx):
+            return {}
+
+        def state_dict(self):
+            return {}
 
         def after_step(self, ctx):
             if ctx.step == run.total:
@@ -91,21 +102,22 @@ def plain_loop(args, use_loader: bool) -> float:
     lossf = torch.nn.CrossEntropyLoss()
     if use_loader:
         ds = torch.utils.data.TensorDataset(data.x_train.cpu(), data.y_train.cpu())
-        loader = torch.utils.data.DataLoader(ds, batch_size=args.batch, shuffle=True,
-                                             pin_memory=dev.type == "cuda")
+        loader = torch.utils.data.DataLoader(ds, batch_size=args.batch, shuffle=True, pin_memory=dev.type == "cuda")
 
         def batches():
             while True:
                 for x, y in loader:
                     yield x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
     else:
+
         def batches():
             n = data.n_train
             while True:
                 perm = torch.randperm(n, device=dev)
                 for i in range(0, n, args.batch):
-                    idx = perm[i:i + args.batch]
+                    idx = perm[i : i + args.batch]
                     yield data.x_train[idx], data.y_train[idx]
+
     it = batches()
     t0 = time.perf_counter()
     seen = 0
@@ -139,10 +151,12 @@ def main() -> int:
         results["plain"].append(plain_loop(args, True))
         results["plain-idx"].append(plain_loop(args, False))
         results["heur"].append(heur_loop(args, 10))
-        results["heur-nolog"].append(heur_loop(args, 10 ** 9))
+        results["heur-nolog"].append(heur_loop(args, 10**9))
     med = {k: statistics.median(v) for k, v in results.items()}
-    print(f"model={args.model} batch={args.batch} steps={args.steps} device={resolve_device(args.device)} "
-          f"threads={torch.get_num_threads()} repeats={args.repeats}")
+    print(
+        f"model={args.model} batch={args.batch} steps={args.steps} device={resolve_device(args.device)} "
+        f"threads={torch.get_num_threads()} repeats={args.repeats}"
+    )
     for k, v in med.items():
         print(f"  {k:<11} {v:>10.0f} samples/s   (runs: {', '.join(f'{x:.0f}' for x in results[k])})")
     print(f"  heur / plain (DataLoader)    = {med['heur'] / med['plain']:.2f}x")

@@ -37,8 +37,16 @@ QUICK = "--quick" in sys.argv
 
 
 def _line(step: int, rng: random.Random) -> str:
-    ev = {"kind": "train", "step": step, "epoch": step / 390, "time": 1.7e9 + step * 0.01,
-          "loss": 2.3 * rng.random(), "lr": 0.1, "grad_norm": 1.0 + rng.random(), "samples": step * 128}
+    ev = {
+        "kind": "train",
+        "step": step,
+        "epoch": step / 390,
+        "time": 1.7e9 + step * 0.01,
+        "loss": 2.3 * rng.random(),
+        "lr": 0.1,
+        "grad_norm": 1.0 + rng.random(),
+        "samples": step * 128,
+    }
     return json.dumps(ev, separators=(",", ":"))
 
 
@@ -49,8 +57,20 @@ def write_events(path: Path, n: int, seed: int = 0) -> None:
         for s in range(1, n + 1):
             f.write(_line(s, rng) + "\n")
             if s % 390 == 0:
-                f.write(json.dumps({"kind": "eval", "step": s, "epoch": s / 390, "time": 1.7e9,
-                                    "split": "test", "loss": 1.0, "accuracy": 0.5}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "kind": "eval",
+                            "step": s,
+                            "epoch": s / 390,
+                            "time": 1.7e9,
+                            "split": "test",
+                            "loss": 1.0,
+                            "accuracy": 0.5,
+                        }
+                    )
+                    + "\n"
+                )
 
 
 def median_time(fn, repeat: int) -> float:
@@ -89,7 +109,7 @@ def bench_ingest(tmp: Path) -> None:
     def one_call_parse():  # the suggested EventReader parse: one json.loads per chunk
         data = path.read_bytes()
         end = data.rfind(b"\n")
-        body = data[: end].replace(b"\n", b",")
+        body = data[:end].replace(b"\n", b",")
         return json.loads(b"[" + body + b"]")
 
     t_one = median_time(one_call_parse, 3)
@@ -112,11 +132,15 @@ def bench_ingest(tmp: Path) -> None:
     print(f"1. ingestion ({total:,} lines, {size_mb:.0f} MB)")
     print(f"   EventReader.read (parse)      {total / t_read:>12,.0f} events/s  ({t_read * 1e3:.0f} ms)")
     print(f"   model.decode (columns)        {total / t_decode:>12,.0f} events/s  ({t_decode * 1e3:.0f} ms)")
-    print(f"   reader + decode + apply       {total / t_both:>12,.0f} events/s  ({t_both * 1e3:.0f} ms)"
-          f"   goal >= 100,000/s: {'met' if total / t_both >= 1e5 else 'NOT met'}")
+    print(
+        f"   reader + decode + apply       {total / t_both:>12,.0f} events/s  ({t_both * 1e3:.0f} ms)"
+        f"   goal >= 100,000/s: {'met' if total / t_both >= 1e5 else 'NOT met'}"
+    )
     print(f"   incremental, 1,000-line tail  {1000 / t_inc:>12,.0f} events/s  ({t_inc * 1e3:.1f} ms a poll)")
-    print(f"   side by side: one json.loads per chunk {total / t_one:,.0f} events/s "
-          f"= {t_read / t_one:.1f}x EventReader's per-line loop")
+    print(
+        f"   side by side: one json.loads per chunk {total / t_one:,.0f} events/s "
+        f"= {t_read / t_one:.1f}x EventReader's per-line loop"
+    )
 
 
 # --------------------------------------------------------------------------- 2. redraw
@@ -136,13 +160,25 @@ def bench_redraw() -> None:
         steps = np.arange(1, n_pts + 1, dtype=float)
         loss = 2.3 * np.exp(-steps / (5000 * (i + 1))) + 0.05 * rng.random(n_pts)
         loss[1000 * (i + 1)] = 20.0  # a spike each
-        d.tables["train"].extend({"step": steps, "epoch": steps / 390, "samples": steps * 128,
-                                  "loss": loss, "lr": np.full(n_pts, 0.1),
-                                  "grad_norm": np.ones(n_pts)})
+        d.tables["train"].extend(
+            {
+                "step": steps,
+                "epoch": steps / 390,
+                "samples": steps * 128,
+                "loss": loss,
+                "lr": np.full(n_pts, 0.1),
+                "grad_norm": np.ones(n_pts),
+            }
+        )
         ev_steps = steps[::390]
-        d.tables["eval_test"].extend({"step": ev_steps, "epoch": ev_steps / 390,
-                                      "loss": np.interp(ev_steps, steps, loss),
-                                      "accuracy": np.full(ev_steps.size, 0.5)})
+        d.tables["eval_test"].extend(
+            {
+                "step": ev_steps,
+                "epoch": ev_steps / 390,
+                "loss": np.interp(ev_steps, steps, loss),
+                "accuracy": np.full(ev_steps.size, 0.5),
+            }
+        )
         shown.append(figures.Shown(d.name, d, i))
     view = figures.View()
     plot_w = width - 8
@@ -173,8 +209,10 @@ def bench_redraw() -> None:
     print(f"2. redraw: {n_runs} runs x {n_pts:,} points, loss panel {width}x{height}")
     print(f"   figure (decimate {fig.points():,} points drawn)  {t_fig * 1e3:6.1f} ms")
     print(f"   plotext render                          {t_plot * 1e3:6.1f} ms")
-    print(f"   total                                   {t_total * 1e3:6.1f} ms   goal <= 50 ms: "
-          f"{'met' if t_total <= 0.05 else 'NOT met'}")
+    print(
+        f"   total                                   {t_total * 1e3:6.1f} ms   goal <= 50 ms: "
+        f"{'met' if t_total <= 0.05 else 'NOT met'}"
+    )
     print(f"   total with smoothing 0.9                {t_smooth * 1e3:6.1f} ms")
     # noisy minibatch losses (noise ~ the curve's height): drawn as two envelope edges
     for sh in shown:
@@ -224,11 +262,18 @@ def bench_idle(tmp: Path) -> None:
         (e / "r" / "config.toml").write_text('name = "r"\n')
         (e / "r" / "status.json").write_text('{"state": "completed", "step": 10, "total_steps": 10}')
     seconds = 5.0 if QUICK else 10.0
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(run / "events.jsonl"),
-                               str(seconds + 4), str(n0)])
-    (run / "status.json").write_text(json.dumps({
-        "state": "running", "pid": writer.pid, "pid_start": process_start_time(writer.pid),
-        "step": n0, "total_steps": 10 * n0}))
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(run / "events.jsonl"), str(seconds + 4), str(n0)])
+    (run / "status.json").write_text(
+        json.dumps(
+            {
+                "state": "running",
+                "pid": writer.pid,
+                "pid_start": process_start_time(writer.pid),
+                "step": n0,
+                "total_steps": 10 * n0,
+            }
+        )
+    )
 
     app = HeurApp(runs, tmp / "presets")
     result = {}
@@ -248,22 +293,26 @@ def bench_idle(tmp: Path) -> None:
             await asyncio.sleep(seconds)
             r1, w1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
             cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-            result.update(cpu=cpu / (w1 - w0), redraws=app.redraws - d0, wall=w1 - w0,
-                          new=len(app.data[run]["train"]) - n_before)
+            result.update(
+                cpu=cpu / (w1 - w0), redraws=app.redraws - d0, wall=w1 - w0, new=len(app.data[run]["train"]) - n_before
+            )
 
     asyncio.run(main())
     writer.wait()
-    print(f"3. idle CPU: headless app at 120x36 following 1 live run (10 events/s), "
-          f"101 experiments listed")
+    print("3. idle CPU: headless app at 120x36 following 1 live run (10 events/s), 101 experiments listed")
     print(f"   reattach: read {n0:,} existing events and drew them in {result['load_s']:.2f} s")
-    print(f"   over {result['wall']:.1f} s: CPU {result['cpu'] * 100:.1f} % of one core, "
-          f"{result['redraws']} panel redraws, {result['new']} new events shown"
-          f"   goal < 5 %: {'met' if result['cpu'] < 0.05 else 'NOT met'}")
+    print(
+        f"   over {result['wall']:.1f} s: CPU {result['cpu'] * 100:.1f} % of one core, "
+        f"{result['redraws']} panel redraws, {result['new']} new events shown"
+        f"   goal < 5 %: {'met' if result['cpu'] < 0.05 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":
-    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores "
-          "(other processes slow every figure below)")
+    print(
+        f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores "
+        "(other processes slow every figure below)"
+    )
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         bench_ingest(tmp)

@@ -20,11 +20,16 @@ def register(app: typer.Typer) -> None:
     @app.command("compare")
     @exits_on_config_error
     def compare(
-        ckpt_a: Path = typer.Argument(..., metavar="CKPT_A", help="A checkpoint (e.g. runs/<exp>/<run>/checkpoints/final.pt)."),
+        ckpt_a: Path = typer.Argument(
+            ..., metavar="CKPT_A", help="A checkpoint (e.g. runs/<exp>/<run>/checkpoints/final.pt)."
+        ),
         ckpt_b: Path = typer.Argument(..., metavar="CKPT_B", help="Another checkpoint."),
-        data: Optional[str] = typer.Option(None, "--data", help="Dataset for the probe set and the path (default: A's)."),
-        layers: Optional[list[str]] = typer.Option(None, "--layers", "-l",
-                                                   help="Layer name (repeat; default: the models' blocks)."),
+        data: Optional[str] = typer.Option(
+            None, "--data", help="Dataset for the probe set and the path (default: A's)."
+        ),
+        layers: Optional[list[str]] = typer.Option(
+            None, "--layers", "-l", help="Layer name (repeat; default: the models' blocks)."
+        ),
         points: int = typer.Option(11, "--points", "-n", help="Points t in [0, 1] on the straight path."),
         samples: int = typer.Option(1000, "--samples", help="Test inputs in the probe set (at most)."),
         conv: str = typer.Option("mean", "--conv", help="Conv maps: mean | flatten | dft."),
@@ -33,14 +38,22 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Per-layer SVCCA / PWCCA / CKA of two networks and the loss along the straight line between them."""
         from heur.core.compare import compare as run_compare
-        from heur.core.events import sanitize
-        from heur.core.errors import to_config_error
-        from heur.core.measure.errors import MeasurementError
         from heur.core.device import resolve_device
+        from heur.core.errors import to_config_error
+        from heur.core.events import sanitize
+        from heur.core.measure.errors import MeasurementError
 
         try:
-            doc = run_compare(ckpt_a, ckpt_b, data=data, layers=layers or None, points=points, samples=samples,
-                              conv=conv, device=resolve_device(device))
+            doc = run_compare(
+                ckpt_a,
+                ckpt_b,
+                data=data,
+                layers=layers or None,
+                points=points,
+                samples=samples,
+                conv=conv,
+                device=resolve_device(device),
+            )
         except MeasurementError as e:  # inputs the measurements cannot use: one line, exit 2
             raise to_config_error(e, _OPTION_OF) from None
         if as_json:
@@ -62,8 +75,16 @@ def _print(doc: dict[str, Any]) -> None:
         t.add_column(c)
     for k in ("a", "b"):
         m, e = doc[k], doc[k]["eval"]
-        t.add_row(k.upper(), m["model"], fmt(m["epoch"]), str(m["params"]), fmt(e["train_loss"]),
-                  fmt(e["train_accuracy"]), fmt(e["test_loss"]), fmt(e["test_accuracy"]))
+        t.add_row(
+            k.upper(),
+            m["model"],
+            fmt(m["epoch"]),
+            str(m["params"]),
+            fmt(e["train_loss"]),
+            fmt(e["train_accuracy"]),
+            fmt(e["test_loss"]),
+            fmt(e["test_accuracy"]),
+        )
     con.print(t)
     sub = f"{doc['samples']} {doc['probe_split']} inputs of {doc['data']}, conv maps: {doc['conv']}"
     if doc["layers"] is not None:
@@ -89,11 +110,18 @@ def _print(doc: dict[str, Any]) -> None:
         for c in ("t", "train loss", "train acc", "test loss", "test acc"):
             t.add_column(c, justify="right")
         for i, tv in enumerate(it["t"]):
-            t.add_row(f"{tv:.3g}", fmt(it["train_loss"][i]), fmt(it["train_accuracy"][i]),
-                      fmt(it["test_loss"][i]), fmt(it["test_accuracy"][i]))
+            t.add_row(
+                f"{tv:.3g}",
+                fmt(it["train_loss"][i]),
+                fmt(it["train_accuracy"][i]),
+                fmt(it["test_loss"][i]),
+                fmt(it["test_accuracy"][i]),
+            )
         con.print(t)
-        con.print(f"barrier: train loss {fmt(it['barrier_train_loss'])}, test loss {fmt(it['barrier_test_loss'])}"
-                  "  (max height of the path above the chord between its ends)")
+        con.print(
+            f"barrier: train loss {fmt(it['barrier_train_loss'])}, test loss {fmt(it['barrier_test_loss'])}"
+            "  (max height of the path above the chord between its ends)"
+        )
         _plot(it, con)
     for n in doc["notes"]:
         con.print(f"[dim]note: {n}[/]")

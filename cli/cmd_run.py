@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional, Union
 
 import typer
 
-from .common import RunsDirOption, STATE_STYLE, fmt
+from .common import STATE_STYLE, RunsDirOption, fmt
 from .errors import exits_on_config_error, fail
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.tree import Tree
+
+    from heur.core.config import Experiment
+
+GridValue = Union[int, float, str, bool]  # a value of a [grid] axis, as the preset wrote it
 
 
 def register(app: typer.Typer) -> None:
@@ -18,10 +26,13 @@ def register(app: typer.Typer) -> None:
     def run(
         preset: Optional[Path] = typer.Argument(None, help="Preset TOML file.", show_default=False),
         set_: list[str] = typer.Option([], "--set", "-s", help="Override a key: --set optim.lr=0.2 (TOML value)."),
-        jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1,
-                                           help="Runs at a time (default: one per GPU, or one per CPU core)."),
+        jobs: Optional[int] = typer.Option(
+            None, "--jobs", "-j", min=1, help="Runs at a time (default: one per GPU, or one per CPU core)."
+        ),
         detach: bool = typer.Option(False, "--detach", "-d", help="Return at once; the runs go on in the background."),
-        resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a run or experiment directory from its last checkpoint."),
+        resume: Optional[Path] = typer.Option(
+            None, "--resume", help="Continue a run or experiment directory from its last checkpoint."
+        ),
         runs_dir: Optional[Path] = RunsDirOption,
         dry_run: bool = typer.Option(False, "--dry-run", help="Validate and list the runs, start nothing."),
     ) -> None:
@@ -52,7 +63,7 @@ def register(app: typer.Typer) -> None:
         raise typer.Exit(code)
 
 
-def _print_plan(exp) -> None:  # noqa: ANN001
+def _print_plan(exp: Experiment) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -64,12 +75,20 @@ def _print_plan(exp) -> None:  # noqa: ANN001
     for name, cfg in exp.runs.items():
         p = plan_run(cfg)  # the effective batch and lr (after lr_scaling), as the run will see them
         lr = fmt(p.base_lr) if p.base_lr is not None else f"{fmt(cfg.optim.lr_ntk)}/lambda0"
-        t.add_row(name, cfg.model.name, cfg.data.name, cfg.optim.name, lr,
-                  str(p.batch_size), fmt(p.epochs), f"{p.total_steps} ({p.steps_per_epoch}/epoch)")
+        t.add_row(
+            name,
+            cfg.model.name,
+            cfg.data.name,
+            cfg.optim.name,
+            lr,
+            str(p.batch_size),
+            fmt(p.epochs),
+            f"{p.total_steps} ({p.steps_per_epoch}/epoch)",
+        )
     Console().print(t)
 
 
-def _print_tree(exp) -> None:  # noqa: ANN001
+def _print_tree(exp: Experiment) -> None:
     """The runs as a dependency tree: each run under the run whose checkpoint it starts from (a
     run that needs several appears under the first, naming the others). Nothing when no run
     references another."""
@@ -92,7 +111,7 @@ def _print_tree(exp) -> None:  # noqa: ANN001
         parts = [f"{key} = {ref.text}" for key, ref in r.items()]
         return f"[bold]{name}[/]" + (f"  [dim]{'; '.join(parts)}[/]" if parts else "")
 
-    def add(node, name: str) -> None:  # noqa: ANN001
+    def add(node: Tree, name: str) -> None:
         for child in children[name]:
             add(node.add(label(child)), child)
 
@@ -116,12 +135,15 @@ def watch(exp_dir: Path, poll: float = 0.25) -> int:
     console.print("[dim]Ctrl-C stops them (checkpointed, resumable); closing the terminal does not[/]")
     width = max([len(rd.name) for rd in run_dirs] + [4])
     progress = Progress(
-        TextColumn(f"{{task.fields[name]:<{width}}}"), BarColumn(bar_width=16), MofNCompleteColumn(),
+        TextColumn(f"{{task.fields[name]:<{width}}}"),
+        BarColumn(bar_width=16),
+        MofNCompleteColumn(),
         TextColumn("{task.fields[state]} loss {task.fields[loss]:>8} lr {task.fields[lr]:>8}"),
-        TimeRemainingColumn(), console=console, transient=False,
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
     )
-    tasks = {rd: progress.add_task("", total=None, name=rd.name, state="queued", loss="-", lr="-")
-             for rd in run_dirs}
+    tasks = {rd: progress.add_task("", total=None, name=rd.name, state="queued", loss="-", lr="-") for rd in run_dirs}
     stop_sent = False
     with progress:
         while True:
@@ -132,9 +154,14 @@ def watch(exp_dir: Path, poll: float = 0.25) -> int:
                     states.append(st.state)
                     style = STATE_STYLE.get(st.state, "")
                     shown = "waiting" if st.state == "queued" and st.needs else st.state
-                    progress.update(tid, total=st.total_steps or None, completed=st.step,
-                                    state=f"[{style}]{shown}[/]" if style else shown,
-                                    loss=fmt(st.raw.get("loss")), lr=fmt(st.raw.get("lr")))
+                    progress.update(
+                        tid,
+                        total=st.total_steps or None,
+                        completed=st.step,
+                        state=f"[{style}]{shown}[/]" if style else shown,
+                        loss=fmt(st.raw.get("loss")),
+                        lr=fmt(st.raw.get("lr")),
+                    )
                 if all(s in R.FINAL_STATES for s in states):
                     break
                 time.sleep(poll)
@@ -144,8 +171,10 @@ def watch(exp_dir: Path, poll: float = 0.25) -> int:
                     return 130
                 stop_sent = True
                 n = R.stop_experiment(exp_dir)
-                console.print(f"[yellow]stopping {n} run(s): they save a checkpoint "
-                              f"(resume: heur run --resume {exp_dir}); Ctrl-C again to leave them[/]")
+                console.print(
+                    f"[yellow]stopping {n} run(s): they save a checkpoint "
+                    f"(resume: heur run --resume {exp_dir}); Ctrl-C again to leave them[/]"
+                )
     summary = write_summary(exp_dir)
     print_summary(summary, console)
     return 1 if any(r["state"] in ("failed", "lost", "skipped") for r in summary["runs"]) else 0
@@ -155,7 +184,7 @@ _HIDDEN = {"run", "state", "reason", "step", "total_steps", "train_loss_running"
 _HEADERS = {"train_accuracy": "train acc", "test_accuracy": "test acc", "wall_time": "time s"}
 
 
-def print_summary(summary: dict, console=None) -> None:  # noqa: ANN001
+def print_summary(summary: dict, console: Optional[Console] = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -203,7 +232,7 @@ def _column_chunks(rows: list[dict], extra: list[str], width: int) -> list[list[
     return chunks
 
 
-def print_verdicts(rows: list[dict], console) -> None:  # noqa: ANN001
+def print_verdicts(rows: list[dict], console: Console) -> None:
     """The theory check (core.verdicts): one line each, green when it holds, red when not."""
     from rich.markup import escape
 
@@ -216,7 +245,8 @@ def print_verdicts(rows: list[dict], console) -> None:  # noqa: ANN001
         console.print(f"  [{style}]{text}[/]" if style else f"  {text}", soft_wrap=True)
 
 
-def _label(v) -> str:  # noqa: ANN001 - a grid value as the preset writes it (1024, not 1.02e+03)
+def _label(v: GridValue) -> str:
+    """A grid value as the preset writes it (1024, not 1.02e+03)."""
     return f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
 
 
@@ -227,7 +257,7 @@ def _heat_metric(rows: list[dict]) -> str:
     return "train_loss"
 
 
-def print_grid_heatmap(summary: dict, console) -> None:  # noqa: ANN001
+def print_grid_heatmap(summary: dict, console: Console) -> None:
     """A two-axis grid as a coloured table of the final loss; diverged cells marked."""
     import math
 
@@ -236,7 +266,8 @@ def print_grid_heatmap(summary: dict, console) -> None:  # noqa: ANN001
     (ka, va), (kb, vb) = list(summary["grid"].items())
     rows = summary["runs"]
     metric = _heat_metric(rows)
-    def index(values: list, v) -> int:  # noqa: ANN001 - a grid value as written (1 == 1.0)
+
+    def index(values: list, v: GridValue) -> int:  # a grid value as written (1 == 1.0)
         return next((i for i, x in enumerate(values) if x == v), -1)
 
     cell = {}
@@ -261,8 +292,13 @@ def print_grid_heatmap(summary: dict, console) -> None:  # noqa: ANN001
                 cells.append(f"[dim]{r['state']}[/]")
             else:
                 v = r[metric]
-                x = 0.0 if hi <= lo else (math.log(v) - math.log(lo)) / (math.log(hi) - math.log(lo)) \
-                    if lo > 0 and v > 0 else (v - lo) / (hi - lo)
+                x = (
+                    0.0
+                    if hi <= lo
+                    else (math.log(v) - math.log(lo)) / (math.log(hi) - math.log(lo))
+                    if lo > 0 and v > 0
+                    else (v - lo) / (hi - lo)
+                )
                 colour = "green" if x < 0.33 else ("yellow" if x < 0.66 else "red")
                 cells.append(f"[{colour}]{fmt(v, 3)}[/]")
         t.add_row(_label(a), *cells)

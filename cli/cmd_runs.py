@@ -31,9 +31,19 @@ def register(app: typer.Typer) -> None:
                 rows = []
                 for rd in e.runs:
                     st = R.read_status(rd)
-                    rows.append({"run": rd.name, "path": str(rd), "state": st.state, "step": st.step,
-                                 "total_steps": st.total_steps, "loss": st.raw.get("loss"), "result": st.result,
-                                 "needs": st.needs, "reason": st.reason})
+                    rows.append(
+                        {
+                            "run": rd.name,
+                            "path": str(rd),
+                            "state": st.state,
+                            "step": st.step,
+                            "total_steps": st.total_steps,
+                            "loss": st.raw.get("loss"),
+                            "result": st.result,
+                            "needs": st.needs,
+                            "reason": st.reason,
+                        }
+                    )
                 out.append({"experiment": e.path.name, "path": str(e.path), "created": e.created, "runs": rows})
             print(json.dumps(out, indent=1))
             return

@@ -59,8 +59,7 @@ def render(schedules: dict[str, Any], width: int, height: int) -> str:
         xs, yd = minmax(np.arange(len(ys)), np.asarray(ys), cols)
         plt.plot(xs.tolist(), yd.tolist(), label=name, marker="braille")
         if sch.restart_steps:
-            plt.scatter(sch.restart_steps, [ys[r] for r in sch.restart_steps], marker="x",
-                        label=f"{name} restarts")
+            plt.scatter(sch.restart_steps, [ys[r] for r in sch.restart_steps], marker="x", label=f"{name} restarts")
         if sch.warmup_steps:
             warm_ends.add(sch.warmup_steps)
     for w in sorted(warm_ends):
@@ -69,8 +68,7 @@ def render(schedules: dict[str, Any], width: int, height: int) -> str:
 
 
 def summary(name: str, sch: Any) -> str:
-    parts = [f"{name}: {sch.name}, {sch.total_steps} steps ({sch.steps_per_epoch}/epoch),",
-             f"base lr {sch.base_lr:g}"]
+    parts = [f"{name}: {sch.name}, {sch.total_steps} steps ({sch.steps_per_epoch}/epoch),", f"base lr {sch.base_lr:g}"]
     if sch.warmup_steps:
         parts.append(f", warmup {sch.warmup_steps} steps ({sch.warmup_shape}, | on the plot)")
     if sch.restart_steps:

@@ -7,7 +7,10 @@ from typing import Any
 import typer
 
 RunsDirOption = typer.Option(
-    None, "--runs-dir", envvar="HEUR_RUNS_DIR", help="Where experiments live (default ./runs).",
+    None,
+    "--runs-dir",
+    envvar="HEUR_RUNS_DIR",
+    help="Where experiments live (default ./runs).",
     show_default=False,
 )
 
@@ -27,6 +30,12 @@ def fmt(v: Any, digits: int = 4) -> str:
 
 
 STATE_STYLE = {
-    "queued": "dim", "running": "cyan", "completed": "green", "diverged": "magenta",
-    "failed": "red", "stopped": "yellow", "skipped": "dim yellow", "lost": "red",
+    "queued": "dim",
+    "running": "cyan",
+    "completed": "green",
+    "diverged": "magenta",
+    "failed": "red",
+    "stopped": "yellow",
+    "skipped": "dim yellow",
+    "lost": "red",
 }

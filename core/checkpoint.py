@@ -19,8 +19,14 @@ from typing import Any
 from .atomic import replace_atomic
 from .errors import ConfigError
 
-__all__ = ["FORMAT", "VERSION", "save_checkpoint", "load_checkpoint", "model_from_checkpoint",
-           "rebuild_from_checkpoint"]
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "save_checkpoint",
+    "load_checkpoint",
+    "model_from_checkpoint",
+    "rebuild_from_checkpoint",
+]
 
 FORMAT = "heur-checkpoint"
 VERSION = 1
@@ -55,8 +61,9 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
         raise ConfigError(f"not a heur checkpoint (no format = {FORMAT})", file=str(path))
     version = ck.get("version", VERSION)
     if not isinstance(version, int) or version > VERSION:
-        raise ConfigError(f"checkpoint format version {version!r}: this heur reads version {VERSION} and older",
-                          file=str(path))
+        raise ConfigError(
+            f"checkpoint format version {version!r}: this heur reads version {VERSION} and older", file=str(path)
+        )
     return ck
 
 
@@ -77,8 +84,9 @@ def model_from_checkpoint(path: Path | str, device: Any = "cpu") -> tuple[Any, A
         model.load_state_dict(ck["model"])
     except RuntimeError as e:
         first = str(e).strip().splitlines()
-        raise ConfigError(f"weights do not fit the model of its config: {first[-1].strip() if first else e}",
-                          file=str(path)) from None
+        raise ConfigError(
+            f"weights do not fit the model of its config: {first[-1].strip() if first else e}", file=str(path)
+        ) from None
     model.eval()
     return model, cfg, ck
 

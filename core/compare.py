@@ -30,8 +30,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .errors import ConfigError
-from .errors import to_config_error
+from .errors import ConfigError, to_config_error
 
 __all__ = ["compare", "DEFAULT_POINTS", "DEFAULT_SAMPLES"]
 
@@ -42,8 +41,8 @@ _SEEDED_SPLITS = ("digits", "synthetic", "teacher_student")
 
 
 def _load(path: Path | str, device: Any):
-    from .models import build_model
     from .checkpoint import model_from_checkpoint
+    from .models import build_model
 
     model, cfg, ck = model_from_checkpoint(path, device)
     shape, n_out = tuple(int(s) for s in ck["input_shape"]), int(ck["num_outputs"])
@@ -51,8 +50,15 @@ def _load(path: Path | str, device: Any):
     def build():
         return build_model(cfg, shape, n_out).to(device)
 
-    return {"path": str(path), "ck": ck, "cfg": cfg, "shape": shape, "num_outputs": n_out,
-            "model": model, "build": build}
+    return {
+        "path": str(path),
+        "ck": ck,
+        "cfg": cfg,
+        "shape": shape,
+        "num_outputs": n_out,
+        "model": model,
+        "build": build,
+    }
 
 
 def _same_architecture(sd_a: dict, sd_b: dict) -> bool:
@@ -72,11 +78,14 @@ def _data_for(a: dict, data: Optional[str], device: Any):
         cfg = validate_run(raw, "--data")
     bundle = load_data(cfg, device)
     if tuple(bundle.input_shape) != a["shape"]:
-        raise ConfigError(f"data {bundle.name!r} has inputs of shape {tuple(bundle.input_shape)}, the models "
-                          f"take {a['shape']}", key="--data")
+        raise ConfigError(
+            f"data {bundle.name!r} has inputs of shape {tuple(bundle.input_shape)}, the models take {a['shape']}",
+            key="--data",
+        )
     if bundle.num_outputs != a["num_outputs"]:
-        raise ConfigError(f"data {bundle.name!r} has {bundle.num_outputs} outputs, model A has {a['num_outputs']}",
-                          key="--data")
+        raise ConfigError(
+            f"data {bundle.name!r} has {bundle.num_outputs} outputs, model A has {a['num_outputs']}", key="--data"
+        )
     return bundle, cfg
 
 
@@ -97,19 +106,26 @@ def _sim(x: Any, y: Any, method: str, conv: str, notes: list[str], label: str) -
     return float(v) if np.isfinite(v) else None
 
 
-def compare(path_a: Path | str, path_b: Path | str, data: Optional[str] = None,
-            layers: Optional[Sequence[str]] = None, points: int = DEFAULT_POINTS,
-            samples: int = DEFAULT_SAMPLES, conv: str = "mean", device: Any = "cpu",
-            seed: int = 0, batch_size: int = 512) -> dict[str, Any]:
+def compare(
+    path_a: Path | str,
+    path_b: Path | str,
+    data: Optional[str] = None,
+    layers: Optional[Sequence[str]] = None,
+    points: int = DEFAULT_POINTS,
+    samples: int = DEFAULT_SAMPLES,
+    conv: str = "mean",
+    device: Any = "cpu",
+    seed: int = 0,
+    batch_size: int = 512,
+) -> dict[str, Any]:
     """See the module doc. ``layers``: names present in both models (default: each model's
     ``heur_blocks``); ``points`` >= 2 values of t (0 and 1 included)."""
     import torch
 
     from .measure.activations import CaptureError, capture, probe_indices, resolve_layers
     from .measure.connectivity import barrier, bn_modules, eval_row, linear_path
-    from .objective import make_loss
-
     from .measure.similarity import CONV_MODES
+    from .objective import make_loss
 
     if points < 2:
         raise ConfigError(f"expected at least 2 points, got {points}", key="--points")
@@ -120,17 +136,21 @@ def compare(path_a: Path | str, path_b: Path | str, data: Optional[str] = None,
     device = torch.device(device)
     a, b = _load(path_a, device), _load(path_b, device)
     if a["shape"] != b["shape"]:
-        raise ConfigError(f"the models take inputs of different shapes: {a['shape']} (A) vs {b['shape']} (B)",
-                          key="CKPT_B")
+        raise ConfigError(
+            f"the models take inputs of different shapes: {a['shape']} (A) vs {b['shape']} (B)", key="CKPT_B"
+        )
     bundle, data_cfg = _data_for(a, data, device)
     loss_fn = make_loss(a["cfg"].train, bundle.task, bundle.num_outputs)
     notes: list[str] = []
     cb = b["cfg"]
     if cb.data.model_dump() != data_cfg.data.model_dump() or (
-            cb.seed != data_cfg.seed and data_cfg.data.name in _SEEDED_SPLITS):
-        notes.append(f"B was trained on other data than {data_cfg.data.name!r} with seed {data_cfg.seed} "
-                     "(the split of digits/synthetic sets follows the seed): every number here, B's too, "
-                     "is on that data")
+        cb.seed != data_cfg.seed and data_cfg.data.name in _SEEDED_SPLITS
+    ):
+        notes.append(
+            f"B was trained on other data than {data_cfg.data.name!r} with seed {data_cfg.seed} "
+            "(the split of digits/synthetic sets follows the seed): every number here, B's too, "
+            "is on that data"
+        )
 
     sel = "auto" if not layers else list(layers)
     try:
@@ -145,8 +165,12 @@ def compare(path_a: Path | str, path_b: Path | str, data: Optional[str] = None,
     acts_b = capture(b["model"], x, names_b, batch_size=batch_size)
 
     doc: dict[str, Any] = {
-        "a": _describe(a), "b": _describe(b),
-        "data": bundle.name, "samples": int(x.shape[0]), "probe_split": "test", "conv": conv,
+        "a": _describe(a),
+        "b": _describe(b),
+        "data": bundle.name,
+        "samples": int(x.shape[0]),
+        "probe_split": "test",
+        "conv": conv,
         "same_architecture": same,
     }
     doc["a"]["eval"] = eval_row(a["model"], bundle, loss_fn, batch_size)
@@ -154,21 +178,27 @@ def compare(path_a: Path | str, path_b: Path | str, data: Optional[str] = None,
 
     if same and names_a == names_b:
         doc["layers"] = [
-            {"layer": n, **{m: _sim(acts_a[n], acts_b[n], m, conv, notes, n) for m in _METHODS}}
-            for n in names_a
+            {"layer": n, **{m: _sim(acts_a[n], acts_b[n], m, conv, notes, n) for m in _METHODS}} for n in names_a
         ]
         doc["matrix"] = None
     else:
         doc["layers"] = None
-        doc["matrix"] = {"layers_a": names_a, "layers_b": names_b, **{
-            m: [[_sim(acts_a[p], acts_b[q], m, conv, notes, f"{p}~{q}") for q in names_b] for p in names_a]
-            for m in _METHODS}}
+        doc["matrix"] = {
+            "layers_a": names_a,
+            "layers_b": names_b,
+            **{
+                m: [[_sim(acts_a[p], acts_b[q], m, conv, notes, f"{p}~{q}") for q in names_b] for p in names_a]
+                for m in _METHODS
+            },
+        }
 
     if same:
         ts = [float(t) for t in np.linspace(0.0, 1.0, points)]
         rows = linear_path(a["ck"]["model"], b["ck"]["model"], a["build"], bundle, ts, loss_fn, batch_size)
-        interp = {"t": ts, **{k: [r[k] for r in rows] for k in ("train_loss", "train_accuracy", "test_loss",
-                                                              "test_accuracy")}}
+        interp = {
+            "t": ts,
+            **{k: [r[k] for r in rows] for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy")},
+        }
         interp["barrier_train_loss"] = barrier(ts, interp["train_loss"])
         interp["barrier_test_loss"] = barrier(ts, interp["test_loss"])
         interp["bn_recomputed"] = bool(bn_modules(a["model"]))
@@ -182,6 +212,12 @@ def compare(path_a: Path | str, path_b: Path | str, data: Optional[str] = None,
 
 def _describe(m: dict) -> dict[str, Any]:
     ck, cfg = m["ck"], m["cfg"]
-    return {"path": m["path"], "name": cfg.name, "model": cfg.model.name, "data": cfg.data.name,
-            "step": ck.get("step"), "epoch": ck.get("epoch"),
-            "params": int(sum(p.numel() for p in m["model"].parameters()))}
+    return {
+        "path": m["path"],
+        "name": cfg.name,
+        "model": cfg.model.name,
+        "data": cfg.data.name,
+        "step": ck.get("step"),
+        "epoch": ck.get("epoch"),
+        "params": int(sum(p.numel() for p in m["model"].parameters())),
+    }

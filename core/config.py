@@ -17,11 +17,11 @@ import difflib
 import itertools
 import math
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
+import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
@@ -40,9 +40,7 @@ PositiveInt = Field(gt=0)
 class DataConfig(_Section):
     """``[data]``: which dataset, where it lives and how much of it to use."""
 
-    name: Literal[
-        "digits", "cifar10", "cifar100", "mnist", "fashion_mnist", "synthetic", "teacher_student"
-    ] = "digits"
+    name: Literal["digits", "cifar10", "cifar100", "mnist", "fashion_mnist", "synthetic", "teacher_student"] = "digits"
     root: str = "data"
     download: bool = False
     subset: Optional[int] = Field(default=None, gt=0, description="cap on training samples")
@@ -75,8 +73,10 @@ class ModelConfig(_Section):
     init_scale: float = Field(default=1.0, gt=0, description="multiplies the init std")
     bias: bool = True
     init_from: Optional[str] = Field(
-        default=None, min_length=1,
-        description="start from these weights: '@RUN', '@RUN:CHECKPOINT' or a checkpoint path (core.pipeline)")
+        default=None,
+        min_length=1,
+        description="start from these weights: '@RUN', '@RUN:CHECKPOINT' or a checkpoint path (core.pipeline)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -143,9 +143,7 @@ class WarmupConfig(_Section):
 class ScheduleConfig(_Section):
     """``[schedule]``: the lr as a function of the optimizer step (see core.schedules)."""
 
-    name: Literal[
-        "constant", "step", "multistep", "linear", "cosine", "sgdr", "exponential", "polynomial"
-    ] = "constant"
+    name: Literal["constant", "step", "multistep", "linear", "cosine", "sgdr", "exponential", "polynomial"] = "constant"
     step_size: Optional[float] = Field(default=None, gt=0)
     step_size_steps: Optional[int] = Field(default=None, gt=0)
     milestones: Optional[list[float]] = None
@@ -223,7 +221,8 @@ class RunConfig(_Section):
     seed: int = 0
     device: str = "auto"
     check: Optional[Literal["catapult", "warmup", "gi_adam"]] = Field(
-        default=None, description="theory whose verdicts the summary reports (core.verdicts)")
+        default=None, description="theory whose verdicts the summary reports (core.verdicts)"
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -470,7 +469,10 @@ def expand(raw: dict[str, Any], overrides: list[str], file: str | None = None) -
     if grid:
         resolved["grid"] = grid
     exp = Experiment(
-        name=base_cfg.name, description=base_cfg.description, source=file or "", raw=raw,
+        name=base_cfg.name,
+        description=base_cfg.description,
+        source=file or "",
+        raw=raw,
         resolved=resolved,
     )
     var_list: list[tuple[str, dict[str, Any]]] = []

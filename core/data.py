@@ -57,8 +57,12 @@ def data_shape(cfg: Any) -> Optional[tuple[tuple[int, ...], int]]:
         return (cfg.dim,), cfg.classes
     if cfg.name == "teacher_student":
         return (cfg.dim,), cfg.out_dim
-    return {"cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100),
-            "mnist": ((1, 28, 28), 10), "fashion_mnist": ((1, 28, 28), 10)}.get(cfg.name)
+    return {
+        "cifar10": ((3, 32, 32), 10),
+        "cifar100": ((3, 32, 32), 100),
+        "mnist": ((1, 28, 28), 10),
+        "fashion_mnist": ((1, 28, 28), 10),
+    }.get(cfg.name)
 
 
 def batch_size(cfg: Any) -> int:
@@ -248,8 +252,14 @@ def load_data(cfg: Any, device: Any = "cpu") -> DataBundle:
         xtr, xte = (xtr - mean) / std, (xte - mean) / std
     dev = torch.device(device)
     return DataBundle(
-        x_train=xtr.to(dev), y_train=ytr.to(dev), x_test=xte.to(dev), y_test=yte.to(dev),
-        task=task, num_outputs=out, input_shape=tuple(xtr.shape[1:]), name=d.name,
+        x_train=xtr.to(dev),
+        y_train=ytr.to(dev),
+        x_test=xte.to(dev),
+        y_test=yte.to(dev),
+        task=task,
+        num_outputs=out,
+        input_shape=tuple(xtr.shape[1:]),
+        name=d.name,
     )
 
 
@@ -277,8 +287,8 @@ def augment_batch(x: Any, pad: int, flip: bool, gen: Any) -> Any:
         padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
         dy = torch.randint(0, 2 * pad + 1, (n,), device=x.device, generator=gen)
         dx = torch.randint(0, 2 * pad + 1, (n,), device=x.device, generator=gen)
-        rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])  # (n, h)
-        cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])  # (n, w)
+        rows = dy[:, None] + torch.arange(h, device=x.device)[None, :]  # (n, h)
+        cols = dx[:, None] + torch.arange(w, device=x.device)[None, :]  # (n, w)
         idx_r = rows[:, None, :, None].expand(n, c, h, w + 2 * pad)
         x = torch.gather(padded, 2, idx_r)
         idx_c = cols[:, None, None, :].expand(n, c, h, w)
@@ -297,8 +307,16 @@ class DeviceBatcher:
     begin anywhere, which makes resuming exact.
     """
 
-    def __init__(self, bundle: DataBundle, batch: int, steps_per_epoch: int, seed: int,
-                 pad: int = 0, flip: bool = False, drop_last: bool = False):
+    def __init__(
+        self,
+        bundle: DataBundle,
+        batch: int,
+        steps_per_epoch: int,
+        seed: int,
+        pad: int = 0,
+        flip: bool = False,
+        drop_last: bool = False,
+    ):
         import torch
 
         self.b = bundle

@@ -30,8 +30,9 @@ class ConfigError(Exception):
         return ConfigError(self.message, file=self.file or file, key=self.key)
 
 
-def to_config_error(err: "MeasurementError", keys: Mapping[str, str] | str | None = None,
-                    file: str | None = None) -> ConfigError:
+def to_config_error(
+    err: "MeasurementError", keys: Mapping[str, str] | str | None = None, file: str | None = None
+) -> ConfigError:
     """The ConfigError an edge raises for ``err``: the same message, the key ``keys`` (a str),
     or ``keys[err.arg]`` (a mapping from argument names to the edge's keys; None where the
     argument is not in it)."""

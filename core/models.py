@@ -41,8 +41,16 @@ class ParamLinear(nn.Module):
     Biases start at zero.
     """
 
-    def __init__(self, fan_in: int, fan_out: int, param: str = "sp", gain: float = 1.0,
-                 scale: float = 1.0, bias: bool = True, is_output: bool = False):
+    def __init__(
+        self,
+        fan_in: int,
+        fan_out: int,
+        param: str = "sp",
+        gain: float = 1.0,
+        scale: float = 1.0,
+        bias: bool = True,
+        is_output: bool = False,
+    ):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(fan_out, fan_in))
         self.bias = nn.Parameter(torch.zeros(fan_out)) if bias else None
@@ -64,8 +72,9 @@ class ParamLinear(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, in_dim: int, out_dim: int, width: int, depth: int, activation: str,
-                 param: str, scale: float, bias: bool):
+    def __init__(
+        self, in_dim: int, out_dim: int, width: int, depth: int, activation: str, param: str, scale: float, bias: bool
+    ):
         super().__init__()
         gain = math.sqrt(2.0) if activation == "relu" else 1.0
         self.flatten = nn.Flatten()
@@ -73,8 +82,7 @@ class MLP(nn.Module):
         dims = [in_dim] + [width] * depth
         names = []
         for i in range(depth):
-            setattr(self, f"fc{i + 1}", ParamLinear(dims[i], dims[i + 1], param, gain if i else 1.0,
-                                                   scale, bias))
+            setattr(self, f"fc{i + 1}", ParamLinear(dims[i], dims[i + 1], param, gain if i else 1.0, scale, bias))
             names.append(f"fc{i + 1}")
         self.out = ParamLinear(dims[-1], out_dim, param, 1.0, scale, bias, is_output=True)
         self.depth = depth
@@ -114,8 +122,7 @@ class ConvBlock(nn.Sequential):
 
 
 class CNN(nn.Module):
-    def __init__(self, input_shape: tuple[int, ...], out_dim: int, channels: list[int], width: int,
-                 bn: bool):
+    def __init__(self, input_shape: tuple[int, ...], out_dim: int, channels: list[int], width: int, bn: bool):
         super().__init__()
         c, h, w = input_shape
         names = []
@@ -230,14 +237,14 @@ def build_model(cfg: Any, input_shape: tuple[int, ...], num_outputs: int) -> nn.
     torch.manual_seed(cfg.seed)
     in_dim = int(math.prod(input_shape))
     if m.name == "mlp":
-        model: nn.Module = MLP(in_dim, num_outputs, m.width, m.depth, m.activation,
-                               m.parametrization, m.init_scale, m.bias)
+        model: nn.Module = MLP(
+            in_dim, num_outputs, m.width, m.depth, m.activation, m.parametrization, m.init_scale, m.bias
+        )
         return model
     if m.name == "uv":
         return UV(in_dim, num_outputs, m.width, m.init_scale)
     if len(input_shape) != 3:
-        raise ConfigError(f"model {m.name} needs image data (C, H, W), got input shape {input_shape}",
-                          key="model.name")
+        raise ConfigError(f"model {m.name} needs image data (C, H, W), got input shape {input_shape}", key="model.name")
     if m.name == "cnn":
         model = CNN(input_shape, num_outputs, m.channels, m.width, m.batch_norm)
     elif m.name in _VGG:
@@ -273,8 +280,9 @@ def _torchvision_model(name: str, input_shape: tuple[int, ...], num_outputs: int
         hint = f" (did you mean 'tv:{close[0]}'?)" if close else ""
         raise ConfigError(f"torchvision has no classification model {name!r}{hint}", key="model.name")
     if input_shape[0] != 3:
-        raise ConfigError(f"torchvision models expect 3 input channels, the data has {input_shape[0]}",
-                          key="model.name")
+        raise ConfigError(
+            f"torchvision models expect 3 input channels, the data has {input_shape[0]}", key="model.name"
+        )
     model = tvm.get_model(name, weights=None, num_classes=num_outputs)
     model.heur_blocks = [n for n, _ in model.named_children()]
     return model

@@ -50,8 +50,7 @@ def make_loss(train_cfg: Any, task: str, num_outputs: int) -> LossFn:
     """
     if train_cfg.loss == "cross_entropy":
         if task != "classification":
-            raise ConfigError("cross_entropy needs a classification dataset; use loss = \"mse\"",
-                              key="train.loss")
+            raise ConfigError('cross_entropy needs a classification dataset; use loss = "mse"', key="train.loss")
         return F.cross_entropy
 
     half = train_cfg.mse_reduction == "half_sum"
@@ -80,8 +79,9 @@ class Objective:
     def loss(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, step: int) -> torch.Tensor:
         raise NotImplementedError
 
-    def evaluate(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int,
-                 limit: Optional[int] = None) -> dict[str, Optional[float]]:
+    def evaluate(
+        self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, limit: Optional[int] = None
+    ) -> dict[str, Optional[float]]:
         loss, acc = evaluate(model, x, y, self.loss_fn, batch, limit, self.task)
         return {"loss": loss, "accuracy": acc}
 

@@ -157,14 +157,19 @@ def check_references(exp: Experiment) -> list[str]:
                 raise ConfigError(f"{where}{ref.text} references the run itself", key=key)
             if ref.run not in runs:
                 listed = ", ".join(runs)
-                raise ConfigError(f"{where}no run named {ref.run!r} in this experiment{_close(ref.run, runs)}"
-                                  f" (runs: {listed})", key=key)
+                raise ConfigError(
+                    f"{where}no run named {ref.run!r} in this experiment{_close(ref.run, runs)} (runs: {listed})",
+                    key=key,
+                )
             names = checkpoint_names(runs[ref.run])
             if ref.checkpoint not in names:
                 shown = sorted(names, key=_ckpt_order)
                 listed = ", ".join(shown[:6]) + (", ..." if len(shown) > 6 else "")
-                raise ConfigError(f"{where}run {ref.run!r} never writes checkpoints/{ref.checkpoint}.pt"
-                                  f"{_close(ref.checkpoint, names)} (it writes {listed})", key=key)
+                raise ConfigError(
+                    f"{where}run {ref.run!r} never writes checkpoints/{ref.checkpoint}.pt"
+                    f"{_close(ref.checkpoint, names)} (it writes {listed})",
+                    key=key,
+                )
     return _topological(deps)
 
 
@@ -182,10 +187,11 @@ def _topological(deps: dict[str, dict[str, str]]) -> list[str]:
         if state.get(n) == 2:
             return
         if state.get(n) == 1:
-            cycle = path[path.index(n):] + [n]
+            cycle = path[path.index(n) :] + [n]
             first = cycle[0]
-            raise ConfigError(f"run '{first}': references form a cycle: {' -> '.join(cycle)}",
-                              key=deps[first][cycle[1]])
+            raise ConfigError(
+                f"run '{first}': references form a cycle: {' -> '.join(cycle)}", key=deps[first][cycle[1]]
+            )
         state[n] = 1
         for d in deps[n]:
             visit(d, path + [n])
@@ -282,6 +288,11 @@ def skip_reason(dep: str, state: str, step: int, checkpoint: Optional[Path] = No
     """Why a run whose dependency ``dep`` ended in ``state`` is skipped, in words."""
     if state == "completed" and checkpoint is not None:
         return f"needs '{dep}', which completed without writing {checkpoint.parent.name}/{checkpoint.name}"
-    verb = {"diverged": "diverged", "failed": "failed", "stopped": "was stopped", "lost": "was lost",
-            "skipped": "was skipped"}.get(state, state)
+    verb = {
+        "diverged": "diverged",
+        "failed": "failed",
+        "stopped": "was stopped",
+        "lost": "was lost",
+        "skipped": "was skipped",
+    }.get(state, state)
     return f"needs '{dep}', which {verb}" + ("" if state == "skipped" else f" at step {step}")

@@ -61,8 +61,14 @@ def plan_run(cfg: Any) -> RunPlan:
     base_lr = None if cfg.optim.lr_ntk is not None else run_base_lr(cfg, batch=batch)
     model = meta_model(cfg)
     return RunPlan(
-        input_shape=tuple(input_shape), num_outputs=int(outputs), train_size=train_size(cfg.data),
-        batch_size=batch, drop_last=bool(cfg.train.drop_last), steps_per_epoch=steps_per_epoch(cfg),
-        total_steps=int(total_steps(cfg)), base_lr=base_lr,
-        blocks=tuple(getattr(model, "heur_blocks", ())), model=model,
+        input_shape=tuple(input_shape),
+        num_outputs=int(outputs),
+        train_size=train_size(cfg.data),
+        batch_size=batch,
+        drop_last=bool(cfg.train.drop_last),
+        steps_per_epoch=steps_per_epoch(cfg),
+        total_steps=int(total_steps(cfg)),
+        base_lr=base_lr,
+        blocks=tuple(getattr(model, "heur_blocks", ())),
+        model=model,
     )

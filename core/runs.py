@@ -24,10 +24,11 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+
+import tomllib
 
 from .atomic import write_json_atomic
 from .checkpoint import load_checkpoint
@@ -276,10 +277,17 @@ def read_status(run_dir: Path | str) -> RunStatus:
             state = "lost"
             d.setdefault("reason", "the process vanished without an end event")
     return RunStatus(
-        path=run_dir, name=d.get("name", run_dir.name), state=state, pid=d.get("pid"),
-        step=int(d.get("step") or 0), total_steps=int(d.get("total_steps") or 0),
-        epoch=float(d.get("epoch") or 0.0), heartbeat=d.get("heartbeat"), reason=d.get("reason", ""),
-        result=d.get("result") or {}, raw=d,
+        path=run_dir,
+        name=d.get("name", run_dir.name),
+        state=state,
+        pid=d.get("pid"),
+        step=int(d.get("step") or 0),
+        total_steps=int(d.get("total_steps") or 0),
+        epoch=float(d.get("epoch") or 0.0),
+        heartbeat=d.get("heartbeat"),
+        reason=d.get("reason", ""),
+        result=d.get("result") or {},
+        raw=d,
     )
 
 
@@ -313,8 +321,13 @@ def _spawn(args: list[str], log: Path, env: Optional[dict[str, str]] = None) -> 
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         return subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True, env=env, close_fds=True,
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+            close_fds=True,
         )
 
 
@@ -345,8 +358,10 @@ def start_supervisor(exp_dir: Path, jobs: Optional[int] = None, resume: bool = F
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     proc = _spawn(args, exp_dir / "supervisor.log", env)
-    write_json_atomic(exp_dir / "supervisor.json", {"pid": proc.pid, "pid_start": process_start_time(proc.pid),
-                                                      "jobs": jobs, "started": time.time()})
+    write_json_atomic(
+        exp_dir / "supervisor.json",
+        {"pid": proc.pid, "pid_start": process_start_time(proc.pid), "jobs": jobs, "started": time.time()},
+    )
     return proc
 
 
@@ -362,8 +377,12 @@ def prepare(preset_path: str | Path, overrides: Optional[list[str]] = None) -> E
     return exp
 
 
-def launch(preset_path: str | Path, overrides: Optional[list[str]] = None,
-           runs_dir: Path | str | None = None, jobs: Optional[int] = None) -> Path:
+def launch(
+    preset_path: str | Path,
+    overrides: Optional[list[str]] = None,
+    runs_dir: Path | str | None = None,
+    jobs: Optional[int] = None,
+) -> Path:
     """Validate a preset (:func:`prepare`), create its experiment directory and start it
     detached. The one launch path: ``heur run`` and the TUI both come here."""
     exp = prepare(preset_path, overrides)
@@ -383,8 +402,7 @@ def queue_resume(target: Path) -> tuple[Path, list[Path]]:
     elif (target / "experiment.toml").is_file():
         exp_dir, candidates = target, run_dirs(target)
     else:
-        raise ConfigError("not a run or experiment directory (no config.toml / experiment.toml)",
-                          file=str(target))
+        raise ConfigError("not a run or experiment directory (no config.toml / experiment.toml)", file=str(target))
     queued = []
     for rd in candidates:
         st = read_status(rd)
@@ -460,4 +478,3 @@ def stop(target: Path | str) -> int:
     if (target / "config.toml").is_file():
         return int(stop_run(target))
     raise ConfigError("not a run or experiment directory (no config.toml / experiment.toml)", file=str(target))
-

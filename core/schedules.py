@@ -243,8 +243,7 @@ def build_schedule(cfg: Any, base_lr: float, steps_per_epoch: int, total_steps: 
             raise _err(f"expected a length >= 0, got {w}", wkey)
         if w >= n:
             raise _err(
-                f"warmup of {w} steps is not shorter than training ({n} steps): "
-                "expected a shorter warmup",
+                f"warmup of {w} steps is not shorter than training ({n} steps): expected a shorter warmup",
                 wkey,
             )
         sch.warmup_steps = w

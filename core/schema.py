@@ -15,9 +15,9 @@ test. Readers ignore kinds they do not know.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from collections.abc import Iterable, Mapping
 
 COMMON = ("kind", "step", "epoch", "time")
 
@@ -61,75 +61,160 @@ class Kind:
         return sorted(k for k in fields.keys() - allowed if k not in COMMON)
 
 
-KINDS: dict[str, Kind] = {k.name: k for k in (
-    Kind("start", "the run begins (not written again by a resumed process)", {
-        "name": "the run's name", "total_steps": "optimizer steps the run will take",
-        "steps_per_epoch": "optimizer steps per epoch", "batch_size": "examples per step",
-        "n_train": "training examples", "base_lr": "the schedule's peak learning rate",
-        "lambda0": "NTK top eigenvalue at init when optim.lr_ntk needed it, else null",
-        "device": "torch device", "pid": "the training process", "blocks": "the model's block names",
-    }),
-    Kind("train", "a logged step, every train.log_every steps and at the last", {
-        "loss": "mean training loss over the steps since the last train event",
-        "lr": "learning rate of this step", "grad_norm": "global gradient norm of this step",
-        "samples": "training examples seen so far",
-    }),
-    Kind("eval", "the model on one split", {
-        "loss": "mean loss", "accuracy": "share classified right (null for regression)",
-    }, variants=("split", {"train": {}, "test": {}})),
-    Kind("lr", "a learning-rate point between train events (the contract's; no writer today)", {
-        "lr": "learning rate",
-    }),
-    Kind("sharpness", "[probes.sharpness]: top Hessian eigenvalues of the training loss", {
-        "lambda_max": "top eigenvalue", "top_k": "the top k eigenvalues", "lr": "learning rate",
-        "threshold": "the stability threshold (2/lr for SGD)", "threshold_kind": "which formula",
-        "method": "eigen solver", "normalisation": "loss normalisation the values refer to",
-        "mode": "model mode while measuring", "batch": "examples measured on", "hvps": "Hessian-vector products",
-        "converged": "the solver converged", "batch_loss": "loss on the measured batch",
-        "ratio": "measured / threshold", "seconds": "time the measurement took",
-    }, {
-        "preconditioned_sharpness": "Adam family: top eigenvalue of P^-1 H (null before Adam state)",
-    }),
-    Kind("ntk", "[probes.ntk]: top NTK eigenvalue, at init and every probes.ntk.every steps", {
-        "lambda_ntk": "top eigenvalue now", "lambda0": "top eigenvalue at init (null if not measured)",
-        "normalisation": "loss normalisation", "batch": "examples measured on",
-        "source": "init, lr_ntk (measured for optim.lr_ntk) or step", "lr": "learning rate",
-        "lr_times_lambda": "lr * lambda_ntk",
-    }, {
-        "lr_lazy_edge": "2/lambda0: the lazy phase's edge", "lr_uv_max": "4/lambda0: the uv model's catapult edge",
-        "lr_relu_max": "12/lambda0: the ReLU networks' catapult edge", "hvps": "NTK-vector products",
-        "converged": "the solver converged",
-    }),
-    Kind("catapult", "[probes.catapult]: a loss spike that rose and fell back, at its end step", {
-        "start_step": "the level before the rise", "peak_step": "highest loss", "end_step": "back below the base",
-        "base_loss": "loss at start_step", "peak_loss": "loss at peak_step", "peak_ratio": "peak_loss / base_loss",
-        "lr": "learning rate",
-    }, {
-        "sharpness_before": "last sharpness at or before start_step (with [probes.sharpness])",
-        "sharpness_after": "last sharpness in [peak_step, end_step]",
-    }),
-    Kind("cca", "[probes.cca]: layer similarity between two snapshots of the run's activations", {
-        "layers": "probed layer names", "values": "one similarity a layer (null where undefined)",
-        "method": "similarity measure", "epoch_a": "epoch of the older snapshot",
-        "epoch_b": "epoch of the newer snapshot",
-    }, variants=("against", {
-        "previous": {},  # live, at each snapshot: each layer against the snapshot before
-        "final": {  # once, when the run completed: every snapshot against the last one
-            "epochs": "the snapshots' epochs", "matrix": "[layer][snapshot] similarity to the last snapshot",
-        },
-    })),
-    Kind("checkpoint", "a checkpoint was written", {"path": "relative to the run directory"}),
-    Kind("restart", "a warm restart of the schedule", {
-        "index": "restarts so far", "lr_next": "learning rate of the next step",
-    }),
-    Kind("resume", "a resumed process: readers drop the points at or after from_step", {
-        "from_step": "first step the resumed process writes again", "checkpoint": "the checkpoint it loaded",
-    }),
-    Kind("end", "the run ended", {
-        "state": "completed, diverged, stopped, failed or skipped", "reason": "one line",
-        "result": "last metrics (EVAL_RESULT keys, wall_time) and the probes' summaries",
-    }),
-)}
+KINDS: dict[str, Kind] = {
+    k.name: k
+    for k in (
+        Kind(
+            "start",
+            "the run begins (not written again by a resumed process)",
+            {
+                "name": "the run's name",
+                "total_steps": "optimizer steps the run will take",
+                "steps_per_epoch": "optimizer steps per epoch",
+                "batch_size": "examples per step",
+                "n_train": "training examples",
+                "base_lr": "the schedule's peak learning rate",
+                "lambda0": "NTK top eigenvalue at init when optim.lr_ntk needed it, else null",
+                "device": "torch device",
+                "pid": "the training process",
+                "blocks": "the model's block names",
+            },
+        ),
+        Kind(
+            "train",
+            "a logged step, every train.log_every steps and at the last",
+            {
+                "loss": "mean training loss over the steps since the last train event",
+                "lr": "learning rate of this step",
+                "grad_norm": "global gradient norm of this step",
+                "samples": "training examples seen so far",
+            },
+        ),
+        Kind(
+            "eval",
+            "the model on one split",
+            {
+                "loss": "mean loss",
+                "accuracy": "share classified right (null for regression)",
+            },
+            variants=("split", {"train": {}, "test": {}}),
+        ),
+        Kind(
+            "lr",
+            "a learning-rate point between train events (the contract's; no writer today)",
+            {
+                "lr": "learning rate",
+            },
+        ),
+        Kind(
+            "sharpness",
+            "[probes.sharpness]: top Hessian eigenvalues of the training loss",
+            {
+                "lambda_max": "top eigenvalue",
+                "top_k": "the top k eigenvalues",
+                "lr": "learning rate",
+                "threshold": "the stability threshold (2/lr for SGD)",
+                "threshold_kind": "which formula",
+                "method": "eigen solver",
+                "normalisation": "loss normalisation the values refer to",
+                "mode": "model mode while measuring",
+                "batch": "examples measured on",
+                "hvps": "Hessian-vector products",
+                "converged": "the solver converged",
+                "batch_loss": "loss on the measured batch",
+                "ratio": "measured / threshold",
+                "seconds": "time the measurement took",
+            },
+            {
+                "preconditioned_sharpness": "Adam family: top eigenvalue of P^-1 H (null before Adam state)",
+            },
+        ),
+        Kind(
+            "ntk",
+            "[probes.ntk]: top NTK eigenvalue, at init and every probes.ntk.every steps",
+            {
+                "lambda_ntk": "top eigenvalue now",
+                "lambda0": "top eigenvalue at init (null if not measured)",
+                "normalisation": "loss normalisation",
+                "batch": "examples measured on",
+                "source": "init, lr_ntk (measured for optim.lr_ntk) or step",
+                "lr": "learning rate",
+                "lr_times_lambda": "lr * lambda_ntk",
+            },
+            {
+                "lr_lazy_edge": "2/lambda0: the lazy phase's edge",
+                "lr_uv_max": "4/lambda0: the uv model's catapult edge",
+                "lr_relu_max": "12/lambda0: the ReLU networks' catapult edge",
+                "hvps": "NTK-vector products",
+                "converged": "the solver converged",
+            },
+        ),
+        Kind(
+            "catapult",
+            "[probes.catapult]: a loss spike that rose and fell back, at its end step",
+            {
+                "start_step": "the level before the rise",
+                "peak_step": "highest loss",
+                "end_step": "back below the base",
+                "base_loss": "loss at start_step",
+                "peak_loss": "loss at peak_step",
+                "peak_ratio": "peak_loss / base_loss",
+                "lr": "learning rate",
+            },
+            {
+                "sharpness_before": "last sharpness at or before start_step (with [probes.sharpness])",
+                "sharpness_after": "last sharpness in [peak_step, end_step]",
+            },
+        ),
+        Kind(
+            "cca",
+            "[probes.cca]: layer similarity between two snapshots of the run's activations",
+            {
+                "layers": "probed layer names",
+                "values": "one similarity a layer (null where undefined)",
+                "method": "similarity measure",
+                "epoch_a": "epoch of the older snapshot",
+                "epoch_b": "epoch of the newer snapshot",
+            },
+            variants=(
+                "against",
+                {
+                    "previous": {},  # live, at each snapshot: each layer against the snapshot before
+                    "final": {  # once, when the run completed: every snapshot against the last one
+                        "epochs": "the snapshots' epochs",
+                        "matrix": "[layer][snapshot] similarity to the last snapshot",
+                    },
+                },
+            ),
+        ),
+        Kind("checkpoint", "a checkpoint was written", {"path": "relative to the run directory"}),
+        Kind(
+            "restart",
+            "a warm restart of the schedule",
+            {
+                "index": "restarts so far",
+                "lr_next": "learning rate of the next step",
+            },
+        ),
+        Kind(
+            "resume",
+            "a resumed process: readers drop the points at or after from_step",
+            {
+                "from_step": "first step the resumed process writes again",
+                "checkpoint": "the checkpoint it loaded",
+            },
+        ),
+        Kind(
+            "end",
+            "the run ended",
+            {
+                "state": "completed, diverged, stopped, failed or skipped",
+                "reason": "one line",
+                "result": "last metrics (EVAL_RESULT keys, wall_time) and the probes' summaries",
+            },
+        ),
+    )
+}
 
 EVAL_SPLITS = tuple(KINDS["eval"].variants[1])  # ("train", "test")
 # the last ``eval`` of each split as the ``end`` event's result (and so status.json and the
@@ -184,7 +269,6 @@ def make(kind: str, step: int, epoch: float, time: float, **fields: Any) -> dict
     bad = spec.unknown(fields)
     if bad:
         raise SchemaError(f"event {kind!r} declares no field {', '.join(bad)} (core/schema.py)")
-    if spec.variants is not None and spec.variants[0] in fields \
-            and fields[spec.variants[0]] not in spec.variants[1]:
+    if spec.variants is not None and spec.variants[0] in fields and fields[spec.variants[0]] not in spec.variants[1]:
         raise SchemaError(f"event {kind!r}: {spec.variants[0]}={fields[spec.variants[0]]!r} is not declared")
     return {"kind": kind, "step": step, "epoch": epoch, "time": time, **fields}

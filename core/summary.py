@@ -3,9 +3,10 @@ whatever the probes report), written as ``summary.json`` beside the runs."""
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from . import runs as R
 from .config import get_dotted
@@ -25,8 +26,13 @@ def collect(exp_dir: Path | str) -> dict[str, Any]:
     rows = []
     for rd in R.run_dirs(exp_dir):
         st = R.read_status(rd)
-        row: dict[str, Any] = {"run": rd.name, "state": st.state, "reason": st.reason,
-                               "step": st.step, "total_steps": st.total_steps}
+        row: dict[str, Any] = {
+            "run": rd.name,
+            "state": st.state,
+            "reason": st.reason,
+            "step": st.step,
+            "total_steps": st.total_steps,
+        }
         if grid:
             try:
                 cfg = tomllib.loads((rd / "config.toml").read_text())
@@ -35,8 +41,7 @@ def collect(exp_dir: Path | str) -> dict[str, Any]:
             row["params"] = {k: get_dotted(cfg, k) for k in grid}
         row.update(st.result)
         rows.append(row)
-    return {"experiment": exp_dir.name, "path": str(exp_dir), "grid": grid, "check": preset.get("check"),
-            "runs": rows}
+    return {"experiment": exp_dir.name, "path": str(exp_dir), "grid": grid, "check": preset.get("check"), "runs": rows}
 
 
 def write_summary(exp_dir: Path | str) -> dict[str, Any]:

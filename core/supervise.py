@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Optional
 
 from . import pipeline as P
@@ -52,7 +53,7 @@ def supervise(exp_dir: Path, jobs: Optional[int] = None, resume: bool = False, p
     threads = max(1, (os.cpu_count() or 1) // max(1, min(jobs, len(queued) or 1)))
     stopping = False
 
-    def on_term(signum, frame):  # noqa: ANN001
+    def on_term(signum: int, frame: Optional[FrameType]) -> None:
         nonlocal stopping
         stopping = True
 
@@ -62,7 +63,7 @@ def supervise(exp_dir: Path, jobs: Optional[int] = None, resume: bool = False, p
     free_gpus = list(gpus)
     refs = {rd: _refs(rd) for rd in queued}
     while queued or running:
-        for pid, (rd, proc, gpu) in list(running.items()):
+        for pid, (_rd, proc, gpu) in list(running.items()):
             if proc.poll() is not None:  # reaped: no zombie left behind
                 del running[pid]
                 if gpu is not None:
@@ -71,7 +72,7 @@ def supervise(exp_dir: Path, jobs: Optional[int] = None, resume: bool = False, p
             for rd in queued:
                 R.stop_run(rd)
             queued = []
-            for rd, proc, _ in running.values():
+            for rd, _proc, _ in running.values():
                 R.stop_run(rd)
             _wait_all(running)
             break
@@ -130,7 +131,7 @@ def _readiness(rd: Path, refs: list[P.Ref]) -> "bool | str | None":
 
 def _wait_all(running: dict) -> None:
     deadline = time.time() + 60
-    for rd, proc, _ in running.values():
+    for _rd, proc, _ in running.values():
         try:
             proc.wait(timeout=max(0.1, deadline - time.time()))
         except Exception:

@@ -51,8 +51,10 @@ def _check_data_against_plan(plan: RunPlan, data: Any) -> None:
     got = (data.n_train, tuple(data.input_shape), data.num_outputs)
     want = (plan.train_size, plan.input_shape, plan.num_outputs)
     if got != want:
-        raise RuntimeError(f"the loaded data has (train size, input shape, outputs) = {got}; "
-                           f"the plan derived {want} from the config (core.data's size table)")
+        raise RuntimeError(
+            f"the loaded data has (train size, input shape, outputs) = {got}; "
+            f"the plan derived {want} from the config (core.data's size table)"
+        )
 
 
 class Run:
@@ -101,8 +103,9 @@ class Run:
             from .probes.curvature import measure_lambda0
 
             self.lambda0 = float(measure_lambda0(self.model, cfg, self.data))
-        self.base_lr = self.plan.base_lr if self.plan.base_lr is not None else run_base_lr(
-            cfg, self.lambda0, self.batch)
+        self.base_lr = (
+            self.plan.base_lr if self.plan.base_lr is not None else run_base_lr(cfg, self.lambda0, self.batch)
+        )
         self.optimizer = build_optimizer(self.model, cfg.optim, self.base_lr)
         extra = [t for t in self.objective.parameters() if t.requires_grad]
         if extra:  # tensors the objective trains (a curve's bends): one more group, the optimizer's defaults
@@ -111,9 +114,18 @@ class Run:
         self.restarts = set(getattr(self.schedule, "restart_steps", []) or [])
         self.probes: list[Probe] = build_probes(cfg.probes)
         self.ctx = TrainContext(
-            cfg=cfg, model=self.model, loss_fn=self.loss_fn, optimizer=self.optimizer, data=self.data,
-            device=self.device, run_dir=self.run_dir, events=self.events, schedule=self.schedule,
-            steps_per_epoch=self.spe, total_steps=self.total, lambda0=self.lambda0,
+            cfg=cfg,
+            model=self.model,
+            loss_fn=self.loss_fn,
+            optimizer=self.optimizer,
+            data=self.data,
+            device=self.device,
+            run_dir=self.run_dir,
+            events=self.events,
+            schedule=self.schedule,
+            steps_per_epoch=self.spe,
+            total_steps=self.total,
+            lambda0=self.lambda0,
         )
         self.params = [p for p in self.model.parameters() if p.requires_grad] + extra  # for the grad norm
         self.start_step = 0
@@ -156,8 +168,9 @@ class Run:
         self.model.load_state_dict(ck["model"])
         obj = ck.get("objective") or {"name": self.objective.name, "state": {}}  # older checkpoints: supervised
         if obj["name"] != self.objective.name:
-            raise RuntimeError(f"{path.name} was written by objective {obj['name']!r}, "
-                               f"this run has {self.objective.name!r}")
+            raise RuntimeError(
+                f"{path.name} was written by objective {obj['name']!r}, this run has {self.objective.name!r}"
+            )
         self.objective.load_state_dict(obj["state"])  # in place: the optimizer holds those tensors
         self.optimizer.load_state_dict(ck["optimizer"])
         self.start_step = int(ck["step"])
@@ -169,16 +182,23 @@ class Run:
             if st:
                 p.load_state_dict(st)
         # the resumed process writes steps > start_step: points from start_step + 1 on are replaced
-        self.events.emit("resume", self.start_step, self.start_step / self.spe, from_step=self.start_step + 1,
-                         checkpoint=str(path.relative_to(self.run_dir)))
+        self.events.emit(
+            "resume",
+            self.start_step,
+            self.start_step / self.spe,
+            from_step=self.start_step + 1,
+            checkpoint=str(path.relative_to(self.run_dir)),
+        )
         return True
 
     # ------------------------------------------------------------------ loop
     def eval_event(self, step: int) -> dict[str, Any]:
         tc = self.cfg.train
         out: dict[str, Any] = {}
-        for split, x, y, limit in (("train", self.data.x_train, self.data.y_train, tc.eval_train_samples),
-                                   ("test", self.data.x_test, self.data.y_test, None)):
+        for split, x, y, limit in (
+            ("train", self.data.x_train, self.data.y_train, tc.eval_train_samples),
+            ("test", self.data.x_test, self.data.y_test, None),
+        ):
             metrics = self.objective.evaluate(self.model, x, y, tc.eval_batch_size, limit)
             self.events.emit("eval", step, step / self.spe, split=split, **metrics)
             out.update({f"{split}_{k}": v for k, v in metrics.items()})
@@ -191,10 +211,21 @@ class Run:
         ckpt_steps = int(round(tc.checkpoint_every * spe)) if tc.checkpoint_every > 0 else 0
         resumed = self.resume and self.load_latest()
         if not resumed:
-            self.events.emit("start", 0, 0.0, name=cfg.name, total_steps=total, steps_per_epoch=spe,
-                             batch_size=self.batch, n_train=self.plan.train_size, base_lr=self.base_lr,
-                             lambda0=self.lambda0, device=str(self.device), pid=os.getpid(),
-                             blocks=list(self.plan.blocks))
+            self.events.emit(
+                "start",
+                0,
+                0.0,
+                name=cfg.name,
+                total_steps=total,
+                steps_per_epoch=spe,
+                batch_size=self.batch,
+                n_train=self.plan.train_size,
+                base_lr=self.base_lr,
+                lambda0=self.lambda0,
+                device=str(self.device),
+                pid=os.getpid(),
+                blocks=list(self.plan.blocks),
+            )
         ctx = self.ctx
         ctx.step, ctx.epoch = self.start_step, self.start_step / spe
         if not resumed:
@@ -230,15 +261,19 @@ class Run:
                 loss_val, gn = vals
                 self.loss_acc.zero_()
                 self.n_acc = 0
-                self.events.emit("train", step, step / spe, loss=loss_val, lr=lr, grad_norm=gn,
-                                 samples=self.plan.samples_at(step))
+                self.events.emit(
+                    "train", step, step / spe, loss=loss_val, lr=lr, grad_norm=gn, samples=self.plan.samples_at(step)
+                )
                 last["train_loss_running"] = loss_val
                 for p in self.probes:
                     p.on_log(ctx, loss_val)
                 if not math.isfinite(loss_val) or loss_val > tc.diverge_loss:
                     state = "diverged"
-                    reason = (f"loss {loss_val:.4g} at step {step}" if math.isfinite(loss_val)
-                              else f"non-finite loss at step {step}")
+                    reason = (
+                        f"loss {loss_val:.4g} at step {step}"
+                        if math.isfinite(loss_val)
+                        else f"non-finite loss at step {step}"
+                    )
                     break
                 self.status.update(step=step, epoch=step / spe, loss=loss_val, lr=lr)
             else:

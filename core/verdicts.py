@@ -24,18 +24,24 @@ Run configs are read from ``<summary path>/<run>/config.toml`` (or a row's ``con
 from __future__ import annotations
 
 import math
-import tomllib
 from pathlib import Path
 from typing import Any, Optional
 
-from .measure.catapult import phase_limits
+import tomllib
+
 from .config import get_dotted
+from .measure.catapult import phase_limits
 
 CHECKS = ("catapult", "warmup", "gi_adam")
 OK, BAD = "\u2713", "\u2717"  # check mark, ballot x
 _UV_EDGE, _RELU_EDGE = phase_limits("uv")[1], phase_limits("relu")[1]
 RELU_EDGE_FACTOR = 1.5  # ReLU nets: "about 12" -> the measured edge within a factor 1.5 of it
 EOS_FACTOR = 1.5  # warmup: at the edge of stability the sharpness hovers around 2/eta, a little above at times
+
+
+def _fmt_edge(v: Optional[float]) -> str:
+    """A stable-lr edge, or "none" where no lr was stable."""
+    return "none" if v is None else f"{v:g}"
 
 
 def _mark(ok: Optional[bool]) -> str:
@@ -246,8 +252,11 @@ def warmup_verdicts(summary: dict) -> list[dict[str, Any]]:
         if not stable:
             text = f"target {unit} {lr:g}: diverged with every warmup (up to {max(cells):g})"
         elif min(cells) in stable:
-            text = f"target {unit} {lr:g}: stable without warmup" if min(cells) == 0 else \
-                f"target {unit} {lr:g}: stable with the shortest warmup ({min(cells):g})"
+            text = (
+                f"target {unit} {lr:g}: stable without warmup"
+                if min(cells) == 0
+                else f"target {unit} {lr:g}: stable with the shortest warmup ({min(cells):g})"
+            )
         else:
             text = f"target {unit} {lr:g}: diverged without warmup, stable with warmup >= {stable[0]:g}"
         out.append({"run": None, "ok": None, "text": text})
@@ -256,16 +265,25 @@ def warmup_verdicts(summary: dict) -> list[dict[str, Any]]:
     s1, _ = _stable_edge([(lr, table[lr].get(w1, True)) for lr in table])
     if len(warmups) >= 2:
         ok = s1 is not None and (s0 is None or s1 > s0)
-        fmt = lambda v: "none" if v is None else f"{v:g}"  # noqa: E731
-        out.append({"run": None, "ok": ok,
-                    "text": f"largest stable target {unit}: {fmt(s0)} with warmup {w0:g}, "
-                            f"{fmt(s1)} with warmup {w1:g} (warmup lets a larger lr train){_mark(ok)}"})
+        out.append(
+            {
+                "run": None,
+                "ok": ok,
+                "text": f"largest stable target {unit}: {_fmt_edge(s0)} with warmup {w0:g}, "
+                f"{_fmt_edge(s1)} with warmup {w1:g} (warmup lets a larger lr train){_mark(ok)}",
+            }
+        )
     if sharp_n:
         ok = sharp_ok == sharp_n
         fell = f"; sharpness fell from lambda0 by up to {drop:.3g}x" if drop > 1 else ""
-        out.append({"run": None, "ok": ok,
-                    "text": f"stable runs beyond the init's edge (lambda0 > 2/eta) ending at the edge of stability "
-                            f"(sharpness <= {EOS_FACTOR:g} x 2/eta): {sharp_ok}/{sharp_n}{fell}{_mark(ok)}"})
+        out.append(
+            {
+                "run": None,
+                "ok": ok,
+                "text": f"stable runs beyond the init's edge (lambda0 > 2/eta) ending at the edge of stability "
+                f"(sharpness <= {EOS_FACTOR:g} x 2/eta): {sharp_ok}/{sharp_n}{fell}{_mark(ok)}",
+            }
+        )
     return out
 
 
@@ -305,9 +323,15 @@ def gi_adam_verdicts(summary: dict) -> list[dict[str, Any]]:
     a, w, g = best["adam"], best["adam_warmup"], best["gi_adam"]
     if a is not None and w is not None:
         ok = w < a
-        out.append({"run": None, "ok": ok,
-                    "text": f"warmup helps Adam: {_num(w)} < {_num(a)}{_mark(ok)}" if ok else
-                    f"warmup helps Adam: {_num(w)} >= {_num(a)}{_mark(ok)}"})
+        out.append(
+            {
+                "run": None,
+                "ok": ok,
+                "text": f"warmup helps Adam: {_num(w)} < {_num(a)}{_mark(ok)}"
+                if ok
+                else f"warmup helps Adam: {_num(w)} >= {_num(a)}{_mark(ok)}",
+            }
+        )
     if a is not None and g is not None:
         ok = g < a
         rel = "<" if ok else ">="

@@ -37,9 +37,12 @@ def tiny_preset(tmp_path: Path) -> Path:
     return p
 
 
-def heur(*args: str, cwd: Path | None = None, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+def heur(
+    *args: str, cwd: Path | None = None, timeout: float = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run the CLI as a user would (same interpreter, so the same install)."""
     e = dict(os.environ)
     e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "heur.cli.main", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout, env=e)
+    return subprocess.run(
+        [sys.executable, "-m", "heur.cli.main", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, env=e
+    )

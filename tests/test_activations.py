@@ -7,15 +7,21 @@ import pytest
 import torch
 from torch import nn
 
-from heur.core.measure.activations import CaptureError, capture, probe_indices, resolve_layers
 from heur.core.errors import ConfigError
+from heur.core.measure.activations import CaptureError, capture, probe_indices, resolve_layers
 
 
 def model():
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5),
-        nn.Flatten(), nn.Linear(4 * 6 * 6, 10), nn.ReLU(), nn.Linear(10, 3),
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Flatten(),
+        nn.Linear(4 * 6 * 6, 10),
+        nn.ReLU(),
+        nn.Linear(10, 3),
     )
 
 

@@ -136,7 +136,9 @@ def test_torch_uv_training_follows_the_recurrence(c):
         assert f == pytest.approx(fs[t], rel=1e-6, abs=1e-12)
         assert lam == pytest.approx(lams[t], rel=1e-9)
     # the curvature actually measured on the trained model is the recurrence's lambda
-    assert ntk_top_eigenvalue(model, x, loss="mse", reduction="half_sum", tol=1e-12) == pytest.approx(lams[-1], rel=1e-8)
+    assert ntk_top_eigenvalue(model, x, loss="mse", reduction="half_sum", tol=1e-12) == pytest.approx(
+        lams[-1], rel=1e-8
+    )
 
 
 def test_round_off_rises_at_convergence_are_not_catapults():

@@ -32,7 +32,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path):
     assert json.loads(p.read_text()) == {"a": 1}
 
     def half_then_fail(tmp):
-        tmp.write_text("{\"a\": ")
+        tmp.write_text('{"a": ')
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):

@@ -6,8 +6,7 @@ import sys
 import time
 
 import pytest
-
-from conftest import ROOT, heur
+from conftest import heur
 
 
 def test_help_does_not_import_torch():
@@ -36,18 +35,23 @@ def test_run_tiny_preset_end_to_end(tiny_preset, tmp_path):
     assert max(len(line) for line in r.stdout.splitlines()) <= 80
 
 
-@pytest.mark.parametrize("text, expect", [
-    ('name = "x"\n[optim]\nlr = -1\n', "optim.lr: expected a number > 0"),
-    ('name = "x"\n[optim]\nlrate = 1\n', "optim.lrate: unknown key (did you mean 'optim.lr'?)"),
-    ('name = "x"\n[optim\n', ":2: malformed TOML"),
-    ('name = "x"\n[train]\nepochs = 2\n[schedule]\nname = "cosine"\n[schedule.warmup]\nepochs = 5\n',
-     "schedule.warmup"),
-    ('name = "x"\n[probes.sharpness]\nbatch = 100000\n', "probes.sharpness.batch"),
-    # model against data, checked on the meta device before anything starts
-    ('name = "x"\n[data]\nname = "synthetic"\n[model]\nname = "cnn"\n', "model.name: model cnn needs image data"),
-    ('name = "x"\n[model]\nname = "tv:resnet18"\n', "model.name: torchvision models expect 3 input channels"),
-    ('name = "x"\n[model]\nname = "tv:resnet_18"\n', "did you mean 'tv:resnet18'?"),
-])
+@pytest.mark.parametrize(
+    "text, expect",
+    [
+        ('name = "x"\n[optim]\nlr = -1\n', "optim.lr: expected a number > 0"),
+        ('name = "x"\n[optim]\nlrate = 1\n', "optim.lrate: unknown key (did you mean 'optim.lr'?)"),
+        ('name = "x"\n[optim\n', ":2: malformed TOML"),
+        (
+            'name = "x"\n[train]\nepochs = 2\n[schedule]\nname = "cosine"\n[schedule.warmup]\nepochs = 5\n',
+            "schedule.warmup",
+        ),
+        ('name = "x"\n[probes.sharpness]\nbatch = 100000\n', "probes.sharpness.batch"),
+        # model against data, checked on the meta device before anything starts
+        ('name = "x"\n[data]\nname = "synthetic"\n[model]\nname = "cnn"\n', "model.name: model cnn needs image data"),
+        ('name = "x"\n[model]\nname = "tv:resnet18"\n', "model.name: torchvision models expect 3 input channels"),
+        ('name = "x"\n[model]\nname = "tv:resnet_18"\n', "did you mean 'tv:resnet18'?"),
+    ],
+)
 def test_bad_presets_exit_2_with_one_line_and_start_nothing(tmp_path, text, expect):
     p = tmp_path / "bad.toml"
     p.write_text(text)
@@ -110,8 +114,11 @@ def test_two_axis_grid_summary_draws_a_heatmap_with_diverged_cells(tmp_path):
     for rd in R.run_dirs(exp_dir):
         cfg = R.read_run_config(rd)
         diverged = cfg.optim.lr == 1.0 and not (cfg.schedule.warmup and cfg.schedule.warmup.epochs)
-        st = {"state": "diverged" if diverged else "completed", "name": rd.name,
-              "result": {"test_loss": cfg.optim.lr + 0.01}}
+        st = {
+            "state": "diverged" if diverged else "completed",
+            "name": rd.name,
+            "result": {"test_loss": cfg.optim.lr + 0.01},
+        }
         (rd / "status.json").write_text(json.dumps(st))
     summary = write_summary(exp_dir)
     assert {r["run"]: r["params"]["optim.lr"] for r in summary["runs"]}["lr=1_epochs=2"] == 1.0
@@ -126,9 +133,22 @@ def test_cifar10_preset_runs_from_a_local_folder(tiny_preset, tmp_path):
     from test_data_models import _fake_cifar10
 
     _fake_cifar10(tmp_path / "data")
-    r = heur("run", str(tiny_preset), "--runs-dir", str(tmp_path / "runs"), "--set", "data.name=cifar10",
-             "--set", f'data.root="{tmp_path / "data"}"', "--set", "model.name=resnet20",
-             "--set", "train.epochs=1", "--set", "data.subset=64")
+    r = heur(
+        "run",
+        str(tiny_preset),
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--set",
+        "data.name=cifar10",
+        "--set",
+        f'data.root="{tmp_path / "data"}"',
+        "--set",
+        "model.name=resnet20",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "data.subset=64",
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     (exp_dir,) = (tmp_path / "runs").iterdir()
     (row,) = json.loads((exp_dir / "summary.json").read_text())["runs"]

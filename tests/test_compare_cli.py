@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import heur
 
 from heur.core import runs as R
 from heur.core.checkpoint import rebuild_from_checkpoint
@@ -14,13 +15,15 @@ from heur.core.events import read_events
 from heur.core.objective import evaluate, make_loss
 from heur.core.train import Run
 
-from conftest import heur
-
-BASE = {"name": "c", "device": "cpu", "seed": 0,
-        "data": {"name": "digits", "subset": 256, "augment": False},
-        "model": {"name": "mlp", "width": 24, "depth": 2},
-        "optim": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
-        "train": {"epochs": 3, "batch_size": 32, "log_every": 4}}
+BASE = {
+    "name": "c",
+    "device": "cpu",
+    "seed": 0,
+    "data": {"name": "digits", "subset": 256, "augment": False},
+    "model": {"name": "mlp", "width": 24, "depth": 2},
+    "optim": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
+    "train": {"epochs": 3, "batch_size": 32, "log_every": 4},
+}
 
 
 def _train(root, overrides):
@@ -35,9 +38,12 @@ def _train(root, overrides):
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
     root = tmp_path_factory.mktemp("cmp")
-    runs = {"a": _train(root / "a", ["seed=0"]), "b": _train(root / "b", ["seed=1"]),
-            "narrow": _train(root / "n", ["seed=2", "model.width=12", "model.depth=1"]),
-            "vec": _train(root / "v", ["data.name=\"synthetic\"", "data.dim=16", "train.epochs=1"])}
+    runs = {
+        "a": _train(root / "a", ["seed=0"]),
+        "b": _train(root / "b", ["seed=1"]),
+        "narrow": _train(root / "n", ["seed=2", "model.width=12", "model.depth=1"]),
+        "vec": _train(root / "v", ['data.name="synthetic"', "data.dim=16", "train.epochs=1"]),
+    }
     return root, {k: rd / "checkpoints" / "final.pt" for k, rd in runs.items()}, runs
 
 
@@ -79,7 +85,7 @@ def test_a_vs_b(ckpts):
         assert doc["b"]["eval"][f"{split}_loss"] == pytest.approx(loss, rel=1e-5)
     assert any("B was trained on other data" in n for n in doc["notes"])
     chord = [(1 - t) * it["train_loss"][0] + t * it["train_loss"][-1] for t in it["t"]]
-    assert it["barrier_train_loss"] == pytest.approx(max(l - c for l, c in zip(it["train_loss"], chord)))
+    assert it["barrier_train_loss"] == pytest.approx(max(loss - c for loss, c in zip(it["train_loss"], chord)))
     assert it["barrier_train_loss"] > 0  # independent solutions of a non-convex problem
 
 
@@ -171,7 +177,9 @@ def test_a_measurement_error_is_one_line_naming_the_option(ckpts):
     _, ck, _ = ckpts
     p = heur("compare", str(ck["a"]), str(ck["narrow"]), "--layers", "fc2")
     assert p.returncode == 2 and p.stdout == ""
-    assert p.stderr.strip().splitlines() == ["heur: error: --layers: unknown layer 'fc2'; valid names: flatten, act, fc1, out"]
+    assert p.stderr.strip().splitlines() == [
+        "heur: error: --layers: unknown layer 'fc2'; valid names: flatten, act, fc1, out"
+    ]
 
 
 def test_the_cli_keys_measurement_errors_that_compare_leaves_to_it(ckpts, monkeypatch):
@@ -186,4 +194,6 @@ def test_the_cli_keys_measurement_errors_that_compare_leaves_to_it(ckpts, monkey
     monkeypatch.setattr(C, "compare", empty_test_set)
     res = _invoke(ck["a"], ck["b"], "--samples", "7")
     assert res.exit_code == 2 and res.stdout == ""
-    assert res.stderr.strip().splitlines() == ["heur: error: --samples: expected a positive number of samples, got 7 of 0"]
+    assert res.stderr.strip().splitlines() == [
+        "heur: error: --samples: expected a positive number of samples, got 7 of 0"
+    ]

@@ -1,6 +1,5 @@
-import tomllib
-
 import pytest
+import tomllib
 
 from heur.core.config import dumps_toml, expand, load_experiment, parse_value
 from heur.core.errors import ConfigError
@@ -21,8 +20,11 @@ def test_parse_value_is_toml_literal_or_bare_string():
 
 
 def test_variants_times_grid_cartesian_product_and_names():
-    raw = dict(BASE, variant=[{"name": "a", "set": {"optim.name": "adam"}}, {"name": "b", "set": {}}],
-               grid={"optim.lr": [0.1, 0.2, 0.4], "train.batch_size": [16, 32]})
+    raw = dict(
+        BASE,
+        variant=[{"name": "a", "set": {"optim.name": "adam"}}, {"name": "b", "set": {}}],
+        grid={"optim.lr": [0.1, 0.2, 0.4], "train.batch_size": [16, 32]},
+    )
     exp = expand(raw, [])
     assert len(exp.runs) == 2 * 3 * 2
     assert exp.runs["a_lr=0.4_batch_size=32"].optim.name == "adam"
@@ -43,15 +45,18 @@ def test_grid_label_uses_full_key_when_last_parts_collide():
     assert name == "schedule.warmup.epochs=1_train.epochs=3"
 
 
-@pytest.mark.parametrize("override, key, expect", [
-    (["optim.lrr=1"], "optim.lrr", "did you mean 'optim.lr'"),
-    (["optim.lr=-1"], "optim.lr", "expected a number > 0"),
-    (["optim.name=adamm"], "optim.name", "'sgd', 'adam', 'adamw' or 'gi_adam'"),
-    (["train.batch_size=abc"], "train.batch_size", "expected"),
-    (["device=gpu"], "device", "expected auto, cpu, cuda, cuda:N or mps"),
-    (["trian.epochs=1"], "trian.epochs", "did you mean 'train.epochs'"),
-    (["optim.lr"], "--set", "KEY=VALUE"),
-])
+@pytest.mark.parametrize(
+    "override, key, expect",
+    [
+        (["optim.lrr=1"], "optim.lrr", "did you mean 'optim.lr'"),
+        (["optim.lr=-1"], "optim.lr", "expected a number > 0"),
+        (["optim.name=adamm"], "optim.name", "'sgd', 'adam', 'adamw' or 'gi_adam'"),
+        (["train.batch_size=abc"], "train.batch_size", "expected"),
+        (["device=gpu"], "device", "expected auto, cpu, cuda, cuda:N or mps"),
+        (["trian.epochs=1"], "trian.epochs", "did you mean 'train.epochs'"),
+        (["optim.lr"], "--set", "KEY=VALUE"),
+    ],
+)
 def test_bad_overrides_name_the_key(override, key, expect):
     with pytest.raises(ConfigError) as e:
         expand(BASE, override, file="p.toml")
@@ -94,8 +99,11 @@ def test_missing_file():
 
 
 def test_toml_writer_roundtrips_resolved_configs():
-    raw = dict(BASE, schedule={"name": "cosine", "warmup": {"epochs": 1.5}},
-               variant=[{"name": "a", "set": {"optim.lr": 0.5, "schedule.warmup.shape": "cosine"}}])
+    raw = dict(
+        BASE,
+        schedule={"name": "cosine", "warmup": {"epochs": 1.5}},
+        variant=[{"name": "a", "set": {"optim.lr": 0.5, "schedule.warmup.shape": "cosine"}}],
+    )
     exp = expand(raw, [])
     for cfg in exp.runs.values():
         assert tomllib.loads(dumps_toml(cfg.to_dict())) == cfg.to_dict()

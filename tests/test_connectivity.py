@@ -9,7 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from heur.core.measure.connectivity import ConnectivityError, barrier, interpolate_state, linear_path, recompute_bn_stats
+from heur.core.measure.connectivity import (
+    ConnectivityError,
+    barrier,
+    interpolate_state,
+    linear_path,
+    recompute_bn_stats,
+)
 
 
 def bn_net(seed):
@@ -77,7 +83,9 @@ def test_bn_recompute_at_t0_reproduces_endpoint_stats():
 def linear_problem(seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(120, 4, generator=g, dtype=torch.float64)
-    y = x @ torch.randn(4, 2, generator=g, dtype=torch.float64) + 0.1 * torch.randn(120, 2, generator=g, dtype=torch.float64)
+    y = x @ torch.randn(4, 2, generator=g, dtype=torch.float64) + 0.1 * torch.randn(
+        120, 2, generator=g, dtype=torch.float64
+    )
     data = SimpleNamespace(x_train=x[:80], y_train=y[:80], x_test=x[80:], y_test=y[80:], task="regression")
 
     def build():

@@ -136,7 +136,10 @@ def test_quadratic_linear_model_hessian_is_known_matrix():
     X = torch.randn(m, d, dtype=D) * torch.linspace(0.2, 3.0, d, dtype=D)
     y = torch.randn(m, 1, dtype=D)
     model = nn.Linear(d, 1, bias=False).to(D)
-    loss = lambda out, t: 0.5 * (out - t).pow(2).sum() / out.shape[0]
+
+    def loss(out, t):
+        return 0.5 * (out - t).pow(2).sum() / out.shape[0]
+
     exact = torch.linalg.eigvalsh(X.t() @ X / m).flip(0)[:3].tolist()
     for method, tol in (("lanczos", 1e-10), ("power", 1e-12)):
         got = hessian_eigenvalues(model, loss, X, y, k=3, method=method, tol=tol, max_iter=5000)
@@ -283,7 +286,7 @@ def test_preconditioned_sharpness_matches_explicit(opt_cls):
         opt.step()
     t = 3
     v = torch.cat([opt.state[p]["exp_avg_sq"].reshape(-1) for p in model.parameters()])
-    P = (1 - b1 ** (t + 1)) * ((v / (1 - b2 ** t)).sqrt() + eps)
+    P = (1 - b1 ** (t + 1)) * ((v / (1 - b2**t)).sqrt() + eps)
     H = full_hessian(model, mse_mean, x, y)
     M = torch.diag(P.rsqrt()) @ H @ torch.diag(P.rsqrt())
     exact = torch.linalg.eigvalsh(M).flip(0)[:2].tolist()

@@ -43,7 +43,7 @@ def test_augment_crop_and_flip_match_a_per_sample_oracle():
     flip = torch.rand(2, generator=g) < 0.5
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     for i in range(2):
-        ref = padded[i, :, dy[i]:dy[i] + 5, dx[i]:dx[i] + 6]
+        ref = padded[i, :, dy[i] : dy[i] + 5, dx[i] : dx[i] + 6]
         if flip[i]:
             ref = ref.flip(2)
         assert torch.equal(out[i], ref)
@@ -76,9 +76,16 @@ def test_missing_cifar_gives_clear_error(tmp_path):
     assert e.value.key == "data.root" and "cifar-10-batches-py" in str(e.value)
 
 
-@pytest.mark.parametrize("name, shape", [
-    ("mlp", (1, 8, 8)), ("cnn", (1, 8, 8)), ("vgg11", (3, 32, 32)), ("resnet20", (3, 32, 32)), ("uv", (4,)),
-])
+@pytest.mark.parametrize(
+    "name, shape",
+    [
+        ("mlp", (1, 8, 8)),
+        ("cnn", (1, 8, 8)),
+        ("vgg11", (3, 32, 32)),
+        ("resnet20", (3, 32, 32)),
+        ("uv", (4,)),
+    ],
+)
 def test_models_forward_and_name_their_blocks(name, shape):
     cfg = cfg_of(**{"model.name": f'"{name}"', "model.batch_norm": "true"})
     m = build_model(cfg, shape, 10)
@@ -130,8 +137,10 @@ def _fake_cifar10(root, n_per_batch=20):
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        d = {b"data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
-             b"labels": rng.integers(0, 10, n_per_batch).tolist()}
+        d = {
+            b"data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
+            b"labels": rng.integers(0, 10, n_per_batch).tolist(),
+        }
         with open(folder / name, "wb") as f:
             pickle.dump(d, f)
     return folder

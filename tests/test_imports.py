@@ -80,7 +80,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         path.append(u)
         for v in sorted(graph[u]):
             if state.get(v) == 1:
-                found.append(path[path.index(v):] + [v])
+                found.append(path[path.index(v) :] + [v])
             elif v not in state:
                 walk(v)
         path.pop()
@@ -124,7 +124,10 @@ def test_measurement_code_imports_only_measurement_code():
     """core/measure knows nothing of presets, configs or run directories: it imports no heur.core
     module outside core/measure."""
     graph = import_graph()
-    outside = {m: sorted(t for t in ts if t.split(".")[0] != "measure")
-               for m, ts in graph.items() if m.split(".")[0] == "measure"}
+    outside = {
+        m: sorted(t for t in ts if t.split(".")[0] != "measure")
+        for m, ts in graph.items()
+        if m.split(".")[0] == "measure"
+    }
     assert graph.keys() >= {"measure.similarity", "measure.curvature", "measure.connectivity"}
     assert {m: ts for m, ts in outside.items() if ts} == {}

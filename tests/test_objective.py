@@ -17,11 +17,16 @@ from heur.core.events import read_events
 from heur.core.probes import Probe
 from heur.core.train import Run
 
-BASE = {"name": "t", "device": "cpu", "seed": 0, "description": "tempered",
-        "data": {"name": "digits", "subset": 256},
-        "model": {"name": "mlp", "width": 32, "depth": 1},
-        "optim": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
-        "train": {"epochs": 4, "batch_size": 32, "log_every": 1}}
+BASE = {
+    "name": "t",
+    "device": "cpu",
+    "seed": 0,
+    "description": "tempered",
+    "data": {"name": "digits", "subset": 256},
+    "model": {"name": "mlp", "width": 32, "depth": 1},
+    "optim": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
+    "train": {"epochs": 4, "batch_size": 32, "log_every": 1},
+}
 
 
 # --------------------------------------------------------------------------- Supervised
@@ -82,8 +87,9 @@ def test_registry_picks_the_claiming_objective_and_refuses_two(monkeypatch):
     assert O.objective_name(cfg) == "supervised"
     assert isinstance(O.build_objective(cfg, _bundle()), O.Supervised)
     # a lazily imported builder ("module:attr"): nothing is imported until a run asks for it
-    monkeypatch.setitem(O.REGISTRY, "lazy", O.Registered(lambda c: c.description == "x",
-                                                         "heur.core.objective:Supervised.from_config"))
+    monkeypatch.setitem(
+        O.REGISTRY, "lazy", O.Registered(lambda c: c.description == "x", "heur.core.objective:Supervised.from_config")
+    )
     assert O.objective_name(cfg) == "lazy"
     assert isinstance(O.build_objective(cfg, _bundle()), O.Supervised)
     monkeypatch.setitem(O.REGISTRY, "other", O.Registered(lambda c: True, O.Supervised.from_config))

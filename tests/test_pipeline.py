@@ -6,8 +6,8 @@ import os
 
 import pytest
 import torch
-
 from conftest import heur
+
 from heur.core import pipeline as P
 from heur.core import runs as R
 from heur.core.config import expand
@@ -37,11 +37,15 @@ batch_size = 64
 log_every = 2
 """
 
-BASE = {"name": "chain", "device": "cpu", "seed": 0,
-        "data": {"name": "digits", "subset": 256, "augment": False},
-        "model": {"name": "mlp", "width": 16, "depth": 1},
-        "optim": {"name": "sgd", "lr": 0.1},
-        "train": {"epochs": 2, "batch_size": 64, "log_every": 2}}
+BASE = {
+    "name": "chain",
+    "device": "cpu",
+    "seed": 0,
+    "data": {"name": "digits", "subset": 256, "augment": False},
+    "model": {"name": "mlp", "width": 16, "depth": 1},
+    "optim": {"name": "sgd", "lr": 0.1},
+    "train": {"epochs": 2, "batch_size": 64, "log_every": 2},
+}
 
 
 def variants(*vs):
@@ -57,13 +61,16 @@ def write(tmp_path, body, name="chain.toml"):
 # --------------------------------------------------------------------------- references
 
 
-@pytest.mark.parametrize("text, run, ckpt", [
-    ("@teacher", "teacher", "final"),
-    ("@sgdr:restart_2", "sgdr", "restart_2"),
-    ("@g:step_300", "g", "step_300"),
-    ("@g:step_300.pt", "g", "step_300"),
-    ("@large_lr=0.1", "large_lr=0.1", "final"),
-])
+@pytest.mark.parametrize(
+    "text, run, ckpt",
+    [
+        ("@teacher", "teacher", "final"),
+        ("@sgdr:restart_2", "sgdr", "restart_2"),
+        ("@g:step_300", "g", "step_300"),
+        ("@g:step_300.pt", "g", "step_300"),
+        ("@large_lr=0.1", "large_lr=0.1", "final"),
+    ],
+)
 def test_parse_ref(text, run, ckpt, tmp_path):
     ref = P.parse_ref(text)
     assert (ref.run, ref.checkpoint) == (run, ckpt)
@@ -86,8 +93,11 @@ def test_malformed_reference_names_the_key(text):
 def test_checkpoint_names_are_what_a_real_run_writes(tmp_path):
     """The oracle: the files a completed run leaves in checkpoints/ (sgdr with a checkpoint
     before each restart and one every epoch)."""
-    raw = {**BASE, "schedule": {"name": "sgdr", "t0": 1, "t_mult": 2},
-           "train": {**BASE["train"], "epochs": 7, "checkpoint_every": 2, "checkpoint_before_restart": True}}
+    raw = {
+        **BASE,
+        "schedule": {"name": "sgdr", "t0": 1, "t_mult": 2},
+        "train": {**BASE["train"], "epochs": 7, "checkpoint_every": 2, "checkpoint_before_restart": True},
+    }
     exp = expand(raw, [])
     cfg = exp.runs["chain"]
     rd = R.create_experiment(exp, tmp_path / "runs") / "chain"
@@ -100,26 +110,32 @@ def test_checkpoint_names_are_what_a_real_run_writes(tmp_path):
 
 
 def test_check_references_orders_dependencies_first():
-    exp = expand(variants(("c", {"model.init_from": "@b"}), ("b", {"model.init_from": "@a"}), ("a", {}),
-                          ("x", {})), [])
+    exp = expand(variants(("c", {"model.init_from": "@b"}), ("b", {"model.init_from": "@a"}), ("a", {}), ("x", {})), [])
     order = P.check_references(exp)
     assert order.index("a") < order.index("b") < order.index("c") and set(order) == {"a", "b", "c", "x"}
 
 
-@pytest.mark.parametrize("sets, expect", [
-    ([("a", {}), ("b", {"model.init_from": "@teachr"})],
-     "run 'b': no run named 'teachr' in this experiment"),
-    ([("a", {"model.init_from": "@a"})], "run 'a': @a references the run itself"),
-    ([("a", {"model.init_from": "@b"}), ("b", {"model.init_from": "@a"})],
-     "references form a cycle: a -> b -> a"),
-    ([("a", {}), ("b", {"model.init_from": "@a:restart_1"})],
-     "run 'b': run 'a' never writes checkpoints/restart_1.pt"),
-    ([("a", {"train.checkpoint_every": 1}), ("b", {"model.init_from": "@a:step_5"})],
-     "never writes checkpoints/step_5.pt (did you mean 'step_4'?)"),
-    ([("a", {}), ("b", {"model.init_from": "@a:"})], "expected '@RUN' or '@RUN:CHECKPOINT'"),
-    ([("a", {}), ("b", {"model.init_from": "@a", "model.width": 32})],
-     "run 'b': the model does not match the model of run 'a': 'fc1.weight' is [16, 64] there, [32, 64] here"),
-])
+@pytest.mark.parametrize(
+    "sets, expect",
+    [
+        ([("a", {}), ("b", {"model.init_from": "@teachr"})], "run 'b': no run named 'teachr' in this experiment"),
+        ([("a", {"model.init_from": "@a"})], "run 'a': @a references the run itself"),
+        ([("a", {"model.init_from": "@b"}), ("b", {"model.init_from": "@a"})], "references form a cycle: a -> b -> a"),
+        (
+            [("a", {}), ("b", {"model.init_from": "@a:restart_1"})],
+            "run 'b': run 'a' never writes checkpoints/restart_1.pt",
+        ),
+        (
+            [("a", {"train.checkpoint_every": 1}), ("b", {"model.init_from": "@a:step_5"})],
+            "never writes checkpoints/step_5.pt (did you mean 'step_4'?)",
+        ),
+        ([("a", {}), ("b", {"model.init_from": "@a:"})], "expected '@RUN' or '@RUN:CHECKPOINT'"),
+        (
+            [("a", {}), ("b", {"model.init_from": "@a", "model.width": 32})],
+            "run 'b': the model does not match the model of run 'a': 'fc1.weight' is [16, 64] there, [32, 64] here",
+        ),
+    ],
+)
 def test_bad_references_are_refused_at_expansion(sets, expect):
     exp = expand(variants(*sets), [])
     with pytest.raises(ConfigError) as e:
@@ -177,8 +193,10 @@ def _train(rd, resume=False):
 
 
 def test_init_from_loads_the_referenced_weights_and_a_fresh_optimizer(tmp_path):
-    exp = expand(variants(("a", {"train.checkpoint_every": 1}),
-                          ("b", {"model.init_from": "@a:step_4", "optim.momentum": 0.9})), [])
+    exp = expand(
+        variants(("a", {"train.checkpoint_every": 1}), ("b", {"model.init_from": "@a:step_4", "optim.momentum": 0.9})),
+        [],
+    )
     exp_dir = R.create_experiment(exp, tmp_path / "runs")
     _train(exp_dir / "a")
     b = Run(exp_dir / "b")
@@ -196,8 +214,9 @@ def test_init_from_mismatch_at_start_fails_the_run_with_the_key(tmp_path):
     exp = expand(variants(("a", {}), ("b", {"model.init_from": "@a"})), [])
     exp_dir = R.create_experiment(exp, tmp_path / "runs")
     _train(exp_dir / "a")
-    (exp_dir / "b" / "config.toml").write_text((exp_dir / "b" / "config.toml").read_text()
-                                               .replace("width = 16", "width = 12"))
+    (exp_dir / "b" / "config.toml").write_text(
+        (exp_dir / "b" / "config.toml").read_text().replace("width = 16", "width = 12")
+    )
     with pytest.raises(ConfigError, match=r"model.init_from: the model does not match .*final.pt"):
         Run(exp_dir / "b").setup()
 
@@ -228,7 +247,7 @@ name = "g"
     p = write(tmp_path, body)
     r = heur("run", str(p), "--runs-dir", str(tmp_path / "runs"), "--dry-run")
     assert r.returncode == 0, r.stderr
-    tree = r.stdout[r.stdout.index("start order"):]
+    tree = r.stdout[r.stdout.index("start order") :]
     # b under a, c under b (deeper), f under e under d
     lines = tree.splitlines()
     depth = {ln.split("── ")[1].split()[0]: ln.index("── ") for ln in lines if "── " in ln}
@@ -240,14 +259,24 @@ name = "g"
     (exp_dir,) = (tmp_path / "runs").iterdir()
     st = {rd.name: R.read_status(rd) for rd in R.run_dirs(exp_dir)}
     assert {n: s.state for n, s in st.items()} == {
-        "a": "completed", "b": "completed", "d": "diverged",
-        "e": "skipped", "f": "skipped", "g": "completed"}
+        "a": "completed",
+        "b": "completed",
+        "d": "diverged",
+        "e": "skipped",
+        "f": "skipped",
+        "g": "completed",
+    }
     assert st["e"].reason.startswith("needs 'd', which diverged at step ")
     assert st["f"].reason == "needs 'e', which was skipped"
+
     # each dependent started after what it needs had ended
     def t(name, kind):
-        return next(ev["time"] for ev in map(json.loads, (exp_dir / name / "events.jsonl").read_text().splitlines())
-                    if ev["kind"] == kind)
+        return next(
+            ev["time"]
+            for ev in map(json.loads, (exp_dir / name / "events.jsonl").read_text().splitlines())
+            if ev["kind"] == kind
+        )
+
     assert t("b", "start") > t("a", "end")
     # a skipped run reads like any ended run
     assert (exp_dir / "e" / "stdout.log").read_text().startswith("skipped: needs 'd'")
@@ -274,4 +303,3 @@ def test_resume_runs_in_dependency_order(tmp_path):
     supervise(exp_dir, jobs=2, resume=True, poll=0.05)
     st = {rd.name: R.read_status(rd).state for rd in R.run_dirs(exp_dir)}
     assert st == {"a": "completed", "b": "completed"}
-

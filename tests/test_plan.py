@@ -15,21 +15,34 @@ from heur.core.plan import plan_run
 from heur.core.schedules import validate_schedule
 from heur.core.train import Run
 
-BASE = {"name": "p", "device": "cpu", "seed": 3,
-        "data": {"name": "digits", "subset": 300},
-        "model": {"name": "mlp", "width": 16, "depth": 1},
-        "optim": {"name": "sgd", "lr": 0.05},
-        "train": {"epochs": 2, "batch_size": 64, "log_every": 1}}
+BASE = {
+    "name": "p",
+    "device": "cpu",
+    "seed": 3,
+    "data": {"name": "digits", "subset": 300},
+    "model": {"name": "mlp", "width": 16, "depth": 1},
+    "optim": {"name": "sgd", "lr": 0.05},
+    "train": {"epochs": 2, "batch_size": 64, "log_every": 1},
+}
 
 CASES = {
     "digits": [],
     "digits-drop-last": ["train.drop_last=true"],
     "digits-full": ["data.subset=1000", "train.full_batch=true", "train.epochs=3"],
-    "digits-cnn-linear-lr": ['model.name="cnn"', 'optim.lr_scaling="linear"', "optim.base_batch_size=32",
-                             "train.max_steps=7"],
+    "digits-cnn-linear-lr": [
+        'model.name="cnn"',
+        'optim.lr_scaling="linear"',
+        "optim.base_batch_size=32",
+        "train.max_steps=7",
+    ],
     "synthetic": ['data.name="synthetic"', "data.n_train=333", "data.dim=5", "data.classes=4"],
-    "teacher-student": ['data.name="teacher_student"', "data.n_train=200", "data.out_dim=3",
-                        'train.loss="mse"', "train.batch_size=500"],
+    "teacher-student": [
+        'data.name="teacher_student"',
+        "data.n_train=200",
+        "data.out_dim=3",
+        'train.loss="mse"',
+        "train.batch_size=500",
+    ],
 }
 
 
@@ -77,13 +90,16 @@ def test_a_real_run_takes_the_planned_steps_and_counts_the_planned_samples(tmp_p
     evs = read_events(rd / "events.jsonl")
     start = evs[0]
     assert (start["total_steps"], start["steps_per_epoch"], start["batch_size"], start["n_train"]) == (
-        plan.total_steps, plan.steps_per_epoch, plan.batch_size, plan.train_size)
+        plan.total_steps,
+        plan.steps_per_epoch,
+        plan.batch_size,
+        plan.train_size,
+    )
     assert start["blocks"] == list(plan.blocks) and start["base_lr"] == plan.base_lr
     train = [e for e in evs if e["kind"] == "train"]
     assert [e["step"] for e in train] == list(range(1, plan.total_steps + 1))
     # samples: counted from the batches the loop's own batcher hands out, step by step
-    batcher = DeviceBatcher(r.data, plan.batch_size, plan.steps_per_epoch, r.cfg.seed,
-                            drop_last=r.cfg.train.drop_last)
+    batcher = DeviceBatcher(r.data, plan.batch_size, plan.steps_per_epoch, r.cfg.seed, drop_last=r.cfg.train.drop_last)
     seen = 0
     for e in train:
         seen += batcher.batch_at(e["step"] - 1)[0].shape[0]
@@ -107,8 +123,9 @@ def test_dry_run_prints_the_plans_steps_batch_and_lr(tiny_preset):
 
     cfg = next(iter(load_experiment(tiny_preset, ["train.batch_size=5000"]).runs.values()))
     plan = plan_run(cfg)
-    res = CliRunner().invoke(app, ["run", str(tiny_preset), "--dry-run", "--set", "train.batch_size=5000"],
-                             env={"COLUMNS": "200"})
+    res = CliRunner().invoke(
+        app, ["run", str(tiny_preset), "--dry-run", "--set", "train.batch_size=5000"], env={"COLUMNS": "200"}
+    )
     assert res.exit_code == 0, res.output
     assert f"{plan.total_steps} ({plan.steps_per_epoch}/epoch)" in res.output
     assert plan.batch_size == 256 and " 256 " in res.output  # the effective batch, not the asked 5000

@@ -22,22 +22,36 @@ PRESETS = ("catapult_uv", "catapult_mlp", "warmup_sharpness", "gi_adam")
 
 
 def _row(lr_ntk, state, phase, predicted, lam=None, thr=None, edge=4.0):
-    r = {"run": f"lr_ntk={lr_ntk:g}", "state": state, "params": {"optim.lr_ntk": lr_ntk},
-         "phase": phase, "predicted_phase": predicted, "lr_ntk_max": edge, "lambda0": 2.0}
+    r = {
+        "run": f"lr_ntk={lr_ntk:g}",
+        "state": state,
+        "params": {"optim.lr_ntk": lr_ntk},
+        "phase": phase,
+        "predicted_phase": predicted,
+        "lr_ntk_max": edge,
+        "lambda0": 2.0,
+    }
     if lam is not None:
         r.update(sharpness_final=lam, sharpness_threshold=thr)
     return r
 
 
 def _catapult_summary(rows):
-    return {"experiment": "x", "path": "", "grid": {"optim.lr_ntk": [r["params"]["optim.lr_ntk"] for r in rows]},
-            "check": "catapult", "runs": rows}
+    return {
+        "experiment": "x",
+        "path": "",
+        "grid": {"optim.lr_ntk": [r["params"]["optim.lr_ntk"] for r in rows]},
+        "check": "catapult",
+        "runs": rows,
+    }
 
 
 def test_catapult_verdicts_all_hold():
-    rows = [_row(1.0, "completed", "lazy", "lazy", 2.0, 4.0),
-            _row(3.0, "completed", "catapult", "catapult", 0.5, 4 / 3),
-            _row(5.0, "diverged", "diverged", "diverged", 2.0, 0.8)]
+    rows = [
+        _row(1.0, "completed", "lazy", "lazy", 2.0, 4.0),
+        _row(3.0, "completed", "catapult", "catapult", 0.5, 4 / 3),
+        _row(5.0, "diverged", "diverged", "diverged", 2.0, 0.8),
+    ]
     v = verdicts(_catapult_summary(rows))
     assert [x["ok"] for x in v] == [True, True, True, True]
     assert "observed catapult, predicted catapult \u2713" in v[1]["text"]
@@ -48,8 +62,10 @@ def test_catapult_verdicts_all_hold():
 
 
 def test_catapult_verdicts_fail_on_wrong_phase_and_on_sharpness_above_the_edge():
-    rows = [_row(1.0, "completed", "catapult", "lazy", 1.0, 4.0),      # phase wrong
-            _row(3.0, "completed", "catapult", "catapult", 2.0, 4 / 3)]  # ended above 2/eta
+    rows = [
+        _row(1.0, "completed", "catapult", "lazy", 1.0, 4.0),  # phase wrong
+        _row(3.0, "completed", "catapult", "catapult", 2.0, 4 / 3),
+    ]  # ended above 2/eta
     v = verdicts(_catapult_summary(rows))
     assert v[0]["ok"] is False and "predicted lazy \u2717" in v[0]["text"]
     assert v[1]["ok"] is False and "final sharpness 2 (lambda0 2) >= 2/eta 1.333 \u2717" in v[1]["text"]
@@ -59,18 +75,25 @@ def test_catapult_verdicts_fail_on_wrong_phase_and_on_sharpness_above_the_edge()
 
 
 def test_catapult_edge_uv_exact_and_relu_about_12():
-    uv = [_row(c, "diverged" if c > 3.5 else "completed", "diverged" if c > 3.5 else "lazy", None)
-          for c in (1.0, 3.5, 4.5)]
+    uv = [
+        _row(c, "diverged" if c > 3.5 else "completed", "diverged" if c > 3.5 else "lazy", None)
+        for c in (1.0, 3.5, 4.5)
+    ]
     assert verdicts(_catapult_summary(uv))[-1]["ok"] is True
-    early = [_row(c, "diverged" if c > 2 else "completed", "diverged" if c > 2 else "lazy", None)
-             for c in (1.0, 2.0, 3.0)]  # diverges at 3 < 4: the theory fails
+    early = [
+        _row(c, "diverged" if c > 2 else "completed", "diverged" if c > 2 else "lazy", None) for c in (1.0, 2.0, 3.0)
+    ]  # diverges at 3 < 4: the theory fails
     assert verdicts(_catapult_summary(early))[-1]["ok"] is False
-    relu = [_row(c, "diverged" if c > 10 else "completed", "diverged" if c > 10 else "catapult", None, edge=12.0)
-            for c in (4.0, 10.0, 11.0)]
+    relu = [
+        _row(c, "diverged" if c > 10 else "completed", "diverged" if c > 10 else "catapult", None, edge=12.0)
+        for c in (4.0, 10.0, 11.0)
+    ]
     last = verdicts(_catapult_summary(relu))[-1]
     assert last["ok"] is True and "largest stable lr_ntk = 10 (first divergence at 11; paper: about 12" in last["text"]
-    relu_bad = [_row(c, "diverged" if c > 2 else "completed", "diverged" if c > 2 else "lazy", None, edge=12.0)
-                for c in (1.0, 2.0, 4.0)]
+    relu_bad = [
+        _row(c, "diverged" if c > 2 else "completed", "diverged" if c > 2 else "lazy", None, edge=12.0)
+        for c in (1.0, 2.0, 4.0)
+    ]
     assert verdicts(_catapult_summary(relu_bad))[-1]["ok"] is False
 
 
@@ -82,17 +105,25 @@ def test_check_is_inferred_from_phases_and_absent_otherwise():
 
 
 def _warm_row(lr, w, diverged, lam=None, thr=None):
-    r = {"run": f"lr_ntk={lr:g}_steps={w:g}", "state": "diverged" if diverged else "completed",
-         "params": {"optim.lr_ntk": lr, "schedule.warmup.steps": w}}
+    r = {
+        "run": f"lr_ntk={lr:g}_steps={w:g}",
+        "state": "diverged" if diverged else "completed",
+        "params": {"optim.lr_ntk": lr, "schedule.warmup.steps": w},
+    }
     if lam is not None:
         r.update(sharpness_final=lam, sharpness_threshold=thr)
     return r
 
 
 def test_warmup_verdicts():
-    rows = [_warm_row(4, 0, False, 1.0, 2.0), _warm_row(4, 100, False, 1.0, 2.0),
-            _warm_row(16, 0, True), _warm_row(16, 100, False, 0.4, 0.5),
-            _warm_row(64, 0, True), _warm_row(64, 100, True)]
+    rows = [
+        _warm_row(4, 0, False, 1.0, 2.0),
+        _warm_row(4, 100, False, 1.0, 2.0),
+        _warm_row(16, 0, True),
+        _warm_row(16, 100, False, 0.4, 0.5),
+        _warm_row(64, 0, True),
+        _warm_row(64, 100, True),
+    ]
     v = verdicts({"check": "warmup", "path": "", "runs": rows})
     texts = [x["text"] for x in v]
     assert "target lr_ntk 16: diverged without warmup, stable with warmup >= 100" in texts
@@ -100,7 +131,12 @@ def test_warmup_verdicts():
     assert v[-2]["ok"] is True and "4 with warmup 0, 16 with warmup 100" in v[-2]["text"]
     assert v[-1]["ok"] is True and "3/3" in v[-1]["text"]  # no lambda0 in the rows: every stable run counts
     # warmup that does not help, and a stable run far above its edge: both fail
-    rows = [_warm_row(4, 0, False), _warm_row(4, 100, False, 3.5, 2.0), _warm_row(16, 0, True), _warm_row(16, 100, True)]
+    rows = [
+        _warm_row(4, 0, False),
+        _warm_row(4, 100, False, 3.5, 2.0),
+        _warm_row(16, 0, True),
+        _warm_row(16, 100, True),
+    ]
     v = verdicts({"check": "warmup", "path": "", "runs": rows})
     assert v[-2]["ok"] is False and v[-1]["ok"] is False
     # with lambda0: only runs the init could not take count, and the drop is reported
@@ -117,8 +153,11 @@ def _adam_row(name, opt, warm, loss, state="completed"):
 
 
 def test_gi_adam_verdicts():
-    rows = [_adam_row("adam", "adam", 0, 1.5), _adam_row("adam_warmup", "adam", 50, 0.1),
-            _adam_row("gi_adam", "gi_adam", 0, 0.2)]
+    rows = [
+        _adam_row("adam", "adam", 0, 1.5),
+        _adam_row("adam_warmup", "adam", 50, 0.1),
+        _adam_row("gi_adam", "gi_adam", 0, 0.2),
+    ]
     v = verdicts({"check": "gi_adam", "path": "", "runs": rows})
     assert [x["ok"] for x in v[-2:]] == [True, True]
     assert "GI-Adam without warmup beats Adam without warmup: 0.2 < 1.5 (Adam + warmup: 0.1)" in v[-1]["text"]
@@ -138,8 +177,17 @@ def test_presets_load(name):
 
 
 def test_catapult_uv_end_to_end(tmp_path):
-    cmd = [sys.executable, "-m", "heur.cli.main", "run", str(ROOT / "presets" / "catapult_uv.toml"),
-           "--runs-dir", str(tmp_path), "--set", "train.epochs=150"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "heur.cli.main",
+        "run",
+        str(ROOT / "presets" / "catapult_uv.toml"),
+        "--runs-dir",
+        str(tmp_path),
+        "--set",
+        "train.epochs=150",
+    ]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
     assert p.returncode == 0, p.stdout + p.stderr
     (exp_dir,) = [d for d in tmp_path.iterdir() if d.is_dir()]
@@ -160,8 +208,10 @@ def test_catapult_uv_end_to_end(tmp_path):
 
 
 def test_relu_edge_is_fuzzy_near_12_only():
-    rows = [_row(11.0, "diverged", "diverged", "catapult", edge=12.0),
-            _row(5.0, "diverged", "diverged", "catapult", edge=12.0)]
+    rows = [
+        _row(11.0, "diverged", "diverged", "catapult", edge=12.0),
+        _row(5.0, "diverged", "diverged", "catapult", edge=12.0),
+    ]
     v = verdicts(_catapult_summary(rows))
     assert v[0]["ok"] is True and "near the edge, about 12" in v[0]["text"]
     assert v[1]["ok"] is False and "predicted catapult \u2717" in v[1]["text"]

@@ -4,7 +4,6 @@ CKA formula, the probe leaves the trajectory alone, a stopped + resumed run give
 matrix, and bad sections fail before a run starts."""
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -12,21 +11,25 @@ import torch
 
 from heur.core import runs as R
 from heur.core.checkpoint import rebuild_from_checkpoint
-from heur.core.measure.activations import probe_indices
 from heur.core.config import expand
 from heur.core.errors import ConfigError
 from heur.core.events import read_events
+from heur.core.measure.activations import probe_indices
 from heur.core.preflight import check_experiment
 from heur.core.probes import Probe
 from heur.core.probes.cca import snapshot_steps, summary_fields
 from heur.core.train import Run
 
-BASE = {"name": "t", "device": "cpu", "seed": 3,
-        "data": {"name": "digits", "subset": 256, "augment": False},
-        "model": {"name": "cnn", "channels": [4, 8], "width": 16},
-        "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
-        "train": {"epochs": 4, "batch_size": 32, "log_every": 4},
-        "probes": {"cca": {"every_epochs": 1, "samples": 120, "method": "cka"}}}
+BASE = {
+    "name": "t",
+    "device": "cpu",
+    "seed": 3,
+    "data": {"name": "digits", "subset": 256, "augment": False},
+    "model": {"name": "cnn", "channels": [4, 8], "width": 16},
+    "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+    "train": {"epochs": 4, "batch_size": 32, "log_every": 4},
+    "probes": {"cca": {"every_epochs": 1, "samples": 120, "method": "cka"}},
+}
 LAYERS = ["conv1", "conv2", "fc1", "out"]
 
 
@@ -41,12 +44,14 @@ def train(rd, resume=False, stop_at=None):
     r = Run(rd, resume=resume)
     r.setup()
     if stop_at is not None:
+
         class Stop(Probe):
             name = "stop"
 
             def after_step(self, ctx):
                 if ctx.step == stop_at:
                     r.stop_requested = True
+
         r.probes.append(Stop(None))
     state, reason, last = r.train()
     r.finish(state, reason, last)
@@ -144,15 +149,19 @@ def test_probe_leaves_training_alone_and_resume_gives_the_same_matrix(tmp_path, 
     doc = json.loads((rd / "cca.json").read_text())
     assert doc["steps"] == ref["steps"]
     np.testing.assert_allclose(np.array(doc["against_final"]), np.array(ref["against_final"]), atol=1e-9)
-    np.testing.assert_allclose(np.array(doc["against_previous"][0][1:]), np.array(ref["against_previous"][0][1:]),
-                               atol=1e-9)
+    np.testing.assert_allclose(
+        np.array(doc["against_previous"][0][1:]), np.array(ref["against_previous"][0][1:]), atol=1e-9
+    )
 
 
-@pytest.mark.parametrize("over,key", [
-    (['probes.cca.layers=["conv1", "nope"]'], "probes.cca.layers"),
-    (["probes.cca.method=\"svcca\"", "probes.cca.samples=10"], "probes.cca.samples"),  # fc1 has 16 neurons
-    (["probes.cca.method=\"pwcca\"", "probes.cca.samples=40", "probes.cca.conv=\"flatten\""], None),  # 40*16 rows
-])
+@pytest.mark.parametrize(
+    "over,key",
+    [
+        (['probes.cca.layers=["conv1", "nope"]'], "probes.cca.layers"),
+        (['probes.cca.method="svcca"', "probes.cca.samples=10"], "probes.cca.samples"),  # fc1 has 16 neurons
+        (['probes.cca.method="pwcca"', "probes.cca.samples=40", 'probes.cca.conv="flatten"'], None),  # 40*16 rows
+    ],
+)
 def test_preflight(over, key):
     exp = expand(BASE, over)
     if key is None:
@@ -169,11 +178,13 @@ def test_snapshot_steps_and_summary_fields():
     assert snapshot_steps(1, 8, 32) == [0, 8, 16, 24, 32]
     assert snapshot_steps(1.5, 4, 20) == [0, 6, 12, 18, 20]
     assert snapshot_steps(10, 4, 20) == [0, 20]
-    m = [[0.1, 0.2, 0.3, 0.95, 1.0],   # shallow
-         [0.5, 0.6, 0.7, 0.8, 1.0],    # shallow (middle of 5 layers: neither half)
-         [0.9, 0.9, 0.9, 0.9, 1.0],
-         [0.0, 0.4, 0.92, 0.97, 1.0],  # deep
-         [0.2, 0.6, 0.89, 0.91, 1.0]]  # deep
+    m = [
+        [0.1, 0.2, 0.3, 0.95, 1.0],  # shallow
+        [0.5, 0.6, 0.7, 0.8, 1.0],  # shallow (middle of 5 layers: neither half)
+        [0.9, 0.9, 0.9, 0.9, 1.0],
+        [0.0, 0.4, 0.92, 0.97, 1.0],  # deep
+        [0.2, 0.6, 0.89, 0.91, 1.0],
+    ]  # deep
     f = summary_fields(["a", "b", "c", "d", "e"], [0, 1, 2, 3, 4], m)
     assert f["cca_deep_early"] == pytest.approx(np.mean([0.4, 0.92, 0.6, 0.89]))
     assert f["cca_shallow_early"] == pytest.approx(np.mean([0.2, 0.3, 0.6, 0.7]))

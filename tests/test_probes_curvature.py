@@ -9,18 +9,18 @@ import pytest
 import torch
 from torch import nn
 
-from heur.core.probes.catapult import CatapultProbe
 from heur.core.config import RunConfig
+from heur.core.data import DataBundle, load_data
+from heur.core.errors import ConfigError
+from heur.core.events import EventWriter, read_events
 from heur.core.measure.curvature import (
     adam_threshold,
     hessian_eigenvalues,
     ntk_top_eigenvalue,
     preconditioned_sharpness,
 )
-from heur.core.data import DataBundle, load_data
-from heur.core.errors import ConfigError
-from heur.core.events import EventWriter, read_events
 from heur.core.probes import TrainContext, build_probes
+from heur.core.probes.catapult import CatapultProbe
 from heur.core.probes.curvature import (
     NtkProbe,
     SharpnessProbe,
@@ -41,17 +41,32 @@ def half_sum(out, y):
 
 
 def make_ctx(tmp_path, cfg, model, loss_fn, data, optimizer):
-    return TrainContext(cfg=cfg, model=model, loss_fn=loss_fn, optimizer=optimizer, data=data,
-                        device=torch.device("cpu"), run_dir=tmp_path, events=EventWriter(tmp_path / "events.jsonl"),
-                        schedule=lambda step: optimizer.param_groups[0]["lr"], steps_per_epoch=1, total_steps=100)
+    return TrainContext(
+        cfg=cfg,
+        model=model,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        data=data,
+        device=torch.device("cpu"),
+        run_dir=tmp_path,
+        events=EventWriter(tmp_path / "events.jsonl"),
+        schedule=lambda step: optimizer.param_groups[0]["lr"],
+        steps_per_epoch=1,
+        total_steps=100,
+    )
 
 
 def synth_cfg(**probes):
-    return RunConfig.model_validate({
-        "seed": 3, "data": {"name": "synthetic", "n_train": 96, "n_test": 16, "dim": 6, "classes": 3},
-        "model": {"name": "mlp"}, "train": {"loss": "mse", "mse_reduction": "mean"},
-        "optim": {"name": "sgd", "lr": 0.05}, "probes": probes,
-    })
+    return RunConfig.model_validate(
+        {
+            "seed": 3,
+            "data": {"name": "synthetic", "n_train": 96, "n_test": 16, "dim": 6, "classes": 3},
+            "model": {"name": "mlp"},
+            "train": {"loss": "mse", "mse_reduction": "mean"},
+            "optim": {"name": "sgd", "lr": 0.05},
+            "probes": probes,
+        }
+    )
 
 
 def mlp(bn=False):
@@ -218,7 +233,7 @@ def test_catapult_probe_events_and_phases(tmp_path):
     ctx.extra["state"] = "diverged"
     assert probe.on_end(ctx)["phase"] == "diverged"
     lazy = CatapultProbe(cfg.probes.catapult)
-    for step, loss in enumerate([1.0, 0.5, 0.25]):
+    for loss in [1.0, 0.5, 0.25]:
         lazy.on_log(ctx, loss)
     ctx.extra["state"] = "completed"
     cfg.optim.lr_ntk = 1.5
@@ -229,17 +244,21 @@ def test_uv_catapult_end_to_end_through_probes(tmp_path):
     """The uv model at lr = 3/lambda0 (lambda0 from measure_lambda0) catapults: one event, the
     sharpness probe's Hessian top eigenvalue drops below 2/lr, phase as predicted."""
     n = 500
-    cfg = RunConfig.model_validate({
-        "seed": 0, "model": {"name": "uv", "width": n}, "optim": {"name": "sgd", "lr_ntk": 3.0},
-        "train": {"loss": "mse", "mse_reduction": "half_sum", "full_batch": True, "log_every": 1},
-        "data": {"name": "teacher_student", "n_train": 1, "dim": 1},
-        "probes": {"ntk": {"batch": 1}, "sharpness": {"every": 1, "batch": 1, "max_iter": 20},
-                   "catapult": {}},
-    })
+    cfg = RunConfig.model_validate(
+        {
+            "seed": 0,
+            "model": {"name": "uv", "width": n},
+            "optim": {"name": "sgd", "lr_ntk": 3.0},
+            "train": {"loss": "mse", "mse_reduction": "half_sum", "full_batch": True, "log_every": 1},
+            "data": {"name": "teacher_student", "n_train": 1, "dim": 1},
+            "probes": {"ntk": {"batch": 1}, "sharpness": {"every": 1, "batch": 1, "max_iter": 20}, "catapult": {}},
+        }
+    )
     x = torch.ones(1, 1, dtype=torch.float64)
     y = torch.zeros(1, 1, dtype=torch.float64)
-    data = DataBundle(x_train=x, y_train=y, x_test=x, y_test=y, task="regression", num_outputs=1,
-                      input_shape=(1,), name="one")
+    data = DataBundle(
+        x_train=x, y_train=y, x_test=x, y_test=y, task="regression", num_outputs=1, input_shape=(1,), name="one"
+    )
 
     class UV(nn.Module):
         def __init__(self):

@@ -96,8 +96,17 @@ def test_json_matches_build_schedule(app, preset):
 
 
 def test_set_override_reaches_schedule(app, preset):
-    res = _invoke(app, preset, "--json", "--set", "schedule.t0_steps=7", "--set", "train.epochs=2",
-                  "--set", "schedule.milestones=[1]")
+    res = _invoke(
+        app,
+        preset,
+        "--json",
+        "--set",
+        "schedule.t0_steps=7",
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "schedule.milestones=[1]",
+    )
     assert res.exit_code == 0, res.output
     runs = json.loads(res.stdout)["runs"]
     assert runs["restarts"]["total_steps"] == 30

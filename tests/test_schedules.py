@@ -69,8 +69,14 @@ def test_constant_and_linear_warmup(spe, lr, warm, extra):
 
 
 @SETTINGS
-@given(spe=spe_st, lr=lr_st, warm=warm_st, extra=st.integers(2, 120), size=st.floats(0.05, 5.0),
-       gamma=st.floats(0.05, 0.99))
+@given(
+    spe=spe_st,
+    lr=lr_st,
+    warm=warm_st,
+    extra=st.integers(2, 120),
+    size=st.floats(0.05, 5.0),
+    gamma=st.floats(0.05, 0.99),
+)
 def test_step(spe, lr, warm, extra, size, gamma):
     n = (warm[0] if warm else 0) + extra
     sch = build_schedule(_cfg("step", warm, step_size=size, gamma=gamma), lr, spe, n)
@@ -80,8 +86,14 @@ def test_step(spe, lr, warm, extra, size, gamma):
 
 
 @SETTINGS
-@given(spe=spe_st, lr=lr_st, warm=warm_st, extra=st.integers(5, 120),
-       ms=st.lists(st.integers(1, 200), min_size=1, max_size=4, unique=True), gamma=st.floats(0.05, 0.99))
+@given(
+    spe=spe_st,
+    lr=lr_st,
+    warm=warm_st,
+    extra=st.integers(5, 120),
+    ms=st.lists(st.integers(1, 200), min_size=1, max_size=4, unique=True),
+    gamma=st.floats(0.05, 0.99),
+)
 def test_multistep_in_steps(spe, lr, warm, extra, ms, gamma):
     n = (warm[0] if warm else 0) + extra
     ms = sorted(m for m in ms if m < extra) or [1]
@@ -117,15 +129,21 @@ def test_cosine(spe, lr, warm, extra, floor):
 
 
 @SETTINGS
-@given(spe=spe_st, lr=lr_st, warm=warm_st, extra=st.integers(2, 150), t0=st.floats(0.1, 3.0),
-       t_mult=st.integers(1, 3), floor=st.floats(0.0, 0.9))
+@given(
+    spe=spe_st,
+    lr=lr_st,
+    warm=warm_st,
+    extra=st.integers(2, 150),
+    t0=st.floats(0.1, 3.0),
+    t_mult=st.integers(1, 3),
+    floor=st.floats(0.0, 0.9),
+)
 def test_sgdr(spe, lr, warm, extra, t0, t_mult, floor):
     n = (warm[0] if warm else 0) + extra
     min_lr = floor * lr
     sch = build_schedule(_cfg("sgdr", warm, t0=t0, t_mult=t_mult, min_lr=min_lr), lr, spe, n)
     k = epochs_to_steps(t0, spe)
-    ref = torch_lrs(lambda o: L.CosineAnnealingWarmRestarts(o, T_0=k, T_mult=t_mult, eta_min=min_lr),
-                    lr, n, warm)
+    ref = torch_lrs(lambda o: L.CosineAnnealingWarmRestarts(o, T_0=k, T_mult=t_mult, eta_min=min_lr), lr, n, warm)
     ours = sch.lrs()
     assert_close(ours, ref)
     # restarts: exactly the steps where the lr jumps up after the warmup
@@ -199,8 +217,9 @@ def test_linear_warmup_from_zero():
 
 
 def test_call_matches_lrs_and_epoch_rounding():
-    cfg = ScheduleConfig(name="sgdr", t0=0.25, t_mult=1.5, min_lr=0.01,
-                         warmup=WarmupConfig(epochs=0.5, shape="cosine", start_factor=0.1))
+    cfg = ScheduleConfig(
+        name="sgdr", t0=0.25, t_mult=1.5, min_lr=0.01, warmup=WarmupConfig(epochs=0.5, shape="cosine", start_factor=0.1)
+    )
     sch = build_schedule(cfg, 0.3, 7, 100)
     assert sch.warmup_steps == 4  # 3.5 rounds half up
     assert sch.t0 == 2  # 1.75 -> 2
@@ -280,8 +299,9 @@ def test_schema_rejects_nonpositive(sched, key):
 
 
 def test_t_mult_below_one_rejected_by_build():
-    cfg = ScheduleConfig.model_construct(**{**ScheduleConfig().model_dump(), "name": "sgdr", "t0": 1.0,
-                                           "t_mult": 0.5, "warmup": None})
+    cfg = ScheduleConfig.model_construct(
+        **{**ScheduleConfig().model_dump(), "name": "sgdr", "t0": 1.0, "t_mult": 0.5, "warmup": None}
+    )
     with pytest.raises(ConfigError) as e:
         build_schedule(cfg, 1.0, 10, 100)
     assert e.value.key == "schedule.t_mult"
@@ -293,7 +313,11 @@ def test_validate_accepts_zero_warmup_and_fine_schedules():
     lr = RunConfig().optim.lr
     assert validate_schedule(_run(name="constant", warmup={"epochs": 0})).lrs() == [lr] * 150
     multi = validate_schedule(_run(name="multistep", milestones=[3, 9.6])).lrs()  # steps 45 and 144
-    assert multi[44] == lr and multi[45] == pytest.approx(lr * 0.1) == multi[143] and multi[144] == pytest.approx(lr * 0.01)
+    assert (
+        multi[44] == lr
+        and multi[45] == pytest.approx(lr * 0.1) == multi[143]
+        and multi[144] == pytest.approx(lr * 0.01)
+    )
     sgdr = validate_schedule(_run(name="sgdr", t0=1, t_mult=2, warmup={"steps": 10}))
     assert sgdr(0) == 0.0 and sgdr(10) == pytest.approx(lr)  # linear warmup from 0 over 10 steps
     assert sgdr.restart_steps == [10 + 15, 10 + 45, 10 + 105]  # cycles of 1, 2, 4 epochs after warmup
@@ -313,8 +337,9 @@ def test_lrs_long_run():
 def test_sgdr_fractional_t_mult_brute_force(t0, t_mult, n, w):
     """Non-integer t_mult: cycle i lasts round(t0 * t_mult**i) steps (torch needs an int)."""
     n = n + w
-    cfg = ScheduleConfig(name="sgdr", t0_steps=t0, t_mult=t_mult, min_lr=0.01,
-                         warmup=WarmupConfig(steps=w) if w else None)
+    cfg = ScheduleConfig(
+        name="sgdr", t0_steps=t0, t_mult=t_mult, min_lr=0.01, warmup=WarmupConfig(steps=w) if w else None
+    )
     sch = build_schedule(cfg, 1.0, 5, n)
     expect, restarts = [], []
     cycle, pos, length = 0, 0, t0
@@ -332,8 +357,15 @@ def test_sgdr_fractional_t_mult_brute_force(t0, t_mult, n, w):
 @pytest.mark.parametrize("name", ["constant", "step", "multistep", "sgdr", "exponential"])
 def test_call_beyond_total_steps_continues_the_schedule(name):
     """Steps past total_steps take the one-step path; it agrees with the vectorised table."""
-    cfg = ScheduleConfig(name=name, t0_steps=4, t_mult=1.5, step_size_steps=3, milestones_steps=[2, 7],
-                         gamma=0.7, warmup=WarmupConfig(steps=3, shape="exponential"))
+    cfg = ScheduleConfig(
+        name=name,
+        t0_steps=4,
+        t_mult=1.5,
+        step_size_steps=3,
+        milestones_steps=[2, 7],
+        gamma=0.7,
+        warmup=WarmupConfig(steps=3, shape="exponential"),
+    )
     short = build_schedule(cfg, 1.0, 4, 11)
     long = build_schedule(cfg, 1.0, 4, 40)
     assert [short(s) for s in range(40)] == pytest.approx(long.lrs(), rel=1e-14, abs=0)

@@ -71,8 +71,8 @@ def hsic_cka(x, y):
     h = np.eye(n) - np.ones((n, n)) / n
     kx, ky = x @ x.T, y @ y.T
 
-    def hsic(k, l):
-        return np.trace(k @ h @ l @ h)
+    def hsic(k, m):
+        return np.trace(k @ h @ m @ h)
 
     return hsic(kx, ky) / np.sqrt(hsic(kx, kx) * hsic(ky, ky))
 
@@ -288,8 +288,9 @@ def test_conv_keyword_mean_and_flatten():
     x = r.standard_normal((300, 4, 3, 3))
     y = np.einsum("nchw,cd->ndhw", x, r.standard_normal((4, 5))) + 0.3 * r.standard_normal((300, 5, 3, 3))
     np.testing.assert_allclose(cca(x, y, conv="mean"), cca(x.mean((2, 3)), y.mean((2, 3))), atol=1e-12)
-    np.testing.assert_allclose(cca(x, y, conv="flatten"), cca(flatten_conv(x, "flatten"), flatten_conv(y, "flatten")),
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        cca(x, y, conv="flatten"), cca(flatten_conv(x, "flatten"), flatten_conv(y, "flatten")), atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("hw", [(4, 4), (3, 5)])

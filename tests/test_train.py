@@ -18,11 +18,15 @@ from heur.core.events import apply_resumes, read_events
 from heur.core.objective import evaluate, make_loss
 from heur.core.train import Run
 
-BASE = {"name": "t", "device": "cpu", "seed": 0,
-        "data": {"name": "digits", "subset": 256},
-        "model": {"name": "mlp", "width": 32, "depth": 1},
-        "optim": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
-        "train": {"epochs": 4, "batch_size": 32, "log_every": 2}}
+BASE = {
+    "name": "t",
+    "device": "cpu",
+    "seed": 0,
+    "data": {"name": "digits", "subset": 256},
+    "model": {"name": "mlp", "width": 32, "depth": 1},
+    "optim": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
+    "train": {"epochs": 4, "batch_size": 32, "log_every": 2},
+}
 
 
 def make_exp(tmp_path, overrides=(), raw=None):
@@ -73,7 +77,7 @@ def test_checkpoint_loads_weights_only_and_rebuilds_the_model(tmp_path):
 
 
 def test_divergence_ends_run_as_diverged_with_the_step(tmp_path):
-    exp_dir = make_exp(tmp_path, ["optim.lr=1e4", "train.loss=\"mse\"", "train.log_every=1"])
+    exp_dir = make_exp(tmp_path, ["optim.lr=1e4", 'train.loss="mse"', "train.log_every=1"])
     (rd,) = R.run_dirs(exp_dir)
     _, state = run_inprocess(rd)
     assert state == "diverged"
@@ -151,8 +155,15 @@ def test_sgdr_emits_restarts_and_saves_the_iterate_before_each(tmp_path):
     from heur.core.data import steps_per_epoch
     from heur.core.schedules import build_schedule
 
-    over = ['schedule.name="sgdr"', "schedule.t0=1", "schedule.t_mult=2", "train.epochs=7",
-            "train.checkpoint_before_restart=true", "optim.name=\"gi_adam\"", "optim.lr=0.01"]
+    over = [
+        'schedule.name="sgdr"',
+        "schedule.t0=1",
+        "schedule.t_mult=2",
+        "train.epochs=7",
+        "train.checkpoint_before_restart=true",
+        'optim.name="gi_adam"',
+        "optim.lr=0.01",
+    ]
     exp_dir = make_exp(tmp_path, over)
     (rd,) = R.run_dirs(exp_dir)
     r, state = run_inprocess(rd)

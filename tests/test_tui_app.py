@@ -8,13 +8,12 @@ import json
 import time
 
 import pytest
+from fixtures_tui import RecordingSource, ev, make_presets, make_runs
 
 from heur.tui.app import HeurApp, final_checkpoint
 from heur.tui.plotting import PlotView
 from heur.tui.screens import ConfirmScreen, HelpScreen, InfoScreen, LaunchScreen
 from heur.tui.sidebar import ExperimentNode, PresetNode, RunNode, Sidebar
-
-from fixtures_tui import RecordingSource, ev, make_presets, make_runs
 
 
 def sync(fn):
@@ -61,18 +60,17 @@ async def test_navigate_select_experiment_and_loss_fills(tmp_path):
     app, runs, _ = make_app(tmp_path)
     async with app.run_test(size=(100, 30)) as pilot:
         await until(pilot, lambda: app.rows)
-        data = await goto(pilot, app, lambda d: isinstance(d, ExperimentNode)
-                          and d.path == runs["catapult"])
+        data = await goto(pilot, app, lambda d: isinstance(d, ExperimentNode) and d.path == runs["catapult"])
         assert data.name == "catapult_mlp"
-        await until(pilot, lambda: app.experiment == runs["catapult"]
-                    and all(len(d["train"]) for d in app.data.values()))
+        await until(
+            pilot, lambda: app.experiment == runs["catapult"] and all(len(d["train"]) for d in app.data.values())
+        )
         assert {p.name: len(d["train"]) for p, d in app.data.items()} == {"lr=0.5": 400, "lr=1.5": 400}
         # lazy: only the selected experiment's event files are followed
         assert set(app.feed._readers) == {runs["lazy"], runs["cat"]}
         plot = app.query_one("#plot-loss", PlotView)
         # the figure catches up with the selection on the next redraw tick
-        await until(pilot, lambda: plot.figure is not None
-                    and any(s.marker == "▲" for s in plot.figure.series))
+        await until(pilot, lambda: plot.figure is not None and any(s.marker == "▲" for s in plot.figure.series))
         lines = [s for s in plot.figure.series if s.kind == "line"]
         assert len({s.color for s in lines}) == 2  # two runs overlaid
         # decimated to the plot's width: one min/max bucket per column (two points at most)
@@ -171,9 +169,14 @@ async def test_experiment_deleted_while_shown(tmp_path):
         await until(pilot, lambda: app.experiment == runs["catapult"])
         shutil.rmtree(runs["catapult"])
         # the node goes; the tree highlights a neighbour, which is then shown
-        await until(pilot, lambda: runs["catapult"] not in app.rows
-                    and app.experiment != runs["catapult"]
-                    and runs["catapult"] / "lr=0.5" not in app.data)
+        await until(
+            pilot,
+            lambda: (
+                runs["catapult"] not in app.rows
+                and app.experiment != runs["catapult"]
+                and runs["catapult"] / "lr=0.5" not in app.data
+            ),
+        )
         assert runs["catapult"] not in app.query_one(Sidebar)._exp_nodes
 
 
@@ -251,17 +254,20 @@ async def test_mark_two_runs_and_compare_command(tmp_path):
 async def test_quit_with_q(tmp_path):
     app, _, _ = make_app(tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert app.return_code is None  # running: no exit asked for yet
         await pilot.press("q")
-    assert app.return_code == 0 or app.return_code is None
+        await pilot.pause()
+        assert app.return_code == 0  # q itself asked the app to exit, before run_test closes it
 
 
 @pytest.mark.slow
 @sync
 async def test_end_to_end_launch_real_run_then_stop_it(tmp_path):
     """The real engine: launch a tiny preset from the TUI, watch its loss fill, stop it."""
-    from heur.tui.source import RunSource
-
     from fixtures_tui import TINY_PRESET
+
+    from heur.tui.source import RunSource
 
     presets = tmp_path / "presets"
     presets.mkdir()
@@ -277,8 +283,7 @@ async def test_end_to_end_launch_real_run_then_stop_it(tmp_path):
         assert isinstance(app.screen, LaunchScreen)
         await until(pilot, lambda: app.screen.checked == "", timeout=30)
         await pilot.press(*"train.log_every=2")
-        await until(pilot, lambda: app.screen.checked == "train.log_every=2" and app.screen.valid,
-                    timeout=30)
+        await until(pilot, lambda: app.screen.checked == "train.log_every=2" and app.screen.valid, timeout=30)
         await pilot.press("enter")
         await until(pilot, lambda: app.experiment is not None, timeout=20)
         exp = app.experiment
@@ -290,10 +295,14 @@ async def test_end_to_end_launch_real_run_then_stop_it(tmp_path):
         assert getattr(app.statuses.get(run), "state", None) == "running"
         # stop the run from the tree
         app.query_one(Sidebar).select_path(run)
-        await until(pilot, lambda: app.query_one(Sidebar).cursor_node.data is not None
-                    and getattr(app.query_one(Sidebar).cursor_node.data, "path", None) == run)
+        await until(
+            pilot,
+            lambda: (
+                app.query_one(Sidebar).cursor_node.data is not None
+                and getattr(app.query_one(Sidebar).cursor_node.data, "path", None) == run
+            ),
+        )
         await pilot.press("X", "y")
-        await until(pilot, lambda: getattr(app.statuses.get(run), "state", None) == "stopped",
-                    timeout=30)
+        await until(pilot, lambda: getattr(app.statuses.get(run), "state", None) == "stopped", timeout=30)
         await until(pilot, lambda: app.data[run].items["end"], timeout=10)
         assert app.data[run].items["end"][-1]["state"] == "stopped"

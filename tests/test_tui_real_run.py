@@ -22,16 +22,26 @@ from heur.tui.model import RunData
 # a wide-enough NTK-parametrised MLP at lr = 8/lambda0 on full-batch GD catapults in its first
 # steps (Lewkowycz et al.); 30 one-step epochs, a CCA snapshot every 10
 PRESET = {
-    "name": "allprobes", "device": "cpu", "seed": 0,
+    "name": "allprobes",
+    "device": "cpu",
+    "seed": 0,
     "data": {"name": "digits", "subset": 128, "augment": False},
     "model": {"name": "mlp", "width": 64, "depth": 2, "parametrization": "ntk", "bias": False},
     "optim": {"name": "sgd", "lr_ntk": 8.0},
-    "train": {"loss": "mse", "mse_reduction": "half_sum", "full_batch": True, "epochs": 30,
-              "log_every": 1, "eval_every": 10},
-    "probes": {"ntk": {"batch": 128, "every": 10},
-               "sharpness": {"batch": 128, "every": 5, "max_iter": 10, "tol": 3e-3},
-               "catapult": {"factor": 1.2},
-               "cca": {"every_epochs": 10, "samples": 100, "method": "cka"}},
+    "train": {
+        "loss": "mse",
+        "mse_reduction": "half_sum",
+        "full_batch": True,
+        "epochs": 30,
+        "log_every": 1,
+        "eval_every": 10,
+    },
+    "probes": {
+        "ntk": {"batch": 128, "every": 10},
+        "sharpness": {"batch": 128, "every": 5, "max_iter": 10, "tol": 3e-3},
+        "catapult": {"factor": 1.2},
+        "cca": {"every_epochs": 10, "samples": 100, "method": "cka"},
+    },
 }
 
 
@@ -103,8 +113,8 @@ def test_panels_equal_the_run_events_after_it_ended(run):
     cats = of(events, "catapult")
     assert cats
     assert figures.catapult_rows(shown) == [
-        (rd.name, str(c["start_step"]), str(c["peak_step"]), str(c["end_step"]), f"{c['peak_ratio']:.3g}")
-        for c in cats]
+        (rd.name, str(c["start_step"]), str(c["peak_step"]), str(c["end_step"]), f"{c['peak_ratio']:.3g}") for c in cats
+    ]
     marks = figures.catapult_marks(shown[0], figures.View())
     assert marks.x.tolist() == [float(c["peak_step"]) for c in cats]
     assert marks.y.tolist() == [c["peak_loss"] for c in cats]
@@ -162,12 +172,13 @@ def test_writer_refuses_a_field_its_kind_does_not_declare(tmp_path):
 
 
 def test_schema_problems_name_what_is_wrong():
-    ok = {"kind": "train", "step": 1, "epoch": 0.1, "time": 0.0, "loss": 1.0, "lr": 0.1, "grad_norm": 1.0,
-          "samples": 8}
+    ok = {"kind": "train", "step": 1, "epoch": 0.1, "time": 0.0, "loss": 1.0, "lr": 0.1, "grad_norm": 1.0, "samples": 8}
     assert problems(ok) == []
     assert problems({**ok, "extra": 1}) == ["train: undeclared field 'extra'"]
     assert problems({k: v for k, v in ok.items() if k not in ("loss", "time")}) == [
-        "train: missing 'time'", "train: missing 'loss'"]
+        "train: missing 'time'",
+        "train: missing 'loss'",
+    ]
     ev = {"kind": "eval", "step": 1, "epoch": 0.1, "time": 0.0, "loss": 1.0, "accuracy": 0.5}
     assert problems({**ev, "split": "test"}) == []
     assert problems({**ev, "split": "val"}) == ["eval: split='val' is none of ['test', 'train']"]

@@ -8,11 +8,10 @@ from __future__ import annotations
 import time
 
 import pytest
+from fixtures_tui import RecordingSource, make_presets, make_runs
 
 from heur.tui.app import HeurApp
 from heur.tui.sidebar import Sidebar
-
-from fixtures_tui import RecordingSource, make_presets, make_runs
 
 
 @pytest.fixture
@@ -27,8 +26,7 @@ def utc(monkeypatch):
 def _app(tmp_path):
     runs = make_runs(tmp_path / "runs")
     make_presets(tmp_path / "presets")
-    app = HeurApp(tmp_path / "runs", tmp_path / "presets", source=RecordingSource(tmp_path / "runs"),
-                  live=False)
+    app = HeurApp(tmp_path / "runs", tmp_path / "presets", source=RecordingSource(tmp_path / "runs"), live=False)
     return app, runs
 
 
@@ -43,6 +41,7 @@ def _select(app, runs, key, run=None):
         await pilot.pause()
         app.sync_once()  # the log tail arrives on the second round after following
         await pilot.pause()
+
     return before
 
 
@@ -53,14 +52,12 @@ def test_snapshot_loss_80x24(tmp_path, utc, snap_compare):
 
 def test_snapshot_sharpness_single_run(tmp_path, utc, snap_compare):
     app, runs = _app(tmp_path)
-    assert snap_compare(app, terminal_size=(100, 30), press=["4"],
-                        run_before=_select(app, runs, "cat"))
+    assert snap_compare(app, terminal_size=(100, 30), press=["4"], run_before=_select(app, runs, "cat"))
 
 
 def test_snapshot_catapult_and_cca(tmp_path, utc, snap_compare):
     app, runs = _app(tmp_path)
-    assert snap_compare(app, terminal_size=(120, 36), press=["6"],
-                        run_before=_select(app, runs, "cat"))
+    assert snap_compare(app, terminal_size=(120, 36), press=["6"], run_before=_select(app, runs, "cat"))
 
 
 def test_snapshot_empty_probe_panel_light(tmp_path, utc, snap_compare):
@@ -75,8 +72,7 @@ def test_snapshot_empty_probe_panel_light(tmp_path, utc, snap_compare):
 
 def test_snapshot_help(tmp_path, utc, snap_compare):
     app, runs = _app(tmp_path)
-    assert snap_compare(app, terminal_size=(80, 24), press=["question_mark"],
-                        run_before=_select(app, runs, "catapult"))
+    assert snap_compare(app, terminal_size=(80, 24), press=["question_mark"], run_before=_select(app, runs, "catapult"))
 
 
 def test_snapshot_launch_with_error(tmp_path, utc, snap_compare):

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from fixtures_tui import RecordingSource, ev, make_presets, make_runs, write_run
 
 from heur.core.events import apply_resumes, read_events
 from heur.tui import figures, heatmap
@@ -14,9 +15,6 @@ from heur.tui.downsample import envelope, minmax, smooth
 from heur.tui.feed import Feed
 from heur.tui.model import RunData, Table, decode
 from heur.tui.presets import scan_presets
-
-from fixtures_tui import RecordingSource, ev, make_presets, make_runs, write_run
-
 
 # --------------------------------------------------------------------------- decimation
 
@@ -27,8 +25,9 @@ def brute_minmax(x, y, buckets, lo, hi):
     for k in range(buckets):
         a = lo + (hi - lo) * k / buckets
         b = lo + (hi - lo) * (k + 1) / buckets
-        sel = [(xi, yi) for xi, yi in zip(x, y)
-               if (a <= xi < b or (k == buckets - 1 and xi == hi)) and math.isfinite(yi)]
+        sel = [
+            (xi, yi) for xi, yi in zip(x, y) if (a <= xi < b or (k == buckets - 1 and xi == hi)) and math.isfinite(yi)
+        ]
         if sel:
             ys = [s[1] for s in sel]
             out.append((min(ys), max(ys)))
@@ -57,7 +56,7 @@ def test_minmax_matches_bucket_oracle_and_keeps_spikes(n, buckets):
 
 def test_minmax_short_series_unchanged_and_range_clip():
     x = np.arange(10.0)
-    y = x ** 2
+    y = x**2
     xs, ys = minmax(x, y, 100)
     assert np.array_equal(xs, x) and np.array_equal(ys, y)
     xs, ys = minmax(x, y, 100, lo=2, hi=5)
@@ -90,8 +89,16 @@ def test_noisy_series_drawn_as_two_edges(tmp_path):
     rng = np.random.default_rng(0)
     n = 5000
     steps = np.arange(1.0, n + 1)
-    d["train"].extend({"step": steps, "epoch": steps, "samples": steps, "lr": np.ones(n),
-                       "grad_norm": np.ones(n), "loss": rng.random(n)})
+    d["train"].extend(
+        {
+            "step": steps,
+            "epoch": steps,
+            "samples": steps,
+            "lr": np.ones(n),
+            "grad_norm": np.ones(n),
+            "loss": rng.random(n),
+        }
+    )
     fig = figures.loss_figure([figures.Shown("n", d, 0)], figures.View(), 50)
     lines = [s for s in fig.series if s.kind == "line"]
     assert len(lines) == 2 and all(len(s.x) == 50 for s in lines)
@@ -128,8 +135,7 @@ def _events_with_resume():
         if s % 10 == 0:
             lines.append(ev("eval", s, s / 10, s, split="test", loss=2.0 / s, accuracy=0.5))
         if s == 25:
-            lines.append(ev("catapult", s, 2.5, s, start_step=20, peak_step=22, end_step=25,
-                            peak_ratio=3.0))
+            lines.append(ev("catapult", s, 2.5, s, start_step=20, peak_step=22, end_step=25, peak_ratio=3.0))
     # the process died after step 40 and restarts from the step-20 checkpoint
     lines.append(ev("resume", 20, 2.0, 50.0, from_step=20))
     for s in range(20, 31):
@@ -173,8 +179,13 @@ def test_table_growth_equals_concatenation():
 
 
 def test_decode_ignores_unknown_kinds_and_bad_fields():
-    segs = decode([{"kind": "mystery", "step": 1}, {"kind": "train", "step": 2, "loss": "x"},
-                   {"kind": "train", "step": 3, "loss": True}])
+    segs = decode(
+        [
+            {"kind": "mystery", "step": 1},
+            {"kind": "train", "step": 2, "loss": "x"},
+            {"kind": "train", "step": 3, "loss": True},
+        ]
+    )
     d = RunData("r")
     d.apply(segs)
     assert d["train"]["step"].tolist() == [2.0, 3.0]
@@ -240,8 +251,7 @@ def _run_data(run_dir):
 
 def test_loss_figure_decimates_and_marks_catapult(tmp_path):
     runs = make_runs(tmp_path / "runs")
-    shown = [figures.Shown("lazy", _run_data(runs["lazy"]), 0),
-             figures.Shown("cat", _run_data(runs["cat"]), 1)]
+    shown = [figures.Shown("lazy", _run_data(runs["lazy"]), 0), figures.Shown("cat", _run_data(runs["cat"]), 1)]
     fig = figures.loss_figure(shown, figures.View(), width=40)
     lines = [s for s in fig.series if s.kind == "line"]
     # a smooth curve: one min/max line a run, at most two points a column
@@ -351,12 +361,28 @@ def test_engine_field_names_for_ntk_and_adam_sharpness():
     preconditioned_sharpness: the panels use them."""
     lam0 = 4.0
     evs = [
-        {"kind": "ntk", "step": 0, "epoch": 0.0, "lambda_ntk": lam0, "lambda0": lam0,
-         "lr_lazy_edge": 2 / lam0, "lr_uv_max": 4 / lam0, "lr_relu_max": 12 / lam0, "lr": 0.75},
+        {
+            "kind": "ntk",
+            "step": 0,
+            "epoch": 0.0,
+            "lambda_ntk": lam0,
+            "lambda0": lam0,
+            "lr_lazy_edge": 2 / lam0,
+            "lr_uv_max": 4 / lam0,
+            "lr_relu_max": 12 / lam0,
+            "lr": 0.75,
+        },
         {"kind": "ntk", "step": 10, "epoch": 0.1, "lambda_ntk": 2.0, "lambda0": None},
         {"kind": "train", "step": 1, "epoch": 0.0, "loss": 1.0, "lr": 0.75, "samples": 8},
-        {"kind": "sharpness", "step": 5, "epoch": 0.05, "lambda_max": 9.0, "lr": 0.75,
-         "threshold": 38.0, "preconditioned_sharpness": 12.0},
+        {
+            "kind": "sharpness",
+            "step": 5,
+            "epoch": 0.05,
+            "lambda_max": 9.0,
+            "lr": 0.75,
+            "threshold": 38.0,
+            "preconditioned_sharpness": 12.0,
+        },
     ]
     d = RunData("r")
     d.apply(decode(evs))
@@ -388,7 +414,7 @@ def test_decade_ticks_cover_the_range_with_few_labels():
     from heur.tui.plotting import decade_ticks
 
     t = decade_ticks(3e-14, 2.5e8)
-    assert len(t) <= 5 and t[0] <= 3e-14 and t[-1] * 10 ** 6 >= 2.5e8
+    assert len(t) <= 5 and t[0] <= 3e-14 and t[-1] * 10**6 >= 2.5e8
     assert decade_ticks(0.5, 2.0) == [0.1, 1.0, 10.0]
     assert decade_ticks(0.0, 1.0) == []
 
@@ -399,8 +425,13 @@ def test_a_queued_pipeline_run_shows_what_it_waits_for(tmp_path):
     from heur.core.config import expand
     from heur.tui.sidebar import badge
 
-    base = {"name": "p", "device": "cpu", "data": {"name": "digits"}, "model": {"name": "mlp", "width": 8},
-            "variant": [{"name": "a"}, {"name": "b", "set": {"model.init_from": "@a"}}]}
+    base = {
+        "name": "p",
+        "device": "cpu",
+        "data": {"name": "digits"},
+        "model": {"name": "mlp", "width": 8},
+        "variant": [{"name": "a"}, {"name": "b", "set": {"model.init_from": "@a"}}],
+    }
     exp_dir = R.create_experiment(expand(base, []), tmp_path)
     assert badge(R.read_status(exp_dir / "a")).plain == "queued"
     assert badge(R.read_status(exp_dir / "b")).plain == "waits a"

@@ -33,10 +33,22 @@ from .screens import ConfirmScreen, HelpScreen, InfoScreen, LaunchScreen
 from .sidebar import ExperimentNode, PresetNode, RunNode, Sidebar, badge
 from .source import RunSource
 
-TABS = [("loss", "Loss"), ("acc", "Acc"), ("lr", "LR"), ("sharp", "Sharp"),
-        ("cat", "Cata"), ("cca", "CCA"), ("log", "Log"), ("config", "Cfg")]
-PLOT_TABS = {"loss": figures.loss_figure, "acc": figures.accuracy_figure,
-             "lr": figures.lr_figure, "sharp": figures.sharpness_figure}
+TABS = [
+    ("loss", "Loss"),
+    ("acc", "Acc"),
+    ("lr", "LR"),
+    ("sharp", "Sharp"),
+    ("cat", "Cata"),
+    ("cca", "CCA"),
+    ("log", "Log"),
+    ("config", "Cfg"),
+]
+PLOT_TABS = {
+    "loss": figures.loss_figure,
+    "acc": figures.accuracy_figure,
+    "lr": figures.lr_figure,
+    "sharp": figures.sharpness_figure,
+}
 SMOOTHING = (0.0, 0.6, 0.9, 0.99)
 
 
@@ -80,8 +92,7 @@ class HeurApp(App):
         Binding("t", "toggle_theme", "theme", show=False),
         Binding("left_square_bracket", "prev_tab", "prev tab", show=False),
         Binding("right_square_bracket", "next_tab", "next tab", show=False),
-        *[Binding(str(i + 1), f"tab('{tid}')", label, show=False)
-          for i, (tid, label) in enumerate(TABS)],
+        *[Binding(str(i + 1), f"tab('{tid}')", label, show=False) for i, (tid, label) in enumerate(TABS)],
     ]
 
     EVENT_PERIOD = 0.25
@@ -89,8 +100,9 @@ class HeurApp(App):
     REDRAW_PERIOD = 0.25
     MAX_DUTY = 0.025  # share of a core that redrawing a live plot may take
 
-    def __init__(self, runs_dir: str | Path = "runs", presets_dir: str | Path = "presets",
-                 source: Any = None, live: bool = True):
+    def __init__(
+        self, runs_dir: str | Path = "runs", presets_dir: str | Path = "presets", source: Any = None, live: bool = True
+    ):
         super().__init__()
         self.runs_dir = Path(runs_dir)
         self.presets_dir = Path(presets_dir)
@@ -244,8 +256,8 @@ class HeurApp(App):
         elif isinstance(data, PresetNode):
             p = data.info
             self._q("#info", Static).update(
-                Text(f"{p.rel}: {p.description or p.error or ''}  (n: launch)", overflow="ellipsis",
-                     no_wrap=True))
+                Text(f"{p.rel}: {p.description or p.error or ''}  (n: launch)", overflow="ellipsis", no_wrap=True)
+            )
             return
         self._apply_pending()
 
@@ -314,8 +326,7 @@ class HeurApp(App):
             t.append(p.name + " ")
             t.append_text(badge(self.statuses.get(p)))
         v = self.view
-        opts = [f"x={v.xaxis}"] + (["log"] if v.ylog else []) + (
-            [f"smooth={v.smoothing:g}"] if v.smoothing else [])
+        opts = [f"x={v.xaxis}"] + (["log"] if v.ylog else []) + ([f"smooth={v.smoothing:g}"] if v.smoothing else [])
         t.append("  · " + " ".join(opts), style="dim")
         info.update(t)
 
@@ -331,19 +342,21 @@ class HeurApp(App):
         tab = tabs.active
         shown = self.shown_runs()
         versions = tuple((s.name, s.data.version) for s in shown)
-        key: tuple = (self.experiment, self.focus_run, versions, self.view.xaxis, self.view.ylog,
-                      self.view.smoothing)
+        key: tuple = (self.experiment, self.focus_run, versions, self.view.xaxis, self.view.ylog, self.view.smoothing)
         if tab in PLOT_TABS:
             plot = self._q(f"#plot-{tab}", PlotView)
             key += (plot.size.width, plot.size.height)
             old = self._drawn.get(tab)
-            if old is not None and old != key and self._only_data_changed(old, key) and \
-                    time.monotonic() - plot.drawn_at < plot.cost / self.MAX_DUTY:
+            if (
+                old is not None
+                and old != key
+                and self._only_data_changed(old, key)
+                and time.monotonic() - plot.drawn_at < plot.cost / self.MAX_DUTY
+            ):
                 return  # live data on a costly plot: redraw less often (CPU stays < MAX_DUTY)
 
             def draw() -> None:
-                plot.figure = PLOT_TABS[tab](shown, self.view, self._plot_width(plot)) \
-                    if self.experiment else None
+                plot.figure = PLOT_TABS[tab](shown, self.view, self._plot_width(plot)) if self.experiment else None
         elif tab == "cat":
             plot = self._q("#plot-cat", PlotView)
             key += (plot.size.width,)
@@ -410,8 +423,10 @@ class HeurApp(App):
             for r in rows:
                 t.append(f"{r[0][:14]:<14} {r[1]:>7} {r[2]:>7} {r[3]:>7} {r[4]:>6}\n")
         else:
-            t.append("no catapult events: none detected yet, or [probes.catapult] is off"
-                     " ([probes.ntk] gives λ0)\n", style="dim")
+            t.append(
+                "no catapult events: none detected yet, or [probes.catapult] is off ([probes.ntk] gives λ0)\n",
+                style="dim",
+            )
         self._q("#cat-text", Static).update(t)
 
     def _draw_cca(self, run: Path | None, d: RunData | None) -> None:
@@ -443,8 +458,15 @@ class HeurApp(App):
             box.update(Text(f"cannot read {run / 'config.toml'}: {e.strerror}", style="dim"))
             return
         self.config_text = text
-        box.update(Syntax(text, "toml", theme="ansi_dark" if self.current_theme.dark else "ansi_light",
-                          background_color="default", word_wrap=True))
+        box.update(
+            Syntax(
+                text,
+                "toml",
+                theme="ansi_dark" if self.current_theme.dark else "ansi_light",
+                background_color="default",
+                word_wrap=True,
+            )
+        )
 
     # ------------------------------------------------------------------ actions
     def action_help(self) -> None:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def _finite_in_range(x: np.ndarray, y: np.ndarray, lo: float | None, hi: float | None
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def _finite_in_range(x: np.ndarray, y: np.ndarray, lo: float | None, hi: float | None) -> tuple[np.ndarray, np.ndarray]:
     """The points with finite x and y inside ``[lo, hi]`` (None: unbounded), as float arrays."""
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
@@ -30,8 +29,9 @@ def _buckets(x: np.ndarray, buckets: int, x0: float, span: float) -> tuple[np.nd
     return b, np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
 
 
-def minmax(x: np.ndarray, y: np.ndarray, buckets: int,
-           lo: float | None = None, hi: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def minmax(
+    x: np.ndarray, y: np.ndarray, buckets: int, lo: float | None = None, hi: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Decimate ``(x, y)`` (``x`` non-decreasing) to at most ``2 * buckets`` points.
 
     Buckets are equal slices of ``[lo, hi]`` (default: the data's x range), so several series
@@ -107,8 +107,9 @@ def smooth(y: np.ndarray, weight: float) -> np.ndarray:
     return out
 
 
-def envelope(x: np.ndarray, y: np.ndarray, buckets: int, lo: float | None = None,
-             hi: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def envelope(
+    x: np.ndarray, y: np.ndarray, buckets: int, lo: float | None = None, hi: float | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Per-bucket ``(x_mid, y_min, y_max)``, or None when the series is short enough to draw as is.
 
     Drawn as two lines (the lower and the upper edge), a noisy series costs a plotter two

@@ -152,8 +152,12 @@ class Feed:
         except OSError:
             sig = None
         cached = self._status_cache.get(run)
-        if cached is not None and sig is not None and cached[0] == sig \
-                and getattr(cached[1], "state", None) in FINAL_STATES:
+        if (
+            cached is not None
+            and sig is not None
+            and cached[0] == sig
+            and getattr(cached[1], "state", None) in FINAL_STATES
+        ):
             return cached[1]
         try:
             status = self.source.status(run)

@@ -7,9 +7,8 @@ buckets over a shared x range, so spikes stay and runs line up).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -74,9 +73,19 @@ def _xrange(runs: list[Shown], kinds: tuple[str, ...], view: View) -> tuple[floa
     return (float(lo), float(hi)) if np.isfinite(lo) else None
 
 
-def _series(run: Shown, kind: str, col: str, view: View, width: int, rng, *,
-            label: str | None, kind_: str = "line", marker: str | None = None,
-            smoothing: float = 0.0) -> list[Series]:
+def _series(
+    run: Shown,
+    kind: str,
+    col: str,
+    view: View,
+    width: int,
+    rng,
+    *,
+    label: str | None,
+    kind_: str = "line",
+    marker: str | None = None,
+    smoothing: float = 0.0,
+) -> list[Series]:
     """A column of a run as series decimated to ``width`` buckets over the shared x range.
 
     Lines longer than two points a column are drawn as their min/max envelope (two series);
@@ -95,8 +104,10 @@ def _series(run: Shown, kind: str, col: str, view: View, width: int, rng, *,
         env = envelope(x, y, buckets, lo, hi)
         if env is not None and _noisy(env[1], env[2]):
             xm, ylo, yhi = env
-            return [Series(xm, yhi, label=label, color=run.color, marker=marker),
-                    Series(xm, ylo, label=None, color=run.color, marker=marker)]
+            return [
+                Series(xm, yhi, label=label, color=run.color, marker=marker),
+                Series(xm, ylo, label=None, color=run.color, marker=marker),
+            ]
     x, y = minmax(x, y, buckets, lo, hi)
     return [Series(x, y, label=label, color=run.color, kind=kind_, marker=marker)]
 
@@ -117,19 +128,35 @@ def _xlabel(view: View) -> str:
 
 def loss_figure(runs: list[Shown], view: View, width: int, test: bool = True) -> Figure:
     """Train loss lines, test loss dots (unless ``test`` is False) and catapult peaks."""
-    fig = Figure(title="loss: train ─  test •  catapult ▲" + (" (log)" if view.ylog else "")
-                 + (f" smooth {view.smoothing:g}" if view.smoothing else ""),
-                 xlabel=_xlabel(view), ylog=view.ylog,
-                 empty="no train events yet")
+    fig = Figure(
+        title="loss: train ─  test •  catapult ▲"
+        + (" (log)" if view.ylog else "")
+        + (f" smooth {view.smoothing:g}" if view.smoothing else ""),
+        xlabel=_xlabel(view),
+        ylog=view.ylog,
+        empty="no train events yet",
+    )
     rng = _xrange(runs, ("train", "eval_test"), view)
     single = len(runs) == 1
     for r in runs:
-        ss = _series(r, "train", "loss", view, width, rng,
-                    label=r.name + (" train" if single else ""), smoothing=view.smoothing)
+        ss = _series(
+            r, "train", "loss", view, width, rng, label=r.name + (" train" if single else ""), smoothing=view.smoothing
+        )
         fig.series.extend(ss)
         if test:
-            fig.series.extend(_series(r, "eval_test", "loss", view, width, rng,
-                                      label=(r.name + " test") if single else None, kind_="scatter", marker="•"))
+            fig.series.extend(
+                _series(
+                    r,
+                    "eval_test",
+                    "loss",
+                    view,
+                    width,
+                    rng,
+                    label=(r.name + " test") if single else None,
+                    kind_="scatter",
+                    marker="•",
+                )
+            )
         m = catapult_marks(r, view)
         if m is not None:
             fig.series.append(m)
@@ -148,7 +175,7 @@ def spans_decades(series: list[Series], decades: float = 4.0) -> bool:
         y = y[np.isfinite(y) & (y > 0)]
         if y.size:
             lo, hi = min(lo, float(y.min())), max(hi, float(y.max()))
-    return hi > 0 and lo < math.inf and hi / lo > 10.0 ** decades
+    return hi > 0 and lo < math.inf and hi / lo > 10.0**decades
 
 
 def catapult_marks(run: Shown, view: View) -> Series | None:
@@ -170,27 +197,29 @@ def catapult_marks(run: Shown, view: View) -> Series | None:
         ys.append(float(peak_loss) if isinstance(peak_loss, (int, float)) else tr["loss"][i])
     if not xs:
         return None
-    return Series(np.array(xs), np.array(ys), label=None, color=run.color,
-                  kind="scatter", marker="▲")
+    return Series(np.array(xs), np.array(ys), label=None, color=run.color, kind="scatter", marker="▲")
 
 
 def accuracy_figure(runs: list[Shown], view: View, width: int) -> Figure:
-    fig = Figure(title="accuracy: test ─  train •", xlabel=_xlabel(view),
-                 empty="no eval events yet")
+    fig = Figure(title="accuracy: test ─  train •", xlabel=_xlabel(view), empty="no eval events yet")
     rng = _xrange(runs, ("eval_test", "eval_train"), view)
     for r in runs:
         ss = _series(r, "eval_test", "accuracy", view, width, rng, label=r.name)
         fig.series.extend(ss)
-        ss = _series(r, "eval_train", "accuracy", view, width, rng, label=None,
-                    kind_="scatter", marker="•")
+        ss = _series(r, "eval_train", "accuracy", view, width, rng, label=None, kind_="scatter", marker="•")
         fig.series.extend(ss)
     return fig
 
 
 def lr_figure(runs: list[Shown], view: View, width: int) -> Figure:
-    fig = Figure(title="learning rate" + (" (log)" if view.ylog else "")
-                 + ("; dashed: NTK thresholds" if len(runs) == 1 and _ntk(runs[0]) else ""), xlabel=_xlabel(view),
-                 ylog=view.ylog, empty="no learning-rate values yet")
+    fig = Figure(
+        title="learning rate"
+        + (" (log)" if view.ylog else "")
+        + ("; dashed: NTK thresholds" if len(runs) == 1 and _ntk(runs[0]) else ""),
+        xlabel=_xlabel(view),
+        ylog=view.ylog,
+        empty="no learning-rate values yet",
+    )
     rng = _xrange(runs, ("train", "lr"), view)
     for r in runs:
         kind = "lr" if len(r.data["lr"]) > len(r.data["train"]) else "train"
@@ -213,22 +242,25 @@ def _ntk(run: Shown) -> dict | None:
 
 
 def sharpness_figure(runs: list[Shown], view: View, width: int) -> Figure:
-    fig = Figure(title="sharpness: λmax ─  2/η •" + (" (log)" if view.ylog else ""),
-                 xlabel=_xlabel(view), ylog=view.ylog,
-                 empty="no sharpness events yet — enable [probes.sharpness]")
+    fig = Figure(
+        title="sharpness: λmax ─  2/η •" + (" (log)" if view.ylog else ""),
+        xlabel=_xlabel(view),
+        ylog=view.ylog,
+        empty="no sharpness events yet — enable [probes.sharpness]",
+    )
     rng = _xrange(runs, ("sharpness",), view)
     single = len(runs) == 1
     for r in runs:
         t = r.data["sharpness"]
         # Adam: the threshold applies to the preconditioned sharpness, so that is what is drawn
-        col = ("preconditioned_sharpness" if len(t) and np.isfinite(t["preconditioned_sharpness"]).any()
-               else "lambda_max")
+        col = (
+            "preconditioned_sharpness" if len(t) and np.isfinite(t["preconditioned_sharpness"]).any() else "lambda_max"
+        )
         if col != "lambda_max":
             fig.title = fig.title.replace("λmax", "λmax(P⁻¹H)")
         ss = _series(r, "sharpness", col, view, width, rng, label=r.name + (" λmax" if single else ""))
         fig.series.extend(ss)
-        ss = _series(r, "sharpness", "threshold", view, width, rng,
-                    label=("2/η" if single else None), marker="dot")
+        ss = _series(r, "sharpness", "threshold", view, width, rng, label=("2/η" if single else None), marker="dot")
         fig.series.extend(ss)
         ntk = _ntk(r)
         if ntk is not None and single and np.isfinite(ntk.get("lambda0", np.nan)):
@@ -242,8 +274,15 @@ def catapult_rows(runs: list[Shown]) -> list[tuple[str, ...]]:
     for r in runs:
         for c in r.data.items["catapult"]:
             ratio = c.get("peak_ratio")
-            rows.append((r.name, _fmt(c.get("start_step")), _fmt(c.get("peak_step")),
-                         _fmt(c.get("end_step")), "—" if ratio is None else f"{ratio:.3g}"))
+            rows.append(
+                (
+                    r.name,
+                    _fmt(c.get("start_step")),
+                    _fmt(c.get("peak_step")),
+                    _fmt(c.get("end_step")),
+                    "—" if ratio is None else f"{ratio:.3g}",
+                )
+            )
     return rows
 
 
@@ -264,9 +303,13 @@ def regime_lines(runs: list[Shown]) -> list[str]:
         if not np.isfinite(c):
             out.append(f"{r.name}: λ0 = {lam:.4g}, 2/λ0 = {2 / lam:.4g}")
             continue
-        phase = ("lazy (η < 2/λ0)" if c < 2 else
-                 "catapult (2/λ0 < η; max ~4/λ0 for uv, ~12/λ0 for ReLU)" if c < 12 else
-                 "beyond 12/λ0: expect divergence")
+        phase = (
+            "lazy (η < 2/λ0)"
+            if c < 2
+            else "catapult (2/λ0 < η; max ~4/λ0 for uv, ~12/λ0 for ReLU)"
+            if c < 12
+            else "beyond 12/λ0: expect divergence"
+        )
         out.append(f"{r.name}: λ0 = {lam:.4g}, η·λ0 = {c:.3g} → {phase}")
     return out
 

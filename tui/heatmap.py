@@ -25,8 +25,7 @@ def ramp(v: float) -> str:
     return f"rgb({r},{g},{bl})"
 
 
-def render(layers: list[str], epochs: list[float], mat: np.ndarray, width: int,
-           title: str = "") -> Text:
+def render(layers: list[str], epochs: list[float], mat: np.ndarray, width: int, title: str = "") -> Text:
     """Fit the latest columns into ``width`` cells; each column is 2 characters wide."""
     name_w = min(max((len(n) for n in layers), default=4), 18)
     value_w = 6
@@ -37,7 +36,7 @@ def render(layers: list[str], epochs: list[float], mat: np.ndarray, width: int,
     if title:
         out.append(title + "\n", style="bold")
     for i, name in enumerate(layers):
-        label = name if len(name) <= name_w else "…" + name[-(name_w - 1):]
+        label = name if len(name) <= name_w else "…" + name[-(name_w - 1) :]
         out.append(f"{label:>{name_w}} ")
         for j in range(first, ncols):
             out.append("  ", style=f"on {ramp(mat[i, j])}")

@@ -82,10 +82,14 @@ def decode(events: list[dict[str, Any]]) -> list[Segment]:
         if cols is not None:
             get = ev.get
             try:
-                rows.setdefault(kind, []).append(tuple(
-                    [float(v) if v is not None and v is not True and v is not False else np.nan
-                     for v in map(get, cols)]
-                ))
+                rows.setdefault(kind, []).append(
+                    tuple(
+                        [
+                            float(v) if v is not None and v is not True and v is not False else np.nan
+                            for v in map(get, cols)
+                        ]
+                    )
+                )
             except (TypeError, ValueError):
                 rows.setdefault(kind, []).append(tuple(_num(get(c)) for c in cols))
             count += 1
@@ -117,7 +121,7 @@ class Table:
                 nb[: self.size] = self._buf[n][: self.size]
                 self._buf[n] = nb
         for n in self.names:
-            self._buf[n][self.size:need] = cols[n]
+            self._buf[n][self.size : need] = cols[n]
         self.size = need
 
     def cut(self, step: float) -> None:

@@ -18,14 +18,14 @@ from textual_plotext import PlotextPlot
 # mid-luminance colours, distinguishable on dark and light backgrounds (RGB; Textual maps them
 # to the nearest of 256 colours on xterm-256color)
 PALETTE: list[tuple[int, int, int]] = [
-    (0, 130, 200),    # blue
-    (230, 25, 75),    # red
-    (60, 160, 75),    # green
-    (245, 130, 48),   # orange
-    (145, 30, 180),   # purple
-    (0, 128, 128),    # teal
-    (220, 50, 200),   # magenta
-    (150, 100, 40),   # brown
+    (0, 130, 200),  # blue
+    (230, 25, 75),  # red
+    (60, 160, 75),  # green
+    (245, 130, 48),  # orange
+    (145, 30, 180),  # purple
+    (0, 128, 128),  # teal
+    (220, 50, 200),  # magenta
+    (150, 100, 40),  # brown
 ]
 GREY = (128, 128, 128)
 
@@ -130,7 +130,7 @@ def decade_ticks(lo: float, hi: float, most: int = 5) -> list[float]:
         return []
     e0, e1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
     step = max(1, math.ceil((e1 - e0 + 1) / most))
-    return [10.0 ** e for e in range(e0, e1 + 1, step)]
+    return [10.0**e for e in range(e0, e1 + 1, step)]
 
 
 def _draw(plt, fig: Figure) -> None:

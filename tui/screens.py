@@ -8,8 +8,8 @@ from typing import Any, Callable
 
 from rich.table import Table
 from rich.text import Text
-from textual.app import ComposeResult
 from textual import work
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
@@ -109,8 +109,7 @@ class InfoScreen(ModalScreen[None]):
         with Vertical():
             yield Static(Text(self.title_text, style="bold"))
             yield Static(Text(self.body), id="info-body")
-            yield Static(Text("copied to the clipboard if your terminal allows OSC 52 · esc closes",
-                              style="dim"))
+            yield Static(Text("copied to the clipboard if your terminal allows OSC 52 · esc closes", style="dim"))
 
     def action_close(self) -> None:
         self.dismiss(None)
@@ -131,8 +130,9 @@ class LaunchScreen(ModalScreen[Path | None]):
     LaunchScreen .busy { color: $text-muted; }
     """
 
-    def __init__(self, preset: PresetInfo, validate: Callable[[Path, list[str]], Any],
-                 launch: Callable[[Path, list[str]], Path]):
+    def __init__(
+        self, preset: PresetInfo, validate: Callable[[Path, list[str]], Any], launch: Callable[[Path, list[str]], Path]
+    ):
         super().__init__()
         self.preset = preset
         self._validate = validate

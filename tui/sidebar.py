@@ -148,11 +148,11 @@ class Sidebar(Tree):
             if node is None:
                 before = None
                 if i + 1 < len(rows):
-                    nxt = next((self._exp_nodes[r.path] for r in rows[i + 1:]
-                                if r.path in self._exp_nodes), None)
+                    nxt = next((self._exp_nodes[r.path] for r in rows[i + 1 :] if r.path in self._exp_nodes), None)
                     before = nxt
-                node = self.runs_node.add(label, data=ExperimentNode(row.path, row.name, row.created),
-                                          before=before, expand=False)
+                node = self.runs_node.add(
+                    label, data=ExperimentNode(row.path, row.name, row.created), before=before, expand=False
+                )
                 self._exp_nodes[row.path] = node
             elif node.label != label:
                 node.set_label(label)

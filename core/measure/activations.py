@@ -30,8 +30,9 @@ def _forward_order(model: nn.Module, names: list[str], example: Optional[torch.T
         return names
     order: list[str] = []
     mods = dict(model.named_modules())
-    handles = [mods[n].register_forward_hook(lambda m, i, o, n=n: order.append(n) if n not in order else None)
-               for n in names]
+    handles = [
+        mods[n].register_forward_hook(lambda m, i, o, n=n: order.append(n) if n not in order else None) for n in names
+    ]
     was = model.training
     try:
         model.eval()
@@ -44,8 +45,9 @@ def _forward_order(model: nn.Module, names: list[str], example: Optional[torch.T
     return order + [n for n in names if n not in order]
 
 
-def resolve_layers(model: nn.Module, layers: Union[str, Sequence[str]] = "auto",
-                   example: Optional[torch.Tensor] = None) -> list[str]:
+def resolve_layers(
+    model: nn.Module, layers: Union[str, Sequence[str]] = "auto", example: Optional[torch.Tensor] = None
+) -> list[str]:
     """The layer names to capture.
 
     ``"auto"``: ``model.heur_blocks`` if present, else every Conv/Linear module — in forward
@@ -95,10 +97,15 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def capture(model: nn.Module, x: torch.Tensor, layers: Union[str, Iterable[str]] = "auto",
-            batch_size: int = 256, device: Union[str, torch.device, None] = None,
-            as_numpy: bool = False, transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
-            ) -> dict[str, Any]:
+def capture(
+    model: nn.Module,
+    x: torch.Tensor,
+    layers: Union[str, Iterable[str]] = "auto",
+    batch_size: int = 256,
+    device: Union[str, torch.device, None] = None,
+    as_numpy: bool = False,
+    transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+) -> dict[str, Any]:
     """Outputs of the named layers for the inputs ``x``, as float32, one entry per layer
     (samples first, the layer's own shape after), in the order of ``layers``.
 
@@ -123,6 +130,7 @@ def capture(model: nn.Module, x: torch.Tensor, layers: Union[str, Iterable[str]]
             if transform is not None:
                 out = transform(out)
             chunks[name].append(out.to(device=out_dev, dtype=torch.float32))
+
         return fn
 
     handles = [mods[n].register_forward_hook(hook(n)) for n in names]
@@ -131,7 +139,7 @@ def capture(model: nn.Module, x: torch.Tensor, layers: Union[str, Iterable[str]]
         model.eval()
         with torch.no_grad():
             for i in range(0, x.shape[0], batch_size):
-                model(x[i:i + batch_size].to(mdev, non_blocking=True))
+                model(x[i : i + batch_size].to(mdev, non_blocking=True))
     finally:
         for m, t in was.items():
             m.training = t

@@ -69,8 +69,12 @@ class CatapultDetector:
             self.peak, self.peak_step = loss, step
         if loss < self.base:
             ev = {
-                "start_step": self.base_step, "peak_step": self.peak_step, "end_step": step,
-                "base_loss": self.base, "peak_loss": self.peak, "peak_ratio": self.peak / self.base,
+                "start_step": self.base_step,
+                "peak_step": self.peak_step,
+                "end_step": step,
+                "base_loss": self.base,
+                "peak_loss": self.peak,
+                "peak_ratio": self.peak / self.base,
             }
             self.events.append(ev)
             self.in_spike = False
@@ -84,12 +88,16 @@ class CatapultDetector:
         """The spike in progress (risen, not yet back below its base), or None."""
         if not self.in_spike:
             return None
-        return {"start_step": self.base_step, "peak_step": self.peak_step, "base_loss": self.base,
-                "peak_loss": self.peak, "peak_ratio": self.peak / self.base}
+        return {
+            "start_step": self.base_step,
+            "peak_step": self.peak_step,
+            "base_loss": self.base,
+            "peak_loss": self.peak,
+            "peak_ratio": self.peak / self.base,
+        }
 
     def state_dict(self) -> dict[str, Any]:
-        keys = ("factor", "floor", "first", "base", "base_step", "in_spike", "peak", "peak_step", "diverged",
-                "events")
+        keys = ("factor", "floor", "first", "base", "base_step", "in_spike", "peak", "peak_step", "diverged", "events")
         return {k: getattr(self, k) for k in keys}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -108,7 +116,7 @@ def phase_limits(model_kind: str) -> tuple[float, float]:
 
 
 def predicted_phase(lr_ntk: float, model_kind: str) -> str:
-    """"lazy" (eta·lambda0 < 2), "catapult" (2 .. 4 for uv, 2 .. 12 for ReLU nets) or
+    """ "lazy" (eta·lambda0 < 2), "catapult" (2 .. 4 for uv, 2 .. 12 for ReLU nets) or
     "diverged" above."""
     lo, hi = phase_limits(model_kind)
     if lr_ntk < lo:
@@ -151,7 +159,14 @@ def simulate_uv(c: float, n: int = 1000, steps: int = 200, seed: int = 0) -> dic
     diverged = not math.isfinite(fs[-1])
     peak_step = max(range(len(losses)), key=losses.__getitem__)
     return {
-        "f": fs, "lambda": lams, "loss": losses, "eta": eta, "f0": f0, "lambda0": lam0,
-        "diverged": diverged, "peak_step": peak_step, "peak_loss_over_n": losses[peak_step] / n,
+        "f": fs,
+        "lambda": lams,
+        "loss": losses,
+        "eta": eta,
+        "f0": f0,
+        "lambda0": lam0,
+        "diverged": diverged,
+        "peak_step": peak_step,
+        "peak_loss_over_n": losses[peak_step] / n,
         "final_eta_lambda": eta * lams[-1],
     }

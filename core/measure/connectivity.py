@@ -11,7 +11,7 @@ State dicts of different architectures and paths without both ends raise
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -76,7 +76,7 @@ def recompute_bn_stats(model: nn.Module, x_train: torch.Tensor, batch_size: int 
         seen = 0
         with torch.no_grad():
             for i in range(0, x_train.shape[0], batch_size):
-                xb = x_train[i:i + batch_size].to(dev)
+                xb = x_train[i : i + batch_size].to(dev)
                 b = xb.shape[0]
                 for m in bns:
                     m.momentum = b / (seen + b)
@@ -99,9 +99,16 @@ def eval_row(model: nn.Module, data: Any, loss_fn: Callable, batch_size: int = 5
     return {"train_loss": tr_loss, "train_accuracy": tr_acc, "test_loss": te_loss, "test_accuracy": te_acc}
 
 
-def linear_path(model_a_sd: dict, model_b_sd: dict, build_fn: Callable[[], nn.Module], data: Any,
-                ts: Iterable[float], loss_fn: Callable, batch_size: int = 512,
-                recompute_bn: bool = True) -> list[dict]:
+def linear_path(
+    model_a_sd: dict,
+    model_b_sd: dict,
+    build_fn: Callable[[], nn.Module],
+    data: Any,
+    ts: Iterable[float],
+    loss_fn: Callable,
+    batch_size: int = 512,
+    recompute_bn: bool = True,
+) -> list[dict]:
     """Train/test loss and accuracy at each t of the straight line between two state dicts.
 
     ``build_fn()`` returns a fresh model (on the device to evaluate on); ``data`` has
@@ -125,4 +132,4 @@ def barrier(ts: Sequence[float], losses: Sequence[float]) -> float:
     if len(pairs) < 2 or pairs[0][0] != 0.0 or pairs[-1][0] != 1.0:
         raise ConnectivityError("barrier needs the path evaluated at t = 0 and t = 1", arg="ts")
     l0, l1 = pairs[0][1], pairs[-1][1]
-    return max(l - ((1 - t) * l0 + t * l1) for t, l in pairs)
+    return max(loss - ((1 - t) * l0 + t * l1) for t, loss in pairs)

@@ -49,9 +49,17 @@ import torch
 from .errors import MeasurementError
 
 __all__ = [
-    "CurvatureError", "EigResult", "hessian_eigenvalues", "hessian_eigenvalues_with_info",
-    "gauss_newton_eigenvalues", "ntk_top_eigenvalue", "preconditioned_sharpness", "adam_threshold", "loss_normalisation",
-    "lanczos", "power_iteration",
+    "CurvatureError",
+    "EigResult",
+    "hessian_eigenvalues",
+    "hessian_eigenvalues_with_info",
+    "gauss_newton_eigenvalues",
+    "ntk_top_eigenvalue",
+    "preconditioned_sharpness",
+    "adam_threshold",
+    "loss_normalisation",
+    "lanczos",
+    "power_iteration",
 ]
 
 
@@ -109,10 +117,9 @@ def _params(model: torch.nn.Module) -> list[torch.Tensor]:
 
 
 def _flat(ts: Sequence[Optional[torch.Tensor]], like: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.cat([
-        (t if t is not None else torch.zeros_like(p)).reshape(-1).to(like[0].dtype)
-        for t, p in zip(ts, like)
-    ])
+    return torch.cat(
+        [(t if t is not None else torch.zeros_like(p)).reshape(-1).to(like[0].dtype) for t, p in zip(ts, like)]
+    )
 
 
 def _unflat(v: torch.Tensor, like: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -153,9 +160,16 @@ def _start(n: int, gen: torch.Generator, like: torch.Tensor, v0: Optional[torch.
 # --------------------------------------------------------------------------- eigensolvers
 
 
-def lanczos(op: Callable[[torch.Tensor], torch.Tensor], n: int, like: torch.Tensor, k: int = 1,
-            tol: float = 1e-3, max_iter: int = 100, seed: int = 0,
-            v0: Optional[torch.Tensor] = None) -> EigResult:
+def lanczos(
+    op: Callable[[torch.Tensor], torch.Tensor],
+    n: int,
+    like: torch.Tensor,
+    k: int = 1,
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    seed: int = 0,
+    v0: Optional[torch.Tensor] = None,
+) -> EigResult:
     """The k largest eigenvalues of the symmetric operator ``op`` on R^n by Lanczos.
 
     Full reorthogonalisation (classical Gram–Schmidt, twice) against every stored Lanczos
@@ -233,13 +247,22 @@ def lanczos(op: Callable[[torch.Tensor], torch.Tensor], n: int, like: torch.Tens
         Q[j + 1] = w
     vals = sorted(theta.tolist(), reverse=True)[:k]
     top = Q[: S.shape[0]].t() @ S[:, -1].to(device=Q.device, dtype=Q.dtype)
-    return EigResult(values=vals, hvps=j + 1, iterations=j + 1, converged=converged, method="lanczos",
-                     vector=top / top.norm())
+    return EigResult(
+        values=vals, hvps=j + 1, iterations=j + 1, converged=converged, method="lanczos", vector=top / top.norm()
+    )
 
 
-def power_iteration(op: Callable[[torch.Tensor], torch.Tensor], n: int, like: torch.Tensor,
-                    k: int = 1, tol: float = 1e-3, max_iter: int = 100, seed: int = 0,
-                    shift_negative: bool = True, v0: Optional[torch.Tensor] = None) -> EigResult:
+def power_iteration(
+    op: Callable[[torch.Tensor], torch.Tensor],
+    n: int,
+    like: torch.Tensor,
+    k: int = 1,
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    seed: int = 0,
+    shift_negative: bool = True,
+    v0: Optional[torch.Tensor] = None,
+) -> EigResult:
     """Top-k eigenvalues by power iteration with deflation (orthogonalising against the
     eigenvectors found before), stopping on a relative change of the Rayleigh quotient below
     ``tol`` (``max_iter`` products per eigenvalue at most).
@@ -294,8 +317,14 @@ def power_iteration(op: Callable[[torch.Tensor], torch.Tensor], n: int, like: to
     if shift_negative and vals[0] < 0:
         vals, conv, vecs = run(vals[0], k)
     order = sorted(range(len(vals)), key=lambda i: -vals[i])
-    return EigResult(values=[vals[i] for i in order], hvps=total, iterations=iters,
-                     converged=conv, method="power", vector=vecs[order[0]])
+    return EigResult(
+        values=[vals[i] for i in order],
+        hvps=total,
+        iterations=iters,
+        converged=conv,
+        method="power",
+        vector=vecs[order[0]],
+    )
 
 
 def _solve(op, n, like, k, method, tol, max_iter, seed, v0=None) -> EigResult:
@@ -320,8 +349,7 @@ def _hessian_operator(model, loss_fn, inputs, targets, params):
         if not gl:
             return torch.zeros_like(v)
         vs = _unflat(v, params)
-        hv = torch.autograd.grad(gl, params, grad_outputs=[vs[i] for i in live],
-                                 retain_graph=True, allow_unused=True)
+        hv = torch.autograd.grad(gl, params, grad_outputs=[vs[i] for i in live], retain_graph=True, allow_unused=True)
         return _flat(hv, params)
 
     return op, float(loss.detach())
@@ -338,10 +366,19 @@ def loss_normalisation(loss: str, reduction: str = "mean") -> str:
     raise CurvatureError(f"unknown loss {loss!r} / reduction {reduction!r}", arg="loss")
 
 
-def hessian_eigenvalues_with_info(model: torch.nn.Module, loss_fn: Callable, inputs: torch.Tensor,
-                                  targets: Any, k: int = 1, method: str = "lanczos",
-                                  tol: float = 1e-3, max_iter: int = 100, seed: int = 0,
-                                  eval_mode: bool = False, v0: Optional[torch.Tensor] = None) -> EigResult:
+def hessian_eigenvalues_with_info(
+    model: torch.nn.Module,
+    loss_fn: Callable,
+    inputs: torch.Tensor,
+    targets: Any,
+    k: int = 1,
+    method: str = "lanczos",
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    seed: int = 0,
+    eval_mode: bool = False,
+    v0: Optional[torch.Tensor] = None,
+) -> EigResult:
     """Top-k Hessian eigenvalues of ``loss_fn(model(inputs), targets)`` with statistics.
 
     ``max_iter``: Lanczos steps (= Hessian-vector products) for "lanczos", products per
@@ -354,19 +391,27 @@ def hessian_eigenvalues_with_info(model: torch.nn.Module, loss_fn: Callable, inp
         op, loss_value = _hessian_operator(model, loss_fn, inputs, targets, params)
         n = sum(p.numel() for p in params)
         res = _solve(op, n, params[0].detach(), k, method, tol, max_iter, seed, v0)
-    res.info.update(loss=loss_value, mode="eval" if eval_mode else "train", params=n,
-                    samples=int(inputs.shape[0]))
+    res.info.update(loss=loss_value, mode="eval" if eval_mode else "train", params=n, samples=int(inputs.shape[0]))
     return res
 
 
-def hessian_eigenvalues(model: torch.nn.Module, loss_fn: Callable, inputs: torch.Tensor,
-                        targets: Any, k: int = 1, method: str = "lanczos", tol: float = 1e-3,
-                        max_iter: int = 100, seed: int = 0, eval_mode: bool = False) -> list[float]:
+def hessian_eigenvalues(
+    model: torch.nn.Module,
+    loss_fn: Callable,
+    inputs: torch.Tensor,
+    targets: Any,
+    k: int = 1,
+    method: str = "lanczos",
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    seed: int = 0,
+    eval_mode: bool = False,
+) -> list[float]:
     """The k largest Hessian eigenvalues (descending floats); see
     :func:`hessian_eigenvalues_with_info`."""
-    return hessian_eigenvalues_with_info(model, loss_fn, inputs, targets, k=k, method=method,
-                                         tol=tol, max_iter=max_iter, seed=seed,
-                                         eval_mode=eval_mode).values
+    return hessian_eigenvalues_with_info(
+        model, loss_fn, inputs, targets, k=k, method=method, tol=tol, max_iter=max_iter, seed=seed, eval_mode=eval_mode
+    ).values
 
 
 # --------------------------------------------------------------------------- Gauss–Newton / NTK
@@ -397,8 +442,7 @@ def _gn_operator(model, inputs, params, loss: str, reduction: str):
 
     def op(v: torch.Tensor) -> torch.Tensor:
         vs = _unflat(v, params)
-        jv = torch.autograd.grad([jtu[i] for i in live], u, grad_outputs=[vs[i] for i in live],
-                                 retain_graph=True)[0]
+        jv = torch.autograd.grad([jtu[i] for i in live], u, grad_outputs=[vs[i] for i in live], retain_graph=True)[0]
         w = h_out(jv.detach())
         jtw = torch.autograd.grad(out, params, grad_outputs=w, retain_graph=True, allow_unused=True)
         return _flat(jtw, params)
@@ -406,10 +450,19 @@ def _gn_operator(model, inputs, params, loss: str, reduction: str):
     return op, m, C
 
 
-def gauss_newton_eigenvalues(model: torch.nn.Module, inputs: torch.Tensor, loss: str = "mse",
-                             reduction: str = "mean", k: int = 1, method: str = "lanczos",
-                             tol: float = 1e-3, max_iter: int = 100, seed: int = 0,
-                             eval_mode: bool = False, v0: Optional[torch.Tensor] = None) -> EigResult:
+def gauss_newton_eigenvalues(
+    model: torch.nn.Module,
+    inputs: torch.Tensor,
+    loss: str = "mse",
+    reduction: str = "mean",
+    k: int = 1,
+    method: str = "lanczos",
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    seed: int = 0,
+    eval_mode: bool = False,
+    v0: Optional[torch.Tensor] = None,
+) -> EigResult:
     """Top-k eigenvalues of the Gauss–Newton matrix of the loss on ``inputs`` (targets are not
     needed: G depends on the outputs only). ``info["normalisation"]`` records the scaling."""
     loss_normalisation(loss, reduction)  # validates
@@ -418,14 +471,21 @@ def gauss_newton_eigenvalues(model: torch.nn.Module, inputs: torch.Tensor, loss:
         op, m, C = _gn_operator(model, inputs, params, loss, reduction)
         n = sum(p.numel() for p in params)
         res = _solve(op, n, params[0].detach(), k, method, tol, max_iter, seed, v0)
-    res.info.update(normalisation=loss_normalisation(loss, reduction), loss=loss,
-                    reduction=reduction if loss == "mse" else "mean", samples=m, outputs=C,
-                    params=n, mode="eval" if eval_mode else "train")
+    res.info.update(
+        normalisation=loss_normalisation(loss, reduction),
+        loss=loss,
+        reduction=reduction if loss == "mse" else "mean",
+        samples=m,
+        outputs=C,
+        params=n,
+        mode="eval" if eval_mode else "train",
+    )
     return res
 
 
-def ntk_top_eigenvalue(model: torch.nn.Module, inputs: torch.Tensor, loss: str = "mse",
-                       reduction: str = "mean", **kw: Any) -> float:
+def ntk_top_eigenvalue(
+    model: torch.nn.Module, inputs: torch.Tensor, loss: str = "mse", reduction: str = "mean", **kw: Any
+) -> float:
     """lambda0: the top Gauss–Newton (NTK) eigenvalue; 2/lambda0 is the linearised stability
     edge under that loss. Keywords as :func:`gauss_newton_eigenvalues`."""
     return gauss_newton_eigenvalues(model, inputs, loss=loss, reduction=reduction, k=1, **kw).top
@@ -453,20 +513,31 @@ def adam_preconditioner(optimizer: torch.optim.Optimizer, params: Sequence[torch
         st = optimizer.state.get(p, {})
         g = group_of.get(id(p))
         if g is None or "exp_avg_sq" not in st:
-            raise CurvatureError("the optimizer has no Adam state (exp_avg_sq) for every parameter yet", arg="optimizer")
+            raise CurvatureError(
+                "the optimizer has no Adam state (exp_avg_sq) for every parameter yet", arg="optimizer"
+            )
         b1, b2 = g["betas"]
         t = float(st.get("step", 0))
         v = st["exp_avg_sq"].detach()
-        v_hat = v / (1.0 - b2 ** t) if t > 0 else v
+        v_hat = v / (1.0 - b2**t) if t > 0 else v
         parts.append(((1.0 - b1 ** (t + 1)) * (v_hat.sqrt() + g["eps"])).reshape(-1))
     return torch.cat(parts).to(params[0].dtype)
 
 
-def preconditioned_sharpness(model: torch.nn.Module, loss_fn: Callable, inputs: torch.Tensor,
-                             targets: Any, optimizer: torch.optim.Optimizer, k: int = 1,
-                             method: str = "lanczos", tol: float = 1e-3, max_iter: int = 100,
-                             seed: int = 0, eval_mode: bool = False,
-                             v0: Optional[torch.Tensor] = None) -> EigResult:
+def preconditioned_sharpness(
+    model: torch.nn.Module,
+    loss_fn: Callable,
+    inputs: torch.Tensor,
+    targets: Any,
+    optimizer: torch.optim.Optimizer,
+    k: int = 1,
+    method: str = "lanczos",
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    seed: int = 0,
+    eval_mode: bool = False,
+    v0: Optional[torch.Tensor] = None,
+) -> EigResult:
     """Top-k eigenvalues of P⁻¹H for Adam's current preconditioner P, computed as the
     eigenvalues of the symmetric ``P^{-1/2} H P^{-1/2}`` (same spectrum). Compare the top one
     with :func:`adam_threshold`."""
@@ -475,8 +546,8 @@ def preconditioned_sharpness(model: torch.nn.Module, loss_fn: Callable, inputs: 
     d = P.rsqrt()
     with _Guard(model, eval_mode):
         hop, loss_value = _hessian_operator(model, loss_fn, inputs, targets, params)
-        res = _solve(lambda v: d * hop(d * v), P.numel(), params[0].detach(), k, method, tol,
-                     max_iter, seed, v0)
-    res.info.update(loss=loss_value, mode="eval" if eval_mode else "train",
-                    preconditioner="(1-beta1^(t+1))(sqrt(v_hat)+eps)")
+        res = _solve(lambda v: d * hop(d * v), P.numel(), params[0].detach(), k, method, tol, max_iter, seed, v0)
+    res.info.update(
+        loss=loss_value, mode="eval" if eval_mode else "train", preconditioner="(1-beta1^(t+1))(sqrt(v_hat)+eps)"
+    )
     return res

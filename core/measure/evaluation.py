@@ -21,8 +21,15 @@ def eval_batches(x: Any, y: Any, batch: int, limit: Optional[int] = None):
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable,
-             batch: int = 512, limit: Optional[int] = None, task: Optional[str] = None) -> tuple[float, Optional[float]]:
+def evaluate(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: Callable,
+    batch: int = 512,
+    limit: Optional[int] = None,
+    task: Optional[str] = None,
+) -> tuple[float, Optional[float]]:
     """Mean loss and accuracy over (up to ``limit`` samples of) a split, in eval mode (the model's
     mode is restored); batches move to the model's device; one host sync. ``loss_fn`` is a batch
     mean; accuracy is None unless ``task`` is classification (inferred from ``y``'s dtype when

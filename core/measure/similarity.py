@@ -152,8 +152,7 @@ def _dft_pairs(x: Any, y: Any):
     """Per-frequency real (2N, C) sample matrices of x and y, with weights summing to 1."""
     if x.ndim != 4 or y.ndim != 4 or x.shape[2:] != y.shape[2:]:
         raise SimilarityError(
-            f"conv='dft' needs (N, C, H, W) inputs of equal spatial size, got {tuple(x.shape)} "
-            f"and {tuple(y.shape)}",
+            f"conv='dft' needs (N, C, H, W) inputs of equal spatial size, got {tuple(x.shape)} and {tuple(y.shape)}",
             arg="conv",
         )
     h, w = x.shape[2], x.shape[3]
@@ -222,7 +221,9 @@ class _Side:
 
 def _check_2d(x: Any, y: Any) -> None:
     if x.ndim != 2 or y.ndim != 2:
-        raise SimilarityError(f"expected 2-D (samples, features) inputs, got shapes {tuple(x.shape)} and {tuple(y.shape)}")
+        raise SimilarityError(
+            f"expected 2-D (samples, features) inputs, got shapes {tuple(x.shape)} and {tuple(y.shape)}"
+        )
     if x.shape[0] != y.shape[0]:
         raise SimilarityError(f"x and y must have the same number of samples, got {x.shape[0]} and {y.shape[0]}")
     if x.shape[0] < 2:
@@ -237,8 +238,7 @@ def _side_torch(a: torch.Tensor, dt: np.dtype) -> _Side:
     m = a64.mean(0)
     ac = (a64 - m).to(td)
     c = (ac.T @ ac).to(torch.float64).cpu().numpy()
-    return _Side(a.shape[0], c, m.cpu().numpy(), float(torch.finfo(td).eps), float(torch.finfo(a.dtype).eps),
-                 ac, True)
+    return _Side(a.shape[0], c, m.cpu().numpy(), float(torch.finfo(td).eps), float(torch.finfo(a.dtype).eps), ac, True)
 
 
 def _center_cast(a: np.ndarray, mean: np.ndarray, dt: np.dtype) -> np.ndarray:
@@ -378,8 +378,9 @@ def _runner(workers: bool):
         yield run
 
 
-def _pair(x: Any, y: Any, dtype: Any, side_fn: Callable, cross_fn: Callable,
-          check: Callable) -> tuple[Any, Any, list, np.ndarray]:
+def _pair(
+    x: Any, y: Any, dtype: Any, side_fn: Callable, cross_fn: Callable, check: Callable
+) -> tuple[Any, Any, list, np.ndarray]:
     """The one pipeline every measure runs: each side's centred Gram, then ``side_fn(side)`` (on
     the side's worker, as soon as its Gram is ready), then ``check(sx, sy, rx, ry)`` (before the
     cross product is paid for), then ``cross_fn(rows, block, rx, ry)`` on row blocks of the
@@ -515,8 +516,13 @@ def _whitened(x: Any, y: Any, dtype: Any, rtol: Optional[float], epsilon: float)
     """M = Wxᵀ Rxy Wy (rank_x × rank_y), whose singular values are the canonical correlations,
     and x's whitener: the pipeline cca and pwcca share."""
     wx, wy, parts, full = _pair(
-        x, y, dtype, lambda s: _Whitener(s, rtol, epsilon), _whiten_rows,
-        lambda sx, sy, wx, wy: _check_samples(sx.n, len(wx.keep), len(wy.keep), epsilon))
+        x,
+        y,
+        dtype,
+        lambda s: _Whitener(s, rtol, epsilon),
+        _whiten_rows,
+        lambda sx, sy, wx, wy: _check_samples(sx.n, len(wx.keep), len(wy.keep), epsilon),
+    )
     # the row blocks of Rxy Wy, already in place in ``full`` when no neuron was dropped
     in_place = wx.all and wy.all and all(np.may_share_memory(p, full) for p in parts)
     t = full if in_place else parts[0] if len(parts) == 1 else np.vstack(parts)
@@ -579,8 +585,9 @@ def _fview(a: np.ndarray) -> tuple[np.ndarray, bool]:
 # --------------------------------------------------------------------------- public API
 
 
-def cca(x: Any, y: Any, *, dtype: Any = None, epsilon: float = 0.0, rtol: Optional[float] = None,
-        conv: str = "mean") -> np.ndarray:
+def cca(
+    x: Any, y: Any, *, dtype: Any = None, epsilon: float = 0.0, rtol: Optional[float] = None, conv: str = "mean"
+) -> np.ndarray:
     """Canonical correlations between x and y, descending, as a 1-D float64 numpy array of
     length min(rank_x, rank_y).
 
@@ -589,14 +596,23 @@ def cca(x: Any, y: Any, *, dtype: Any = None, epsilon: float = 0.0, rtol: Option
     eigenvalue threshold of the numerical rank (default n_features · eps(dtype));
     ``conv``: how (N, C, H, W) inputs are compared (see the module doc).
     """
+
     def one(a, b):
         return _rhos_only(_whitened(a, b, dtype, rtol, epsilon)[0])
 
     return _per_conv(one, x, y, conv, _avg_spectrum)
 
 
-def svcca(x: Any, y: Any, keep: float = 0.99, *, dtype: Any = None, epsilon: float = 0.0,
-          rtol: Optional[float] = None, conv: str = "mean") -> float:
+def svcca(
+    x: Any,
+    y: Any,
+    keep: float = 0.99,
+    *,
+    dtype: Any = None,
+    epsilon: float = 0.0,
+    rtol: Optional[float] = None,
+    conv: str = "mean",
+) -> float:
     """SVCCA (Raghu et al. 2017): mean of all canonical correlations between the top singular
     directions of each side's centred data that explain at least ``keep`` of the variance (sum of
     squared singular values). The samples check applies to the neurons themselves: the SVD step
@@ -619,8 +635,10 @@ def svcca(x: Any, y: Any, keep: float = 0.99, *, dtype: Any = None, epsilon: flo
     def one(a, b):
         (_, _, lx), (_, _, ly), parts, _ = _pair(a, b, dtype, side, project, check)
         eps64 = float(np.finfo(np.float64).eps)
-        wx, wy = (_Whitener(_Side(a.shape[0], np.diag(lam), np.zeros(len(lam)), eps64, eps64), rtol, epsilon)
-                  for lam in (lx, ly))
+        wx, wy = (
+            _Whitener(_Side(a.shape[0], np.diag(lam), np.zeros(len(lam)), eps64, eps64), rtol, epsilon)
+            for lam in (lx, ly)
+        )
         cxy = np.ascontiguousarray(sum(parts[1:], parts[0]))
         return float(_rhos_only(wx.whiten(_whiten_rows(slice(0, len(lx)), cxy, wx, wy))).mean())
 
@@ -640,11 +658,13 @@ def _top_directions(c: np.ndarray, keep: float, eps: float, rtol: Optional[float
     return np.ascontiguousarray(v[:, :k]), lam[:k]
 
 
-def pwcca(x: Any, y: Any, *, dtype: Any = None, epsilon: float = 0.0, rtol: Optional[float] = None,
-          conv: str = "mean") -> float:
+def pwcca(
+    x: Any, y: Any, *, dtype: Any = None, epsilon: float = 0.0, rtol: Optional[float] = None, conv: str = "mean"
+) -> float:
     """PWCCA (Morcos et al. 2018): Σ α_i ρ_i, α_i ∝ Σ_j |⟨h_i, z_j⟩| with h_i the unit-norm
     canonical variates of x and z_j the centred neurons of x; α normalised to sum to one.
     Works whichever side has more neurons (there are min(rank_x, rank_y) variates)."""
+
     def one(a, b):
         m, wx = _whitened(a, b, dtype, rtol, epsilon)
         u, s, _ = sla.svd(m, full_matrices=False, check_finite=False)
@@ -662,13 +682,15 @@ def pwcca(x: Any, y: Any, *, dtype: Any = None, epsilon: float = 0.0, rtol: Opti
 
 def linear_cka(x: Any, y: Any, *, dtype: Any = None, conv: str = "mean") -> float:
     """Linear CKA (Kornblith et al. 2019): ‖Y_cᵀX_c‖_F² / (‖X_cᵀX_c‖_F · ‖Y_cᵀY_c‖_F)."""
+
     def one(a, b):
         def check(sx, sy, nx, ny):
             if nx * ny <= 0:
                 raise SimilarityError("linear CKA of a constant representation is undefined")
 
-        nx, ny, parts, _ = _pair(a, b, dtype, lambda s: float(np.linalg.norm(s.c)),
-                              lambda rows, c, nx, ny: float(np.sum(c * c)), check)
+        nx, ny, parts, _ = _pair(
+            a, b, dtype, lambda s: float(np.linalg.norm(s.c)), lambda rows, c, nx, ny: float(np.sum(c * c)), check
+        )
         return float(sum(parts) / (nx * ny))
 
     return _per_conv(one, x, y, conv, _avg_scalar)

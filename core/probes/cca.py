@@ -39,16 +39,17 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..measure.blas import single_thread_blas
 from ..atomic import replace_atomic, write_json_atomic
-from ..errors import ConfigError
-from ..errors import to_config_error
+from ..errors import ConfigError, to_config_error
+from ..measure.blas import single_thread_blas
 from . import Probe, TrainContext
 
 __all__ = ["CcaProbe", "check_cca", "snapshot_steps", "summary_fields", "SETTLE_THRESHOLD"]
 
 SETTLE_THRESHOLD = 0.9
 _DIR = "cca"
+
+
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """``np.savez_compressed`` at zlib level 1 (half the time, the same size on float16
     activations); readable by ``np.load``."""
@@ -91,8 +92,9 @@ def _mean(vals: list[Optional[float]]) -> Optional[float]:
     return float(np.mean(v)) if v else None
 
 
-def summary_fields(layers: list[str], epochs: list[float], against_final: list[list[Optional[float]]]
-                   ) -> dict[str, Any]:
+def summary_fields(
+    layers: list[str], epochs: list[float], against_final: list[list[Optional[float]]]
+) -> dict[str, Any]:
     """``cca_deep_early``, ``cca_shallow_early``, ``cca_deep_settle`` from the layer × snapshot
     matrix of similarities to the final snapshot (see the module doc)."""
     if not layers or len(epochs) < 2:
@@ -110,8 +112,11 @@ def summary_fields(layers: list[str], epochs: list[float], against_final: list[l
         if m is None or m < SETTLE_THRESHOLD:
             break
         settle = epochs[j]
-    return {"cca_deep_early": block_mean(deep, early), "cca_shallow_early": block_mean(shallow, early),
-            "cca_deep_settle": float(settle)}
+    return {
+        "cca_deep_early": block_mean(deep, early),
+        "cca_shallow_early": block_mean(shallow, early),
+        "cca_deep_settle": float(settle),
+    }
 
 
 # --------------------------------------------------------------------------- preflight
@@ -152,8 +157,9 @@ def check_cca(cfg: Any, plan: Any) -> None:
         if rows - 1 < neurons:
             raise ConfigError(
                 f"{section.method} of layer {k!r} ({neurons} neurons) needs more than {neurons} samples, "
-                f"the probe set has {rows} rows ({n} samples); raise samples or use method = \"cka\"",
-                key="probes.cca.samples")
+                f'the probe set has {rows} rows ({n} samples); raise samples or use method = "cka"',
+                key="probes.cca.samples",
+            )
 
 
 # --------------------------------------------------------------------------- the probe
@@ -193,8 +199,7 @@ class CcaProbe(Probe):
         except CaptureError as e:
             raise to_config_error(e, {"samples": "probes.cca.samples", "layers": "probes.cca.layers"}) from None
         last = self.snapshots[-1]["step"] if self.snapshots else -1
-        self._due = [s for s in snapshot_steps(self.cfg.every_epochs, ctx.steps_per_epoch, ctx.total_steps)
-                     if s > last]
+        self._due = [s for s in snapshot_steps(self.cfg.every_epochs, ctx.steps_per_epoch, ctx.total_steps) if s > last]
         if self.snapshots and self._prev is None:
             self._prev = self._load(ctx.run_dir, self.snapshots[-1]["file"])
 
@@ -244,8 +249,15 @@ class CcaProbe(Probe):
             # (5x slower on a busy 2-core machine)
             with single_thread_blas():
                 values = [self._sim(self._prev[k], acts[k]) for k in self.layers]
-            ctx.emit("cca", layers=self.layers, values=values, method=self.cfg.method, against="previous",
-                     epoch_a=self.snapshots[-1]["epoch"], epoch_b=ctx.epoch)
+            ctx.emit(
+                "cca",
+                layers=self.layers,
+                values=values,
+                method=self.cfg.method,
+                against="previous",
+                epoch_a=self.snapshots[-1]["epoch"],
+                epoch_b=ctx.epoch,
+            )
         else:
             values = [None] * len(self.layers)
         self.snapshots.append({"step": int(ctx.step), "epoch": float(ctx.epoch), "file": rel})
@@ -287,22 +299,43 @@ class CcaProbe(Probe):
             against_final = [[c[i] for c in cols] for i in range(len(self.layers))]
         self.seconds += time.perf_counter() - t0
         prev = [[row[i] for row in self.against_previous] for i in range(len(self.layers))]
-        doc = {"layers": self.layers, "epochs": epochs, "steps": [s["step"] for s in self.snapshots],
-               "method": self.cfg.method, "conv": self.cfg.conv, "samples": int(self._x.shape[0]),
-               "seconds": self.seconds, "against_final": against_final, "against_previous": prev}
+        doc = {
+            "layers": self.layers,
+            "epochs": epochs,
+            "steps": [s["step"] for s in self.snapshots],
+            "method": self.cfg.method,
+            "conv": self.cfg.conv,
+            "samples": int(self._x.shape[0]),
+            "seconds": self.seconds,
+            "against_final": against_final,
+            "against_previous": prev,
+        }
         from ..events import sanitize
 
         write_json_atomic(Path(ctx.run_dir) / "cca.json", sanitize(doc))
         if against_final is None:
             return {}
-        ctx.emit("cca", layers=self.layers, values=[row[0] for row in against_final], method=self.cfg.method,
-                 against="final", epoch_a=epochs[0], epoch_b=epochs[-1], epochs=epochs, matrix=against_final)
+        ctx.emit(
+            "cca",
+            layers=self.layers,
+            values=[row[0] for row in against_final],
+            method=self.cfg.method,
+            against="final",
+            epoch_a=epochs[0],
+            epoch_b=epochs[-1],
+            epochs=epochs,
+            matrix=against_final,
+        )
         return summary_fields(self.layers, epochs, against_final)
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
-        return {"layers": list(self.layers), "snapshots": [dict(s) for s in self.snapshots],
-                "against_previous": [list(v) for v in self.against_previous], "seconds": float(self.seconds)}
+        return {
+            "layers": list(self.layers),
+            "snapshots": [dict(s) for s in self.snapshots],
+            "against_previous": [list(v) for v in self.against_previous],
+            "seconds": float(self.seconds),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.layers = list(state.get("layers", []))

@@ -28,6 +28,7 @@ from typing import Any, Optional
 
 import torch
 
+from ..errors import ConfigError
 from ..measure.catapult import phase_limits
 from ..measure.curvature import (
     CurvatureError,
@@ -38,11 +39,17 @@ from ..measure.curvature import (
     loss_normalisation,
     preconditioned_sharpness,
 )
-from ..errors import ConfigError
 from . import Probe, TrainContext
 
-__all__ = ["SharpnessProbe", "NtkProbe", "measure_lambda0", "measure_lambda0_info",
-           "probe_batch", "stability_threshold", "DEFAULT_NTK_BATCH"]
+__all__ = [
+    "SharpnessProbe",
+    "NtkProbe",
+    "measure_lambda0",
+    "measure_lambda0_info",
+    "probe_batch",
+    "stability_threshold",
+    "DEFAULT_NTK_BATCH",
+]
 
 ADAM_FAMILY = ("adam", "adamw", "gi_adam")
 DEFAULT_NTK_BATCH = 512  # lambda0 batch when optim.lr_ntk is set without a [probes.ntk] section
@@ -53,8 +60,9 @@ def _check_batch(name: str, section: Any, plan: Any) -> None:
     """ConfigError (key probes.<name>.batch) if the probe's batch exceeds the training set."""
     n = plan.train_size
     if section.batch > n:
-        raise ConfigError(f"expected at most the training set size ({n} samples), got {section.batch}",
-                          key=f"probes.{name}.batch")
+        raise ConfigError(
+            f"expected at most the training set size ({n} samples), got {section.batch}", key=f"probes.{name}.batch"
+        )
 
 
 def probe_batch(data: Any, size: int, seed: int, key: str = "probes.sharpness.batch") -> tuple[Any, Any]:
@@ -112,8 +120,9 @@ def measure_lambda0_info(model: torch.nn.Module, cfg: Any, data: Any) -> EigResu
     """lambda0 with its statistics (``info["normalisation"]``, ``info["samples"]``, hvps)."""
     x, _ = probe_batch(data, _ntk_batch_size(cfg, data.n_train), cfg.seed, key="probes.ntk.batch")
     loss, red = _loss_kind(cfg)
-    return gauss_newton_eigenvalues(model, x, loss=loss, reduction=red, k=1, tol=NTK_TOL,
-                                    max_iter=NTK_MAX_ITER, seed=cfg.seed)
+    return gauss_newton_eigenvalues(
+        model, x, loss=loss, reduction=red, k=1, tol=NTK_TOL, max_iter=NTK_MAX_ITER, seed=cfg.seed
+    )
 
 
 def measure_lambda0(model: torch.nn.Module, cfg: Any, data: Any) -> float:
@@ -160,9 +169,17 @@ class SharpnessProbe(Probe):
         # lr 0 (a warmup from 0 at step 0): no edge, nothing is unstable
         thr, thr_kind = stability_threshold(ctx.cfg.optim, lr) if lr > 0 else (None, "lr = 0: no edge")
         fields: dict[str, Any] = {
-            "lambda_max": r.top, "top_k": r.values, "lr": lr, "threshold": thr,
-            "threshold_kind": thr_kind, "method": r.method, "normalisation": _normalisation(ctx.cfg),
-            "mode": "train", "batch": int(x.shape[0]), "hvps": r.hvps, "converged": r.converged,
+            "lambda_max": r.top,
+            "top_k": r.values,
+            "lr": lr,
+            "threshold": thr,
+            "threshold_kind": thr_kind,
+            "method": r.method,
+            "normalisation": _normalisation(ctx.cfg),
+            "mode": "train",
+            "batch": int(x.shape[0]),
+            "hvps": r.hvps,
+            "converged": r.converged,
             "batch_loss": r.info.get("loss"),
         }
         measured = r.top
@@ -201,8 +218,11 @@ class SharpnessProbe(Probe):
             self.measure(ctx)
         if self.last is None:
             return {}
-        out = {"sharpness_final": self.last["lambda_max"], "sharpness_threshold": self.last["threshold"],
-               "sharpness_step": self.last["step"]}
+        out = {
+            "sharpness_final": self.last["lambda_max"],
+            "sharpness_threshold": self.last["threshold"],
+            "sharpness_step": self.last["step"],
+        }
         if "preconditioned_sharpness" in self.last:
             out["preconditioned_sharpness_final"] = self.last["preconditioned_sharpness"]
         return out
@@ -232,13 +252,19 @@ class NtkProbe(Probe):
     def _emit(self, ctx: TrainContext, lam: float, r: Optional[EigResult], source: str) -> None:
         lr = _current_lr(ctx)
         fields: dict[str, Any] = {
-            "lambda_ntk": lam, "lambda0": self.lambda0, "normalisation": _normalisation(ctx.cfg),
-            "batch": self.cfg.batch, "source": source, "lr": lr, "lr_times_lambda": lr * lam,
+            "lambda_ntk": lam,
+            "lambda0": self.lambda0,
+            "normalisation": _normalisation(ctx.cfg),
+            "batch": self.cfg.batch,
+            "source": source,
+            "lr": lr,
+            "lr_times_lambda": lr * lam,
         }
         if self.lambda0:
             (lazy, uv_max), (_, relu_max) = phase_limits("uv"), phase_limits("relu")
-            fields.update(lr_lazy_edge=lazy / self.lambda0, lr_uv_max=uv_max / self.lambda0,
-                          lr_relu_max=relu_max / self.lambda0)
+            fields.update(
+                lr_lazy_edge=lazy / self.lambda0, lr_uv_max=uv_max / self.lambda0, lr_relu_max=relu_max / self.lambda0
+            )
         if r is not None:
             fields.update(hvps=r.hvps, converged=r.converged)
         ctx.emit("ntk", **fields)

@@ -1,6 +1,6 @@
 """Write fixture runs and presets for trying the TUI by hand or from tests/tmux_tui_check.sh:
 
-    python tests/fixtures_tui/make.py DIR && heur tui --runs-dir DIR/runs --presets-dir DIR/presets
+python tests/fixtures_tui/make.py DIR && heur tui --runs-dir DIR/runs --presets-dir DIR/presets
 """
 
 import sys
