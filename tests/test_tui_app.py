@@ -26,7 +26,7 @@ def sync(fn):
     return wrapper
 
 
-async def until(pilot, cond, timeout=8.0):
+async def until(pilot, cond, timeout=30.0):  # a wait, not a timing claim: generous for a loaded machine
     t0 = time.monotonic()
     while not cond():
         if time.monotonic() - t0 > timeout:
