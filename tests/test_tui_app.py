@@ -45,8 +45,14 @@ def make_app(tmp_path, **kw):
 
 
 async def goto(pilot, app, pred):
-    """Press down until the highlighted node satisfies pred."""
+    """From the top of the sidebar, press down until the highlighted node satisfies pred (the app
+    opens with the cursor on the most recent experiment)."""
     sb = app.query_one(Sidebar)
+    await until(pilot, lambda: app.status_polls >= 1)
+    if app.rows:  # the first poll opened the most recent experiment: wait for the cursor to get there
+        await until(pilot, lambda: sb.cursor_node is not None and isinstance(sb.cursor_node.data, ExperimentNode))
+    sb.cursor_line = 0
+    await pilot.pause()
     for _ in range(40):
         node = sb.cursor_node
         if node is not None and pred(node.data):
@@ -306,3 +312,35 @@ async def test_end_to_end_launch_real_run_then_stop_it(tmp_path):
         await until(pilot, lambda: getattr(app.statuses.get(run), "state", None) == "stopped", timeout=30)
         await until(pilot, lambda: app.data[run].items["end"], timeout=10)
         assert app.data[run].items["end"][-1]["state"] == "stopped"
+
+
+@sync
+async def test_opens_on_the_most_recent_experiment_a_live_one_first(tmp_path):
+    """The first screen answers "how are my runs doing": the most recent experiment is shown
+    (its runs overlaid, the cursor on it) without a key pressed; a live experiment wins over a
+    more recent finished one."""
+    app, runs, _ = make_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.rows)
+        newest = max(app.rows.values(), key=lambda r: r.created).path
+        await until(pilot, lambda: app.experiment == newest)
+        sb = app.query_one(Sidebar)
+        await until(pilot, lambda: sb.cursor_node is not None and sb.cursor_node.data.path == newest)
+        await until(pilot, lambda: all(len(d["train"]) for d in app.data.values()))
+    # an older experiment with a queued run (its supervisor will start it) is live: it wins over
+    # the newest, whose runs all ended
+    older = min(app.rows.values(), key=lambda r: r.created).path
+    assert older != newest
+
+    def set_states(exp, *states):
+        for rd, state in zip(sorted(p for p in exp.iterdir() if (p / "status.json").exists()), states):
+            st = json.loads((rd / "status.json").read_text())
+            st.update(state=state, pid=None)
+            (rd / "status.json").write_text(json.dumps(st))
+
+    set_states(newest, "completed", "completed")
+    set_states(older, "completed", "queued")
+    app2 = HeurApp(tmp_path / "runs", tmp_path / "presets", source=RecordingSource(tmp_path / "runs"))
+    app2.EVENT_PERIOD, app2.STATUS_PERIOD = 0.05, 0.2
+    async with app2.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app2.experiment == older)

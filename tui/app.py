@@ -30,7 +30,7 @@ from .model import RunData
 from .plotting import PlotView, rich_color
 from .presets import PresetInfo, scan_presets
 from .screens import ConfirmScreen, HelpScreen, InfoScreen, LaunchScreen
-from .sidebar import ExperimentNode, PresetNode, RunNode, Sidebar, badge
+from .sidebar import ExperimentNode, PresetNode, RunNode, Sidebar, badge, first_experiment
 from .source import RunSource
 
 TABS = [
@@ -122,6 +122,7 @@ class HeurApp(App):
         self.focus_run: Path | None = None  # None = all runs overlaid
         self.generation = 0
         self._pending: tuple[Path, Path | None] | None = None
+        self._opened = False  # the first status poll opens the most recent experiment
         self._drawn: dict[str, Any] = {}
         self.redraws = 0
         self.reader_cpu = 0.0
@@ -223,6 +224,10 @@ class HeurApp(App):
         self._row_order = list(self.rows)
         if changed:  # a quiet runs folder costs the UI thread nothing
             self._q(Sidebar).set_experiments(msg.rows)
+        if not self._opened and msg.rows:
+            self._opened = True
+            if self.experiment is None and self._pending is None:
+                self._open(first_experiment(msg.rows))
         if self.experiment is not None:
             row = self.rows.get(self.experiment)
             if row is None:  # deleted while shown
@@ -277,6 +282,12 @@ class HeurApp(App):
         elif run != self.focus_run:
             self.focus_run = run
             self._invalidate()
+
+    def _open(self, exp: Path) -> None:
+        """Show ``exp`` with the sidebar's cursor on it (the first screen: how are my runs doing)."""
+        self._pending = (exp, None)
+        self._q(Sidebar).select_path(exp)
+        self._apply_pending()
 
     def _show(self, exp: Path | None, run: Path | None) -> None:
         """Follow an experiment's runs, reading their events from the start."""
