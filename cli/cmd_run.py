@@ -70,11 +70,13 @@ def _print_plan(exp: Experiment) -> None:
     from heur.core.plan import plan_run
 
     t = Table(title=f"{exp.name}: {len(exp.runs)} run(s)")
-    for c in ("run", "model", "data", "optim", "lr", "batch", "epochs", "steps"):
-        t.add_column(c)
+    t.add_column("run", overflow="fold", ratio=3)  # the whole name: grid runs differ at the end
+    for c in ("model", "data", "optim", "lr", "batch", "epochs"):
+        t.add_column(c, no_wrap=True)
+    t.add_column("steps", no_wrap=True)
     for name, cfg in exp.runs.items():
         p = plan_run(cfg)  # the effective batch and lr (after lr_scaling), as the run will see them
-        lr = fmt(p.base_lr) if p.base_lr is not None else f"{fmt(cfg.optim.lr_ntk)}/lambda0"
+        lr = fmt(p.base_lr) if p.base_lr is not None else f"{fmt(cfg.optim.lr_ntk)}/λ0"
         t.add_row(
             name,
             cfg.model.name,
@@ -83,7 +85,7 @@ def _print_plan(exp: Experiment) -> None:
             lr,
             str(p.batch_size),
             fmt(p.epochs),
-            f"{p.total_steps} ({p.steps_per_epoch}/epoch)",
+            f"{p.total_steps} ({p.steps_per_epoch}/ep)",
         )
     Console().print(t)
 

@@ -202,6 +202,7 @@ class Run:
             metrics = self.objective.evaluate(self.model, x, y, tc.eval_batch_size, limit)
             self.events.emit("eval", step, step / self.spe, split=split, **metrics)
             out.update({f"{split}_{k}": v for k, v in metrics.items()})
+        self.status.update(test_accuracy=out.get("test_accuracy"))  # what `heur runs` shows while running
         return out
 
     def train(self) -> tuple[str, str, dict[str, Any]]:

@@ -27,12 +27,24 @@ def test_run_tiny_preset_end_to_end(tiny_preset, tmp_path):
     assert (exp_dir / "experiment.toml").is_file() and (exp_dir / "tiny" / "config.toml").is_file()
     r = heur("runs", "--runs-dir", str(tmp_path / "runs"), "--json")
     listed = json.loads(r.stdout)
-    assert listed[0]["runs"][0]["state"] == "completed"
+    (run,) = listed[0]["runs"]
+    assert run["state"] == "completed"
+    # one meaning for each column, in the table and the JSON: loss = the last logged training loss,
+    # test acc = the last evaluation's (status.json carries it while the run goes on)
+    events = [json.loads(line) for line in (exp_dir / "tiny" / "events.jsonl").read_text().splitlines()]
+    last_train = [e for e in events if e["kind"] == "train"][-1]
+    last_test = [e for e in events if e["kind"] == "eval" and e["split"] == "test"][-1]
+    assert run["loss"] == last_train["loss"]
+    assert run["test_accuracy"] == last_test["accuracy"] == row["test_accuracy"]
+    status = json.loads((exp_dir / "tiny" / "status.json").read_text())
+    assert status["test_accuracy"] == last_test["accuracy"]
     # the table names the experiment in full (what `heur stop` takes) and fits 80 columns
     r = heur("runs", "--runs-dir", str(tmp_path / "runs"), env={"COLUMNS": "80"})
     assert r.returncode == 0, r.stderr
     assert exp_dir.name in r.stdout and "completed" in r.stdout
     assert max(len(line) for line in r.stdout.splitlines()) <= 80
+    (line,) = [ln for ln in r.stdout.splitlines() if "completed" in ln]
+    assert f"{last_train['loss']:.4g}" in line and f"{last_test['accuracy']:.4g}" in line
 
 
 @pytest.mark.parametrize(
