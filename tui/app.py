@@ -166,7 +166,7 @@ class HeurApp(App):
         self._main_screen = self.screen
         self.presets = scan_presets(self.presets_dir)
         sb = self._q(Sidebar)
-        sb.set_presets(self.presets)
+        sb.set_presets(self.presets, self.presets_dir.resolve())
         sb.focus()
         self._q("#plot-cat", PlotView).styles.height = 12
         self._update_info()
@@ -263,6 +263,9 @@ class HeurApp(App):
             self._q("#info", Static).update(
                 Text(f"{p.rel}: {p.description or p.error or ''}  (n: launch)", overflow="ellipsis", no_wrap=True)
             )
+            return
+        elif self._pending is None:  # a heading: the legend (or the hint) again, not a preset's text
+            self._update_info()
             return
         self._apply_pending()
 
@@ -410,7 +413,7 @@ class HeurApp(App):
         if run is None:
             log.write_line("no run selected")
         else:
-            log.write(text if text is not None else f"{run}/stdout.log is empty or missing")
+            log.write(text if text else f"{run / 'stdout.log'} is empty: the run has printed nothing yet")
 
     @staticmethod
     def _only_data_changed(old: tuple, new: tuple) -> bool:

@@ -134,7 +134,7 @@ class Sidebar(Tree):
         self.marked: list[Path] = []
 
     # -- presets
-    def set_presets(self, presets: list[PresetInfo]) -> None:
+    def set_presets(self, presets: list[PresetInfo], where: Path | None = None) -> None:
         self.presets_node.remove_children()
         for p in presets:
             label = Text(p.rel.removesuffix(".toml"))
@@ -143,7 +143,7 @@ class Sidebar(Tree):
             self.presets_node.add_leaf(label, data=PresetNode(p))
         self.presets_node.set_label(Text(f"Presets ({len(presets)})", style="bold"))
         if not presets:
-            self.presets_node.add_leaf(Text("none found", style="dim"))
+            self.presets_node.add_leaf(Text(f"none in {where}" if where else "none found", style="dim"))
 
     # -- experiments
     def set_experiments(self, rows: list[ExperimentRow]) -> None:
