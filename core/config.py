@@ -43,6 +43,9 @@ class DataConfig(_Section):
     name: Literal["digits", "cifar10", "cifar100", "mnist", "fashion_mnist", "synthetic", "teacher_student"] = "digits"
     root: str = "data"
     download: bool = False
+    checksums: bool = Field(
+        default=True, description="cifar10/100 folder: check torchvision's published md5 of each batch file"
+    )
     subset: Optional[int] = Field(default=None, gt=0, description="cap on training samples")
     test_subset: Optional[int] = Field(default=None, gt=0, description="cap on test samples")
     test_fraction: float = Field(default=0.2, gt=0, lt=1, description="digits/synthetic: held-out share")

@@ -143,6 +143,8 @@ def test_cifar10_preset_runs_from_a_local_folder(tiny_preset, tmp_path):
         "--set",
         f'data.root="{tmp_path / "data"}"',
         "--set",
+        "data.checksums=false",
+        "--set",
         "model.name=resnet20",
         "--set",
         "train.epochs=1",
