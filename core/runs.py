@@ -125,7 +125,7 @@ def _timestamp() -> str:
 def create_experiment(exp: Experiment, runs_dir: Path | str | None = None) -> Path:
     """Make the experiment directory with every run queued; returns its path."""
     runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
-    base = re.sub(r"[^A-Za-z0-9._-]+", "-", exp.name) or "experiment"
+    base = re.sub(r"[^\w.-]+", "-", exp.name).strip("-.") or "experiment"
     path = runs_dir / f"{base}-{_timestamp()}"
     k = 1
     while path.exists():
