@@ -293,10 +293,15 @@ def read_status(run_dir: Path | str) -> RunStatus:
 
 def latest_checkpoint(run_dir: Path | str) -> Optional[Path]:
     """The checkpoint with the highest step (``final.pt`` beats all)."""
+    found = checkpoints_newest_first(run_dir)
+    return found[0] if found else None
+
+
+def checkpoints_newest_first(run_dir: Path | str) -> list[Path]:
+    """``final.pt``, then the ``step_<n>``/``restart_<k>`` checkpoints by decreasing step (a
+    restart file whose step cannot be read comes last): the order a resume tries them in."""
     ck = Path(run_dir) / "checkpoints"
-    if (ck / "final.pt").is_file():
-        return ck / "final.pt"
-    best, best_step = None, -1
+    ranked: list[tuple[int, str, Path]] = []
     for p in ck.glob("*.pt"):
         m = re.fullmatch(r"(?:step|restart)_(\d+)\.pt", p.name)
         if not m:
@@ -304,10 +309,11 @@ def latest_checkpoint(run_dir: Path | str) -> Optional[Path]:
         try:  # restart_<k> files are named by index: read the step from the file name of step_ ones only
             step = int(m.group(1)) if p.name.startswith("step_") else _checkpoint_step(p)
         except Exception:
-            continue
-        if step > best_step:
-            best, best_step = p, step
-    return best
+            step = -1
+        ranked.append((step, p.name, p))
+    ranked.sort(key=lambda r: (r[0], r[1]), reverse=True)
+    out = [p for _, _, p in ranked]
+    return ([ck / "final.pt"] if (ck / "final.pt").is_file() else []) + out
 
 
 def _checkpoint_step(path: Path) -> int:
