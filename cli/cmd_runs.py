@@ -70,7 +70,7 @@ def register(app: typer.Typer) -> None:
                 t.add_row(rd.name, f"[{style}]{st.state}[/]", prog, fmt(loss), fmt(st.result.get("test_accuracy")))
                 if st.state == "queued" and st.needs:
                     t.add_row(f"[dim]  waits for {', '.join(st.needs)}[/]", "", "", "", "")
-                elif st.state == "skipped" and st.reason:
+                elif st.state in ("skipped", "lost") and st.reason:  # lost: why (a killed supervisor, ...)
                     t.add_row(f"[dim]  {st.reason}[/]", "", "", "", "")
             console.print(t)
 

@@ -175,3 +175,11 @@ def test_ctrl_c_in_heur_run_stops_the_runs_and_exits_130(tiny_preset, tmp_path):
     out, err = p.communicate(timeout=120)
     assert p.returncode == 130, (out, err)
     assert json.loads(status.read_text())["state"] == "stopped"
+
+
+def test_heur_runs_shows_why_a_run_is_lost(tmp_path):
+    exp_dir, (a, b) = make(tmp_path)
+    pid, start = dead_pid()
+    (exp_dir / "supervisor.json").write_text(json.dumps({"pid": pid, "pid_start": start}))
+    r = heur("runs", "--runs-dir", str(tmp_path / "runs"), env={"COLUMNS": "200"})
+    assert r.returncode == 0 and r.stdout.count("lost") >= 2 and f"supervisor (pid {pid}) is gone" in r.stdout
