@@ -57,14 +57,11 @@ def _check_data_against_plan(plan: RunPlan, data: Any) -> None:
         )
 
 
-def _recorded_threads(run_dir: Path) -> Optional[int]:
-    """The CPU thread count the run's ``start`` event recorded (None if none)."""
+def _recorded_start(run_dir: Path) -> dict[str, Any]:
+    """The run's first ``start`` event ({} if none): the settings a resumed process keeps."""
     from .events import read_events
 
-    for ev in read_events(run_dir / "events.jsonl"):
-        if ev.get("kind") == "start" and isinstance(ev.get("threads"), int) and ev["threads"] > 0:
-            return ev["threads"]
-    return None
+    return next((ev for ev in read_events(run_dir / "events.jsonl") if ev.get("kind") == "start"), {})
 
 
 class Run:
@@ -84,9 +81,12 @@ class Run:
     def setup(self) -> None:
         cfg = self.cfg
         threads = os.environ.get("HEUR_THREADS")
-        kept = _recorded_threads(self.run_dir) if self.resume else None
-        if kept:  # the trajectory depends on the thread count: a resumed run keeps the start's
+        started = _recorded_start(self.run_dir) if self.resume else {}
+        kept = started.get("threads")
+        if isinstance(kept, int) and kept > 0:  # the trajectory depends on the thread count: keep the start's
             threads = str(kept)
+        if started.get("deterministic") is True:
+            torch.use_deterministic_algorithms(True)
         if threads:
             torch.set_num_threads(max(1, int(threads)))
         self.threads = torch.get_num_threads()
