@@ -64,3 +64,16 @@ def test_md5_of_matches_a_known_digest(tmp_path):
     p = tmp_path / "abc"
     p.write_bytes(b"abc")
     assert md5_of(p) == "900150983cd24fb0d6963f7d28e17f72"  # RFC 1321's test suite
+
+
+def test_the_numpy_1_module_names_of_the_real_cifar_files_resolve(tmp_path):
+    """The CIFAR archives were pickled by Python 2 and numpy 1: their GLOBAL opcodes name
+    numpy.core.multiarray._reconstruct (numpy 2 moved it to numpy._core)."""
+    a = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    raw = pickle.dumps({"data": a, "labels": [3, 4]}, protocol=2)
+    legacy = raw.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
+    assert legacy != raw and b"numpy.core.multiarray\n_reconstruct" in legacy
+    p = tmp_path / "data_batch_1"
+    p.write_bytes(legacy)
+    got = load_plain(p)
+    assert np.array_equal(got["data"], a) and got["labels"] == [3, 4]
