@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         layers: Optional[list[str]] = typer.Option(
             None, "--layers", "-l", help="Layer name (repeat; default: the models' blocks)."
         ),
-        points: int = typer.Option(11, "--points", "-n", help="Points t in [0, 1] on the straight path."),
+        points: int = typer.Option(11, "--points", "-n", help="Points t in [0, 1] on the straight path (2 to 201)."),
         samples: int = typer.Option(1000, "--samples", help="Test inputs in the probe set (at most)."),
         conv: str = typer.Option("mean", "--conv", help="Conv maps: mean | flatten | dft."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON document and nothing else."),
