@@ -49,7 +49,7 @@ PositiveInt = Field(gt=0)
 SEED_MAX = 2**32 - 1  # what numpy's and torch's generators all take (the loop derives seed * 7_368_787 + step)
 EPOCHS_MAX = 1e6
 STEPS_MAX = 10**9
-NAME_MAX = 100  # a run's or experiment's name: a directory name, with room for the timestamp and files
+NAME_MAX = 200  # bytes of a run's or experiment's name: a directory name (255), with room for the timestamp
 
 
 # --------------------------------------------------------------------------- sections

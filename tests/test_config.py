@@ -162,8 +162,8 @@ def test_integers_are_floats_and_lists_are_tuples():
         ("summary.json", "one of the experiment's own files"),
         ("Summary.JSON", "one of the experiment's own files"),
         ("supervisor.json", "one of the experiment's own files"),
-        ("x" * 101, "expected at most 100"),
-        ("é" * 51, "expected at most 100"),  # bytes, as the filesystem counts
+        ("x" * 201, "expected at most 200"),
+        ("é" * 101, "expected at most 200"),  # bytes, as the filesystem counts
         ("///", "expected letters or digits"),
     ],
 )
@@ -174,7 +174,7 @@ def test_variant_names_that_cannot_be_run_directories_are_refused(vname, expect)
     assert e.value.key == "variant[1].name" and expect in e.value.message
 
 
-@pytest.mark.parametrize("name", ["..", "summary.json", "y" * 101])
+@pytest.mark.parametrize("name", ["..", "summary.json", "y" * 201])
 def test_preset_names_that_cannot_be_run_directories_are_refused(name):
     with pytest.raises(ConfigError) as e:
         expand(dict(BASE, name=name), [])
@@ -194,3 +194,12 @@ def test_every_preset_validates_under_strict_types():
     assert len(presets) >= 8
     for p in presets:
         assert load_experiment(p).runs
+
+
+def test_the_longest_names_allowed_make_real_directories(tmp_path):
+    from heur.core.runs import create_experiment, run_dirs
+
+    raw = dict(BASE, name="n" * 200, variant=[{"name": "é" * 100, "set": {}}])
+    exp_dir = create_experiment(expand(raw, []), tmp_path)
+    (rd,) = run_dirs(exp_dir)
+    assert rd.name == "é" * 100 and (rd / "config.toml").is_file() and exp_dir.name.startswith("n" * 200)
