@@ -35,6 +35,11 @@ def register(app: typer.Typer) -> None:
         ),
         runs_dir: Optional[Path] = RunsDirOption,
         dry_run: bool = typer.Option(False, "--dry-run", help="Validate and list the runs, start nothing."),
+        rerun_failed: bool = typer.Option(
+            False,
+            "--rerun-failed",
+            help="With --resume: also run failed and diverged runs again (from their checkpoint).",
+        ),
     ) -> None:
         """Train every run (variant x grid point) of a preset in its own process."""
         from heur.core import runs as R
@@ -42,9 +47,17 @@ def register(app: typer.Typer) -> None:
         if resume is not None:
             if preset is not None:
                 fail("give either PRESET or --resume RUN_DIR, not both")
-            exp_dir, queued = R.queue_resume(resume)
-            if not queued:
-                fail(f"{resume}: nothing to resume (every run completed)")
+            plan = R.resume_plan(resume, rerun_failed)
+            exp_dir = plan.exp_dir
+            left = ", ".join(f"{rd.name} ({state})" for rd, state in plan.left)
+            if not plan.queued:
+                fail(
+                    f"{resume}: nothing to resume ("
+                    + (f"left {left}: add --rerun-failed" if left else "every run completed")
+                    + ")"
+                )
+            if left:
+                print(f"left {left} as they ended; --rerun-failed runs them again")
             R.start_supervisor(exp_dir, jobs, resume=True)
         else:
             if preset is None:
@@ -179,6 +192,8 @@ def watch(exp_dir: Path, poll: float = 0.25) -> int:
                 )
     summary = write_summary(exp_dir)
     print_summary(summary, console)
+    if stop_sent:  # stopped by Ctrl-C: what shells expect of an interrupted command
+        return 130
     return 1 if any(r["state"] in ("failed", "lost", "skipped") for r in summary["runs"]) else 0
 
 

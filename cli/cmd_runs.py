@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
                 t.add_row(rd.name, f"[{style}]{st.state}[/]", prog, fmt(st.raw.get("loss")), fmt(acc))
                 if st.state == "queued" and st.needs:
                     t.add_row(f"[dim]  waits for {', '.join(st.needs)}[/]", "", "", "", "")
-                elif st.state == "skipped" and st.reason:
+                elif st.state in ("skipped", "lost") and st.reason:  # lost: why (a killed supervisor, ...)
                     t.add_row(f"[dim]  {st.reason}[/]", "", "", "", "")
             console.print(t)
 

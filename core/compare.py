@@ -35,6 +35,7 @@ from .errors import ConfigError, to_config_error
 __all__ = ["compare", "DEFAULT_POINTS", "DEFAULT_SAMPLES"]
 
 DEFAULT_POINTS = 11
+MAX_POINTS = 201  # each point is a BN recompute and two full evaluations: more is minutes for no new shape
 DEFAULT_SAMPLES = 1000
 _METHODS = ("svcca", "pwcca", "cka")
 _SEEDED_SPLITS = ("digits", "synthetic", "teacher_student")
@@ -127,8 +128,8 @@ def compare(
     from .measure.similarity import CONV_MODES
     from .objective import make_loss
 
-    if points < 2:
-        raise ConfigError(f"expected at least 2 points, got {points}", key="--points")
+    if points < 2 or points > MAX_POINTS:
+        raise ConfigError(f"expected 2 to {MAX_POINTS} points, got {points}", key="--points")
     if conv not in CONV_MODES:
         raise ConfigError(f"expected one of {', '.join(CONV_MODES)}, got {conv!r}", key="--conv")
     if samples < 1:
@@ -143,7 +144,7 @@ def compare(
     loss_fn = make_loss(a["cfg"].train, bundle.task, bundle.num_outputs)
     notes: list[str] = []
     cb = b["cfg"]
-    if cb.data.model_dump() != data_cfg.data.model_dump() or (
+    if _data_identity(cb.data) != _data_identity(data_cfg.data) or (
         cb.seed != data_cfg.seed and data_cfg.data.name in _SEEDED_SPLITS
     ):
         notes.append(
@@ -157,12 +158,16 @@ def compare(
         names_a = resolve_layers(a["model"], sel)
         names_b = resolve_layers(b["model"], sel)
     except CaptureError as e:
-        raise to_config_error(e, "--layers") from None
+        if layers:
+            raise to_config_error(e, "--layers") from None
+        # a model without layers to look at (uv: two weight matrices): the straight path still says something
+        names_a = names_b = []
+        notes.append(f"no layer similarity: {e.message} (--layers)")
     idx = probe_indices(int(bundle.x_test.shape[0]), samples, seed)
     x = bundle.x_test.index_select(0, torch.as_tensor(idx, device=bundle.x_test.device))
     same = _same_architecture(a["ck"]["model"], b["ck"]["model"])
-    acts_a = capture(a["model"], x, names_a, batch_size=batch_size)
-    acts_b = capture(b["model"], x, names_b, batch_size=batch_size)
+    acts_a = capture(a["model"], x, names_a, batch_size=batch_size) if names_a else {}
+    acts_b = capture(b["model"], x, names_b, batch_size=batch_size) if names_b else {}
 
     doc: dict[str, Any] = {
         "a": _describe(a),
@@ -208,6 +213,14 @@ def compare(
         notes.append("different architectures: no interpolation")
     doc["notes"] = notes
     return doc
+
+
+# [data] keys that change how a run trains on its data (augmentation) or where the files are, not which data
+_NOT_DATA = ("augment", "crop_padding", "flip", "root", "download", "checksums")
+
+
+def _data_identity(d: Any) -> dict[str, Any]:
+    return {k: v for k, v in d.model_dump().items() if k not in _NOT_DATA}
 
 
 def _describe(m: dict) -> dict[str, Any]:

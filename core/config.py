@@ -17,6 +17,7 @@ import difflib
 import itertools
 import math
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -28,10 +29,27 @@ from .errors import ConfigError
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Strict types: a string is not a number, a boolean is not an integer, 1.5 is not an
+    integer (an integer is a float, though), and no float may be inf or nan."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lists_are_tuples(cls, data: Any) -> Any:
+        """TOML (and the JSON a checkpoint keeps) has lists only: a list is a tuple field's value."""
+        if isinstance(data, dict):
+            for name, f in cls.model_fields.items():
+                if typing.get_origin(f.annotation) is tuple and isinstance(data.get(name), list):
+                    data = {**data, name: tuple(data[name])}
+        return data
 
 
 PositiveInt = Field(gt=0)
+SEED_MAX = 2**32 - 1  # what numpy's and torch's generators all take (the loop derives seed * 7_368_787 + step)
+EPOCHS_MAX = 1e6
+STEPS_MAX = 10**9
+NAME_MAX = 200  # bytes of a run's or experiment's name: a directory name (255), with room for the timestamp
 
 
 # --------------------------------------------------------------------------- sections
@@ -43,6 +61,9 @@ class DataConfig(_Section):
     name: Literal["digits", "cifar10", "cifar100", "mnist", "fashion_mnist", "synthetic", "teacher_student"] = "digits"
     root: str = "data"
     download: bool = False
+    checksums: bool = Field(
+        default=True, description="cifar10/100 folder: check torchvision's published md5 of each batch file"
+    )
     subset: Optional[int] = Field(default=None, gt=0, description="cap on training samples")
     test_subset: Optional[int] = Field(default=None, gt=0, description="cap on test samples")
     test_fraction: float = Field(default=0.2, gt=0, lt=1, description="digits/synthetic: held-out share")
@@ -161,8 +182,8 @@ class ScheduleConfig(_Section):
 class TrainConfig(_Section):
     """``[train]``: the loop."""
 
-    epochs: float = Field(default=10, gt=0)
-    max_steps: Optional[int] = Field(default=None, gt=0)
+    epochs: float = Field(default=10, gt=0, le=EPOCHS_MAX)
+    max_steps: Optional[int] = Field(default=None, gt=0, le=STEPS_MAX)
     batch_size: int = Field(default=128, gt=0)
     full_batch: bool = False
     drop_last: bool = False
@@ -218,7 +239,7 @@ class RunConfig(_Section):
     name: str = "run"
     description: str = ""
     task: Literal["train"] = Field(default="train", description="what the run does (core.pipeline.TASKS)")
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=SEED_MAX)
     device: str = "auto"
     check: Optional[Literal["catapult", "warmup", "gi_adam"]] = Field(
         default=None, description="theory whose verdicts the summary reports (core.verdicts)"
@@ -371,6 +392,13 @@ def _describe_error(err: dict[str, Any]) -> tuple[str, str]:
         sym = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[typ]
         bound = next(iter(ctx.values()), "?")
         msg = f"expected a number {sym} {bound}"
+    elif typ == "finite_number":
+        msg = "expected a finite number"
+    elif typ == "int_type" and isinstance(inp, bool):
+        msg = "expected an integer, not a boolean"
+    elif typ in ("int_type", "float_type", "bool_type") and isinstance(inp, str):
+        want = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false"}[typ]
+        msg = f"expected {want}, not a string"
     elif typ == "literal_error":
         msg = f"expected {ctx.get('expected', 'one of the allowed values')}"
     elif typ.endswith("_parsing") or typ.endswith("_type"):
@@ -417,7 +445,25 @@ def _fmt_value(v: Any) -> str:
 
 
 def _safe_name(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._=+-]+", "-", s).strip("-") or "run"
+    """A run name from a variant/grid label: letters (any script), digits and ``._=+-`` kept."""
+    return re.sub(r"[^\w.=+-]+", "-", s).strip("-") or "run"
+
+
+# the files an experiment directory holds beside its runs (core.runs, core.supervise)
+EXPERIMENT_FILES = ("experiment.toml", "summary.json", "supervisor.json", "supervisor.log", "supervisor.lock")
+
+
+def check_run_name(name: str, key: str) -> None:
+    """ConfigError unless ``name`` can be a run's directory inside an experiment: not ``.`` or
+    ``..``, not one of the experiment's own files, at most NAME_MAX bytes, not only punctuation."""
+    if name in (".", ".."):
+        raise ConfigError(f"run name {name!r} is a path part, not a directory name", key=key)
+    if name.lower() in EXPERIMENT_FILES:
+        raise ConfigError(f"run name {name!r} is one of the experiment's own files", key=key)
+    if len(name.encode()) > NAME_MAX:
+        raise ConfigError(f"run name of {len(name.encode())} bytes: expected at most {NAME_MAX}", key=key)
+    if not re.search(r"\w", name):
+        raise ConfigError(f"run name {name!r}: expected letters or digits in it", key=key)
 
 
 def grid_points(grid: dict[str, list[Any]]) -> list[tuple[str, dict[str, Any]]]:
@@ -463,6 +509,8 @@ def expand(raw: dict[str, Any], overrides: list[str], file: str | None = None) -
         grid.pop(k, None)  # an explicit override pins a grid axis
     # validate the base on its own first, so errors point at the preset's own keys
     base_cfg = validate_run(base, file)
+    if len(base_cfg.name.encode()) > NAME_MAX:
+        raise ConfigError(f"name of {len(base_cfg.name.encode())} bytes: expected at most {NAME_MAX}", key="name")
     resolved = copy.deepcopy(base)
     if variants:
         resolved["variant"] = variants
@@ -486,7 +534,9 @@ def expand(raw: dict[str, Any], overrides: list[str], file: str | None = None) -
         sets = v.get("set", {})
         if not isinstance(sets, dict):
             raise ConfigError('expected set = {"dotted.key" = value}', key=f"variant[{i}].set")
-        var_list.append((_safe_name(vname), sets))
+        safe = _safe_name(vname)
+        check_run_name(safe if re.search(r"\w", vname) else vname, f"variant[{i}].name")
+        var_list.append((safe, sets))
     if not var_list:
         var_list = [("", {})]
     names_seen: set[str] = set()
@@ -502,6 +552,8 @@ def expand(raw: dict[str, Any], overrides: list[str], file: str | None = None) -
             for k, v in parsed:  # overrides win over variants
                 set_dotted(d, k, copy.deepcopy(v))
             run_name = "_".join(p for p in (vname, gname) if p) or _safe_name(base_cfg.name)
+            named = run_name if vname or gname or re.search(r"\w", base_cfg.name) else base_cfg.name
+            check_run_name(named, "grid" if gname else "variant" if vname else "name")
             if run_name in names_seen:
                 raise ConfigError(f"two runs are both named {run_name!r}", key="variant")
             names_seen.add(run_name)

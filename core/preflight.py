@@ -10,6 +10,7 @@ from typing import Any
 
 from .config import Experiment
 from .data import check_available
+from .device import resolve_device
 from .errors import ConfigError
 from .plan import RunPlan, plan_run
 
@@ -22,6 +23,7 @@ def check_run(cfg: Any) -> RunPlan:
     if cfg.train.loss == "cross_entropy" and cfg.data.name == "teacher_student":
         raise ConfigError('teacher_student is a regression dataset: expected loss = "mse"', key="train.loss")
     plan = plan_run(cfg)  # builds the model on the meta device: what build_model will say at the run's start
+    resolve_device(cfg.device)  # device = "cuda" on a machine without one: refused here, not in every run
     check_available(cfg.data)
     for name, section in configured(cfg.probes):  # each probe declares its own check
         probe_class(name).check(section, cfg, plan)

@@ -79,6 +79,10 @@ KINDS: dict[str, Kind] = {
                 "pid": "the training process",
                 "blocks": "the model's block names",
             },
+            optional={
+                "threads": "torch's intra-op CPU threads (a resumed process keeps them: results depend on them)",
+                "deterministic": "torch.use_deterministic_algorithms was on",
+            },
         ),
         Kind(
             "train",
@@ -202,6 +206,10 @@ KINDS: dict[str, Kind] = {
             {
                 "from_step": "first step the resumed process writes again",
                 "checkpoint": "the checkpoint it loaded",
+            },
+            optional={
+                "threads": "CPU threads of the resumed process (those of the start event)",
+                "skipped": "newer checkpoints that could not be read, passed over",
             },
         ),
         Kind(

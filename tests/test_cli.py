@@ -155,6 +155,8 @@ def test_cifar10_preset_runs_from_a_local_folder(tiny_preset, tmp_path):
         "--set",
         f'data.root="{tmp_path / "data"}"',
         "--set",
+        "data.checksums=false",
+        "--set",
         "model.name=resnet20",
         "--set",
         "train.epochs=1",
@@ -165,3 +167,33 @@ def test_cifar10_preset_runs_from_a_local_folder(tiny_preset, tmp_path):
     (exp_dir,) = (tmp_path / "runs").iterdir()
     (row,) = json.loads((exp_dir / "summary.json").read_text())["runs"]
     assert row["state"] == "completed" and row["test_loss"] is not None
+
+
+@pytest.mark.parametrize(
+    "text, flags, expect",
+    [
+        (
+            'name = "x"\n[[variant]]\nname = ".."\n[[variant]]\nname = "summary.json"\n',
+            [],
+            "variant[0].name: run name '..' is a path part",
+        ),
+        ('name = "x"\nseed = 99999999999999999999\n', ["--dry-run"], "seed: expected a number <= 4294967295"),
+        ('name = "x"\n[optim]\nlr = 1e999\n', [], "optim.lr: expected a finite number"),
+        ('name = "x"\n[train]\nbatch_size = true\n', ["--dry-run"], "train.batch_size: expected an integer, not a"),
+        pytest.param(
+            'name = "x"\ndevice = "cuda"\n',
+            [],
+            "device: device 'cuda' asked for, but CUDA is not available here",
+            marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA"),
+        ),
+    ],
+)
+def test_bad_values_and_names_exit_2_before_anything_starts(tmp_path, text, flags, expect):
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    r = heur("run", str(p), "--runs-dir", str(tmp_path / "runs"), *flags)
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and expect in lines[0] and str(p) in lines[0], r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    assert not (tmp_path / "runs").exists()
