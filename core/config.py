@@ -184,6 +184,16 @@ class SharpnessProbe(_Section):
     method: Literal["lanczos", "power"] = "lanczos"
     max_iter: int = Field(default=20, gt=0)
     tol: float = Field(default=1e-3, gt=0)
+    at_steps: list[int] = Field(
+        default_factory=list, description="steps measured besides every `every` (the first ones)"
+    )
+
+    @field_validator("at_steps")
+    @classmethod
+    def _positive_steps(cls, v: list[int]) -> list[int]:
+        if any(s <= 0 for s in v):
+            raise ValueError("expected steps > 0 (step 0 is always measured)")
+        return v
 
 
 class NtkProbe(_Section):

@@ -126,7 +126,9 @@ KINDS: dict[str, Kind] = {
                 "seconds": "time the measurement took",
             },
             {
-                "preconditioned_sharpness": "Adam family: top eigenvalue of P^-1 H (null before Adam state)",
+                "preconditioned_sharpness": "Adam family: top eigenvalue of P^-1 H (at step 0: the first step's P)",
+                "adam_step": "Adam family: the step count t of the preconditioner P_t",
+                "target_threshold": "Adam family at lr 0 (warmup start): the threshold at the run's base lr",
             },
         ),
         Kind(

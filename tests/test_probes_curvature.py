@@ -3,6 +3,7 @@ are read back from events.jsonl and checked against the curvature functions and 
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -126,11 +127,24 @@ def test_sharpness_probe_adam_preconditioned(tmp_path):
     opt = torch.optim.Adam(model.parameters(), lr=1e-2, betas=(0.9, 0.99))
     ctx = make_ctx(tmp_path, cfg, model, mse_mean_onehot, data, opt)
     probe = SharpnessProbe(cfg.probes.sharpness)
+    xb, yb = probe_batch(data, 32, cfg.seed)
+    fresh = copy.deepcopy(model)
+    init = preconditioned_sharpness(
+        fresh,
+        mse_mean_onehot,
+        xb,
+        yb,
+        torch.optim.Adam(fresh.parameters(), lr=1e-2, betas=(0.9, 0.99)),
+        tol=1e-8,
+        max_iter=200,
+    ).top
     probe.on_start(ctx)
     sgd_steps(ctx, [probe], 2, data.x_train, data.y_train)
     evs = [e for e in read_events(tmp_path / "events.jsonl") if e["kind"] == "sharpness"]
-    assert evs[0]["preconditioned_sharpness"] is None and evs[0]["ratio"] is None  # no state at step 0
-    xb, yb = probe_batch(data, 32, cfg.seed)
+    # at step 0 (no Adam state): the first step's preconditioner, so measurable at init
+    assert evs[0]["preconditioned_sharpness"] == pytest.approx(init, rel=1e-4) and evs[0]["adam_step"] == 1
+    assert evs[0]["ratio"] == pytest.approx(init / adam_threshold(1e-2, 0.9), rel=1e-4)
+    assert [e["adam_step"] for e in evs] == [1, 1, 2]
     ps = preconditioned_sharpness(model, mse_mean_onehot, xb, yb, opt, tol=1e-8, max_iter=200).top
     assert evs[-1]["preconditioned_sharpness"] == pytest.approx(ps, rel=1e-4)
     assert evs[-1]["threshold"] == pytest.approx(adam_threshold(1e-2, 0.9))

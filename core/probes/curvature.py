@@ -31,7 +31,6 @@ import torch
 from ..errors import ConfigError
 from ..measure.catapult import phase_limits
 from ..measure.curvature import (
-    CurvatureError,
     EigResult,
     adam_threshold,
     gauss_newton_eigenvalues,
@@ -95,6 +94,16 @@ def _current_lr(ctx: TrainContext) -> float:
     return float(ctx.optimizer.param_groups[0]["lr"])
 
 
+def _base_lr(ctx: TrainContext) -> Optional[float]:
+    """The run's base lr (the schedule's peak, the target of a warmup), when known."""
+    sched = getattr(ctx, "schedule", None)
+    base = getattr(sched, "base_lr", None)
+    if base:
+        return float(base)
+    lr = ctx.optimizer.param_groups[0].get("initial_lr")
+    return float(lr) if lr else None
+
+
 def stability_threshold(optim_cfg: Any, lr: float) -> tuple[float, str]:
     """(threshold, description) of the optimizer's stability edge at learning rate ``lr``."""
     if optim_cfg.name in ADAM_FAMILY:
@@ -148,6 +157,7 @@ class SharpnessProbe(Probe):
         super().__init__(cfg)
         self._batch: Optional[tuple[Any, Any]] = None
         self.history: list[list[float]] = []  # [step, lambda_max]
+        self.precond_history: list[list[Any]] = []  # Adam family: [step, preconditioned sharpness, threshold]
         self.last: Optional[dict[str, Any]] = None
         self._v: Optional[torch.Tensor] = None  # last top eigenvectors: warm starts
         self._pv: Optional[torch.Tensor] = None
@@ -184,23 +194,23 @@ class SharpnessProbe(Probe):
         }
         measured = r.top
         if ctx.cfg.optim.name in ADAM_FAMILY:
-            try:
-                p = preconditioned_sharpness(ctx.model, ctx.loss_fn, x, y, ctx.optimizer, v0=self._pv, **kw)
-            except CurvatureError as e:
-                if e.arg != "optimizer":
-                    raise
-                # no Adam state yet (before the first step)
-                fields["preconditioned_sharpness"] = None
-                measured = None
-            else:
-                self._pv = p.vector
-                fields["preconditioned_sharpness"] = p.top
-                fields["hvps"] += p.hvps
-                fields["converged"] = r.converged and p.converged
-                measured = p.top
+            # at step 0 the first step's preconditioner, from this batch's gradient (measurable at init)
+            p = preconditioned_sharpness(ctx.model, ctx.loss_fn, x, y, ctx.optimizer, v0=self._pv, **kw)
+            self._pv = p.vector
+            fields["preconditioned_sharpness"] = p.top
+            fields["adam_step"] = p.info["adam_step"]
+            fields["hvps"] += p.hvps
+            fields["converged"] = r.converged and p.converged
+            measured = p.top
+            if thr is None:  # lr 0 at this step: the edge at the run's base (target) lr instead
+                base = _base_lr(ctx)
+                if base:
+                    fields["target_threshold"] = stability_threshold(ctx.cfg.optim, base)[0]
         fields["ratio"] = measured / thr if measured is not None and thr else None
         fields["seconds"] = time.perf_counter() - t0
         self.history.append([int(ctx.step), float(r.top)])
+        if "preconditioned_sharpness" in fields:
+            self.precond_history.append([int(ctx.step), fields["preconditioned_sharpness"], thr])
         ctx.extra["sharpness_history"] = self.history
         self.last = {"step": int(ctx.step), **fields}
         ctx.emit("sharpness", **fields)
@@ -210,7 +220,7 @@ class SharpnessProbe(Probe):
         self.measure(ctx)
 
     def after_step(self, ctx: TrainContext) -> None:
-        if ctx.step % self.cfg.every == 0:
+        if ctx.step % self.cfg.every == 0 or ctx.step in self.cfg.at_steps:
             self.measure(ctx)
 
     def on_end(self, ctx: TrainContext) -> dict[str, Any]:
@@ -225,13 +235,15 @@ class SharpnessProbe(Probe):
         }
         if "preconditioned_sharpness" in self.last:
             out["preconditioned_sharpness_final"] = self.last["preconditioned_sharpness"]
+            out["preconditioned_history"] = [list(h) for h in self.precond_history]
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": [list(h) for h in self.history]}
+        return {"history": [list(h) for h in self.history], "precond_history": [list(h) for h in self.precond_history]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history = [list(h) for h in state.get("history", [])]
+        self.precond_history = [list(h) for h in state.get("precond_history", [])]
 
 
 class NtkProbe(Probe):
