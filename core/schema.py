@@ -145,7 +145,7 @@ KINDS: dict[str, Kind] = {
             },
             {
                 "lr_lazy_edge": "2/lambda0: the lazy phase's edge",
-                "lr_uv_max": "4/lambda0: the uv model's catapult edge",
+                "lr_uv_max": "4/lambda0: the divergence edge of the uv model and linear networks",
                 "lr_relu_max": "12/lambda0: the ReLU networks' catapult edge",
                 "hvps": "NTK-vector products",
                 "converged": "the solver converged",

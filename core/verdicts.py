@@ -6,11 +6,14 @@ whole experiment; ``ok`` None: informational). Which theory is checked is the pr
 ``check`` (``summary["check"]``), else inferred: runs with a ``phase`` (catapult probe) ->
 ``"catapult"``.
 
-- ``catapult`` (Lewkowycz et al. 2020): per run, the observed phase against the predicted one
-  (lazy below lr_ntk = 2, catapult up to 4 for the uv model / about 12 for ReLU nets, diverged
-  above; within a factor 1.5 of "about 12" either catapult or divergence agrees) and, for runs
+- ``catapult`` (Lewkowycz et al. 2020): per run, the observed phase against the one predicted
+  from the network's nonlinearity (core.measure.catapult.divergence_edge): lazy below lr_ntk = 2,
+  catapult up to the divergence edge's band, either within it, diverged above (uv: 4 within 5%;
+  linear nets: 4 within a factor 1.5; ReLU nets: about 12 within a factor 1.5; others: no
+  prediction above 2, and the verdict says there is no theory), with the band printed; for runs
   that did not diverge, the final sharpness against 2/eta (a catapult ends below it); then the
-  largest stable lr_ntk of the grid against the theory's edge.
+  measured divergence edge, located between the largest stable and the first diverging lr_ntk,
+  against the band (it fails when nothing diverged or everything did).
 - ``warmup`` (Kalra & Barkeshli 2024): per target lr, the shortest warmup that did not diverge;
   then the largest stable target lr without warmup against that with the longest warmup, and
   whether the runs that trained beyond the init's edge (lambda0 > 2/eta) end at the edge of
@@ -30,12 +33,11 @@ from typing import Any, Optional
 import tomllib
 
 from .config import get_dotted
-from .measure.catapult import phase_limits
+from .measure.catapult import LAZY_EDGE, EdgeTheory, divergence_edge, predicted_phase
+from .probes.catapult import edge_kind
 
 CHECKS = ("catapult", "warmup", "gi_adam")
 OK, BAD = "\u2713", "\u2717"  # check mark, ballot x
-_UV_EDGE, _RELU_EDGE = phase_limits("uv")[1], phase_limits("relu")[1]
-RELU_EDGE_FACTOR = 1.5  # ReLU nets: "about 12" -> the measured edge within a factor 1.5 of it
 EOS_FACTOR = 1.5  # warmup: at the edge of stability the sharpness hovers around 2/eta, a little above at times
 
 
@@ -132,26 +134,28 @@ def _stable_edge(points: list[tuple[float, bool]]) -> tuple[Optional[float], Opt
 def catapult_verdicts(summary: dict) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     points: list[tuple[float, bool]] = []
-    edge = None
+    theory: Optional[EdgeTheory] = None
+    kinds: set = set()
     for row in summary.get("runs", []):
         name = row["run"]
         if not _finished(row) or "phase" not in row:
             out.append({"run": name, "ok": None, "text": f"{name}: {row.get('state')}, no phase to check"})
             continue
-        observed, predicted = row["phase"], row.get("predicted_phase")
-        row_edge = _edge(summary, row)
-        edge = row_edge or edge
+        observed = row["phase"]
+        kind, th = _edge_theory(summary, row)
+        kinds.add(kind)
+        theory = th or theory
         c = _lr_ntk(summary, row)
         parts, oks = [f"observed {observed}"], []
-        fuzzy = _near_relu_edge(c, row_edge)
-        if fuzzy:  # "about 12": near it, either side of the edge agrees with the paper
-            ok = observed in ("catapult", "diverged")
-            oks.append(ok)
-            parts.append(f"predicted catapult or diverged (near the edge, about {fuzzy:g}){_mark(ok)}")
-        elif predicted is not None:
-            ok = observed == predicted
-            oks.append(ok)
-            parts.append(f"predicted {predicted}{_mark(ok)}")
+        if c is not None:
+            predicted = predicted_phase(c, kind)
+            if predicted is None:
+                who = kind or "this network"
+                parts.append(f"no prediction above lr_ntk {LAZY_EDGE:g} (no theory of the divergence edge for {who})")
+            else:
+                ok = observed in predicted.split(" or ")
+                oks.append(ok)
+                parts.append(f"predicted {predicted} ({_band_text(c, th)}){_mark(ok)}")
         lam, thr = row.get("sharpness_final"), row.get("sharpness_threshold")
         if observed != "diverged" and lam is not None and thr is not None:
             ok = lam < thr
@@ -164,43 +168,58 @@ def catapult_verdicts(summary: dict) -> list[dict[str, Any]]:
         if c is not None:
             points.append((c, observed == "diverged"))
     if len(points) >= 2:
-        out.append(_edge_verdict(points, edge))
+        kind = next(iter(kinds)) if len(kinds) == 1 else None
+        out.append(_edge_verdict(points, theory, kind))
     return out
 
 
-def _edge(summary: dict, row: dict) -> Optional[float]:
-    """The theory's divergence edge in lr_ntk for this run's model: 4 (uv) or 12 (ReLU nets);
-    a row's own ``lr_ntk_max`` wins (hand-made summaries)."""
-    if row.get("lr_ntk_max") is not None:
-        return float(row["lr_ntk_max"])
-    model = _param(summary, row, "model.name")
-    return None if model is None else phase_limits(model)[1]
+def _band_text(c: float, th: Optional[EdgeTheory]) -> str:
+    if c < LAZY_EDGE:
+        return f"below {LAZY_EDGE:g}"
+    assert th is not None
+    band = f"{th.lo:.3g}-{th.hi:.3g}"
+    if c < th.lo:
+        return f"between {LAZY_EDGE:g} and the edge's band {band}"
+    if c > th.hi:
+        return f"above the edge's band {band}"
+    return f"within the edge's band {band} around {th.edge:g}"
 
 
-def _near_relu_edge(c: Optional[float], edge: Any) -> Optional[float]:
-    """The ReLU nets' edge (about 12) when lr_ntk ``c`` lies within a factor 1.5 of it, else None."""
-    if c is None or edge is None or float(edge) <= _UV_EDGE:
-        return None
-    edge = float(edge)
-    return edge if edge / RELU_EDGE_FACTOR <= c <= edge * RELU_EDGE_FACTOR else None
-
-
-def _edge_verdict(points: list[tuple[float, bool]], edge: Optional[float]) -> dict[str, Any]:
-    stable, first_div = _stable_edge(points)
-    edge = _RELU_EDGE if edge is None else float(edge)
-    uv = edge <= _UV_EDGE
-    where = f"first divergence at {first_div:g}" if first_div is not None else "none diverged"
-    if stable is None:
-        return {"run": None, "ok": False, "text": f"largest stable lr_ntk: none ({where})"}
-    if uv:
-        ok = stable <= edge + 1e-9 and (first_div is None or first_div > edge - 1e-9)
-        ok = ok and first_div is not None
-        theory = "theory: 4 for the uv model"
+def _edge_theory(summary: dict, row: dict) -> tuple[Optional[str], Optional[EdgeTheory]]:
+    """(network kind, its divergence-edge theory) from the run's model and activation, not its
+    name alone (core.probes.catapult.edge_kind); a row's ``edge_kind`` wins, and a hand-made
+    row's ``lr_ntk_max`` (4 or 12) stands for "linear" or "relu"."""
+    if row.get("edge_kind") is not None:
+        kind = row["edge_kind"]
+    elif row.get("lr_ntk_max") is not None:
+        kind = "uv" if float(row["lr_ntk_max"]) <= 4.0 else "relu"
     else:
-        lo, hi = edge / RELU_EDGE_FACTOR, edge * RELU_EDGE_FACTOR
-        ok = first_div is not None and first_div >= lo and stable <= hi
-        theory = f"paper: about {edge:g} for ReLU nets"
-    return {"run": None, "ok": ok, "text": f"largest stable lr_ntk = {stable:g} ({where}; {theory}){_mark(ok)}"}
+        kind = edge_kind(_param(summary, row, "model.name"), _param(summary, row, "model.activation"))
+    return kind, divergence_edge(kind)
+
+
+def _edge_verdict(points: list[tuple[float, bool]], th: Optional[EdgeTheory], kind: Optional[str]) -> dict[str, Any]:
+    """Locate the measured divergence edge between the largest stable and the first diverging
+    lr_ntk, and check that this interval meets the theory's band."""
+    stable, first_div = _stable_edge(points)
+    if stable is None:
+        where = f"every run diverged, from lr_ntk {first_div:g}"
+    elif first_div is None:
+        where = f"none diverged up to lr_ntk {stable:g}"
+    else:
+        where = f"between lr_ntk {stable:g} (largest stable) and {first_div:g} (first diverged)"
+    if th is None:
+        return {
+            "run": None,
+            "ok": None,
+            "text": f"divergence edge {where}; no theory predicts it for {kind or 'these networks'}",
+        }
+    ok = stable is not None and first_div is not None and first_div >= th.lo and stable <= th.hi
+    return {
+        "run": None,
+        "ok": ok,
+        "text": f"divergence edge {where}; {th.basis}, band {th.lo:.3g}-{th.hi:.3g}{_mark(ok)}",
+    }
 
 
 # --------------------------------------------------------------------------- warmup

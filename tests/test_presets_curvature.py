@@ -54,10 +54,13 @@ def test_catapult_verdicts_all_hold():
     ]
     v = verdicts(_catapult_summary(rows))
     assert [x["ok"] for x in v] == [True, True, True, True]
-    assert "observed catapult, predicted catapult \u2713" in v[1]["text"]
+    assert "observed catapult, predicted catapult (between 2 and the edge's band 3.81-4.2) \u2713" in v[1]["text"]
     assert "final sharpness 0.5 (lambda0 2) < 2/eta 1.333 \u2713" in v[1]["text"]
     assert "sharpness" not in v[2]["text"]  # a diverged run's last sharpness means nothing
-    assert v[-1]["run"] is None and v[-1]["text"].startswith("largest stable lr_ntk = 3 (first divergence at 5")
+    assert v[-1]["run"] is None and v[-1]["text"].startswith(
+        "divergence edge between lr_ntk 3 (largest stable) and 5 (first diverged); theory: 4 for the uv model"
+    )
+    assert "predicted catapult (between 2 and the edge's band 3.81-4.2)" in v[1]["text"]
     assert all_ok(v) is True
 
 
@@ -67,10 +70,10 @@ def test_catapult_verdicts_fail_on_wrong_phase_and_on_sharpness_above_the_edge()
         _row(3.0, "completed", "catapult", "catapult", 2.0, 4 / 3),
     ]  # ended above 2/eta
     v = verdicts(_catapult_summary(rows))
-    assert v[0]["ok"] is False and "predicted lazy \u2717" in v[0]["text"]
+    assert v[0]["ok"] is False and "predicted lazy (below 2) \u2717" in v[0]["text"]
     assert v[1]["ok"] is False and "final sharpness 2 (lambda0 2) >= 2/eta 1.333 \u2717" in v[1]["text"]
     # nothing diverged: the edge 4 is not bracketed
-    assert v[-1]["ok"] is False and "none diverged" in v[-1]["text"]
+    assert v[-1]["ok"] is False and "none diverged up to lr_ntk 3" in v[-1]["text"]
     assert all_ok(v) is False
 
 
@@ -89,7 +92,8 @@ def test_catapult_edge_uv_exact_and_relu_about_12():
         for c in (4.0, 10.0, 11.0)
     ]
     last = verdicts(_catapult_summary(relu))[-1]
-    assert last["ok"] is True and "largest stable lr_ntk = 10 (first divergence at 11; paper: about 12" in last["text"]
+    assert last["ok"] is True
+    assert "between lr_ntk 10 (largest stable) and 11 (first diverged); paper: about 12" in last["text"]
     relu_bad = [
         _row(c, "diverged" if c > 2 else "completed", "diverged" if c > 2 else "lazy", None, edge=12.0)
         for c in (1.0, 2.0, 4.0)
@@ -203,8 +207,11 @@ def test_catapult_uv_end_to_end(tmp_path):
     v = summary["verdicts"]
     assert len(v) == len(summary["runs"]) + 1 and all(x["ok"] for x in v)
     assert "verdict" in p.stdout
-    assert "lr_ntk=3: observed catapult, predicted catapult \u2713" in p.stdout
-    assert "largest stable lr_ntk = 3.5 (first divergence at 4.5; theory: 4 for the uv model) \u2713" in p.stdout
+    assert "lr_ntk=3: observed catapult, predicted catapult (between 2 and the edge's band 3.81-4.2) \u2713" in p.stdout
+    assert (
+        "divergence edge between lr_ntk 3.5 (largest stable) and 4.5 (first diverged); theory: 4 for the uv model"
+        in (p.stdout)
+    )
 
 
 def test_relu_edge_is_fuzzy_near_12_only():
@@ -213,8 +220,10 @@ def test_relu_edge_is_fuzzy_near_12_only():
         _row(5.0, "diverged", "diverged", "catapult", edge=12.0),
     ]
     v = verdicts(_catapult_summary(rows))
-    assert v[0]["ok"] is True and "near the edge, about 12" in v[0]["text"]
-    assert v[1]["ok"] is False and "predicted catapult \u2717" in v[1]["text"]
+    assert (
+        v[0]["ok"] is True and "predicted catapult or diverged (within the edge's band 8-18 around 12)" in v[0]["text"]
+    )
+    assert v[1]["ok"] is False and "predicted catapult (between 2 and the edge's band 8-18) \u2717" in v[1]["text"]
 
 
 def test_catapult_edge_comes_from_the_run_config():
@@ -228,6 +237,28 @@ def test_catapult_edge_comes_from_the_run_config():
     for r in rows:
         r["config"]["model"]["name"] = "mlp"
     assert "paper: about 12" in verdicts(_catapult_summary(rows))[-1]["text"]
+    # the edge follows the activation, not the model's name: a linear MLP stable at 4.5 and
+    # diverged at 6 agrees with 4, and would fail against "about 12"
+    rows = []
+    for c in (1.0, 3.0, 4.5, 6.0):
+        div = c > 5
+        r = _row(c, "diverged" if div else "completed", "diverged" if div else ("lazy" if c < 2 else "catapult"), None)
+        del r["lr_ntk_max"]
+        r["config"] = {"model": {"name": "mlp", "activation": "linear"}, "optim": {"lr_ntk": c}}
+        rows.append(r)
+    v = verdicts(_catapult_summary(rows))
+    assert all(x["ok"] for x in v), v
+    assert "theory: 4 for linear networks" in v[-1]["text"] and "band 2.67-6" in v[-1]["text"]
+    for r in rows:
+        r["config"]["model"]["activation"] = "relu"
+    v = verdicts(_catapult_summary(rows))
+    assert v[-1]["ok"] is False and v[3]["ok"] is False  # 6 is below the ReLU band 8-18
+    # no theory for tanh: no prediction above 2, and the edge line says so without a mark
+    for r in rows:
+        r["config"]["model"]["activation"] = "tanh"
+    v = verdicts(_catapult_summary(rows))
+    assert v[0]["ok"] is True and v[2]["ok"] is None and "no theory of the divergence edge for tanh" in v[2]["text"]
+    assert v[-1]["ok"] is None and "no theory predicts it for tanh" in v[-1]["text"]
 
 
 def test_check_key_is_validated():

@@ -251,7 +251,7 @@ def test_catapult_probe_events_and_phases(tmp_path):
         lazy.on_log(ctx, loss)
     ctx.extra["state"] = "completed"
     cfg.optim.lr_ntk = 1.5
-    assert lazy.on_end(ctx) == {"phase": "lazy", "catapults": 0, "predicted_phase": "lazy"}
+    assert lazy.on_end(ctx) == {"phase": "lazy", "catapults": 0, "predicted_phase": "lazy", "edge_kind": "relu"}
 
 
 def test_uv_catapult_end_to_end_through_probes(tmp_path):

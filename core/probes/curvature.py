@@ -273,7 +273,7 @@ class NtkProbe(Probe):
             "lr_times_lambda": lr * lam,
         }
         if self.lambda0:
-            (lazy, uv_max), (_, relu_max) = phase_limits("uv"), phase_limits("relu")
+            (lazy, uv_max), (_, relu_max) = phase_limits("linear"), phase_limits("relu")
             fields.update(
                 lr_lazy_edge=lazy / self.lambda0, lr_uv_max=uv_max / self.lambda0, lr_relu_max=relu_max / self.lambda0
             )
