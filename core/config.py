@@ -130,8 +130,9 @@ class WarmupConfig(_Section):
 
     epochs: Optional[float] = Field(default=None, ge=0)
     steps: Optional[int] = Field(default=None, ge=0)
-    shape: Literal["linear", "exponential", "cosine"] = "linear"
+    shape: Literal["linear", "exponential", "cosine", "adam_bias"] = "linear"
     start_factor: float = Field(default=0.0, ge=0, le=1)
+    beta2: float = Field(default=0.999, gt=0, lt=1, description="shape adam_bias: match optim.betas[1]")
 
     @model_validator(mode="after")
     def _one_duration(self) -> "WarmupConfig":
