@@ -16,8 +16,10 @@ whole experiment; ``ok`` None: informational). Which theory is checked is the pr
   against the band (it fails when nothing diverged or everything did).
 - ``warmup`` (Kalra & Barkeshli 2024): per target lr, the shortest warmup that did not diverge;
   then the largest stable target lr without warmup against that with the longest warmup, and
-  whether the runs that trained beyond the init's edge (lambda0 > 2/eta) end at the edge of
-  stability (sharpness <= 1.5 x 2/eta: it hovers around 2/eta there).
+  whether the runs that trained beyond the init's edge (lambda0 > 2/eta) sit at the edge of
+  stability, within a factor 1.5 of 2/eta either side (a lower bound too: a sharpness far below
+  2/eta is a flat region, not the edge), both at the end of warmup (step W, against the target
+  lr's 2/eta: warmup brought the sharpness down to what the target lr can take) and at the end.
 - ``gi_adam``: Adam without warmup against Adam with warmup and GI-Adam without warmup (final
   training loss): warmup helps Adam, and GI-Adam without warmup recovers (part of) it.
 
@@ -38,7 +40,7 @@ from .probes.catapult import edge_kind
 
 CHECKS = ("catapult", "warmup", "gi_adam")
 OK, BAD = "\u2713", "\u2717"  # check mark, ballot x
-EOS_FACTOR = 1.5  # warmup: at the edge of stability the sharpness hovers around 2/eta, a little above at times
+EOS_FACTOR = 1.5  # warmup: at the edge of stability the sharpness hovers around 2/eta: within x1.5 either side
 
 
 def _fmt_edge(v: Optional[float]) -> str:
@@ -246,6 +248,9 @@ def warmup_verdicts(summary: dict) -> list[dict[str, Any]]:
     table: dict[float, dict[float, bool]] = {}
     unit = "lr"
     sharp_ok, sharp_n, drop = 0, 0, 1.0
+    ratios: list[float] = []
+    warm_ok, warm_n = 0, 0
+    warm_ratios: list[float] = []
     for row in summary.get("runs", []):
         if not _finished(row):
             continue
@@ -257,11 +262,18 @@ def warmup_verdicts(summary: dict) -> list[dict[str, Any]]:
         lam, thr, lam0 = row.get("sharpness_final"), row.get("sharpness_threshold"), row.get("lambda0")
         # runs that trained at a target lr the init could not take (lambda0 > 2/eta): their
         # sharpness had to fall to the edge of stability
-        if not div and lam is not None and thr is not None and (lam0 is None or lam0 > thr):
+        beyond = lam0 is None or (thr is not None and lam0 > thr)
+        if not div and lam is not None and thr is not None and beyond:
             sharp_n += 1
-            sharp_ok += lam <= EOS_FACTOR * thr
+            sharp_ok += _in_eos_band(lam, thr)
+            ratios.append(lam / thr)
             if lam0 and lam > 0:
                 drop = max(drop, lam0 / lam)
+        lw, tw = row.get("sharpness_warmup_end"), row.get("sharpness_warmup_end_threshold")
+        if not div and lw is not None and tw and beyond:
+            warm_n += 1
+            warm_ok += _in_eos_band(lw, tw)
+            warm_ratios.append(lw / tw)
     if not table:
         return out
     warmups = sorted({w for cells in table.values() for w in cells})
@@ -292,6 +304,17 @@ def warmup_verdicts(summary: dict) -> list[dict[str, Any]]:
                 f"{_fmt_edge(s1)} with warmup {w1:g} (warmup lets a larger lr train){_mark(ok)}",
             }
         )
+    band = f"{1 / EOS_FACTOR:.3g}-{EOS_FACTOR:g} x 2/eta"
+    if warm_n:
+        ok = warm_ok == warm_n
+        out.append(
+            {
+                "run": None,
+                "ok": ok,
+                "text": f"at the end of warmup, runs beyond the init's edge have their sharpness at the target lr's "
+                f"edge (within {band}): {warm_ok}/{warm_n}, measured {_ratio_range(warm_ratios)} x 2/eta{_mark(ok)}",
+            }
+        )
     if sharp_n:
         ok = sharp_ok == sharp_n
         fell = f"; sharpness fell from lambda0 by up to {drop:.3g}x" if drop > 1 else ""
@@ -300,10 +323,19 @@ def warmup_verdicts(summary: dict) -> list[dict[str, Any]]:
                 "run": None,
                 "ok": ok,
                 "text": f"stable runs beyond the init's edge (lambda0 > 2/eta) ending at the edge of stability "
-                f"(sharpness <= {EOS_FACTOR:g} x 2/eta): {sharp_ok}/{sharp_n}{fell}{_mark(ok)}",
+                f"(within {band}): {sharp_ok}/{sharp_n}, measured {_ratio_range(ratios)} x 2/eta{fell}{_mark(ok)}",
             }
         )
     return out
+
+
+def _in_eos_band(lam: float, thr: float) -> bool:
+    """At the edge of stability: within a factor EOS_FACTOR of 2/eta, either side."""
+    return thr / EOS_FACTOR <= lam <= EOS_FACTOR * thr
+
+
+def _ratio_range(rs: list[float]) -> str:
+    return f"{min(rs):.3g}-{max(rs):.3g}" if rs else "-"
 
 
 # --------------------------------------------------------------------------- GI-Adam

@@ -121,8 +121,8 @@ def _warm_row(lr, w, diverged, lam=None, thr=None):
 
 def test_warmup_verdicts():
     rows = [
-        _warm_row(4, 0, False, 1.0, 2.0),
-        _warm_row(4, 100, False, 1.0, 2.0),
+        _warm_row(4, 0, False, 1.8, 2.0),
+        _warm_row(4, 100, False, 2.5, 2.0),
         _warm_row(16, 0, True),
         _warm_row(16, 100, False, 0.4, 0.5),
         _warm_row(64, 0, True),
@@ -134,6 +134,19 @@ def test_warmup_verdicts():
     assert "target lr_ntk 64: diverged with every warmup (up to 100)" in texts
     assert v[-2]["ok"] is True and "4 with warmup 0, 16 with warmup 100" in v[-2]["text"]
     assert v[-1]["ok"] is True and "3/3" in v[-1]["text"]  # no lambda0 in the rows: every stable run counts
+    assert "within 0.667-1.5 x 2/eta" in v[-1]["text"] and "measured 0.8-1.25 x 2/eta" in v[-1]["text"]
+    # the lower bound: a sharpness far below 2/eta is a flat region, not the edge of stability
+    rows[3] = _warm_row(16, 100, False, 0.1, 0.5)
+    v = verdicts({"check": "warmup", "path": "", "runs": rows})
+    assert v[-1]["ok"] is False and "2/3" in v[-1]["text"]
+    # the end of warmup: checked against the target lr's edge, with its own line
+    rows[3] = _warm_row(16, 100, False, 0.4, 0.5)
+    rows[3].update(sharpness_warmup_end=0.55, sharpness_warmup_end_threshold=0.5)
+    rows[1].update(sharpness_warmup_end=5.0, sharpness_warmup_end_threshold=2.0)
+    v = verdicts({"check": "warmup", "path": "", "runs": rows})
+    assert v[-2]["ok"] is False and "at the end of warmup" in v[-2]["text"] and "1/2" in v[-2]["text"]
+    rows[1]["sharpness_warmup_end"] = 2.2
+    assert verdicts({"check": "warmup", "path": "", "runs": rows})[-2]["ok"] is True
     # warmup that does not help, and a stable run far above its edge: both fail
     rows = [
         _warm_row(4, 0, False),

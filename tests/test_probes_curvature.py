@@ -324,3 +324,30 @@ def test_sharpness_probe_at_lr_zero_has_no_edge(tmp_path):
     probe.on_start(ctx)
     (ev,) = [e for e in read_events(tmp_path / "events.jsonl") if e["kind"] == "sharpness"]
     assert ev["lambda_max"] > 0 and ev["threshold"] is None and ev["ratio"] is None
+
+
+def test_sharpness_probe_measures_at_steps_and_at_the_end_of_warmup(tmp_path):
+    from heur.core.config import ScheduleConfig, WarmupConfig
+    from heur.core.schedules import build_schedule
+
+    cfg = synth_cfg(sharpness={"every": 50, "batch": 32, "tol": 1e-8, "max_iter": 80, "at_steps": [1, 2]})
+    data = load_data(cfg, "cpu")
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    ctx = make_ctx(tmp_path, cfg, model, mse_mean_onehot, data, opt)
+    ctx.schedule = build_schedule(ScheduleConfig(name="constant", warmup=WarmupConfig(steps=4)), 0.05, 1, 100)
+    probe = SharpnessProbe(cfg.probes.sharpness)
+    probe.on_start(ctx)
+    x, y = data.x_train[:32], data.y_train[:32]
+    for _ in range(6):
+        for g in opt.param_groups:
+            g["lr"] = ctx.schedule(ctx.step)
+        sgd_steps(ctx, [probe], 1, x, y)
+        if ctx.step == 4:
+            xb, yb = probe_batch(data, 32, cfg.seed)
+            at_w = hessian_eigenvalues(model, mse_mean_onehot, xb, yb, tol=1e-10, max_iter=200)[0]
+    evs = [e for e in read_events(tmp_path / "events.jsonl") if e["kind"] == "sharpness"]
+    assert [e["step"] for e in evs] == [0, 1, 2, 4]
+    out = probe.on_end(ctx)
+    assert out["warmup_end_step"] == 4 and out["sharpness_warmup_end"] == pytest.approx(at_w, rel=1e-6)
+    assert out["sharpness_warmup_end_threshold"] == pytest.approx(2 / 0.05)  # the base lr's edge

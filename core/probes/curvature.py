@@ -3,7 +3,9 @@
 ``SharpnessProbe`` (``[probes.sharpness]``: every, batch, k, method, max_iter, tol) measures the
 top-k Hessian eigenvalues of the training loss (train mode: the loss the optimizer sees) on a
 fixed batch — the first ``batch`` samples of a permutation of the training set seeded by the
-run's seed — at step 0 and every ``every`` steps, and emits ``sharpness`` events. Each
+run's seed — at step 0, every ``every`` steps, at the steps ``at_steps`` and at the end of
+warmup (step W: ``on_end`` reports ``sharpness_warmup_end`` with the edge at the base lr,
+``sharpness_warmup_end_threshold``), and emits ``sharpness`` events. Each
 measurement warm-starts Lanczos from the previous top eigenvector (same stopping rule). Its
 threshold is the optimizer's stability edge at the current lr: 2(1+mu)/lr for SGD with heavy-
 ball momentum mu (2/lr without), 2(1+mu)/(lr(1+2mu)) with Nesterov, and for Adam, AdamW and
@@ -94,6 +96,11 @@ def _current_lr(ctx: TrainContext) -> float:
     return float(ctx.optimizer.param_groups[0]["lr"])
 
 
+def _warmup_steps(ctx: TrainContext) -> int:
+    """The run's warmup length in steps (0 without one)."""
+    return int(getattr(getattr(ctx, "schedule", None), "warmup_steps", 0) or 0)
+
+
 def _base_lr(ctx: TrainContext) -> Optional[float]:
     """The run's base lr (the schedule's peak, the target of a warmup), when known."""
     sched = getattr(ctx, "schedule", None)
@@ -158,6 +165,7 @@ class SharpnessProbe(Probe):
         self._batch: Optional[tuple[Any, Any]] = None
         self.history: list[list[float]] = []  # [step, lambda_max]
         self.precond_history: list[list[Any]] = []  # Adam family: [step, preconditioned sharpness, threshold]
+        self.warmup_end: Optional[dict[str, Any]] = None  # the measurement at the end of warmup
         self.last: Optional[dict[str, Any]] = None
         self._v: Optional[torch.Tensor] = None  # last top eigenvectors: warm starts
         self._pv: Optional[torch.Tensor] = None
@@ -213,6 +221,12 @@ class SharpnessProbe(Probe):
             self.precond_history.append([int(ctx.step), fields["preconditioned_sharpness"], thr])
         ctx.extra["sharpness_history"] = self.history
         self.last = {"step": int(ctx.step), **fields}
+        w = _warmup_steps(ctx)
+        if w and ctx.step == w:
+            # the edge the run is about to train at: the base (target) lr's, not the last warmup lr's
+            base = _base_lr(ctx)
+            edge = stability_threshold(ctx.cfg.optim, base)[0] if base else thr
+            self.warmup_end = {"step": int(ctx.step), "value": measured, "threshold": edge}
         ctx.emit("sharpness", **fields)
         return fields
 
@@ -220,7 +234,7 @@ class SharpnessProbe(Probe):
         self.measure(ctx)
 
     def after_step(self, ctx: TrainContext) -> None:
-        if ctx.step % self.cfg.every == 0 or ctx.step in self.cfg.at_steps:
+        if ctx.step % self.cfg.every == 0 or ctx.step in self.cfg.at_steps or ctx.step == _warmup_steps(ctx):
             self.measure(ctx)
 
     def on_end(self, ctx: TrainContext) -> dict[str, Any]:
@@ -236,14 +250,23 @@ class SharpnessProbe(Probe):
         if "preconditioned_sharpness" in self.last:
             out["preconditioned_sharpness_final"] = self.last["preconditioned_sharpness"]
             out["preconditioned_history"] = [list(h) for h in self.precond_history]
+        if self.warmup_end is not None:
+            out["sharpness_warmup_end"] = self.warmup_end["value"]
+            out["sharpness_warmup_end_threshold"] = self.warmup_end["threshold"]
+            out["warmup_end_step"] = self.warmup_end["step"]
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": [list(h) for h in self.history], "precond_history": [list(h) for h in self.precond_history]}
+        return {
+            "history": [list(h) for h in self.history],
+            "precond_history": [list(h) for h in self.precond_history],
+            "warmup_end": self.warmup_end,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history = [list(h) for h in state.get("history", [])]
         self.precond_history = [list(h) for h in state.get("precond_history", [])]
+        self.warmup_end = state.get("warmup_end")
 
 
 class NtkProbe(Probe):
