@@ -164,23 +164,59 @@ def test_warmup_verdicts():
     assert v[-1]["ok"] is True and "1/1" in v[-1]["text"] and "up to 2x" in v[-1]["text"]
 
 
-def _adam_row(name, opt, warm, loss, state="completed"):
-    cfg = {"optim": {"name": opt}, "schedule": {"warmup": {"steps": warm}} if warm else {}}
-    return {"run": name, "state": state, "config": cfg, "train_loss": loss, "test_accuracy": 0.9}
+def _adam_row(name, opt, warm, loss, state="completed", shape="linear", hist=None):
+    cfg = {
+        "optim": {"name": opt, "betas": [0.9, 0.99]},
+        "schedule": {"warmup": {"steps": warm, "shape": shape}} if warm else {},
+    }
+    row = {"run": name, "state": state, "config": cfg, "train_loss": loss, "test_accuracy": 0.9, "base_lr": 0.1}
+    if hist is not None:
+        row["preconditioned_history"] = hist
+    return row
 
 
-def test_gi_adam_verdicts():
-    rows = [
-        _adam_row("adam", "adam", 0, 1.5),
-        _adam_row("adam_warmup", "adam", 50, 0.1),
-        _adam_row("gi_adam", "gi_adam", 0, 0.2),
-    ]
+def _gi_rows(adam=(1.5, 1.2, 1.8), warm=(0.1, 0.12, 0.09), matched=(0.05, 0.06, 0.04), gi=(0.2, 0.3, 0.25)):
+    thr = 3.8 / (0.1 * 0.1)  # Adam's edge at lr 0.1, beta1 0.9: 380
+    rows = []
+    for i in range(3):
+        rows += [
+            _adam_row(f"adam_{i}", "adam", 0, adam[i], hist=[[0, 3800.0, thr], [5, 1900.0, thr], [50, 100.0, thr]]),
+            _adam_row(f"adam_warmup_{i}", "adam", 50, warm[i], hist=[[0, 3800.0, None], [5, 1900.0, 10 * thr]]),
+            _adam_row(f"adam_gi_warmup_{i}", "adam", 300, matched[i], shape="adam_bias"),
+            _adam_row(f"gi_adam_{i}", "gi_adam", 0, gi[i], hist=[[0, 380.0, thr], [5, 190.0, thr]]),
+        ]
+    return rows
+
+
+def test_gi_adam_verdicts_over_seeds_with_margin_and_mechanism():
+    v = verdicts({"check": "gi_adam", "path": "", "runs": _gi_rows()})
+    texts = [x["text"] for x in v]
+    assert texts[0].startswith("Adam, no warmup (3 seeds): final train loss 1.5 / 1.2 / 1.8 (median 1.5)")
+    assert "at init 10x, max over steps 1-20 5x" in texts[0]  # 3800 / 380, 1900 / 380
+    assert "at init 10x, max over steps 1-20 0.5x" in texts[1]  # warmup: lr 0 at step 0 -> base lr's edge
+    by = {t.split(" (")[0]: x for t, x in zip(texts, v)}
+    assert by["warmup helps Adam"]["ok"] is True and "0.1 vs 1.5" in by["warmup helps Adam"]["text"]
+    assert by["GI-Adam without warmup beats Adam without warmup"]["ok"] is True
+    gi_vs = [x for x in v if x["text"].startswith("GI-Adam vs Adam + GI-Adam's warmup")][0]
+    assert gi_vs["ok"] is None and "Adam with GI-Adam's warmup does better" in gi_vs["text"]
+    mech = [x for x in v if x["text"].startswith("mechanism")]
+    assert (
+        [x["ok"] for x in mech] == [True, True]
+        and "10x for Adam" in mech[0]["text"]
+        and "1x for GI-Adam" in mech[0]["text"]
+    )
+    # overlapping seeds: no margin, the claim fails even though the medians differ
+    v = verdicts({"check": "gi_adam", "path": "", "runs": _gi_rows(gi=(0.2, 1.3, 0.25))})
+    assert [x for x in v if x["text"].startswith("GI-Adam without warmup beats")][0]["ok"] is False
+    # medians less than 2x apart: fails too
+    v = verdicts({"check": "gi_adam", "path": "", "runs": _gi_rows(gi=(1.0, 1.1, 1.0))})
+    assert [x for x in v if x["text"].startswith("GI-Adam without warmup beats")][0]["ok"] is False
+    # a diverged GI-Adam seed
+    rows = _gi_rows()
+    rows[3] = _adam_row("gi_adam_0", "gi_adam", 0, None, state="diverged")
     v = verdicts({"check": "gi_adam", "path": "", "runs": rows})
-    assert [x["ok"] for x in v[-2:]] == [True, True]
-    assert "GI-Adam without warmup beats Adam without warmup: 0.2 < 1.5 (Adam + warmup: 0.1)" in v[-1]["text"]
-    rows[2] = _adam_row("gi_adam", "gi_adam", 0, None, state="diverged")
-    v = verdicts({"check": "gi_adam", "path": "", "runs": rows})
-    assert v[-1]["ok"] is False and "diverged" in v[2]["text"]
+    assert [x for x in v if x["text"].startswith("GI-Adam without warmup beats")][0]["ok"] is False
+    assert "1 diverged" in [x for x in v if x["text"].startswith("GI-Adam, no warmup")][0]["text"]
 
 
 # --------------------------------------------------------------------------- presets
