@@ -151,8 +151,9 @@ class WarmupConfig(_Section):
 
     epochs: Optional[float] = Field(default=None, ge=0)
     steps: Optional[int] = Field(default=None, ge=0)
-    shape: Literal["linear", "exponential", "cosine"] = "linear"
+    shape: Literal["linear", "exponential", "cosine", "adam_bias"] = "linear"
     start_factor: float = Field(default=0.0, ge=0, le=1)
+    beta2: float = Field(default=0.999, gt=0, lt=1, description="shape adam_bias: match optim.betas[1]")
 
     @model_validator(mode="after")
     def _one_duration(self) -> "WarmupConfig":
@@ -205,6 +206,16 @@ class SharpnessProbe(_Section):
     method: Literal["lanczos", "power"] = "lanczos"
     max_iter: int = Field(default=20, gt=0)
     tol: float = Field(default=1e-3, gt=0)
+    at_steps: list[int] = Field(
+        default_factory=list, description="steps measured besides every `every` (the first ones)"
+    )
+
+    @field_validator("at_steps")
+    @classmethod
+    def _positive_steps(cls, v: list[int]) -> list[int]:
+        if any(s <= 0 for s in v):
+            raise ValueError("expected steps > 0 (step 0 is always measured)")
+        return v
 
 
 class NtkProbe(_Section):

@@ -130,7 +130,9 @@ KINDS: dict[str, Kind] = {
                 "seconds": "time the measurement took",
             },
             {
-                "preconditioned_sharpness": "Adam family: top eigenvalue of P^-1 H (null before Adam state)",
+                "preconditioned_sharpness": "Adam family: top eigenvalue of P^-1 H (at step 0: the first step's P)",
+                "adam_step": "Adam family: the step count t of the preconditioner P_t",
+                "target_threshold": "Adam family at lr 0 (warmup start): the threshold at the run's base lr",
             },
         ),
         Kind(
@@ -147,7 +149,7 @@ KINDS: dict[str, Kind] = {
             },
             {
                 "lr_lazy_edge": "2/lambda0: the lazy phase's edge",
-                "lr_uv_max": "4/lambda0: the uv model's catapult edge",
+                "lr_uv_max": "4/lambda0: the divergence edge of the uv model and linear networks",
                 "lr_relu_max": "12/lambda0: the ReLU networks' catapult edge",
                 "hvps": "NTK-vector products",
                 "converged": "the solver converged",
