@@ -70,6 +70,15 @@ class ModelConfig(_Section):
     parametrization: Literal["sp", "ntk", "mup"] = "sp"
     batch_norm: bool = False
     channels: list[int] = Field(default_factory=lambda: [32, 64])
+    fc: Optional[list[int]] = Field(
+        default=None, description="cnn/vgg: hidden fc widths (blocks fc1..fcM); cnn default [width], vgg [512, 512]"
+    )
+    head: Literal["fc", "pool"] = Field(
+        default="fc", description='vgg: "fc" the papers\' fc stack, "pool" global pooling + one linear layer'
+    )
+    dropout: Optional[float] = Field(
+        default=None, ge=0, lt=1, description="before each hidden fc layer; default 0.5 for vgg, 0 for cnn"
+    )
     init_scale: float = Field(default=1.0, gt=0, description="multiplies the init std")
     bias: bool = True
     init_from: Optional[str] = Field(
@@ -85,6 +94,13 @@ class ModelConfig(_Section):
         if v in known or (v.startswith("tv:") and len(v) > 3):
             return v
         raise ValueError(f"expected one of {', '.join(known)} or 'tv:<torchvision model>', got {v!r}")
+
+    @field_validator("fc")
+    @classmethod
+    def _fc(cls, v: Optional[list[int]]) -> Optional[list[int]]:
+        if v is not None and any(c <= 0 for c in v):
+            raise ValueError("expected a list of positive widths")
+        return v
 
     @field_validator("channels")
     @classmethod
