@@ -191,6 +191,9 @@ class TrainConfig(_Section):
     checkpoint_every: float = Field(default=0, ge=0, description="epochs; 0 = only final.pt")
     checkpoint_before_restart: bool = False
     diverge_loss: float = Field(default=1e6, gt=0, description="loss above this ends the run as diverged")
+    freeze: list[str] = Field(default_factory=list, description="blocks that get no updates at first (core.freeze)")
+    freeze_epochs: Optional[float] = Field(default=None, ge=0, description="how long train.freeze lasts, in epochs")
+    freeze_steps: Optional[int] = Field(default=None, ge=0, description="how long train.freeze lasts, in steps")
 
 
 class SharpnessProbe(_Section):

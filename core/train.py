@@ -128,6 +128,9 @@ class Run:
             lambda0=self.lambda0,
         )
         self.params = [p for p in self.model.parameters() if p.requires_grad] + extra  # for the grad norm
+        from .freeze import Freezer  # train.freeze: blocks out of autograd for the first steps
+
+        self.freezer = Freezer.from_run(self.model, cfg.train, self.spe)
         self.start_step = 0
         self.loss_acc = torch.zeros((), device=self.device)
         self.n_acc = 0
@@ -237,7 +240,10 @@ class Run:
         lr_prev = None
         step = self.start_step
         self.status.update(state="running", step=step, total_steps=total, epoch=step / spe, force=True)
+        freezer = self.freezer
         while step < total:
+            if freezer is not None:
+                freezer.set_step(step)
             lr = self.schedule(step)
             if lr != lr_prev:
                 for g in opt.param_groups:
