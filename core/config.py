@@ -239,7 +239,7 @@ class RunConfig(_Section):
     task: Literal["train"] = Field(default="train", description="what the run does (core.pipeline.TASKS)")
     seed: int = 0
     device: str = "auto"
-    check: Optional[Literal["catapult", "warmup", "gi_adam"]] = Field(
+    check: Optional[Literal["catapult", "warmup", "gi_adam", "warmup_cca"]] = Field(
         default=None, description="theory whose verdicts the summary reports (core.verdicts)"
     )
     data: DataConfig = Field(default_factory=DataConfig)

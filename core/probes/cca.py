@@ -26,11 +26,15 @@ are null) and emits a ``cca`` event with
 against: "final" (``values``: each layer at the first snapshot vs the final one; ``matrix``,
 ``epochs``). The result fields it returns (one row per run in the summary):
 
-- ``cca_deep_early``: mean similarity to the final representation of the deeper half of the
-  layers (for the digits CNN: fc1, out) over the snapshots in (0, E/2], E the last epoch;
-- ``cca_shallow_early``: the same for the shallower half (conv1, conv2);
-- ``cca_deep_settle``: the first epoch from which the deeper half's mean similarity to final
-  stays >= 0.9 until the end (the last epoch itself = they never settled before the end).
+- ``cca_deep_early``: mean similarity to the final representation of the deeper layers over the
+  snapshots in (0, E/2], E the last epoch. Deeper/shallower (:func:`layer_groups`): where the
+  layers are conv blocks followed by others (heur's cnn and VGG), the conv blocks are the
+  shallower group and everything after them (the fc stack and ``out``: the papers' "deeper
+  layers") the deeper one; otherwise the first and the last floor(L/2) layers;
+- ``cca_shallow_early``: the same for the shallower layers (conv1, conv2);
+- ``cca_deep_settle``: the first epoch from which the deeper layers' mean similarity to final
+  stays >= 0.9 until the end (the last epoch itself = they never settled before the end);
+- ``cca_shallow_settle``: the same for the shallower layers.
 
 A value that cannot be computed (constant or non-finite activations) is null. The probe's
 state is plain values (snapshot list, live values) and the probed layers' parameters at the last
@@ -58,8 +62,10 @@ from . import Probe, TrainContext
 __all__ = [
     "CcaProbe",
     "check_cca",
+    "layer_groups",
     "live_fraction",
     "relative_change",
+    "settle_epoch",
     "snapshot_steps",
     "summary_fields",
     "SETTLE_THRESHOLD",
@@ -99,11 +105,28 @@ def _epoch_name(epoch: float) -> str:
     return f"epoch_{int(e)}" if float(e).is_integer() else f"epoch_{e:g}"
 
 
-def _halves(layers: list[str]) -> tuple[list[int], list[int]]:
-    """(shallow, deep) layer indices: the first and the last floor(L/2) layers (at least one)."""
-    h = max(1, len(layers) // 2)
+def layer_groups(layers: list[str]) -> tuple[list[int], list[int]]:
+    """(shallow, deep) layer indices. Conv blocks followed by other layers (``conv1..convK`` then
+    ``fc1..``, ``out``): the conv blocks and the rest. Otherwise the first and the last floor(L/2)
+    layers (at least one)."""
     n = len(layers)
+    conv = [i for i, name in enumerate(layers) if name.startswith("conv")]
+    if conv and conv == list(range(len(conv))) and len(conv) < n:
+        return conv, list(range(len(conv), n))
+    h = max(1, n // 2)
     return list(range(h)), list(range(n - h, n))
+
+
+def settle_epoch(epochs: list[float], against_final: list[list[Optional[float]]], rows: list[int]) -> float:
+    """The first epoch from which the mean similarity to final of layers ``rows`` stays >=
+    :data:`SETTLE_THRESHOLD` up to the end (the last epoch when they only match at the end)."""
+    settle = epochs[-1]
+    for j in range(len(epochs) - 1, -1, -1):
+        m = _mean([against_final[i][j] for i in rows])
+        if m is None or m < SETTLE_THRESHOLD:
+            break
+        settle = epochs[j]
+    return float(settle)
 
 
 def _mean(vals: list[Optional[float]]) -> Optional[float]:
@@ -118,23 +141,18 @@ def summary_fields(
     matrix of similarities to the final snapshot (see the module doc)."""
     if not layers or len(epochs) < 2:
         return {}
-    shallow, deep = _halves(layers)
+    shallow, deep = layer_groups(layers)
     last = epochs[-1]
     early = [j for j, e in enumerate(epochs) if 0 < e <= last / 2 + 1e-9] or list(range(len(epochs) - 1))
 
     def block_mean(rows: list[int], cols: list[int]) -> Optional[float]:
         return _mean([against_final[i][j] for i in rows for j in cols])
 
-    settle = last
-    for j in range(len(epochs) - 1, -1, -1):
-        m = block_mean(deep, [j])
-        if m is None or m < SETTLE_THRESHOLD:
-            break
-        settle = epochs[j]
     return {
         "cca_deep_early": block_mean(deep, early),
         "cca_shallow_early": block_mean(shallow, early),
-        "cca_deep_settle": float(settle),
+        "cca_deep_settle": settle_epoch(epochs, against_final, deep),
+        "cca_shallow_settle": settle_epoch(epochs, against_final, shallow),
     }
 
 
