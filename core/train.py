@@ -30,7 +30,7 @@ from . import checkpoint
 from . import runs as runs_mod
 from .config import RunConfig
 from .data import DeviceBatcher, augment_policy, load_data
-from .device import resolve_device
+from .device import resolve_device, rng_state, set_rng_state
 from .errors import ConfigError
 from .events import EventWriter
 from .models import build_model
@@ -155,6 +155,7 @@ class Run:
             "restart_k": self.restart_k,
             "probes": {p.name: p.state_dict() for p in self.probes},
             "objective": {"name": self.objective.name, "state": self.objective.state_dict()},
+            "rng": rng_state(self.device),  # dropout's draws continue where they were
         }
 
     def save(self, name: str, step: int) -> Path:
@@ -176,6 +177,8 @@ class Run:
             )
         self.objective.load_state_dict(obj["state"])  # in place: the optimizer holds those tensors
         self.optimizer.load_state_dict(ck["optimizer"])
+        if ck.get("rng"):
+            set_rng_state(ck["rng"], self.device)
         self.start_step = int(ck["step"])
         self.loss_acc.fill_(float(ck.get("loss_acc", 0.0)))
         self.n_acc = int(ck.get("n_acc", 0))
