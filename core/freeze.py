@@ -8,7 +8,9 @@ entirely — no gradient step, no weight decay, no momentum, no Adam moments (th
 starts when they are released). From step N on they train like the rest. This is Gotmare et al.'s
 control for the warmup finding: large-batch training without warmup, the fully connected stack
 frozen early. Batch-norm running statistics inside a frozen block still update in train mode
-(they are buffers, not parameters).
+(they are buffers, not parameters). Curvature probes differentiate the parameters that require
+grad, so inside the window a sharpness is that of the trainable subspace (the one the optimizer
+moves in); ``optim.lr_ntk``'s lambda0 is measured before the window starts, over all parameters.
 
 ``check_freeze(cfg, plan)`` is the preflight check (unknown block -> ConfigError on
 ``train.freeze``; a missing or double duration on ``train.freeze_epochs``).

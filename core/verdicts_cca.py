@@ -13,7 +13,8 @@ Roles, from each run's config: ``sb`` the smallest batch; among the larger batch
 ``train.freeze``). Each run's ``<run>/cca.json`` gives, for the deeper and the shallower layers
 (core.probes.cca.layer_groups: the fc stack and ``out`` vs the conv blocks), the settle epoch —
 the first snapshot from which the group's mean similarity to the final one stays >= 0.9 — as a
-fraction of the run's training.
+fraction of the run's training. A layer whose similarity is undefined at a snapshot (a dead layer:
+constant activations) is left out of its group's mean there.
 
 - deeper layers: LB without warmup settles later than both LB + warmup and SB, by at least
   :data:`SETTLE_MARGIN` of training;
@@ -137,9 +138,12 @@ def warmup_cca_verdicts(summary: dict) -> list[dict[str, Any]]:
             n = f"{n:g} epochs" if n is not None else f"{_param(summary, r, 'train.freeze_steps')} steps"
             setting += f", {'+'.join(fr)} frozen {n}"
         acc = r.get("test_accuracy")
-        head = f"{r['run']} ({labels[role]}; {setting}): test acc {_f(acc, 3)}"
+        if r.get("state") == "diverged":
+            head = f"{r['run']} ({labels[role]}; {setting}): diverged ({r.get('reason') or 'no reason given'})"
+        else:
+            head = f"{r['run']} ({labels[role]}; {setting}): test acc {_f(acc, 3)}"
         if doc is None:
-            out.append({"run": r["run"], "ok": None, "text": f"{head}; no CCA matrix ({r.get('state')})"})
+            out.append({"run": r["run"], "ok": None, "text": f"{head}; no CCA matrix"})
             continue
         s = run_stats(doc)
         stats[role] = s
@@ -212,7 +216,14 @@ def warmup_cca_verdicts(summary: dict) -> list[dict[str, Any]]:
         a_f = fz.get("test_accuracy") if fz.get("state") == "completed" else None
         gap = a_w - a_nw
         if a_f is None:
-            out.append({"run": None, "ok": False, "text": f"frozen-FC control: {fz.get('state')}, no test accuracy"})
+            out.append(
+                {
+                    "run": None,
+                    "ok": False,
+                    "text": f"freezing the FC stack early recovers warmup's benefit (paper: about as good as warmup): "
+                    f"the control {fz.get('state')} ({fz.get('reason') or 'no reason given'}){_mark(False)}",
+                }
+            )
         elif gap <= 0:
             out.append(
                 {

@@ -105,6 +105,13 @@ def test_missing_matrix_and_no_warmup_benefit():
     s = summary(None, nw_acc=0.95)
     v = verdicts(s)
     assert any("cannot check" in x and "large batch, no warmup" in x for x in texts(v))
+    s = summary(doc(EARLY, LATE))
+    s["runs"][3].update(state="diverged", reason="loss 3.5e+06 at step 96", cca=None)  # its last eval: 0.8
+    v = verdicts(s)
+    fz = [r for r in v if r["run"] == "lb_freeze_fc"][0]
+    assert "diverged (loss 3.5e+06 at step 96)" in fz["text"] and "test acc" not in fz["text"]
+    ctl = [r for r in v if "freezing the FC stack" in r["text"]][0]
+    assert ctl["ok"] is False and "the control diverged" in ctl["text"]
     s = summary(doc(EARLY, LATE), nw_acc=0.95)
     ctl = [r for r in verdicts(s) if "frozen-FC control" in r["text"]][0]
     assert ctl["ok"] is None and "warmup did not help here" in ctl["text"]
