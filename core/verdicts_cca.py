@@ -23,8 +23,9 @@ constant activations) is left out of its group's mean there.
 - the control: the frozen-FC run closes at least :data:`FREEZE_SHARE` of the test-accuracy gap
   between LB without and with warmup.
 
-Each run's line also gives the live units per layer at the end and where a collapse (a layer
-with under :data:`COLLAPSE_LIVE` of its units live) shows first.
+Each run's line also gives the live units per layer at the end, where a collapse (a layer with
+under :data:`COLLAPSE_LIVE` of its units live) shows first, and the snapshot interval in which some
+layer's weights moved most relative to their norm, with every layer's relative change there.
 """
 
 from __future__ import annotations
@@ -71,6 +72,14 @@ def run_stats(doc: dict) -> dict[str, Any]:
         out[name] = {"layers": [layers[i] for i in rows], "settle": e, "frac": e / last}
     live = doc.get("live_units") or []
     out["live_end"] = {k: (row[-1] if row else None) for k, row in zip(layers, live)}
+    out["jump"] = None  # the snapshot interval where some layer's weights moved most, relative to their norm
+    change = doc.get("weight_change") or []
+    best = 0.0
+    for j in range(1, len(epochs)):
+        col = {k: row[j] for k, row in zip(layers, change) if j < len(row) and row[j] is not None}
+        if col and max(col.values()) > best:
+            best = max(col.values())
+            out["jump"] = (epochs[j - 1], epochs[j], col)
     out["collapse"] = None
     for j, e in enumerate(epochs):
         dead = [k for k, row in zip(layers, live) if j < len(row) and row[j] is not None and row[j] < COLLAPSE_LIVE]
@@ -154,6 +163,10 @@ def warmup_cca_verdicts(summary: dict) -> list[dict[str, Any]]:
             if col
             else "; no layer collapsed"
         )
+        jump = s["jump"]
+        if jump:
+            vals = ", ".join(f"{k} {v:.2f}" for k, v in jump[2].items())
+            where += f"; largest weight change ||dW||/||W|| (epochs {jump[0]:g}-{jump[1]:g}): {vals}"
         d, sh = s["deep"], s["shallow"]
         text = (
             f"{head}; deeper ({', '.join(d['layers'])}) settle at epoch {d['settle']:g} ({d['frac']:.2f} of training), "

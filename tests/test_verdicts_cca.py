@@ -65,6 +65,14 @@ def test_settle_and_collapse_by_hand():
     assert (s["shallow"]["settle"], s["shallow"]["frac"]) == (10, 0.25)
     assert s["collapse"] == (20.0, ["conv2"])  # conv2 falls below half its units live at epoch 20
     assert s["live_end"] == {"conv1": 1.0, "conv2": 0.3, "fc1": 0.5, "out": 1.0}
+    change = [
+        [None, 0.1, 0.2, 0.1, 0.1],
+        [None, 0.1, 3.0, 0.1, 0.1],
+        [None, 0.1, 2.0, 0.1, 0.1],
+        [None, 0.1, 9.0, 0, 0],
+    ]
+    s = run_stats({**doc(EARLY, LATE), "weight_change": change})
+    assert s["jump"] == (10.0, 20.0, {"conv1": 0.2, "conv2": 3.0, "fc1": 2.0, "out": 9.0})  # out moves 9x its norm
     # a group mean: conv1 at 0.95 and conv2 at 0.8 from epoch 10 on -> 0.875 < 0.9 until the end
     s = run_stats({**doc(EARLY, EARLY), "against_final": [EARLY, [0.5, 0.8, 0.8, 0.8, 1.0], EARLY, EARLY]})
     assert s["shallow"]["settle"] == 40
@@ -77,6 +85,7 @@ def test_reproduced_when_only_the_deeper_layers_settle_late():
     assert any("deeper layers settle later" in x and "lead +0.50 >= 0.1" in x and x.endswith("\u2713") for x in t)
     assert any("shallower layers do not" in x and "lead +0.00 < 0.1" in x and x.endswith("\u2713") for x in t)
     assert any("finding reproduces at this size" in x for x in t)
+    assert not any("largest weight change" in x for x in t)  # no weight_change in these docs
     final = [r for r in v if "finding" in r["text"]][0]
     assert final["ok"] is True
     # the control: (0.8 - 0.6) / (0.9 - 0.6) = 0.67 of the gap
