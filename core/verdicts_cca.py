@@ -34,6 +34,9 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
+import tomllib
+
+from .config import get_dotted
 from .probes.cca import SETTLE_THRESHOLD, layer_groups, settle_epoch
 
 SETTLE_MARGIN = 0.1  # of the run's training: "stabilises later" means by at least a tenth of it
@@ -45,6 +48,28 @@ OK, BAD = "\u2713", "\u2717"
 
 def _mark(ok: Optional[bool]) -> str:
     return "" if ok is None else (f" {OK}" if ok else f" {BAD}")
+
+
+def _param(summary: dict, row: dict, key: str) -> Any:
+    """A run's value of a dotted config key: a row's ``config`` dict (hand-made summaries), else
+    ``<summary path>/<run>/config.toml``; None where it is not set."""
+    cfg = row.get("config")
+    if not isinstance(cfg, dict):
+        cfg = {}
+        if summary.get("path"):
+            try:
+                cfg = tomllib.loads((Path(summary["path"]) / row["run"] / "config.toml").read_text())
+            except (OSError, tomllib.TOMLDecodeError, KeyError):
+                cfg = {}
+    return get_dotted(cfg, key)
+
+
+def _warmup_len(summary: dict, row: dict) -> float:
+    for key in ("schedule.warmup.steps", "schedule.warmup.epochs"):
+        v = _param(summary, row, key)
+        if v is not None:
+            return float(v)
+    return 0.0
 
 
 def _load_cca(summary: dict, row: dict) -> Optional[dict]:
@@ -90,8 +115,6 @@ def run_stats(doc: dict) -> dict[str, Any]:
 
 
 def _roles(summary: dict, rows: list[dict]) -> dict[str, dict]:
-    from .verdicts import _param, _warmup_len
-
     batches = {r["run"]: _param(summary, r, "train.batch_size") for r in rows}
     known = [b for b in batches.values() if b is not None]
     if not known:
@@ -120,8 +143,6 @@ def _f(v: Optional[float], nd: int = 2) -> str:
 
 
 def warmup_cca_verdicts(summary: dict) -> list[dict[str, Any]]:
-    from .verdicts import _param, _warmup_len
-
     out: list[dict[str, Any]] = []
     rows = [r for r in summary.get("runs", []) if r.get("state") in ("completed", "diverged")]
     roles = _roles(summary, rows)
