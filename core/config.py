@@ -91,6 +91,15 @@ class ModelConfig(_Section):
     parametrization: Literal["sp", "ntk", "mup"] = "sp"
     batch_norm: bool = False
     channels: list[int] = Field(default_factory=lambda: [32, 64])
+    fc: Optional[list[int]] = Field(
+        default=None, description="cnn/vgg: hidden fc widths (blocks fc1..fcM); cnn default [width], vgg [512, 512]"
+    )
+    head: Literal["fc", "pool"] = Field(
+        default="fc", description='vgg: "fc" the papers\' fc stack, "pool" global pooling + one linear layer'
+    )
+    dropout: Optional[float] = Field(
+        default=None, ge=0, lt=1, description="before each hidden fc layer; default 0.5 for vgg, 0 for cnn"
+    )
     init_scale: float = Field(default=1.0, gt=0, description="multiplies the init std")
     bias: bool = True
     init_from: Optional[str] = Field(
@@ -106,6 +115,13 @@ class ModelConfig(_Section):
         if v in known or (v.startswith("tv:") and len(v) > 3):
             return v
         raise ValueError(f"expected one of {', '.join(known)} or 'tv:<torchvision model>', got {v!r}")
+
+    @field_validator("fc")
+    @classmethod
+    def _fc(cls, v: Optional[list[int]]) -> Optional[list[int]]:
+        if v is not None and any(c <= 0 for c in v):
+            raise ValueError("expected a list of positive widths")
+        return v
 
     @field_validator("channels")
     @classmethod
@@ -197,6 +213,9 @@ class TrainConfig(_Section):
     checkpoint_every: float = Field(default=0, ge=0, description="epochs; 0 = only final.pt")
     checkpoint_before_restart: bool = False
     diverge_loss: float = Field(default=1e6, gt=0, description="loss above this ends the run as diverged")
+    freeze: list[str] = Field(default_factory=list, description="blocks that get no updates at first (core.freeze)")
+    freeze_epochs: Optional[float] = Field(default=None, ge=0, description="how long train.freeze lasts, in epochs")
+    freeze_steps: Optional[int] = Field(default=None, ge=0, description="how long train.freeze lasts, in steps")
 
 
 class SharpnessProbe(_Section):
@@ -252,7 +271,7 @@ class RunConfig(_Section):
     task: Literal["train"] = Field(default="train", description="what the run does (core.pipeline.TASKS)")
     seed: int = Field(default=0, ge=0, le=SEED_MAX)
     device: str = "auto"
-    check: Optional[Literal["catapult", "warmup", "gi_adam"]] = Field(
+    check: Optional[Literal["catapult", "warmup", "gi_adam", "warmup_cca"]] = Field(
         default=None, description="theory whose verdicts the summary reports (core.verdicts)"
     )
     data: DataConfig = Field(default_factory=DataConfig)

@@ -36,3 +36,20 @@ def resolve_device(name: str, key: str = "device") -> torch.device:
         if mps is None or not mps.is_available():
             raise ConfigError("device 'mps' asked for, but MPS is not available here", key=key)
     return torch.device(name)
+
+
+def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    """torch's global generator state (the CPU one, and the device's for CUDA): what dropout draws
+    from, for a checkpoint. Reading it does not synchronise with the device's work queue."""
+    out = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        out["cuda"] = torch.cuda.get_rng_state(device)
+    return out
+
+
+def set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
+    """Restore :func:`rng_state` (entries for another device type are ignored)."""
+    if "cpu" in state:
+        torch.set_rng_state(state["cpu"].cpu())
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)

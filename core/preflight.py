@@ -28,6 +28,9 @@ def check_run(cfg: Any) -> RunPlan:
     for name, section in configured(cfg.probes):  # each probe declares its own check
         probe_class(name).check(section, cfg, plan)
     validate_schedule(cfg, plan)
+    from .freeze import check_freeze
+
+    check_freeze(cfg, plan)
     return plan
 
 

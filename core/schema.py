@@ -185,7 +185,10 @@ KINDS: dict[str, Kind] = {
             variants=(
                 "against",
                 {
-                    "previous": {},  # live, at each snapshot: each layer against the snapshot before
+                    "previous": {  # live, at each snapshot: each layer against the snapshot before
+                        "weight_change": "[layer] ||W_b - W_a|| / ||W_a|| of the layer's parameters (null: none)",
+                        "live_units": "[layer] fraction of units non-zero on some probe input at epoch_b",
+                    },
                     "final": {  # once, when the run completed: every snapshot against the last one
                         "epochs": "the snapshots' epochs",
                         "matrix": "[layer][snapshot] similarity to the last snapshot",

@@ -30,7 +30,7 @@ from . import checkpoint
 from . import runs as runs_mod
 from .config import RunConfig
 from .data import DeviceBatcher, augment_policy, load_data
-from .device import resolve_device
+from .device import resolve_device, rng_state, set_rng_state
 from .errors import ConfigError
 from .events import EventWriter
 from .models import build_model
@@ -143,6 +143,9 @@ class Run:
             lambda0=self.lambda0,
         )
         self.params = [p for p in self.model.parameters() if p.requires_grad] + extra  # for the grad norm
+        from .freeze import Freezer  # train.freeze: blocks out of autograd for the first steps
+
+        self.freezer = Freezer.from_run(self.model, cfg.train, self.spe)
         self.start_step = 0
         self.loss_acc = torch.zeros((), device=self.device)
         self.n_acc = 0
@@ -168,6 +171,7 @@ class Run:
             "wall_time": self.wall_before + time.time() - self.t0,
             "probes": {p.name: p.state_dict() for p in self.probes},
             "objective": {"name": self.objective.name, "state": self.objective.state_dict()},
+            "rng": rng_state(self.device),  # dropout's draws continue where they were
         }
 
     def save(self, name: str, step: int) -> Path:
@@ -203,6 +207,8 @@ class Run:
             )
         self.objective.load_state_dict(obj["state"])  # in place: the optimizer holds those tensors
         self.optimizer.load_state_dict(ck["optimizer"])
+        if ck.get("rng"):
+            set_rng_state(ck["rng"], self.device)
         self.start_step = int(ck["step"])
         self.loss_acc.fill_(float(ck.get("loss_acc", 0.0)))
         self.n_acc = int(ck.get("n_acc", 0))
@@ -273,7 +279,10 @@ class Run:
         lr_prev = None
         step = self.start_step
         self.status.update(state="running", step=step, total_steps=total, epoch=step / spe, force=True)
+        freezer = self.freezer
         while step < total:
+            if freezer is not None:
+                freezer.set_step(step)
             lr = self.schedule(step)
             if lr != lr_prev:
                 for g in opt.param_groups:

@@ -26,6 +26,7 @@ whole experiment; ``ok`` None: informational). Which theory is checked is the pr
   ``adam_bias`` shape: informational, it tells "GI-Adam helps" from "it is a longer warmup");
   and the mechanism: the preconditioned sharpness over Adam's threshold at init (above 1 for
   Adam, lower for GI-Adam) and its maximum over the first 20 steps.
+- ``warmup_cca`` (Gotmare et al. 2018): see core.verdicts_cca.
 
 Run configs are read from ``<summary path>/<run>/config.toml`` (or a row's ``config`` dict).
 """
@@ -42,7 +43,7 @@ from .config import get_dotted
 from .measure.catapult import LAZY_EDGE, EdgeTheory, divergence_edge, predicted_phase
 from .probes.catapult import edge_kind
 
-CHECKS = ("catapult", "warmup", "gi_adam")
+CHECKS = ("catapult", "warmup", "gi_adam", "warmup_cca")
 OK, BAD = "\u2713", "\u2717"  # check mark, ballot x
 EOS_FACTOR = 1.5  # warmup: at the edge of stability the sharpness hovers around 2/eta: within x1.5 either side
 
@@ -114,6 +115,10 @@ def verdicts(summary: dict) -> list[dict[str, Any]]:
         return warmup_verdicts(summary)
     if check == "gi_adam":
         return gi_adam_verdicts(summary)
+    if check == "warmup_cca":  # Gotmare et al.'s warmup finding (core.verdicts_cca)
+        from .verdicts_cca import warmup_cca_verdicts
+
+        return warmup_cca_verdicts(summary)
     return []
 
 
