@@ -187,6 +187,20 @@ KINDS: dict[str, Kind] = {
                 },
             ),
         ),
+        Kind(
+            "curve_point",
+            "task curve (core.curve): one evaluated t of the trained curve or of the straight line beside it",
+            {
+                "path": "curve or line",
+                "index": "position of t among the evaluated points",
+                "points": "how many t are evaluated",
+                "t": "the point's t in [0, 1]",
+                "train_loss": "mean training loss at w(t), BN recomputed",
+                "train_accuracy": "training accuracy (null for regression)",
+                "test_loss": "mean test loss",
+                "test_accuracy": "test accuracy (null for regression)",
+            },
+        ),
         Kind("checkpoint", "a checkpoint was written", {"path": "relative to the run directory"}),
         Kind(
             "restart",
