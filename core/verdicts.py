@@ -15,6 +15,10 @@ whole experiment; ``ok`` None: informational). Which theory is checked is the pr
   then the largest stable target lr without warmup against that with the longest warmup, and
   whether the runs that trained beyond the init's edge (lambda0 > 2/eta) end at the edge of
   stability (sharpness <= 1.5 x 2/eta: it hovers around 2/eta there).
+- ``connectivity`` (Garipov et al. 2018): per curve run (``task = "curve"``), the straight line
+  between the ends has a barrier in train loss (at least :data:`LINE_BARRIER_MIN`), the trained
+  curve removes most of it (its barrier at most :data:`CURVE_BARRIER_SHARE` of the line's), and
+  its maximum test error stays within :data:`CURVE_ERROR_MARGIN` of the worse end's.
 - ``gi_adam``: Adam without warmup against Adam with warmup and GI-Adam without warmup (final
   training loss): warmup helps Adam, and GI-Adam without warmup recovers (part of) it.
 
@@ -32,7 +36,7 @@ import tomllib
 from .config import get_dotted
 from .measure.catapult import phase_limits
 
-CHECKS = ("catapult", "warmup", "gi_adam")
+CHECKS = ("catapult", "warmup", "gi_adam", "connectivity")
 OK, BAD = "\u2713", "\u2717"  # check mark, ballot x
 _UV_EDGE, _RELU_EDGE = phase_limits("uv")[1], phase_limits("relu")[1]
 RELU_EDGE_FACTOR = 1.5  # ReLU nets: "about 12" -> the measured edge within a factor 1.5 of it
@@ -106,6 +110,8 @@ def verdicts(summary: dict) -> list[dict[str, Any]]:
         return warmup_verdicts(summary)
     if check == "gi_adam":
         return gi_adam_verdicts(summary)
+    if check == "connectivity":
+        return connectivity_verdicts(summary)
     return []
 
 
@@ -340,4 +346,58 @@ def gi_adam_verdicts(summary: dict) -> list[dict[str, Any]]:
             tail = f" (Adam + warmup: {_num(w)})"
         text = f"GI-Adam without warmup beats Adam without warmup: {_num(g)} {rel} {_num(a)}{tail}"
         out.append({"run": None, "ok": ok, "text": text + _mark(ok)})
+    return out
+
+
+# --------------------------------------------------------------------------- connectivity
+
+LINE_BARRIER_MIN = 0.1  # nats of train loss above the chord: "the line has a barrier"
+CURVE_BARRIER_SHARE = 0.25  # the curve's train-loss barrier at most this share of the line's
+CURVE_ERROR_MARGIN = 0.02  # the curve's max test error at most the worse end's + 2 points
+GARIPOV_CLAIM = "Garipov et al., VGG16/CIFAR-10: ends 6.8-6.9% test error, Bezier curve at most 7.75%"
+
+
+def _pct(v: Any) -> str:
+    return "-" if v is None else f"{100 * float(v):.2f}%"
+
+
+def connectivity_verdicts(summary: dict) -> list[dict[str, Any]]:
+    """One row per curve run: the line's barrier and the curve's maximum, in train loss and test
+    error, against the paper's claim with the margins above."""
+    out: list[dict[str, Any]] = []
+    for row in summary.get("runs", []):
+        if "line_barrier_train_loss" not in row:
+            continue
+        name = row["run"]
+        if row.get("state") != "completed":
+            out.append({"run": name, "ok": False, "text": f"{name}: {row.get('state')}, no curve to check"})
+            continue
+        line_b, curve_b = row["line_barrier_train_loss"], row["curve_barrier_train_loss"]
+        oks, parts = [], []
+        ok = line_b >= LINE_BARRIER_MIN
+        oks.append(ok)
+        parts.append(
+            f"line barrier in train loss {_num(line_b)} (claim: a barrier, >= {LINE_BARRIER_MIN:g}){_mark(ok)}"
+        )
+        ok = curve_b <= CURVE_BARRIER_SHARE * max(line_b, 0.0)
+        oks.append(ok)
+        maxima = f"max {_num(row.get('curve_max_train_loss'))} vs the line's {_num(row.get('line_max_train_loss'))}"
+        parts.append(
+            f"curve barrier {_num(curve_b)} ({maxima}; claim: low-loss, <= {CURVE_BARRIER_SHARE:g} x the line's)"
+            + _mark(ok)
+        )
+        ends = [row.get("start_test_error"), row.get("end_test_error")]
+        cmax = row.get("curve_max_test_error")
+        if cmax is not None and None not in ends:
+            worst = max(ends)
+            ok = cmax <= worst + CURVE_ERROR_MARGIN
+            oks.append(ok)
+            parts.append(
+                f"test error: ends {_pct(ends[0])} / {_pct(ends[1])}, line max {_pct(row.get('line_max_test_error'))}, "
+                f"curve max {_pct(cmax)} (claim: within {100 * CURVE_ERROR_MARGIN:g} points of the worse end: "
+                f"margin {100 * (worst + CURVE_ERROR_MARGIN - cmax):+.2f} points){_mark(ok)}"
+            )
+        out.append({"run": name, "ok": all(oks), "text": f"{name}: " + "; ".join(parts)})
+    if out:
+        out.append({"run": None, "ok": None, "text": f"paper: {GARIPOV_CLAIM}"})
     return out

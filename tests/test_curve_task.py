@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from conftest import heur
+from conftest import ROOT, heur
 
 from heur.core import runs as R
 from heur.core.checkpoint import load_checkpoint
@@ -232,3 +232,49 @@ def test_ends_that_do_not_fit_at_the_start_fail_the_run_with_the_key(ends, tmp_p
     (rd / "config.toml").write_text((rd / "config.toml").read_text().replace("width = 16", "width = 12"))
     with pytest.raises(ConfigError, match=r"curve.start: the model of this run does not match"):
         CurveRun(rd).setup()
+
+
+def _row(**kw):
+    row = {
+        "run": "curve",
+        "state": "completed",
+        "line_barrier_train_loss": 0.6,
+        "curve_barrier_train_loss": 0.05,
+        "curve_max_train_loss": 0.06,
+        "line_max_train_loss": 0.62,
+        "start_test_error": 0.02,
+        "end_test_error": 0.03,
+        "curve_max_test_error": 0.04,
+        "line_max_test_error": 0.2,
+    }
+    return {**row, **kw}
+
+
+def test_connectivity_verdict_passes_and_fails_on_its_margins():
+    from heur.core.verdicts import connectivity_verdicts
+
+    def ok(**kw):
+        return connectivity_verdicts({"check": "connectivity", "runs": [_row(**kw)]})[0]["ok"]
+
+    assert ok() is True
+    assert ok(line_barrier_train_loss=0.05, curve_barrier_train_loss=0.0) is False  # no barrier on the line
+    assert ok(curve_barrier_train_loss=0.2) is False  # 0.2 > 0.25 x 0.6
+    assert ok(curve_max_test_error=0.0501) is False  # worse end 3% + 2 points
+    assert ok(curve_max_test_error=0.0499) is True
+    assert ok(state="failed") is False
+    rows = connectivity_verdicts({"runs": [_row()]})
+    assert "margin +1.00 points" in rows[0]["text"] and "7.75%" in rows[-1]["text"]
+
+
+@pytest.mark.slow
+def test_connect_preset_end_to_end_shows_the_curve_below_the_line(tmp_path):
+    res = heur("run", str(ROOT / "presets" / "connect.toml"), "--runs-dir", str(tmp_path / "runs"), timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "verdict" in res.stdout
+    (exp_dir,) = (tmp_path / "runs").iterdir()
+    summary = json.loads((exp_dir / "summary.json").read_text())
+    (row,) = [r for r in summary["runs"] if r["run"] == "curve"]
+    # a trained curve between digits MLPs of different seeds: its max train loss far below the line's
+    assert row["curve_max_train_loss"] < 0.25 * row["line_max_train_loss"]
+    assert row["line_barrier_train_loss"] > 0.1
+    assert all(v["ok"] is not False for v in summary["verdicts"]), summary["verdicts"]
