@@ -27,6 +27,7 @@ and along the line, both barriers, the curve's length).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -306,6 +307,68 @@ class CurveRun(Run):
         write_json_atomic(self.run_dir / "curve.json", sanitize(doc))
         curve.load_into(self.model, EVAL_T)  # leave the model at the midpoint, as final.pt holds it
         return result
+
+
+# --------------------------------------------------------------------------- heur connect
+
+_TRAIN_KEPT = ("batch_size", "full_batch", "drop_last", "loss", "mse_reduction", "eval_batch_size", "log_every")
+
+
+def connect_preset(
+    start: Path | str,
+    end: Path | str,
+    kind: str = "bezier",
+    bends: int = 1,
+    epochs: Optional[float] = None,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """The preset of ``heur connect``: one curve run between two checkpoint files, its model, data
+    (split pinned by ``data.seed``), optimizer and batch read from ``start``'s config; the schedule
+    is Garipov's; ``epochs`` defaults to the start's. ConfigError naming the file for a file that
+    is not a heur checkpoint."""
+    ck = load_checkpoint(start)
+    load_checkpoint(end)  # refused here, with its name, before anything else
+    src = ck.get("config")
+    if not isinstance(src, dict):
+        raise ConfigError("checkpoint has no 'config' entry", file=str(start))
+    from .config import validate_run
+
+    a = validate_run(src, str(start))
+    data = a.data.model_dump(mode="json", exclude_none=True)
+    data["seed"] = a.seed if a.data.seed is None else a.data.seed
+    model = a.model.model_dump(mode="json", exclude_none=True)
+    model.pop("init_from", None)
+    train = {k: v for k, v in a.train.model_dump(mode="json", exclude_none=True).items() if k in _TRAIN_KEPT}
+    train["epochs"] = float(epochs) if epochs is not None else a.train.epochs
+    return {
+        "name": "connect",
+        "description": f"a {kind} curve ({bends} bend(s)) between {start} and {end}",
+        "task": "curve",
+        "check": "connectivity",
+        "seed": a.seed,
+        "device": device,
+        "data": data,
+        "model": model,
+        "optim": a.optim.model_dump(mode="json", exclude_none=True),
+        "train": train,
+        "curve": {"start": str(Path(start).resolve()), "end": str(Path(end).resolve()), "kind": kind, "bends": bends},
+    }
+
+
+def data_note(start: Path | str, end: Path | str) -> Optional[str]:
+    """A warning when the two checkpoints were trained on different data splits, else None."""
+    from .config import validate_run
+
+    keys = []
+    for p in (start, end):
+        cfg = load_checkpoint(p).get("config")
+        keys.append(split_key(validate_run(cfg, str(p))) if isinstance(cfg, dict) else None)
+    if None in keys or keys[0] == keys[1]:
+        return None
+    return (
+        f"the two checkpoints were trained on different data ({_first_diff(keys[1], keys[0])}, end vs start): "
+        "the curve uses the start's split, so the end's test error may be optimistic"
+    )
 
 
 def main(argv: Optional[list[str]] = None) -> int:
