@@ -30,7 +30,6 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 import torch
 
 from .atomic import write_json_atomic
@@ -45,6 +44,7 @@ from .train import main as train_main
 
 ENDS = ("curve.start", "curve.end")
 METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+_MASK64 = 2**64 - 1
 EVAL_T = 0.5  # the point the run's eval events measure while it trains
 
 # --------------------------------------------------------------------------- preflight
@@ -127,15 +127,20 @@ class CurveObjective(Objective):
         self._bn_at: Optional[tuple[int, int]] = None
 
     def t_at(self, step: int) -> float:
-        """The t of optimizer step ``step``: uniform in [0, 1), a function of (seed, step) alone."""
-        return float(np.random.default_rng([self.seed % 2**63, int(step), 0x6375727665]).random())
+        """The t of optimizer step ``step``: uniform in [0, 1), a function of (seed, step) alone
+        (splitmix64 of the pair, 53 bits: a microsecond on the host, no device work)."""
+        z = (self.seed * 0x9E3779B97F4A7C15 + int(step) * 0xBF58476D1CE4E5B9 + 0x6375727665) & _MASK64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+        z ^= z >> 31
+        return (z >> 11) / 2.0**53
 
     def loss(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, step: int) -> torch.Tensor:
         t = self.t_at(step)
         flat = self.curve.flat(t)
         loss = self.loss_fn(self.curve.forward(model, x, t, flat), y)
         if self.weight_decay:
-            loss = loss + 0.5 * self.weight_decay * flat.pow(2).sum()
+            loss = loss + (0.5 * self.weight_decay) * torch.dot(flat, flat)
         return loss
 
     def evaluate(

@@ -204,3 +204,23 @@ def test_bn_recomputed_at_t0_reproduces_the_endpoint_with_exact_statistics():
     c = Curve.for_model(a, a.state_dict(), mlp(1, bn=True).state_dict(), bends=1)
     row = path_rows(c, mlp(5, bn=True), data, [0.0], nn.functional.cross_entropy)[0]
     assert row["test_loss"] == pytest.approx(want, rel=1e-5)
+
+
+def test_a_model_that_shares_a_weight_between_modules_uses_it_everywhere():
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = nn.Linear(4, 4, bias=False)
+            self.dec = nn.Linear(4, 4, bias=False)
+            self.dec.weight = self.enc.weight  # one tensor, two modules
+
+        def forward(self, x):
+            return self.dec(self.enc(x))
+
+    torch.manual_seed(0)
+    a, b = Tied(), Tied()
+    c = Curve.for_model(a, dict(a.named_parameters()), dict(b.named_parameters()), bends=1)
+    assert c.names == ["enc.weight"]
+    x = torch.randn(3, 4)
+    w = c.weights(0.3)["enc.weight"]
+    torch.testing.assert_close(c.forward(a, x, 0.3), x @ w.T @ w.T)

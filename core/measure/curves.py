@@ -113,6 +113,7 @@ class Curve:
         frac = torch.arange(1, k, dtype=a.dtype, device=a.device)[:, None] / k
         self.ends = torch.stack([a, b]).requires_grad_(not self.fix_ends)
         self.bends = torch.lerp(a[None], b[None], frac).requires_grad_(True)  # on the straight line
+        self._tied: dict[int, bool] = {}  # id(model) -> whether it shares a parameter between modules
 
     @classmethod
     def for_model(
@@ -148,9 +149,9 @@ class Curve:
         """w(t) as one vector (differentiable in the trainable points). ``t`` a Python float: the
         coefficients are host numbers, so no device sync and no transfer."""
         c = self.coefficients(t)
-        w = self.ends[0] * c[0] + self.ends[1] * c[-1]
+        w = torch.add(self.ends[0] * c[0], self.ends[1], alpha=c[-1])  # one fused kernel per term
         for j in range(self.n_bends):
-            w = w + self.bends[j] * c[j + 1]
+            w = torch.add(w, self.bends[j], alpha=c[j + 1])
         return w
 
     def split(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -174,7 +175,11 @@ class Curve:
     def forward(self, model: nn.Module, x: torch.Tensor, t: float, flat: Optional[torch.Tensor] = None) -> Any:
         """``model(x)`` at w(t) (or at the given flat weights), the model's buffers as they are."""
         w = self.split(self.flat(t) if flat is None else flat)
-        return torch.func.functional_call(model, w, (x,))
+        tied = self._tied.get(id(model))
+        if tied is None:  # tie_weights=True costs a lookup per call: only models that share a tensor need it
+            names = [n for n, _ in model.named_parameters(remove_duplicate=False)]
+            tied = self._tied[id(model)] = len(names) != len(dict(model.named_parameters()))
+        return torch.func.functional_call(model, w, (x,), tie_weights=tied)
 
     @torch.no_grad()
     def load_into(self, model: nn.Module, t: float) -> None:
