@@ -228,12 +228,24 @@ class CurveConfig(_Section):
     points: int = Field(default=61, ge=2, description="evenly spaced t (0 and 1 included) evaluated at the end")
 
 
+class PlaneConfig(_Section):
+    """``[plane]`` (``task = "plane"``, core.plane): a loss grid on the plane through three checkpoints."""
+
+    start: str = Field(min_length=1, description="w0: '@RUN', '@RUN:CHECKPOINT' or a checkpoint path")
+    bend: str = Field(min_length=1, description="w1, off the line (a curve run's checkpoint: its middle bend)")
+    end: str = Field(min_length=1, description="w2")
+    grid: int = Field(default=21, ge=2, description="points a side")
+    margin: float = Field(default=0.2, ge=0, description="beyond [0, 1] in units of the points' spans")
+
+
 class RunConfig(_Section):
     """One fully resolved run."""
 
     name: str = "run"
     description: str = ""
-    task: Literal["train", "curve"] = Field(default="train", description="what the run does (core.pipeline.TASKS)")
+    task: Literal["train", "curve", "plane"] = Field(
+        default="train", description="what the run does (core.pipeline.TASKS)"
+    )
     seed: int = 0
     device: str = "auto"
     check: Optional[Literal["catapult", "warmup", "gi_adam", "connectivity"]] = Field(
@@ -246,6 +258,7 @@ class RunConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     probes: ProbesConfig = Field(default_factory=ProbesConfig)
     curve: Optional[CurveConfig] = None
+    plane: Optional[PlaneConfig] = None
 
     @model_validator(mode="before")
     @classmethod

@@ -61,20 +61,32 @@ def split_key(cfg: RunConfig) -> dict[str, Any]:
 
 
 def check_curve(cfg: RunConfig, exp: Any) -> None:
-    """Before anything starts: the two ends differ, and each one's model (a referenced run's, or
-    the checkpoint file's weights) has this run's parameter names and shapes; referenced runs
-    train on this run's data split. ConfigError on ``curve.start`` / ``curve.end``."""
+    """Before anything starts: a [curve] section whose two ends differ and fit this run
+    (:func:`check_ends`). ConfigError on ``curve.start`` / ``curve.end``."""
+    if cfg.curve is None:
+        raise ConfigError('task "curve" needs a [curve] section', key="curve")
+    check_ends(cfg, exp, ENDS)
+
+
+def check_ends(cfg: RunConfig, exp: Any, keys: tuple[str, ...]) -> None:
+    """The checkpoints the dotted ``keys`` name are all different, and each one's model (a
+    referenced run's, or the checkpoint file's weights) has this run's parameter names and
+    shapes; referenced runs train on this run's data split. ConfigError naming the key."""
     from .models import meta_model
     from .pipeline import _shapes, parse_ref, shape_mismatch
 
-    if cfg.curve is None:
-        raise ConfigError('task "curve" needs a [curve] section', key="curve")
-    if cfg.curve.start == cfg.curve.end:
-        raise ConfigError(f"both ends are {cfg.curve.start!r}: expected two different checkpoints", key="curve.end")
     mine = meta_model(cfg)
     data = cfg.to_dict()
-    for key in ENDS:
+    seen: dict[str, str] = {}
+    for key in keys:
         value = get_dotted(data, key)
+        if value in seen:
+            raise ConfigError(
+                f"{value!r} is also {seen[value]}: expected different checkpoints (no curve or plane between a "
+                "point and itself)",
+                key=key,
+            )
+        seen[value] = key
         ref = parse_ref(value, key)
         if ref is not None:
             other = exp.runs[ref.run]

@@ -28,7 +28,7 @@ from .config import Experiment, RunConfig, get_dotted
 from .errors import ConfigError
 
 # dotted keys whose value is a checkpoint: a reference or a path (the tasks of later issues add theirs)
-REF_KEYS: tuple[str, ...] = ("model.init_from", "curve.start", "curve.end")
+REF_KEYS: tuple[str, ...] = ("model.init_from", "curve.start", "curve.end", "plane.start", "plane.bend", "plane.end")
 
 _NAME = r"[A-Za-z0-9._=+-]+"  # what core.config._safe_name leaves in a run name; a checkpoint stem too
 _REF = re.compile(rf"@(?P<run>{_NAME})(?::(?P<ckpt>{_NAME}?))?")
@@ -46,6 +46,7 @@ class Task:
 TASKS: dict[str, Task] = {
     "train": Task(module="heur.core.train"),
     "curve": Task(module="heur.core.curve", required=("curve",), unused=("probes",)),  # issue 11
+    "plane": Task(module="heur.core.plane", required=("plane",), unused=("probes",)),  # issue 11
 }
 
 

@@ -46,6 +46,10 @@ def check_experiment(exp: Experiment) -> None:
                 from .curve import check_curve
 
                 check_curve(cfg, exp)
+            if cfg.task == "plane":
+                from .plane import check_plane
+
+                check_plane(cfg, exp)
         except ConfigError as e:
             label = f"run '{name}': " if len(exp.runs) > 1 else ""
             raise ConfigError(label + e.message, key=e.key, file=exp.source or None) from None

@@ -201,6 +201,20 @@ KINDS: dict[str, Kind] = {
                 "test_accuracy": "test accuracy (null for regression)",
             },
         ),
+        Kind(
+            "plane_point",
+            "task plane (core.plane): one grid point of the plane through three checkpoints",
+            {
+                "index": "position in the grid, row by row (b outer, a inner)",
+                "points": "grid points in all",
+                "a": "coordinate along u (0 at the start, 1 at the end)",
+                "b": "coordinate along v (1 at the bend)",
+                "train_loss": "mean training loss there, BN recomputed",
+                "train_accuracy": "training accuracy (null for regression)",
+                "test_loss": "mean test loss",
+                "test_accuracy": "test accuracy (null for regression)",
+            },
+        ),
         Kind("checkpoint", "a checkpoint was written", {"path": "relative to the run directory"}),
         Kind(
             "restart",

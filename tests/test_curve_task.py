@@ -201,7 +201,7 @@ def test_ends_on_another_data_split_are_refused():
 
 
 def test_the_same_end_twice_is_refused():
-    with pytest.raises(ConfigError, match=r"curve.end: .*two different checkpoints"):
+    with pytest.raises(ConfigError, match=r"curve.end: .*expected different checkpoints"):
         check_experiment(experiment({"curve.end": "@a"}))
 
 

@@ -1,0 +1,110 @@
+"""The plane through three points (core.measure.plane) and task = "plane" (core.plane)."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from heur.core import runs as R
+from heur.core.config import expand
+from heur.core.curve import CurveRun
+from heur.core.errors import ConfigError
+from heur.core.measure.plane import Plane, PlaneError, grid_axis
+from heur.core.plane import PlaneRun
+from heur.core.preflight import check_experiment
+from heur.core.train import Run
+
+
+def test_the_three_points_land_at_their_coordinates():
+    # an orthonormal frame by hand: w0 = c, w2 = c + 2 e1, w1 = c + e1 + 3 e2 (+ rotated into 6-d)
+    q, _ = torch.linalg.qr(torch.randn(6, 6, dtype=torch.float64))
+    e1, e2, c = q[:, 0], q[:, 1], torch.randn(6, dtype=torch.float64)
+    w0, w2, w1 = c, c + 2 * e1, c + e1 + 3 * e2
+    p = Plane(w0, w1, w2)
+    assert p.dx == pytest.approx(2) and p.dy == pytest.approx(3)
+    for w, (a, b) in ((w0, (0, 0)), (w1, (0.5, 1)), (w2, (1, 0))):
+        x, y, dist = p.coordinates(w)
+        assert (x, y) == (pytest.approx(a, abs=1e-12), pytest.approx(b, abs=1e-12)) and dist == pytest.approx(
+            0, abs=1e-12
+        )
+    # a point of the plane projects onto itself; one off it keeps its distance
+    x, y, dist = p.coordinates(p.point(0.3, -0.2, torch.float64))
+    assert (x, y, dist) == (pytest.approx(0.3), pytest.approx(-0.2), pytest.approx(0, abs=1e-12))
+    off = p.point(0.3, 0.7, torch.float64) + 0.5 * q[:, 4]
+    x, y, dist = p.coordinates(off)
+    assert (x, y, dist) == (pytest.approx(0.3), pytest.approx(0.7), pytest.approx(0.5))
+
+
+def test_points_that_span_no_plane_are_refused():
+    a, b = torch.zeros(4), torch.ones(4)
+    with pytest.raises(PlaneError) as e:
+        Plane(a, b, a.clone())
+    assert e.value.arg == "w2"
+    with pytest.raises(PlaneError) as e:
+        Plane(a, 0.5 * b, b)  # on the line
+    assert e.value.arg == "w1"
+    assert grid_axis(3, 0.2) == pytest.approx([-0.2, 0.5, 1.2])
+
+
+BASE = {
+    "name": "pl",
+    "device": "cpu",
+    "seed": 0,
+    "data": {"name": "digits", "subset": 256, "augment": False, "seed": 0},
+    "model": {"name": "mlp", "width": 16, "depth": 1},
+    "optim": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
+    "train": {"epochs": 2, "batch_size": 64, "log_every": 2},
+}
+
+
+def experiment(plane_sets=None):
+    plane = {"task": "plane", "plane.start": "@a", "plane.bend": "@curve", "plane.end": "@b", "plane.grid": 3}
+    return expand(
+        {
+            **BASE,
+            "variant": [
+                {"name": "a", "set": {"seed": 1}},
+                {"name": "b", "set": {"seed": 2}},
+                {"name": "curve", "set": {"task": "curve", "curve.start": "@a", "curve.end": "@b", "curve.points": 3}},
+                {"name": "plane", "set": {**plane, **(plane_sets or {})}},
+            ],
+        },
+        [],
+    )
+
+
+def _go(cls, rd):
+    r = cls(rd)
+    r.status.update(state="running", pid=os.getpid(), force=True)
+    if hasattr(r, "setup"):
+        r.setup()
+        r.finish(*r.train())
+    else:
+        r.finish(*r.run())
+
+
+def test_plane_through_two_ends_and_a_curve_bend(tmp_path):
+    exp = experiment({"plane.margin": 0.0})
+    check_experiment(exp)
+    exp_dir = R.create_experiment(exp, tmp_path / "runs")
+    for name, cls in (("a", Run), ("b", Run), ("curve", CurveRun), ("plane", PlaneRun)):
+        _go(cls, exp_dir / name)
+        assert R.read_status(exp_dir / name).state == "completed", R.read_status(exp_dir / name).reason
+    doc = json.loads((exp_dir / "plane" / "plane.json").read_text())
+    assert doc["a"] == [0.0, 0.5, 1.0]
+    pts = doc["points"]
+    assert pts["start"] == pytest.approx([0, 0, 0], abs=1e-6) and pts["end"] == pytest.approx([1, 0, 0], abs=1e-6)
+    assert pts["bend"][1] == pytest.approx(1) and pts["bend"][2] == pytest.approx(0, abs=1e-4)
+    # grid (a, b) = (0, 0) and (1, 0) are the two ends: the curve measured the same numbers there
+    curve = json.loads((exp_dir / "curve" / "curve.json").read_text())["curve"]
+    assert doc["train_loss"][0][0] == pytest.approx(curve["train_loss"][0], rel=1e-6)
+    assert doc["train_loss"][0][2] == pytest.approx(curve["train_loss"][-1], rel=1e-4)
+    assert doc["test_error"][0][0] == pytest.approx(1 - curve["test_accuracy"][0])
+    st = R.read_status(exp_dir / "plane")
+    assert st.result["plane_min_train_loss"] <= doc["train_loss"][0][0]
+
+
+def test_a_plane_through_the_same_point_twice_is_refused_with_the_key():
+    with pytest.raises(ConfigError, match=r"plane.end: .*'@a' is also plane.start: expected different checkpoints"):
+        check_experiment(experiment({"plane.end": "@a"}))
