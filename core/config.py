@@ -248,7 +248,7 @@ class RunConfig(_Section):
     )
     seed: int = 0
     device: str = "auto"
-    check: Optional[Literal["catapult", "warmup", "gi_adam", "connectivity"]] = Field(
+    check: Optional[Literal["catapult", "warmup", "gi_adam", "connectivity", "sgdr", "resilience"]] = Field(
         default=None, description="theory whose verdicts the summary reports (core.verdicts)"
     )
     data: DataConfig = Field(default_factory=DataConfig)

@@ -19,6 +19,11 @@ whole experiment; ``ok`` None: informational). Which theory is checked is the pr
   between the ends has a barrier in train loss (at least :data:`LINE_BARRIER_MIN`), the trained
   curve removes most of it (its barrier at most :data:`CURVE_BARRIER_SHARE` of the line's), and
   its maximum test error stays within :data:`CURVE_ERROR_MARGIN` of the worse end's.
+- ``sgdr`` (Gotmare et al. 2018): curve runs between consecutive snapshots, grouped by the
+  schedule of the run their start references (sgdr or not): the straight line has a barrier
+  (>= :data:`LINE_BARRIER_MIN`) between SGDR snapshots and none between SGD ones; and along each
+  SGDR curve some point reaches a lower train loss than both snapshots but a higher test error
+  than the better one (read from the run's ``curve.json``).
 - ``gi_adam``: Adam without warmup against Adam with warmup and GI-Adam without warmup (final
   training loss): warmup helps Adam, and GI-Adam without warmup recovers (part of) it.
 
@@ -112,6 +117,8 @@ def verdicts(summary: dict) -> list[dict[str, Any]]:
         return gi_adam_verdicts(summary)
     if check == "connectivity":
         return connectivity_verdicts(summary)
+    if check == "sgdr":
+        return sgdr_verdicts(summary)
     return []
 
 
@@ -400,4 +407,90 @@ def connectivity_verdicts(summary: dict) -> list[dict[str, Any]]:
         out.append({"run": name, "ok": all(oks), "text": f"{name}: " + "; ".join(parts)})
     if out:
         out.append({"run": None, "ok": None, "text": f"paper: {GARIPOV_CLAIM}"})
+    return out
+
+
+# --------------------------------------------------------------------------- SGDR snapshots
+
+GOTMARE_CLAIM = (
+    "Gotmare et al.: barriers on the line between SGDR snapshots, none between SGD snapshots; "
+    "points of the curve reach lower train loss than the snapshots but higher test error (Fig. 2-4)"
+)
+
+
+def _curve_doc(summary: dict, run: str) -> dict:
+    import json
+
+    path = summary.get("path")
+    try:
+        return json.loads((Path(path) / run / "curve.json").read_text()) if path else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _snapshot_group(summary: dict, row: dict) -> str:
+    """``"sgdr"`` when the run a curve's start references trains with SGDR, else ``"sgd"``."""
+    start = _param(summary, row, "curve.start")
+    if not isinstance(start, str) or not start.startswith("@"):
+        return "sgd"
+    ref = start[1:].split(":")[0]
+    sched = get_dotted(_config(summary, {"run": ref}), "schedule.name")
+    return "sgdr" if sched == "sgdr" else "sgd"
+
+
+def sgdr_verdicts(summary: dict) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    barriers: dict[str, list[bool]] = {"sgdr": [], "sgd": []}
+    lower_worse: list[bool] = []
+    for row in summary.get("runs", []):
+        if "line_barrier_train_loss" not in row or row.get("state") != "completed":
+            continue
+        name, group = row["run"], _snapshot_group(summary, row)
+        lb = row["line_barrier_train_loss"]
+        has = lb >= LINE_BARRIER_MIN
+        barriers[group].append(has)
+        said = "a barrier" if has else "no barrier"
+        text = (
+            f"{name} ({group.upper()} snapshots): line {said} (train loss {_num(lb)} above the chord, test error "
+            f"{_pct(row.get('line_barrier_test_error'))}); curve barrier {_num(row.get('curve_barrier_train_loss'))}"
+        )
+        if group == "sgdr":
+            doc = _curve_doc(summary, name).get("curve") or {}
+            losses, accs = doc.get("train_loss") or [], doc.get("test_accuracy") or []
+            if len(losses) >= 3 and len(accs) == len(losses) and None not in accs:
+                inner = range(1, len(losses) - 1)
+                k = min(inner, key=lambda i: losses[i])
+                best_end_err = min(1 - accs[0], 1 - accs[-1])
+                ok = losses[k] < min(losses[0], losses[-1]) and 1 - accs[k] > best_end_err
+                lower_worse.append(ok)
+                text += (
+                    f"; lowest train loss on the curve {_num(losses[k])} at t = {doc['t'][k]:.3g} "
+                    f"(snapshots {_num(losses[0])} / {_num(losses[-1])}) with test error {_pct(1 - accs[k])} "
+                    f"(better snapshot {_pct(best_end_err)}){_mark(ok)}"
+                )
+        out.append({"run": name, "ok": None, "text": text})
+    if not out:
+        return out
+    n_r, n_s = len(barriers["sgdr"]), len(barriers["sgd"])
+    b_r, b_s = sum(barriers["sgdr"]), sum(barriers["sgd"])
+    ok = n_r > 0 and b_r == n_r and b_s == 0
+    out.append(
+        {
+            "run": None,
+            "ok": ok,
+            "text": f"lines with a barrier (>= {LINE_BARRIER_MIN:g} nats): SGDR {b_r}/{n_r}, SGD {b_s}/{n_s} "
+            f"(claim: all SGDR, no SGD){_mark(ok)}",
+        }
+    )
+    if lower_worse:
+        ok = all(lower_worse)
+        out.append(
+            {
+                "run": None,
+                "ok": ok,
+                "text": f"SGDR curves with a point of lower train loss and higher test error than the snapshots: "
+                f"{sum(lower_worse)}/{len(lower_worse)}{_mark(ok)}",
+            }
+        )
+    out.append({"run": None, "ok": None, "text": f"paper: {GOTMARE_CLAIM}"})
     return out

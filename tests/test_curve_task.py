@@ -278,3 +278,35 @@ def test_connect_preset_end_to_end_shows_the_curve_below_the_line(tmp_path):
     assert row["curve_max_train_loss"] < 0.25 * row["line_max_train_loss"]
     assert row["line_barrier_train_loss"] > 0.1
     assert all(v["ok"] is not False for v in summary["verdicts"]), summary["verdicts"]
+
+
+def _sgdr_summary(tmp_path, sgdr_barrier, sgd_barrier, curve_losses, curve_accs):
+    for run, sched in (("sgdr", "sgdr"), ("sgd", "step")):
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "config.toml").write_text(f'[schedule]\nname = "{sched}"\n')
+    rows = [{"run": "sgdr", "state": "completed"}, {"run": "sgd", "state": "completed"}]
+    for name, start, lb in (("c_sgdr", "@sgdr:restart_1", sgdr_barrier), ("c_sgd", "@sgd:step_46", sgd_barrier)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.toml").write_text(f'task = "curve"\n[curve]\nstart = "{start}"\nend = "@x"\n')
+        ts = [i / (len(curve_losses) - 1) for i in range(len(curve_losses))]
+        (tmp_path / name / "curve.json").write_text(
+            json.dumps({"curve": {"t": ts, "train_loss": curve_losses, "test_accuracy": curve_accs}})
+        )
+        rows.append(_row(run=name, line_barrier_train_loss=lb, line_barrier_test_error=0.1))
+    return {"check": "sgdr", "path": str(tmp_path), "runs": rows}
+
+
+def test_sgdr_verdict_reads_barriers_by_the_snapshots_schedule_and_can_fail(tmp_path):
+    from heur.core.verdicts import sgdr_verdicts
+
+    (tmp_path / "g").mkdir()
+    good = _sgdr_summary(tmp_path / "g", 0.5, 0.01, [0.1, 0.05, 0.08], [0.95, 0.9, 0.94])
+    rows = sgdr_verdicts(good)
+    overall = [r for r in rows if r["run"] is None and r["ok"] is not None]
+    assert [r["ok"] for r in overall] == [True, True], rows
+    assert "SGDR 1/1, SGD 0/1" in overall[0]["text"]
+    assert any("no barrier" in r["text"] for r in rows if r["run"] == "c_sgd")
+    # no barrier anywhere, and a curve whose best point generalises better: both claims fail
+    (tmp_path / "b").mkdir()
+    bad = _sgdr_summary(tmp_path / "b", 0.0, 0.0, [0.1, 0.05, 0.08], [0.95, 0.97, 0.94])
+    assert [r["ok"] for r in sgdr_verdicts(bad) if r["run"] is None and r["ok"] is not None] == [False, False]
