@@ -24,6 +24,9 @@ whole experiment; ``ok`` None: informational). Which theory is checked is the pr
   (>= :data:`LINE_BARRIER_MIN`) between SGDR snapshots and none between SGD ones; and along each
   SGDR curve some point reaches a lower train loss than both snapshots but a higher test error
   than the better one (read from the run's ``curve.json``).
+- ``resilience`` (Gotmare et al.'s poster): every curve run (a variant A-F connected to the
+  reference mode G) is connected: its maximum test error stays within
+  :data:`CURVE_ERROR_MARGIN` of the worse end's; the line's barrier is reported beside it.
 - ``gi_adam``: Adam without warmup against Adam with warmup and GI-Adam without warmup (final
   training loss): warmup helps Adam, and GI-Adam without warmup recovers (part of) it.
 
@@ -119,6 +122,8 @@ def verdicts(summary: dict) -> list[dict[str, Any]]:
         return connectivity_verdicts(summary)
     if check == "sgdr":
         return sgdr_verdicts(summary)
+    if check == "resilience":
+        return resilience_verdicts(summary)
     return []
 
 
@@ -493,4 +498,44 @@ def sgdr_verdicts(summary: dict) -> list[dict[str, Any]]:
             }
         )
     out.append({"run": None, "ok": None, "text": f"paper: {GOTMARE_CLAIM}"})
+    return out
+
+
+# --------------------------------------------------------------------------- resilience
+
+RESILIENCE_CLAIM = (
+    "Gotmare et al. (poster): a low-loss curve connects G to each of A-F (a few epochs of curve training)"
+)
+
+
+def resilience_verdicts(summary: dict) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    oks: list[bool] = []
+    for row in summary.get("runs", []):
+        if "line_barrier_train_loss" not in row:
+            continue
+        name = row["run"]
+        ends, cmax = [row.get("start_test_error"), row.get("end_test_error")], row.get("curve_max_test_error")
+        if row.get("state") != "completed" or cmax is None or None in ends:
+            oks.append(False)
+            out.append({"run": name, "ok": False, "text": f"{name}: {row.get('state')}, no curve to check"})
+            continue
+        worst = max(ends)
+        ok = cmax <= worst + CURVE_ERROR_MARGIN
+        oks.append(ok)
+        out.append(
+            {
+                "run": name,
+                "ok": ok,
+                "text": f"{name}: curve max test error {_pct(cmax)}, ends {_pct(ends[0])} / {_pct(ends[1])} "
+                f"(claim: within {100 * CURVE_ERROR_MARGIN:g} points of the worse end, margin "
+                f"{100 * (worst + CURVE_ERROR_MARGIN - cmax):+.2f} points); the line's max "
+                f"{_pct(row.get('line_max_test_error'))}, barrier {_num(row.get('line_barrier_train_loss'))} "
+                f"nats in train loss{_mark(ok)}",
+            }
+        )
+    if oks:
+        ok = all(oks)
+        out.append({"run": None, "ok": ok, "text": f"variants connected to G: {sum(oks)}/{len(oks)}{_mark(ok)}"})
+        out.append({"run": None, "ok": None, "text": f"paper: {RESILIENCE_CLAIM}"})
     return out

@@ -310,3 +310,26 @@ def test_sgdr_verdict_reads_barriers_by_the_snapshots_schedule_and_can_fail(tmp_
     (tmp_path / "b").mkdir()
     bad = _sgdr_summary(tmp_path / "b", 0.0, 0.0, [0.1, 0.05, 0.08], [0.95, 0.97, 0.94])
     assert [r["ok"] for r in sgdr_verdicts(bad) if r["run"] is None and r["ok"] is not None] == [False, False]
+
+
+def test_resilience_verdict_fails_a_variant_that_is_not_connected():
+    from heur.core.verdicts import resilience_verdicts
+
+    rows = [_row(run="curve_A"), _row(run="curve_B", curve_max_test_error=0.06)]
+    out = resilience_verdicts({"check": "resilience", "runs": rows})
+    assert [r["ok"] for r in out[:3]] == [True, False, False]
+    assert "variants connected to G: 1/2" in out[2]["text"] and "margin -1.00 points" in out[1]["text"]
+    assert resilience_verdicts({"runs": [_row(run="curve_A")]})[1]["ok"] is True
+
+
+@pytest.mark.parametrize("preset", ["connect", "sgdr_connect", "resilience"])
+def test_the_connectivity_presets_pass_preflight(preset):
+    exp = check_experiment_of(ROOT / "presets" / f"{preset}.toml")
+    tasks = {cfg.task for cfg in exp.runs.values()}
+    assert "curve" in tasks
+
+
+def check_experiment_of(path):
+    from heur.core.runs import prepare
+
+    return prepare(path)
