@@ -108,3 +108,17 @@ def test_plane_through_two_ends_and_a_curve_bend(tmp_path):
 def test_a_plane_through_the_same_point_twice_is_refused_with_the_key():
     with pytest.raises(ConfigError, match=r"plane.end: .*'@a' is also plane.start: expected different checkpoints"):
         check_experiment(experiment({"plane.end": "@a"}))
+
+
+def test_the_terminal_heatmap_shades_the_grid_and_marks_the_points():
+    from heur.cli.plane_view import SHADES, render_plane
+
+    axis = grid_axis(5, 0.0)  # 0, .25, .5, .75, 1
+    loss = [[(a - 0.5) ** 2 + b**2 + 0.01 for a in axis] for b in axis]  # rows b, columns a
+    doc = {"a": axis, "b": axis, "train_loss": loss, "points": {"start": [0, 0], "bend": [0.5, 1], "end": [1, 0]}}
+    lines = render_plane(doc)
+    assert len(lines) == 5 and all(len(x) == 10 for x in lines)
+    bottom, top = lines[-1], lines[0]  # b = 0 is printed last
+    assert bottom[0] == "S" and bottom[-1] == "E" and top[4] == "B"
+    assert bottom[4] == SHADES[0]  # the minimum, at (0.5, 0)
+    assert top[0] == SHADES[-1]  # the maximum, at (0, 1)
