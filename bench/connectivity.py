@@ -6,8 +6,8 @@
 Both go through heur's loop (core.train.Run and core.curve.CurveRun: events, status, the
 objective seam), on digits without augmentation, interleaved ``--repeats`` times so that drift
 hits both alike. Prints the median seconds per epoch of each, the ratio curve / train (the issue's
-target: at most 1.3x), and the seconds per evaluated t of the curve's final evaluation (BN
-recomputed, train and test split, curve and line).
+target: at most 1.3x), the seconds per evaluated t of the curve's final evaluation (BN
+recomputed, train and test split, curve and line) and per grid point of a plane (core.plane).
 """
 
 from __future__ import annotations
@@ -115,6 +115,28 @@ def eval_per_point(run, points: int) -> float:
     return (time.perf_counter() - t0) / points
 
 
+def plane_per_point(run, points: int) -> float:
+    """Seconds per grid point of the plane through the curve's ends and bend, measured as core.plane
+    does it (load the point, recompute BN, evaluate train and test)."""
+    from heur.core.measure.connectivity import eval_row, recompute_bn_stats
+    from heur.core.measure.plane import Plane, grid_axis, unflatten
+
+    curve = run.objective.curve
+    plane = Plane(curve.ends[0], curve.bends[0], curve.ends[1])
+    params = dict(run.model.named_parameters())
+    names, shapes = list(params), [tuple(p.shape) for p in params.values()]
+    axis = grid_axis(points, 0.2)
+    t0 = time.perf_counter()
+    for b in axis[:1]:
+        for a in axis:
+            with torch.no_grad():
+                for n, w in unflatten(plane.point(a, b), names, shapes).items():
+                    params[n].copy_(w)
+            recompute_bn_stats(run.model, run.data.x_train, run.cfg.train.eval_batch_size)
+            eval_row(run.model, run.data, run.objective.loss_fn, run.cfg.train.eval_batch_size)
+    return (time.perf_counter() - t0) / len(axis)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="cnn")
@@ -140,6 +162,7 @@ def main() -> int:
                 if kind == "curve":
                     last = run
         per_point = eval_per_point(last, args.points)
+        per_grid = plane_per_point(last, args.points)
         device = last.device
     med = {k: statistics.median(v) for k, v in res.items()}
     print(
@@ -150,6 +173,7 @@ def main() -> int:
         print(f"  {k:<6} {v:8.4f} s/epoch   (runs: {', '.join(f'{x:.4f}' for x in res[k])})")
     print(f"  curve / train epoch = {med['curve'] / med['train']:.2f}x   (target: <= 1.3x)")
     print(f"  curve evaluation    = {per_point:.4f} s per t (curve + line, BN recomputed, train + test)")
+    print(f"  plane evaluation    = {per_grid:.4f} s per grid point (BN recomputed, train + test)")
     return 0
 
 
