@@ -379,7 +379,10 @@ def data_note(start: Path | str, end: Path | str) -> Optional[str]:
     keys = []
     for p in (start, end):
         cfg = load_checkpoint(p).get("config")
-        keys.append(split_key(validate_run(cfg, str(p))) if isinstance(cfg, dict) else None)
+        try:
+            keys.append(split_key(validate_run(cfg, str(p))) if isinstance(cfg, dict) else None)
+        except ConfigError:  # a config this heur no longer reads: nothing to compare
+            keys.append(None)
     if None in keys or keys[0] == keys[1]:
         return None
     return (
