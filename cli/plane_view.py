@@ -29,6 +29,11 @@ def render_plane(doc: dict[str, Any], metric: str = "train_loss") -> list[str]:
         for row in grid
     ]
     a, b = doc["a"], doc["b"]
+    for p in doc.get("projected") or []:  # projected checkpoints inside the grid: o
+        if a[0] <= p["a"] <= a[-1] and b[0] <= p["b"] <= b[-1]:
+            i = min(range(len(a)), key=lambda k: abs(a[k] - p["a"]))
+            j = min(range(len(b)), key=lambda k: abs(b[k] - p["b"]))
+            cells[j][i] = "o"
     for name, mark in MARKS.items():
         pa, pb = doc["points"][name][:2]
         i = min(range(len(a)), key=lambda k: abs(a[k] - pa))
@@ -52,7 +57,8 @@ def print_planes(summary: dict, console: Any) -> None:
         except (OSError, ValueError, KeyError, IndexError):
             continue
         console.print(
-            f"[bold]{row['run']}[/]: train loss on the plane (S start, B bend, E end; darker = higher, log scale)"
+            f"[bold]{row['run']}[/]: train loss on the plane "
+            "(S start, B bend, E end, o projected; darker = higher, log scale)"
         )
         for line in lines:
             console.print(f"  |{line}|", highlight=False, markup=False)

@@ -236,6 +236,9 @@ class PlaneConfig(_Section):
     end: str = Field(min_length=1, description="w2")
     grid: int = Field(default=21, ge=2, description="points a side")
     margin: float = Field(default=0.2, ge=0, description="beyond [0, 1] in units of the points' spans")
+    project: list[str] = Field(
+        default_factory=list, description="checkpoints projected onto the plane: '@RUN:step_*', '@RUN:NAME' or paths"
+    )
 
 
 class RunConfig(_Section):

@@ -8,7 +8,9 @@ Garipov et al.'s (core.measure.plane): w0 at (0, 0), w2 at (1, 0), w1 at (a1, 1)
 [−margin, 1 + margin]² in those units. At every grid point the batch-norm statistics are
 recomputed from the training set; each point is a ``plane_point`` event as it is measured; at the
 end ``plane.json`` holds the grids (rows b, columns a) and the three points' coordinates, and the
-result the grid's minimum train loss and test error and the bend's ``a``.
+result the grid's minimum train loss and test error and the bend's ``a``. ``project`` lists
+checkpoints (``"@sgdr:step_*"`` globs a run's checkpoints, in step order) projected onto the
+plane: their (a, b) and distance from it, as ``plane_projection`` events and in ``plane.json``.
 
 Nothing trains: the run has no checkpoints. A stopped or lost plane run resumed with
 ``--resume`` evaluates its grid again (the same numbers: nothing in it is random).
@@ -17,7 +19,9 @@ Nothing trains: the run has no checkpoints. A stopped or lost plane run resumed 
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
 import signal
 import sys
 import time
@@ -39,10 +43,48 @@ KEYS = ("plane.start", "plane.bend", "plane.end")
 
 
 def check_plane(cfg: RunConfig, exp: Any) -> None:
-    """Before anything starts: three different checkpoints that fit this run's model and data."""
+    """Before anything starts: three different checkpoints that fit this run's model and data;
+    every ``project`` entry names a checkpoint that exists or will (a glob matches one at least)."""
+    import fnmatch
+
+    from .pipeline import checkpoint_names
+
     if cfg.plane is None:
         raise ConfigError('task "plane" needs a [plane] section', key="plane")
     check_ends(cfg, exp, KEYS)
+    for i, value in enumerate(cfg.plane.project):
+        key = f"plane.project[{i}]"
+        if not value.startswith("@"):
+            load_checkpoint(value)  # ConfigError naming the file
+            continue
+        run, _, pattern = value[1:].partition(":")
+        if run not in exp.runs:  # check_references has said so for well-formed entries
+            raise ConfigError(f"no run named {run!r} in this experiment", key=key)
+        if pattern and any(c in pattern for c in "*?["):
+            names = checkpoint_names(exp.runs[run])
+            if not fnmatch.filter(sorted(names), pattern.removesuffix(".pt")):
+                raise ConfigError(f"{value!r} matches none of the checkpoints run {run!r} writes", key=key)
+
+
+def project_paths(cfg: RunConfig, exp_dir: Path) -> list[tuple[str, Path]]:
+    """(label, file) of every checkpoint ``plane.project`` names, globs expanded in step order."""
+    from .pipeline import resolve
+
+    def order(f: Path) -> float:
+        m = re.fullmatch(r"step_(\d+)", f.stem)
+        if m:
+            return int(m.group(1))
+        return math.inf if f.stem == "final" else int(load_checkpoint(f).get("step", 0))
+
+    out: list[tuple[str, Path]] = []
+    for value in cfg.plane.project:
+        run, _, pattern = value[1:].partition(":")
+        if value.startswith("@") and any(c in pattern for c in "*?["):
+            files = sorted((exp_dir / run / "checkpoints").glob(pattern.removesuffix(".pt") + ".pt"), key=order)
+            out += [(f"@{run}:{f.stem}", f) for f in files]
+        else:
+            out.append((value, resolve(value, exp_dir)))
+    return out
 
 
 def point_of(ck: dict[str, Any], names: list[str], bend: bool = False) -> torch.Tensor:
@@ -156,6 +198,17 @@ class PlaneRun:
                 if self.stop_requested:
                     return "stopped", f"SIGTERM at grid point {self.step} of {n}", {}
         coords = {key.split(".")[1]: list(plane.coordinates(p)) for key, p in zip(KEYS, pts)}
+        projected = []
+        for label, path in project_paths(cfg, self.run_dir.parent):
+            try:
+                ck = load_checkpoint(path)
+            except ConfigError as e:
+                raise ConfigError(f"{path}: {e.message}", key="plane.project") from None
+            if shape_mismatch(_shapes(plan.model.state_dict()), _shapes(ck.get("model", {}))):
+                raise ConfigError(f"{path}: the model of this run does not match that checkpoint", key="plane.project")
+            a, b, dist = plane.coordinates(point_of(ck, names).to(device))
+            projected.append({"checkpoint": label, "a": a, "b": b, "distance": dist})
+            self.events.emit("plane_projection", self.step, self.step / n, checkpoint=label, a=a, b=b, distance=dist)
         flat_loss = [v for r in grids["train_loss"] for v in r if v is not None]
         flat_err = [v for r in grids["test_error"] for v in r if v is not None]
         result = {
@@ -164,6 +217,7 @@ class PlaneRun:
             "bend_a": coords["bend"][0],
             "plane_dx": plane.dx,
             "plane_dy": plane.dy,
+            "projected": len(projected),
         }
         doc = {
             "start": pc.start,
@@ -175,6 +229,7 @@ class PlaneRun:
             "b": axis,
             **grids,
             "points": coords,  # name -> [a, b, distance from the plane]
+            "projected": projected,
             "result": result,
         }
         write_json_atomic(self.run_dir / "plane.json", sanitize(doc))

@@ -215,6 +215,16 @@ KINDS: dict[str, Kind] = {
                 "test_accuracy": "test accuracy (null for regression)",
             },
         ),
+        Kind(
+            "plane_projection",
+            "task plane: a [plane] project checkpoint projected onto the plane",
+            {
+                "checkpoint": "the checkpoint, relative to the experiment (or as given)",
+                "a": "coordinate along u",
+                "b": "coordinate along v",
+                "distance": "norm of what the projection leaves out",
+            },
+        ),
         Kind("checkpoint", "a checkpoint was written", {"path": "relative to the run directory"}),
         Kind(
             "restart",

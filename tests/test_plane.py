@@ -122,3 +122,29 @@ def test_the_terminal_heatmap_shades_the_grid_and_marks_the_points():
     assert bottom[0] == "S" and bottom[-1] == "E" and top[4] == "B"
     assert bottom[4] == SHADES[0]  # the minimum, at (0.5, 0)
     assert top[0] == SHADES[-1]  # the maximum, at (0, 1)
+
+
+def test_projected_checkpoints_land_where_they_lie(tmp_path):
+    # the curve's final model is its midpoint w(0.5) = a/4 + bend/2 + b/4: inside the plane, at
+    # 0.25 (0, 0) + 0.5 (a1, 1) + 0.25 (1, 0), distance 0; the end projects onto (1, 0)
+    exp = experiment({"plane.project": ["@a:step_*", "@curve", "@b"]})
+    exp.runs["a"].train.checkpoint_every = 1
+    check_experiment(exp)
+    exp_dir = R.create_experiment(exp, tmp_path / "runs")
+    for name, cls in (("a", Run), ("b", Run), ("curve", CurveRun), ("plane", PlaneRun)):
+        _go(cls, exp_dir / name)
+        assert R.read_status(exp_dir / name).state == "completed", R.read_status(exp_dir / name).reason
+    doc = json.loads((exp_dir / "plane" / "plane.json").read_text())
+    proj = {p["checkpoint"]: p for p in doc["projected"]}
+    assert list(proj) == ["@a:step_4", "@curve", "@b"]  # 4 steps an epoch, epochs 2: step_4 only
+    a1 = doc["points"]["bend"][0]
+    mid = proj["@curve"]
+    assert (mid["a"], mid["b"]) == (pytest.approx(0.5 * a1 + 0.25, abs=1e-4), pytest.approx(0.5, abs=1e-4))
+    assert mid["distance"] == pytest.approx(0, abs=1e-3)
+    assert (proj["@b"]["a"], proj["@b"]["b"]) == (pytest.approx(1, abs=1e-5), pytest.approx(0, abs=1e-5))
+    assert proj["@a:step_4"]["distance"] > 0.01  # an earlier iterate lies off the plane
+
+
+def test_a_projection_glob_that_matches_nothing_is_refused():
+    with pytest.raises(ConfigError, match=r"plane.project\[0\]: .*matches none of the checkpoints run 'a' writes"):
+        check_experiment(experiment({"plane.project": ["@a:epoch_*"]}))
