@@ -229,6 +229,9 @@ def print_summary(summary: dict, console: Optional[Console] = None) -> None:
     grid = summary.get("grid") or {}
     if len(grid) == 2:
         print_grid_heatmap(summary, console)
+    from .plane_view import print_planes  # plane runs (task = "plane"): their grids
+
+    print_planes(summary, console)
     print_verdicts(summary.get("verdicts") or [], console)
     console.print(f"summary.json: {Path(summary['path']) / 'summary.json'}")
 

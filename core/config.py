@@ -79,6 +79,9 @@ class DataConfig(_Section):
     out_dim: int = Field(default=1, gt=0, description="teacher_student: regression outputs")
     noise: float = Field(default=0.0, ge=0)
     teacher_width: int = Field(default=64, gt=0)
+    seed: Optional[int] = Field(
+        default=None, description="seed of the train/test split and of generated data (default: the run's seed)"
+    )
 
 
 class ModelConfig(_Section):
@@ -181,7 +184,9 @@ class WarmupConfig(_Section):
 class ScheduleConfig(_Section):
     """``[schedule]``: the lr as a function of the optimizer step (see core.schedules)."""
 
-    name: Literal["constant", "step", "multistep", "linear", "cosine", "sgdr", "exponential", "polynomial"] = "constant"
+    name: Literal[
+        "constant", "step", "multistep", "linear", "cosine", "sgdr", "exponential", "polynomial", "garipov"
+    ] = "constant"
     step_size: Optional[float] = Field(default=None, gt=0)
     step_size_steps: Optional[int] = Field(default=None, gt=0)
     milestones: Optional[list[float]] = None
@@ -263,16 +268,42 @@ class ProbesConfig(_Section):
     cca: Optional[CcaProbe] = None
 
 
+class CurveConfig(_Section):
+    """``[curve]`` (``task = "curve"``, core.curve): a mode-connectivity curve between two checkpoints."""
+
+    start: str = Field(min_length=1, description="one end: '@RUN', '@RUN:CHECKPOINT' or a checkpoint path")
+    end: str = Field(min_length=1, description="the other end, of the same architecture")
+    kind: Literal["bezier", "polychain"] = "bezier"
+    bends: int = Field(default=1, ge=1, description="trainable points between the ends")
+    fix_ends: bool = True
+    points: int = Field(default=61, ge=2, description="evenly spaced t (0 and 1 included) evaluated at the end")
+
+
+class PlaneConfig(_Section):
+    """``[plane]`` (``task = "plane"``, core.plane): a loss grid on the plane through three checkpoints."""
+
+    start: str = Field(min_length=1, description="w0: '@RUN', '@RUN:CHECKPOINT' or a checkpoint path")
+    bend: str = Field(min_length=1, description="w1, off the line (a curve run's checkpoint: its middle bend)")
+    end: str = Field(min_length=1, description="w2")
+    grid: int = Field(default=21, ge=2, description="points a side")
+    margin: float = Field(default=0.2, ge=0, description="beyond [0, 1] in units of the points' spans")
+    project: list[str] = Field(
+        default_factory=list, description="checkpoints projected onto the plane: '@RUN:step_*', '@RUN:NAME' or paths"
+    )
+
+
 class RunConfig(_Section):
     """One fully resolved run."""
 
     name: str = "run"
     description: str = ""
-    task: Literal["train"] = Field(default="train", description="what the run does (core.pipeline.TASKS)")
+    task: Literal["train", "curve", "plane"] = Field(
+        default="train", description="what the run does (core.pipeline.TASKS)"
+    )
     seed: int = Field(default=0, ge=0, le=SEED_MAX)
     device: str = "auto"
-    check: Optional[Literal["catapult", "warmup", "gi_adam", "warmup_cca"]] = Field(
-        default=None, description="theory whose verdicts the summary reports (core.verdicts)"
+    check: Optional[Literal["catapult", "warmup", "gi_adam", "warmup_cca", "connectivity", "sgdr", "resilience"]] = (
+        Field(default=None, description="theory whose verdicts the summary reports (core.verdicts)")
     )
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -280,6 +311,16 @@ class RunConfig(_Section):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     probes: ProbesConfig = Field(default_factory=ProbesConfig)
+    curve: Optional[CurveConfig] = None
+    plane: Optional[PlaneConfig] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _curve_schedule(cls, d: Any) -> Any:
+        """A curve run's default schedule is Garipov et al.'s (core.schedules ``garipov``)."""
+        if isinstance(d, dict) and d.get("task") == "curve" and "schedule" not in d:
+            d = {**d, "schedule": {"name": "garipov"}}
+        return d
 
     @field_validator("device")
     @classmethod

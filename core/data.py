@@ -278,7 +278,7 @@ def load_data(cfg: Any, device: Any = "cpu") -> DataBundle:
     import torch
 
     d = cfg.data
-    seed = cfg.seed
+    seed = cfg.seed if getattr(d, "seed", None) is None else d.seed
     task = "classification"
     if d.name == "digits":
         from sklearn.datasets import load_digits

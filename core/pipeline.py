@@ -28,7 +28,7 @@ from .config import Experiment, RunConfig, get_dotted
 from .errors import ConfigError
 
 # dotted keys whose value is a checkpoint: a reference or a path (the tasks of later issues add theirs)
-REF_KEYS: tuple[str, ...] = ("model.init_from",)
+REF_KEYS: tuple[str, ...] = ("model.init_from", "curve.start", "curve.end", "plane.start", "plane.bend", "plane.end")
 
 _NAME = r"[A-Za-z0-9._=+-]+"  # what core.config._safe_name leaves in a run name; a checkpoint stem too
 _REF = re.compile(rf"@(?P<run>{_NAME})(?::(?P<ckpt>{_NAME}?))?")
@@ -45,6 +45,8 @@ class Task:
 
 TASKS: dict[str, Task] = {
     "train": Task(module="heur.core.train"),
+    "curve": Task(module="heur.core.curve", required=("curve",), unused=("probes",)),  # issue 11
+    "plane": Task(module="heur.core.plane", required=("plane",), unused=("probes",)),  # issue 11
 }
 
 
@@ -92,14 +94,33 @@ def parse_ref(value: Any, key: str = "") -> Optional[Ref]:
     return Ref(m.group("run"), ckpt.removesuffix(".pt"))
 
 
+# dotted keys whose value is a list of checkpoints; an entry may name a glob of a run's
+# checkpoints ("@sgdr:step_*"), which waits for the whole run (its final checkpoint)
+LIST_REF_KEYS: tuple[str, ...] = ("plane.project",)
+
+
+def parse_glob_ref(value: Any, key: str = "") -> Optional[Ref]:
+    """:func:`parse_ref` for a list entry: ``"@RUN:PATTERN"`` with ``*`` / ``?`` in PATTERN gives
+    ``Ref(RUN)`` (the run's final checkpoint: the pattern is matched once the run completed)."""
+    if isinstance(value, str) and value.startswith("@") and any(c in value for c in "*?["):
+        run, _, pattern = value[1:].partition(":")
+        return parse_ref(f"@{run}", key)
+    return parse_ref(value, key)
+
+
 def references(cfg: RunConfig) -> dict[str, Ref]:
-    """dotted key -> the run reference it holds (plain paths left out)."""
+    """dotted key -> the run reference it holds (plain paths left out); list keys as ``key[i]``."""
     data = cfg.to_dict()
     out = {}
     for key in REF_KEYS:
         ref = parse_ref(get_dotted(data, key), key)
         if ref is not None:
             out[key] = ref
+    for key in LIST_REF_KEYS:
+        for i, value in enumerate(get_dotted(data, key) or []):
+            ref = parse_glob_ref(value, f"{key}[{i}]")
+            if ref is not None:
+                out[f"{key}[{i}]"] = ref
     return out
 
 

@@ -47,6 +47,14 @@ def check_experiment(exp: Experiment) -> None:
             check_run(cfg)
             check_paths(cfg)
             check_init_from(cfg, exp)
+            if cfg.task == "curve":
+                from .curve import check_curve
+
+                check_curve(cfg, exp)
+            if cfg.task == "plane":
+                from .plane import check_plane
+
+                check_plane(cfg, exp)
         except ConfigError as e:
             label = f"run '{name}': " if len(exp.runs) > 1 else ""
             raise ConfigError(label + e.message, key=e.key, file=exp.source or None) from None

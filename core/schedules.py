@@ -40,7 +40,10 @@ Conventions (the same as stepping torch's own schedulers once per optimizer step
   ``gamma ** (t / steps_per_epoch)`` (ExponentialLR with per-step gamma
   ``gamma ** (1 / steps_per_epoch)``);
   ``polynomial``: ``m + (b - m)(1 - t / M) ** power`` (torch PolynomialLR(total_iters=M,
-  power) decays to 0: it is the case ``min_lr = 0``).
+  power) decays to 0: it is the case ``min_lr = 0``);
+  ``garipov`` (Garipov et al. 2018's schedule for curves, the default of ``task = "curve"``): with
+  ``u = t / M``, 1 for ``u <= 0.5``, then linear down to :data:`GARIPOV_END` (0.01) at
+  ``u = 0.9``, and 0.01 after (their code sets it per epoch; here per step).
 - **Restarts.** ``Schedule.restart_steps`` lists the global steps (warmup included) at which an
   SGDR cycle begins again, i.e. where the lr jumps back up; the first cycle's start is not a
   restart. The iterate "just before a restart" is the model after optimizer step
@@ -56,6 +59,9 @@ from typing import Any, Optional
 import numpy as np
 
 from .errors import ConfigError
+
+GARIPOV_END = 0.01
+"""The ``garipov`` schedule's final factor of the base lr."""
 
 EXP_WARMUP_FLOOR = 1e-3
 """Where exponential warmup starts when ``start_factor`` is 0 (a fraction of the base lr)."""
@@ -163,6 +169,11 @@ class Schedule:
             return b * self.gamma ** (tf / self.steps_per_epoch)
         if n == "polynomial":
             return m + (b - m) * np.clip(1.0 - tf / big_m, 0.0, None) ** self.power
+        if n == "garipov":  # Garipov et al.'s curve schedule, per step instead of per epoch
+            u = tf / big_m
+            return b * np.where(
+                u <= 0.5, 1.0, np.where(u <= 0.9, 1.0 - (1.0 - GARIPOV_END) * (u - 0.5) / 0.4, GARIPOV_END)
+            )
         raise ValueError(f"unknown schedule {n!r}")
 
     def _cycle_len(self, i: int) -> int:

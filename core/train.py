@@ -95,7 +95,7 @@ class Run:
         self.plan: RunPlan = plan_run(cfg)  # sizes, steps, base lr, blocks: read from here on
         self.data = load_data(cfg, self.device)
         _check_data_against_plan(self.plan, self.data)
-        self.objective: Objective = build_objective(cfg, self.data, self.device)
+        self.objective: Objective = self.make_objective()
         # the task's plain loss, for probes that differentiate it (sharpness, NTK)
         self.loss_fn = make_loss(cfg.train, self.data.task, self.data.num_outputs)
         self.model = build_model(cfg, self.data.input_shape, self.data.num_outputs).to(self.device)
@@ -150,6 +150,10 @@ class Run:
         self.loss_acc = torch.zeros((), device=self.device)
         self.n_acc = 0
         self.restart_k = 0
+
+    def make_objective(self) -> Objective:
+        """The run's objective (a task's run class overrides this: core.curve)."""
+        return build_objective(self.cfg, self.data, self.device)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_state(self, step: int) -> dict[str, Any]:
@@ -366,12 +370,12 @@ class Run:
         self.events.close()
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m heur.core.train")
+def main(argv: Optional[list[str]] = None, run_class: type[Run] = Run, prog: str = "python -m heur.core.train") -> int:
+    ap = argparse.ArgumentParser(prog=prog)
     ap.add_argument("run_dir")
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args(argv)
-    run = Run(Path(args.run_dir), resume=args.resume)
+    run = run_class(Path(args.run_dir), resume=args.resume)
 
     def on_signal(signum: int, frame: Any) -> None:
         run.stop_requested = True

@@ -27,6 +27,18 @@ whole experiment; ``ok`` None: informational). Which theory is checked is the pr
   and the mechanism: the preconditioned sharpness over Adam's threshold at init (above 1 for
   Adam, lower for GI-Adam) and its maximum over the first 20 steps.
 - ``warmup_cca`` (Gotmare et al. 2018): see core.verdicts_cca.
+- ``connectivity`` (Garipov et al. 2018): per curve run (``task = "curve"``), the straight line
+  between the ends has a barrier in train loss (at least :data:`LINE_BARRIER_MIN`), the trained
+  curve removes most of it (its barrier at most :data:`CURVE_BARRIER_SHARE` of the line's), and
+  its maximum test error stays within :data:`CURVE_ERROR_MARGIN` of the worse end's.
+- ``sgdr`` (Gotmare et al. 2018): curve runs between consecutive snapshots, grouped by the
+  schedule of the run their start references (sgdr or not): the straight line has a barrier
+  (>= :data:`LINE_BARRIER_MIN`) between SGDR snapshots and none between SGD ones; and along each
+  SGDR curve some point reaches a lower train loss than both snapshots but a higher test error
+  than the better one (read from the run's ``curve.json``).
+- ``resilience`` (Gotmare et al.'s poster): every curve run (a variant A-F connected to the
+  reference mode G) is connected: its maximum test error stays within
+  :data:`CURVE_ERROR_MARGIN` of the worse end's; the line's barrier is reported beside it.
 
 Run configs are read from ``<summary path>/<run>/config.toml`` (or a row's ``config`` dict).
 """
@@ -43,7 +55,7 @@ from .config import get_dotted
 from .measure.catapult import LAZY_EDGE, EdgeTheory, divergence_edge, predicted_phase
 from .probes.catapult import edge_kind
 
-CHECKS = ("catapult", "warmup", "gi_adam", "warmup_cca")
+CHECKS = ("catapult", "warmup", "gi_adam", "warmup_cca", "connectivity", "sgdr", "resilience")
 OK, BAD = "\u2713", "\u2717"  # check mark, ballot x
 EOS_FACTOR = 1.5  # warmup: at the edge of stability the sharpness hovers around 2/eta: within x1.5 either side
 
@@ -119,6 +131,12 @@ def verdicts(summary: dict) -> list[dict[str, Any]]:
         from .verdicts_cca import warmup_cca_verdicts
 
         return warmup_cca_verdicts(summary)
+    if check == "connectivity":
+        return connectivity_verdicts(summary)
+    if check == "sgdr":
+        return sgdr_verdicts(summary)
+    if check == "resilience":
+        return resilience_verdicts(summary)
     return []
 
 
@@ -505,4 +523,184 @@ def gi_adam_verdicts(summary: dict) -> list[dict[str, Any]]:
         if not ok and _median(ge) > EOS_FACTOR:
             text += "; not reproduced at this size: GI-Adam is far above the edge too"
         out.append({"run": None, "ok": ok, "text": text + _mark(ok)})
+    return out
+
+
+# --------------------------------------------------------------------------- connectivity
+
+LINE_BARRIER_MIN = 0.1  # nats of train loss above the chord: "the line has a barrier"
+CURVE_BARRIER_SHARE = 0.25  # the curve's train-loss barrier at most this share of the line's
+CURVE_ERROR_MARGIN = 0.02  # the curve's max test error at most the worse end's + 2 points
+GARIPOV_CLAIM = "Garipov et al., VGG16/CIFAR-10: ends 6.8-6.9% test error, Bezier curve at most 7.75%"
+
+
+def _pct(v: Any) -> str:
+    return "-" if v is None else f"{100 * float(v):.2f}%"
+
+
+def connectivity_verdicts(summary: dict) -> list[dict[str, Any]]:
+    """One row per curve run: the line's barrier and the curve's maximum, in train loss and test
+    error, against the paper's claim with the margins above."""
+    out: list[dict[str, Any]] = []
+    for row in summary.get("runs", []):
+        if "line_barrier_train_loss" not in row:
+            continue
+        name = row["run"]
+        if row.get("state") != "completed":
+            out.append({"run": name, "ok": False, "text": f"{name}: {row.get('state')}, no curve to check"})
+            continue
+        line_b, curve_b = row["line_barrier_train_loss"], row["curve_barrier_train_loss"]
+        oks, parts = [], []
+        ok = line_b >= LINE_BARRIER_MIN
+        oks.append(ok)
+        parts.append(
+            f"line barrier in train loss {_num(line_b)} (claim: a barrier, >= {LINE_BARRIER_MIN:g}){_mark(ok)}"
+        )
+        ok = curve_b <= CURVE_BARRIER_SHARE * max(line_b, 0.0)
+        oks.append(ok)
+        maxima = f"max {_num(row.get('curve_max_train_loss'))} vs the line's {_num(row.get('line_max_train_loss'))}"
+        parts.append(
+            f"curve barrier {_num(curve_b)} ({maxima}; claim: low-loss, <= {CURVE_BARRIER_SHARE:g} x the line's)"
+            + _mark(ok)
+        )
+        ends = [row.get("start_test_error"), row.get("end_test_error")]
+        cmax = row.get("curve_max_test_error")
+        if cmax is not None and None not in ends:
+            worst = max(ends)
+            ok = cmax <= worst + CURVE_ERROR_MARGIN
+            oks.append(ok)
+            parts.append(
+                f"test error: ends {_pct(ends[0])} / {_pct(ends[1])}, line max {_pct(row.get('line_max_test_error'))}, "
+                f"curve max {_pct(cmax)} (claim: within {100 * CURVE_ERROR_MARGIN:g} points of the worse end: "
+                f"margin {100 * (worst + CURVE_ERROR_MARGIN - cmax):+.2f} points){_mark(ok)}"
+            )
+        out.append({"run": name, "ok": all(oks), "text": f"{name}: " + "; ".join(parts)})
+    if out:
+        out.append({"run": None, "ok": None, "text": f"paper: {GARIPOV_CLAIM}"})
+    return out
+
+
+# --------------------------------------------------------------------------- SGDR snapshots
+
+GOTMARE_CLAIM = (
+    "Gotmare et al.: barriers on the line between SGDR snapshots, none between SGD snapshots; "
+    "points of the curve reach lower train loss than the snapshots but higher test error (Fig. 2-4)"
+)
+
+
+def _curve_doc(summary: dict, run: str) -> dict:
+    import json
+
+    path = summary.get("path")
+    try:
+        return json.loads((Path(path) / run / "curve.json").read_text()) if path else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _snapshot_group(summary: dict, row: dict) -> str:
+    """``"sgdr"`` when the run a curve's start references trains with SGDR, else ``"sgd"``."""
+    start = _param(summary, row, "curve.start")
+    if not isinstance(start, str) or not start.startswith("@"):
+        return "sgd"
+    ref = start[1:].split(":")[0]
+    sched = get_dotted(_config(summary, {"run": ref}), "schedule.name")
+    return "sgdr" if sched == "sgdr" else "sgd"
+
+
+def sgdr_verdicts(summary: dict) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    barriers: dict[str, list[bool]] = {"sgdr": [], "sgd": []}
+    lower_worse: list[bool] = []
+    for row in summary.get("runs", []):
+        if "line_barrier_train_loss" not in row or row.get("state") != "completed":
+            continue
+        name, group = row["run"], _snapshot_group(summary, row)
+        lb = row["line_barrier_train_loss"]
+        has = lb >= LINE_BARRIER_MIN
+        barriers[group].append(has)
+        said = "a barrier" if has else "no barrier"
+        text = (
+            f"{name} ({group.upper()} snapshots): line {said} (train loss {_num(lb)} above the chord, test error "
+            f"{_pct(row.get('line_barrier_test_error'))}); curve barrier {_num(row.get('curve_barrier_train_loss'))}"
+        )
+        if group == "sgdr":
+            doc = _curve_doc(summary, name).get("curve") or {}
+            losses, accs = doc.get("train_loss") or [], doc.get("test_accuracy") or []
+            if len(losses) >= 3 and len(accs) == len(losses) and None not in accs:
+                inner = range(1, len(losses) - 1)
+                k = min(inner, key=lambda i: losses[i])
+                best_end_err = min(1 - accs[0], 1 - accs[-1])
+                ok = losses[k] < min(losses[0], losses[-1]) and 1 - accs[k] > best_end_err
+                lower_worse.append(ok)
+                text += (
+                    f"; lowest train loss on the curve {_num(losses[k])} at t = {doc['t'][k]:.3g} "
+                    f"(snapshots {_num(losses[0])} / {_num(losses[-1])}) with test error {_pct(1 - accs[k])} "
+                    f"(better snapshot {_pct(best_end_err)}){_mark(ok)}"
+                )
+        out.append({"run": name, "ok": None, "text": text})
+    if not out:
+        return out
+    n_r, n_s = len(barriers["sgdr"]), len(barriers["sgd"])
+    b_r, b_s = sum(barriers["sgdr"]), sum(barriers["sgd"])
+    ok = n_r > 0 and b_r == n_r and b_s == 0
+    out.append(
+        {
+            "run": None,
+            "ok": ok,
+            "text": f"lines with a barrier (>= {LINE_BARRIER_MIN:g} nats): SGDR {b_r}/{n_r}, SGD {b_s}/{n_s} "
+            f"(claim: all SGDR, no SGD){_mark(ok)}",
+        }
+    )
+    if lower_worse:
+        ok = all(lower_worse)
+        out.append(
+            {
+                "run": None,
+                "ok": ok,
+                "text": f"SGDR curves with a point of lower train loss and higher test error than the snapshots: "
+                f"{sum(lower_worse)}/{len(lower_worse)}{_mark(ok)}",
+            }
+        )
+    out.append({"run": None, "ok": None, "text": f"paper: {GOTMARE_CLAIM}"})
+    return out
+
+
+# --------------------------------------------------------------------------- resilience
+
+RESILIENCE_CLAIM = (
+    "Gotmare et al. (poster): a low-loss curve connects G to each of A-F (a few epochs of curve training)"
+)
+
+
+def resilience_verdicts(summary: dict) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    oks: list[bool] = []
+    for row in summary.get("runs", []):
+        if "line_barrier_train_loss" not in row:
+            continue
+        name = row["run"]
+        ends, cmax = [row.get("start_test_error"), row.get("end_test_error")], row.get("curve_max_test_error")
+        if row.get("state") != "completed" or cmax is None or None in ends:
+            oks.append(False)
+            out.append({"run": name, "ok": False, "text": f"{name}: {row.get('state')}, no curve to check"})
+            continue
+        worst = max(ends)
+        ok = cmax <= worst + CURVE_ERROR_MARGIN
+        oks.append(ok)
+        out.append(
+            {
+                "run": name,
+                "ok": ok,
+                "text": f"{name}: curve max test error {_pct(cmax)}, ends {_pct(ends[0])} / {_pct(ends[1])} "
+                f"(claim: within {100 * CURVE_ERROR_MARGIN:g} points of the worse end, margin "
+                f"{100 * (worst + CURVE_ERROR_MARGIN - cmax):+.2f} points); the line's max "
+                f"{_pct(row.get('line_max_test_error'))}, barrier {_num(row.get('line_barrier_train_loss'))} "
+                f"nats in train loss{_mark(ok)}",
+            }
+        )
+    if oks:
+        ok = all(oks)
+        out.append({"run": None, "ok": ok, "text": f"variants connected to G: {sum(oks)}/{len(oks)}{_mark(ok)}"})
+        out.append({"run": None, "ok": None, "text": f"paper: {RESILIENCE_CLAIM}"})
     return out

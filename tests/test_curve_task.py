@@ -1,0 +1,335 @@
+"""task = "curve" (core.curve): a curve run between two runs' checkpoints, its exact resume, the
+objective's t and regulariser, Garipov's schedule, and bad ends refused with their key."""
+
+import json
+import os
+
+import pytest
+import torch
+from conftest import ROOT, heur
+
+from heur.core import runs as R
+from heur.core.checkpoint import load_checkpoint
+from heur.core.config import ScheduleConfig, expand
+from heur.core.curve import CurveObjective, CurveRun, summarize
+from heur.core.errors import ConfigError
+from heur.core.events import apply_resumes, read_events
+from heur.core.measure.curves import Curve
+from heur.core.preflight import check_experiment
+from heur.core.schedules import build_schedule
+from heur.core.train import Run
+
+BASE = {
+    "name": "conn",
+    "device": "cpu",
+    "seed": 0,
+    "data": {"name": "digits", "subset": 256, "augment": False, "seed": 0},
+    "model": {"name": "cnn", "channels": [4, 8], "width": 16, "batch_norm": True},
+    "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
+    "train": {"epochs": 2, "batch_size": 64, "log_every": 2},
+}
+CURVE = {"task": "curve", "curve.start": "@a", "curve.end": "@b", "curve.points": 5}
+
+
+def experiment(curve_sets=None, **extra):
+    raw = {
+        **BASE,
+        **extra,
+        "variant": [
+            {"name": "a", "set": {"seed": 1}},
+            {"name": "b", "set": {"seed": 2}},
+            {"name": "curve", "set": {**CURVE, **(curve_sets or {})}},
+        ],
+    }
+    return expand(raw, [])
+
+
+def _run(cls, rd, resume=False, stop_at=None):
+    r = cls(rd, resume=resume)
+    r.status.update(state="running", pid=os.getpid(), force=True)
+    r.setup()
+    if stop_at is not None:  # a SIGTERM arriving during step stop_at
+        loss = r.objective.loss
+
+        def stopping(model, x, y, step):
+            if step == stop_at:
+                r.stop_requested = True
+            return loss(model, x, y, step)
+
+        r.objective.loss = stopping
+    r.finish(*r.train())
+    return r
+
+
+@pytest.fixture(scope="module")
+def ends(tmp_path_factory):
+    """An experiment directory whose endpoint runs a and b have completed."""
+    exp = experiment()
+    exp_dir = R.create_experiment(exp, tmp_path_factory.mktemp("ends") / "runs")
+    for name in ("a", "b"):
+        _run(Run, exp_dir / name)
+    return exp_dir
+
+
+def test_garipov_schedule_is_constant_then_linear_to_one_percent():
+    s = build_schedule(ScheduleConfig(name="garipov"), 0.2, 10, 200)
+    lr = s.lrs()
+    assert lr[0] == lr[100] == 0.2  # u = t / 200 <= 0.5
+    assert lr[140] == pytest.approx(0.2 * (1 - 0.99 * (0.7 - 0.5) / 0.4))  # halfway down
+    assert lr[180] == pytest.approx(0.002) and lr[199] == pytest.approx(0.002)
+
+
+def test_a_curve_run_defaults_to_garipovs_schedule():
+    exp = experiment()
+    assert exp.runs["curve"].schedule.name == "garipov"
+    assert exp.runs["a"].schedule.name == "constant"
+
+
+def test_t_is_uniform_and_a_function_of_seed_and_step():
+    c = Curve({"w": torch.zeros(3)}, {"w": torch.ones(3)})
+    obj = CurveObjective(c, torch.nn.functional.mse_loss, "regression", 7, 0.0, torch.zeros(1, 3))
+    again = CurveObjective(c, torch.nn.functional.mse_loss, "regression", 7, 0.0, torch.zeros(1, 3))
+    other = CurveObjective(c, torch.nn.functional.mse_loss, "regression", 8, 0.0, torch.zeros(1, 3))
+    ts = [obj.t_at(s) for s in range(4000)]
+    assert ts == [again.t_at(s) for s in range(4000)]
+    assert ts[:50] != [other.t_at(s) for s in range(50)]
+    assert all(0 <= t < 1 for t in ts)
+    # uniform: each tenth holds about 400 of the 4000 draws (binomial sd 19)
+    counts = torch.histc(torch.tensor(ts), bins=10, min=0, max=1)
+    assert counts.min() > 320 and counts.max() < 480
+
+
+def test_the_regulariser_is_half_wd_times_the_squared_norm_of_w_t():
+    model = torch.nn.Linear(2, 1, bias=False)
+    a, b = {"weight": torch.tensor([[1.0, 0.0]])}, {"weight": torch.tensor([[0.0, 3.0]])}
+    c = Curve(a, b, bends=1)
+    x, y = torch.zeros(4, 2), torch.zeros(4, 1)  # the data term is 0
+    obj = CurveObjective(c, torch.nn.functional.mse_loss, "regression", 0, 0.1, x)
+    t = obj.t_at(3)
+    w = torch.tensor([1 - t, 3 * t])  # on the straight line while untrained
+    assert obj.loss(model, x, y, 3).item() == pytest.approx(0.5 * 0.1 * float(w @ w), rel=1e-6)
+
+
+def test_summarize_reads_maxima_barriers_and_errors_off_the_rows():
+    ts = [0.0, 0.5, 1.0]
+    mk = lambda tl, acc: {"t": 0, "train_loss": tl, "train_accuracy": None, "test_loss": 0, "test_accuracy": acc}  # noqa: E731
+    curve = [mk(0.1, 0.9), mk(0.3, 0.8), mk(0.2, 0.95)]
+    line = [mk(0.1, 0.9), mk(2.0, 0.3), mk(0.2, 0.95)]
+    r = summarize(ts, curve, line)
+    assert r["start_test_error"] == pytest.approx(0.1) and r["end_test_error"] == pytest.approx(0.05)
+    assert r["curve_max_train_loss"] == 0.3 and r["line_max_train_loss"] == 2.0
+    assert r["line_barrier_train_loss"] == pytest.approx(2.0 - 0.15)
+    assert r["line_barrier_test_error"] == pytest.approx(0.7 - 0.075)
+    assert r["curve_max_test_error"] == pytest.approx(0.2)
+
+
+def test_curve_run_trains_only_the_bends_and_evaluates_both_paths(ends):
+    rd = ends / "curve"
+    r = _run(CurveRun, rd)
+    st = R.read_status(rd)
+    assert st.state == "completed", st.reason
+    ck = load_checkpoint(rd / "checkpoints" / "final.pt")
+    saved = ck["objective"]["state"]["curve"]
+    a = load_checkpoint(ends / "a" / "checkpoints" / "final.pt")["model"]
+    b = load_checkpoint(ends / "b" / "checkpoints" / "final.pt")["model"]
+    names = saved["names"]
+    flat_a = torch.cat([a[n].reshape(-1) for n in names])
+    flat_b = torch.cat([b[n].reshape(-1) for n in names])
+    assert torch.equal(saved["ends"][0], flat_a) and torch.equal(saved["ends"][1], flat_b)  # fixed ends
+    assert not torch.allclose(saved["points"][0], (flat_a + flat_b) / 2)  # the bend left the line
+    events = read_events(rd / "events.jsonl")
+    pts = [e for e in events if e["kind"] == "curve_point"]
+    assert [(e["path"], e["index"]) for e in pts] == [(p, i) for i in range(5) for p in ("curve", "line")]
+    doc = json.loads((rd / "curve.json").read_text())
+    assert doc["curve"]["t"] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    # both paths start and end at the same weights (BN recomputed the same way): the same numbers
+    for k in ("train_loss", "test_loss"):
+        assert doc["curve"][k][0] == pytest.approx(doc["line"][k][0], rel=1e-6)
+        assert doc["curve"][k][-1] == pytest.approx(doc["line"][k][-1], rel=1e-6)
+    for k in ("start_test_error", "curve_max_train_loss", "line_barrier_train_loss", "curve_length"):
+        assert st.result[k] == doc["result"][k]
+    assert st.result["curve_length"] >= st.result["line_length"] * (1 - 1e-6)
+    assert r.optimizer.param_groups[-1]["weight_decay"] == 0.0
+
+
+@pytest.mark.slow
+def test_a_stopped_curve_run_resumes_exactly(ends, tmp_path):
+    import shutil
+
+    rd1, rd2 = tmp_path / "x" / "curve", tmp_path / "y" / "curve"
+    for rd in (rd1, rd2):  # two copies of the experiment, the ends shared
+        shutil.copytree(ends, rd.parent, ignore=shutil.ignore_patterns("curve", "summary.json"))
+        shutil.copytree(ends / "curve", rd, ignore=shutil.ignore_patterns("checkpoints", "*.jsonl", "curve.json"))
+    _run(CurveRun, rd1)
+    _run(CurveRun, rd2, stop_at=3)
+    st = R.read_status(rd2)
+    assert st.state == "stopped" and (rd2 / "checkpoints" / "step_4.pt").is_file()
+    R.queue_resume(rd2)
+    _run(CurveRun, rd2, resume=True)
+    assert R.read_status(rd2).state == "completed"
+    s1 = load_checkpoint(rd1 / "checkpoints" / "final.pt")["objective"]["state"]["curve"]
+    s2 = load_checkpoint(rd2 / "checkpoints" / "final.pt")["objective"]["state"]["curve"]
+    assert torch.equal(s1["points"], s2["points"])
+    e1 = [e["loss"] for e in read_events(rd1 / "events.jsonl") if e["kind"] == "train"]
+    e2 = [e["loss"] for e in apply_resumes(read_events(rd2 / "events.jsonl")) if e["kind"] == "train"]
+    assert e1 == e2
+    assert json.loads((rd1 / "curve.json").read_text()) == json.loads((rd2 / "curve.json").read_text())
+
+
+def test_ends_of_another_architecture_are_refused_before_start():
+    raw = {
+        **BASE,
+        "variant": [
+            {"name": "a", "set": {}},
+            {"name": "b", "set": {"model.width": 12}},
+            {"name": "curve", "set": CURVE},
+        ],
+    }
+    with pytest.raises(ConfigError, match=r"curve.end: run 'curve': the model of this run does not match .*'b'"):
+        check_experiment(expand(raw, []))
+
+
+def test_ends_on_another_data_split_are_refused():
+    raw = {**BASE, "data": {**BASE["data"], "seed": None}}
+    raw["data"].pop("seed")
+    exp = expand(
+        {**raw, "variant": [{"name": "a", "set": {"seed": 1}}, {"name": "b", "set": {}}, {"name": "c", "set": CURVE}]},
+        [],
+    )
+    with pytest.raises(ConfigError, match=r"curve.start: .*trains on other data .*data.seed 1 there, 0 here"):
+        check_experiment(exp)
+
+
+def test_the_same_end_twice_is_refused():
+    with pytest.raises(ConfigError, match=r"curve.end: .*expected different checkpoints"):
+        check_experiment(experiment({"curve.end": "@a"}))
+
+
+def test_a_curve_without_its_section_or_with_probes_is_refused():
+    raw = {**BASE, "task": "curve"}
+    with pytest.raises(ConfigError, match=r"curve: task 'curve' needs a \[curve\] section"):
+        check_experiment(expand(raw, []))
+
+
+def test_a_missing_end_file_exits_2_naming_the_key(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text(
+        'name = "c"\ntask = "curve"\ndevice = "cpu"\n[data]\nname = "digits"\n[model]\nname = "mlp"\n'
+        f'[curve]\nstart = "{tmp_path}/nope.pt"\nend = "{tmp_path}/nope2.pt"\n'
+    )
+    res = heur("run", str(p), "--runs-dir", str(tmp_path / "runs"))
+    assert res.returncode == 2, res.stderr
+    assert "curve.start" in res.stderr and "no such checkpoint file" in res.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_ends_that_do_not_fit_at_the_start_fail_the_run_with_the_key(ends, tmp_path):
+    import shutil
+
+    rd = tmp_path / "e" / "curve"
+    shutil.copytree(ends, rd.parent, ignore=shutil.ignore_patterns("curve", "summary.json"))
+    shutil.copytree(ends / "curve", rd, ignore=shutil.ignore_patterns("checkpoints", "*.jsonl", "curve.json"))
+    (rd / "config.toml").write_text((rd / "config.toml").read_text().replace("width = 16", "width = 12"))
+    with pytest.raises(ConfigError, match=r"curve.start: the model of this run does not match"):
+        CurveRun(rd).setup()
+
+
+def _row(**kw):
+    row = {
+        "run": "curve",
+        "state": "completed",
+        "line_barrier_train_loss": 0.6,
+        "curve_barrier_train_loss": 0.05,
+        "curve_max_train_loss": 0.06,
+        "line_max_train_loss": 0.62,
+        "start_test_error": 0.02,
+        "end_test_error": 0.03,
+        "curve_max_test_error": 0.04,
+        "line_max_test_error": 0.2,
+    }
+    return {**row, **kw}
+
+
+def test_connectivity_verdict_passes_and_fails_on_its_margins():
+    from heur.core.verdicts import connectivity_verdicts
+
+    def ok(**kw):
+        return connectivity_verdicts({"check": "connectivity", "runs": [_row(**kw)]})[0]["ok"]
+
+    assert ok() is True
+    assert ok(line_barrier_train_loss=0.05, curve_barrier_train_loss=0.0) is False  # no barrier on the line
+    assert ok(curve_barrier_train_loss=0.2) is False  # 0.2 > 0.25 x 0.6
+    assert ok(curve_max_test_error=0.0501) is False  # worse end 3% + 2 points
+    assert ok(curve_max_test_error=0.0499) is True
+    assert ok(state="failed") is False
+    rows = connectivity_verdicts({"runs": [_row()]})
+    assert "margin +1.00 points" in rows[0]["text"] and "7.75%" in rows[-1]["text"]
+
+
+@pytest.mark.slow
+def test_connect_preset_end_to_end_shows_the_curve_below_the_line(tmp_path):
+    res = heur("run", str(ROOT / "presets" / "connect.toml"), "--runs-dir", str(tmp_path / "runs"), timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "verdict" in res.stdout
+    (exp_dir,) = (tmp_path / "runs").iterdir()
+    summary = json.loads((exp_dir / "summary.json").read_text())
+    (row,) = [r for r in summary["runs"] if r["run"] == "curve"]
+    # a trained curve between digits MLPs of different seeds: its max train loss far below the line's
+    assert row["curve_max_train_loss"] < 0.25 * row["line_max_train_loss"]
+    assert row["line_barrier_train_loss"] > 0.1
+    assert all(v["ok"] is not False for v in summary["verdicts"]), summary["verdicts"]
+
+
+def _sgdr_summary(tmp_path, sgdr_barrier, sgd_barrier, curve_losses, curve_accs):
+    for run, sched in (("sgdr", "sgdr"), ("sgd", "step")):
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "config.toml").write_text(f'[schedule]\nname = "{sched}"\n')
+    rows = [{"run": "sgdr", "state": "completed"}, {"run": "sgd", "state": "completed"}]
+    for name, start, lb in (("c_sgdr", "@sgdr:restart_1", sgdr_barrier), ("c_sgd", "@sgd:step_46", sgd_barrier)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.toml").write_text(f'task = "curve"\n[curve]\nstart = "{start}"\nend = "@x"\n')
+        ts = [i / (len(curve_losses) - 1) for i in range(len(curve_losses))]
+        (tmp_path / name / "curve.json").write_text(
+            json.dumps({"curve": {"t": ts, "train_loss": curve_losses, "test_accuracy": curve_accs}})
+        )
+        rows.append(_row(run=name, line_barrier_train_loss=lb, line_barrier_test_error=0.1))
+    return {"check": "sgdr", "path": str(tmp_path), "runs": rows}
+
+
+def test_sgdr_verdict_reads_barriers_by_the_snapshots_schedule_and_can_fail(tmp_path):
+    from heur.core.verdicts import sgdr_verdicts
+
+    (tmp_path / "g").mkdir()
+    good = _sgdr_summary(tmp_path / "g", 0.5, 0.01, [0.1, 0.05, 0.08], [0.95, 0.9, 0.94])
+    rows = sgdr_verdicts(good)
+    overall = [r for r in rows if r["run"] is None and r["ok"] is not None]
+    assert [r["ok"] for r in overall] == [True, True], rows
+    assert "SGDR 1/1, SGD 0/1" in overall[0]["text"]
+    assert any("no barrier" in r["text"] for r in rows if r["run"] == "c_sgd")
+    # no barrier anywhere, and a curve whose best point generalises better: both claims fail
+    (tmp_path / "b").mkdir()
+    bad = _sgdr_summary(tmp_path / "b", 0.0, 0.0, [0.1, 0.05, 0.08], [0.95, 0.97, 0.94])
+    assert [r["ok"] for r in sgdr_verdicts(bad) if r["run"] is None and r["ok"] is not None] == [False, False]
+
+
+def test_resilience_verdict_fails_a_variant_that_is_not_connected():
+    from heur.core.verdicts import resilience_verdicts
+
+    rows = [_row(run="curve_A"), _row(run="curve_B", curve_max_test_error=0.06)]
+    out = resilience_verdicts({"check": "resilience", "runs": rows})
+    assert [r["ok"] for r in out[:3]] == [True, False, False]
+    assert "variants connected to G: 1/2" in out[2]["text"] and "margin -1.00 points" in out[1]["text"]
+    assert resilience_verdicts({"runs": [_row(run="curve_A")]})[1]["ok"] is True
+
+
+@pytest.mark.parametrize("preset", ["connect", "sgdr_connect", "resilience"])
+def test_the_connectivity_presets_pass_preflight(preset):
+    exp = check_experiment_of(ROOT / "presets" / f"{preset}.toml")
+    tasks = {cfg.task for cfg in exp.runs.values()}
+    assert "curve" in tasks
+
+
+def check_experiment_of(path):
+    from heur.core.runs import prepare
+
+    return prepare(path)
