@@ -205,6 +205,36 @@ class CcaProbe(_Section):
     conv: Literal["flatten", "mean", "dft"] = "mean"
 
 
+class DistillConfig(_Section):
+    """``[distill]`` on a train run: learn from a teacher's softened outputs (core.distill)."""
+
+    teacher: str = Field(
+        min_length=1, description="the teacher: '@RUN', '@RUN:CHECKPOINT' or a checkpoint path (core.pipeline)"
+    )
+    temperature: float = Field(default=4.0, gt=0, description="T: both outputs are softened by softmax(z / T)")
+    alpha: float = Field(default=0.9, ge=0, le=1, description="weight of the soft (teacher) term")
+
+
+class CompareConfig(_Section):
+    """``[compare]`` of a ``task = "compare"`` run: per-layer similarity of checkpoints (core.compare_task)."""
+
+    checkpoints: list[str] = Field(
+        min_length=2, description="'@RUN', '@RUN:CHECKPOINT' or paths; the first against each of the others"
+    )
+    method: Literal["svcca", "pwcca", "cka"] = "cka"
+    samples: int = Field(default=1000, gt=0, description="test inputs in the probe set (at most)")
+    conv: Literal["flatten", "mean", "dft"] = "mean"
+    layers: Union[Literal["auto"], list[str]] = "auto"
+    batch_size: int = Field(default=512, gt=0)
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _nonempty(cls, v: list[str]) -> list[str]:
+        if any(not isinstance(c, str) or not c for c in v):
+            raise ValueError("expected non-empty checkpoint references or paths")
+        return v
+
+
 class ProbesConfig(_Section):
     sharpness: Optional[SharpnessProbe] = None
     ntk: Optional[NtkProbe] = None
@@ -217,10 +247,10 @@ class RunConfig(_Section):
 
     name: str = "run"
     description: str = ""
-    task: Literal["train"] = Field(default="train", description="what the run does (core.pipeline.TASKS)")
+    task: Literal["train", "compare"] = Field(default="train", description="what the run does (core.pipeline.TASKS)")
     seed: int = 0
     device: str = "auto"
-    check: Optional[Literal["catapult", "warmup", "gi_adam"]] = Field(
+    check: Optional[Literal["catapult", "warmup", "gi_adam", "distill"]] = Field(
         default=None, description="theory whose verdicts the summary reports (core.verdicts)"
     )
     data: DataConfig = Field(default_factory=DataConfig)
@@ -229,6 +259,8 @@ class RunConfig(_Section):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     probes: ProbesConfig = Field(default_factory=ProbesConfig)
+    distill: Optional[DistillConfig] = None
+    compare: Optional[CompareConfig] = None
 
     @field_validator("device")
     @classmethod
@@ -371,6 +403,8 @@ def _describe_error(err: dict[str, Any]) -> tuple[str, str]:
         sym = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[typ]
         bound = next(iter(ctx.values()), "?")
         msg = f"expected a number {sym} {bound}"
+    elif typ == "missing":
+        msg = "required key is missing"
     elif typ == "literal_error":
         msg = f"expected {ctx.get('expected', 'one of the allowed values')}"
     elif typ.endswith("_parsing") or typ.endswith("_type"):

@@ -97,6 +97,12 @@ KINDS: dict[str, Kind] = {
                 "loss": "mean loss",
                 "accuracy": "share classified right (null for regression)",
             },
+            {  # [distill] runs (core.distill): the two terms of the loss and the agreement with the teacher
+                "hard_loss": "distill: cross-entropy with the labels (the same as loss)",
+                "soft_loss": "distill: T^2 KL(teacher_T || student_T), before the alpha weighting",
+                "agreement": "distill: share of inputs where the student's top-1 class is the teacher's",
+                "teacher_kl": "distill: KL(teacher || student) of the plain (T = 1) softmax outputs",
+            },
             variants=("split", {"train": {}, "test": {}}),
         ),
         Kind(

@@ -80,7 +80,7 @@ class Run:
         self.plan: RunPlan = plan_run(cfg)  # sizes, steps, base lr, blocks: read from here on
         self.data = load_data(cfg, self.device)
         _check_data_against_plan(self.plan, self.data)
-        self.objective: Objective = build_objective(cfg, self.data, self.device)
+        self.objective: Objective = build_objective(cfg, self.data, self.device, run_dir=self.run_dir)
         # the task's plain loss, for probes that differentiate it (sharpness, NTK)
         self.loss_fn = make_loss(cfg.train, self.data.task, self.data.num_outputs)
         self.model = build_model(cfg, self.data.input_shape, self.data.num_outputs).to(self.device)
