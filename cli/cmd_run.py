@@ -73,6 +73,10 @@ def _print_plan(exp: Experiment) -> None:
     for c in ("run", "model", "data", "optim", "lr", "batch", "epochs", "steps"):
         t.add_column(c)
     for name, cfg in exp.runs.items():
+        if cfg.task == "compare":  # no training: what it compares, and how
+            cc = cfg.compare
+            t.add_row(name, "compare", cfg.data.name, cc.method, "-", "-", "-", f"{len(cc.checkpoints)} checkpoints")
+            continue
         p = plan_run(cfg)  # the effective batch and lr (after lr_scaling), as the run will see them
         lr = fmt(p.base_lr) if p.base_lr is not None else f"{fmt(cfg.optim.lr_ntk)}/lambda0"
         t.add_row(

@@ -193,6 +193,20 @@ KINDS: dict[str, Kind] = {
                 },
             ),
         ),
+        Kind(
+            "compare",
+            "a compare run (core.compare_task): one checkpoint against the reference, step = the pair's index",
+            {
+                "a": "the reference checkpoint as the preset names it",
+                "b": "the other checkpoint",
+                "method": "similarity measure",
+                "layers_a": "the reference's layers (the matrix's rows)",
+                "layers_b": "the other model's layers (the matrix's columns)",
+                "values": "per layer of b: its similarity to a (core.compare_task.closeness)",
+                "matrix": "[layer of a][layer of b] similarity; null when the architectures match",
+                "agreement": "share of probe inputs with the same top-1 class (null for regression)",
+            },
+        ),
         Kind("checkpoint", "a checkpoint was written", {"path": "relative to the run directory"}),
         Kind(
             "restart",
