@@ -15,6 +15,11 @@ whole experiment; ``ok`` None: informational). Which theory is checked is the pr
   then the largest stable target lr without warmup against that with the longest warmup, and
   whether the runs that trained beyond the init's edge (lambda0 > 2/eta) end at the edge of
   stability (sharpness <= 1.5 x 2/eta: it hovers around 2/eta there).
+- ``distill`` (Gotmare et al. 2018, third finding): per compare run (teacher, independent
+  student, distilled student), the distilled-minus-independent closeness to the teacher per
+  student layer; then the deeper half's mean gain minus the shallower half's, mean and spread
+  over the seeds, against the claim that the knowledge goes primarily to the deeper layers
+  (core.distill_verdict).
 - ``gi_adam``: Adam without warmup against Adam with warmup and GI-Adam without warmup (final
   training loss): warmup helps Adam, and GI-Adam without warmup recovers (part of) it.
 
@@ -32,7 +37,7 @@ import tomllib
 from .config import get_dotted
 from .measure.catapult import phase_limits
 
-CHECKS = ("catapult", "warmup", "gi_adam")
+CHECKS = ("catapult", "warmup", "gi_adam", "distill")
 OK, BAD = "\u2713", "\u2717"  # check mark, ballot x
 _UV_EDGE, _RELU_EDGE = phase_limits("uv")[1], phase_limits("relu")[1]
 RELU_EDGE_FACTOR = 1.5  # ReLU nets: "about 12" -> the measured edge within a factor 1.5 of it
@@ -106,6 +111,10 @@ def verdicts(summary: dict) -> list[dict[str, Any]]:
         return warmup_verdicts(summary)
     if check == "gi_adam":
         return gi_adam_verdicts(summary)
+    if check == "distill":
+        from .distill_verdict import distill_verdicts
+
+        return distill_verdicts(summary)
     return []
 
 
