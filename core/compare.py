@@ -34,7 +34,7 @@ import numpy as np
 
 from .errors import ConfigError, to_config_error
 
-__all__ = ["compare", "DEFAULT_POINTS", "DEFAULT_SAMPLES"]
+__all__ = ["check_compare", "compare", "DEFAULT_POINTS", "DEFAULT_SAMPLES"]
 
 DEFAULT_POINTS = 11
 DEFAULT_SAMPLES = 1000
@@ -247,3 +247,42 @@ def _describe(m: dict) -> dict[str, Any]:
         "epoch": ck.get("epoch"),
         "params": int(sum(p.numel() for p in m["model"].parameters())),
     }
+
+
+# --------------------------------------------------------------------------- a compare run's preflight
+
+
+def check_compare(cfg: Any, exp: Any) -> None:
+    """Preflight of a ``task = "compare"`` run (core.compare_task): the referenced runs take
+    inputs of one shape and have the named layers (read on their models built on the meta
+    device). Plain paths are checked by core.pipeline."""
+    from .data import data_shape
+    from .measure.activations import CaptureError, resolve_layers
+    from .models import meta_model
+    from .pipeline import parse_ref
+
+    shapes = {}
+    for i, value in enumerate(cfg.compare.checkpoints):
+        key = f"compare.checkpoints[{i}]"
+        ref = parse_ref(value, key)
+        if ref is None:
+            continue
+        other = exp.runs[ref.run]
+        shape = data_shape(other.data)
+        if shape is not None:
+            shapes[key] = (ref.text, tuple(shape[0]))
+        if cfg.compare.layers != "auto":
+            model = meta_model(other)
+            if model is not None:
+                try:
+                    resolve_layers(model, list(cfg.compare.layers))
+                except CaptureError as e:
+                    raise ConfigError(f"run {ref.run!r}: {e.message}", key="compare.layers") from None
+    seen = list(shapes.values())
+    for key, (text, shape) in shapes.items():
+        if shape != seen[0][1]:
+            raise ConfigError(
+                f"{text} takes inputs of shape {shape}, {seen[0][0]} of shape {seen[0][1]}: "
+                "they cannot share a probe set",
+                key=key,
+            )

@@ -33,44 +33,11 @@ from typing import Any, Optional
 
 from .errors import ConfigError
 
-__all__ = ["check_compare", "closeness", "main", "run_compare"]
+__all__ = ["closeness", "main", "run_compare"]
 
 KEY = "compare.checkpoints"
-
-
-def check_compare(cfg: Any, exp: Any) -> None:
-    """Preflight: the referenced runs take inputs of one shape and have the named layers (read
-    on their models built on the meta device). Plain paths are checked by core.pipeline."""
-    from .data import data_shape
-    from .measure.activations import CaptureError, resolve_layers
-    from .models import meta_model
-    from .pipeline import parse_ref
-
-    shapes = {}
-    for i, value in enumerate(cfg.compare.checkpoints):
-        key = f"{KEY}[{i}]"
-        ref = parse_ref(value, key)
-        if ref is None:
-            continue
-        other = exp.runs[ref.run]
-        shape = data_shape(other.data)
-        if shape is not None:
-            shapes[key] = (ref.text, tuple(shape[0]))
-        if cfg.compare.layers != "auto":
-            model = meta_model(other)
-            if model is not None:
-                try:
-                    resolve_layers(model, list(cfg.compare.layers))
-                except CaptureError as e:
-                    raise ConfigError(f"run {ref.run!r}: {e.message}", key="compare.layers") from None
-    seen = list(shapes.values())
-    for key, (text, shape) in shapes.items():
-        if shape != seen[0][1]:
-            raise ConfigError(
-                f"{text} takes inputs of shape {shape}, {seen[0][0]} of shape {seen[0][1]}: "
-                "they cannot share a probe set",
-                key=key,
-            )
+# its preflight, core.compare.check_compare, lives beside compare() (this module imports core.runs,
+# which imports the preflight)
 
 
 def closeness(doc: dict[str, Any], method: str) -> tuple[list[str], list[Optional[float]]]:

@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import math
 import statistics
+from pathlib import Path
 from typing import Any, Optional
 
-from .verdicts import _config, _mark, _num
+import tomllib
+
+OK, BAD = "\u2713", "\u2717"  # as core.verdicts marks them (which imports this module)
 
 CLAIM = "Gotmare et al. 2018: the teacher's knowledge goes primarily to the deeper layers (gain > 0)"
 
@@ -36,7 +39,7 @@ def _is_distilled(summary: dict, value: str) -> Optional[bool]:
     except Exception:
         return None
     if ref is not None:
-        cfg = _config(summary, {"run": ref.run})
+        cfg = _config(summary, ref.run)
         return None if not cfg else "distill" in cfg
     try:
         from .checkpoint import load_checkpoint
@@ -44,6 +47,26 @@ def _is_distilled(summary: dict, value: str) -> Optional[bool]:
         return "distill" in (load_checkpoint(value).get("config") or {})
     except Exception:
         return None
+
+
+def _num(v: Any) -> str:
+    v = float(v)
+    return f"{v:.3g}" if v != 0 and (abs(v) >= 1e4 or abs(v) < 1e-3) else f"{v:.4g}"
+
+
+def _mark(ok: Optional[bool]) -> str:
+    return "" if ok is None else (f" {OK}" if ok else f" {BAD}")
+
+
+def _config(summary: dict, run: str) -> dict:
+    """A run's config.toml beside the summary ({} when it cannot be read)."""
+    path = summary.get("path")
+    if not path:
+        return {}
+    try:
+        return tomllib.loads((Path(path) / run / "config.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
 
 
 def _signed(v: float) -> str:

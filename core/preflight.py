@@ -36,7 +36,7 @@ def check_task_sections(cfg: Any, exp: Experiment) -> None:
 
         check_distill(cfg, exp)
     if cfg.task == "compare":
-        from .compare_task import check_compare
+        from .compare import check_compare
 
         check_compare(cfg, exp)
 
