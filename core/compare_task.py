@@ -17,7 +17,8 @@ core.compare document each, plus ``against``, ``closeness``]}, one ``compare`` e
 and an ``end`` event whose result holds: ``method``, ``samples``, ``reference``, ``against``
 (the other checkpoints as the preset names them), ``layers`` (each other model's layers),
 ``closeness`` (per pair, per layer of the other model: its similarity to the reference's layer
-of the same name, or, where the reference has none, to the most similar reference layer),
+at the same place when both have the same list of layers, else to the most similar reference
+layer),
 ``agreement`` (per pair, share of probe inputs with the same top-1 class) and ``compare_json``.
 """
 
@@ -41,20 +42,19 @@ KEY = "compare.checkpoints"
 
 
 def closeness(doc: dict[str, Any], method: str) -> tuple[list[str], list[Optional[float]]]:
-    """(layers of B, per layer of B its similarity to A): layer i vs i for one architecture; else
-    B's layer against A's layer of the same name, or the most similar of A's layers when A has no
-    layer of that name."""
+    """(layers of B, per layer of B its similarity to A): layer i vs i when both models have the
+    same list of layers (one architecture, or a wider one of the same depth: conv1 is conv1);
+    otherwise (another depth: VGG-11's conv8 is not VGG-16's) the most similar of A's layers."""
     if doc.get("layers") is not None:
         return [r["layer"] for r in doc["layers"]], [r[method] for r in doc["layers"]]
     m = doc["matrix"]
     rows, cols, values = m["layers_a"], m["layers_b"], m[method]
+    if rows == cols:
+        return list(cols), [values[j][j] for j in range(len(cols))]
     out: list[Optional[float]] = []
-    for j, name in enumerate(cols):
-        if name in rows:
-            out.append(values[rows.index(name)][j])
-        else:
-            col = [values[i][j] for i in range(len(rows)) if values[i][j] is not None]
-            out.append(max(col) if col else None)
+    for j in range(len(cols)):
+        col = [values[i][j] for i in range(len(rows)) if values[i][j] is not None]
+        out.append(max(col) if col else None)
     return list(cols), out
 
 

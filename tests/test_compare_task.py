@@ -119,12 +119,16 @@ def test_same_architecture_is_layer_i_vs_i_with_svcca_on_flattened_maps(trained)
     assert "pwcca" not in pair["layers"][0]  # only the measure asked for
 
 
-def test_closeness_takes_the_most_similar_reference_layer_where_names_differ():
-    doc = {
+def test_closeness_is_the_diagonal_for_one_layer_list_else_the_most_similar_reference_layer():
+    same = {
         "layers": None,
-        "matrix": {"layers_a": ["a1", "x"], "layers_b": ["x", "b2"], "cka": [[0.2, 0.7], [0.5, 0.4]]},
+        "matrix": {"layers_a": ["c1", "fc"], "layers_b": ["c1", "fc"], "cka": [[0.2, 0.9], [0.5, 0.4]]},
     }
-    assert CT.closeness(doc, "cka") == (["x", "b2"], [0.5, 0.7])
+    assert CT.closeness(same, "cka") == (["c1", "fc"], [0.2, 0.4])
+    # another depth: names shared (conv1, fc) do not mean the same place
+    deep = {"layers_a": ["conv1", "conv2", "conv3", "fc"], "layers_b": ["conv1", "conv2", "fc"]}
+    deep["cka"] = [[0.9, 0.3, 0.1], [0.6, 0.7, None], [0.2, 0.8, 0.5], [0.1, 0.2, 0.6]]
+    assert CT.closeness({"layers": None, "matrix": deep}, "cka") == (["conv1", "conv2", "fc"], [0.9, 0.8, 0.6])
 
 
 @pytest.mark.parametrize(

@@ -52,3 +52,19 @@ def test_the_distill_pipeline_runs_end_to_end_and_prints_its_verdict(tmp_path):
     doc = json.loads((exp_dir / "compare_s0" / "compare.json").read_text())
     assert [p["against"] for p in doc["pairs"]] == ["@indep_s0", "@distilled_s0"]
     assert doc["method"] == "cka" and doc["samples"] == 359
+
+
+def test_the_paper_twin_expands_and_its_references_and_sections_check():
+    from heur.core.config import load_experiment
+    from heur.core.pipeline import check_references, check_task
+    from heur.core.preflight import check_task_sections
+
+    exp = load_experiment(ROOT / "presets" / "paper" / "distill_cifar10.toml")  # CIFAR-10 is not here
+    order = check_references(exp)
+    assert order.index("teacher_s0") < order.index("distilled_s0") < order.index("compare_s0")
+    for cfg in exp.runs.values():
+        check_task(cfg)
+        check_task_sections(cfg, exp)
+    t, s = exp.runs["teacher_s1"], exp.runs["distilled_s1"]
+    assert (t.model.name, s.model.name, s.distill.teacher) == ("vgg16", "vgg11", "@teacher_s1")
+    assert exp.runs["compare_s1"].compare.method == "svcca" and {c.check for c in exp.runs.values()} == {"distill"}
