@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 import traceback
@@ -71,6 +72,9 @@ def run_compare(cfg: Any, run_dir: Path, device: Any, events: Any = None, status
     cc = cfg.compare
     exp_dir = Path(run_dir).parent
     paths = [resolve(v, exp_dir) for v in cc.checkpoints]
+    for i, path in enumerate(paths):  # before any work, naming the item
+        if not path.is_file():
+            raise ConfigError(f"no such checkpoint file: {path}", key=f"{KEY}[{i}]")
     data = cfg.data.name if "data" in cfg.model_fields_set else None
     layers = None if cc.layers == "auto" else list(cc.layers)
     pairs, result_layers, result_close, result_agree = [], [], [], []
@@ -137,6 +141,14 @@ def run_compare(cfg: Any, run_dir: Path, device: Any, events: Any = None, status
     }
 
 
+class _Stopped(Exception):
+    """SIGTERM or SIGINT: the run ends ``stopped`` (it has no state to checkpoint)."""
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    raise _Stopped(signal.Signals(signum).name)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     from . import runs as runs_mod
     from .device import resolve_device
@@ -152,6 +164,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     events = EventWriter(run_dir / "events.jsonl")
     status.update(state="running", pid=os.getpid(), step=0, force=True)
     code, state, reason, result = 0, "completed", "", {}
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
     try:
         threads = os.environ.get("HEUR_THREADS")
         if threads:
@@ -161,6 +175,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         cfg = runs_mod.read_run_config(run_dir)
         result = run_compare(cfg, run_dir, resolve_device(cfg.device), events, status)
         reason = f"compared {len(result['against'])} checkpoint(s) with {result['reference']}"
+    except _Stopped as e:
+        state, reason = "stopped", f"{e} before the comparison finished"
     except ConfigError as e:
         print(f"heur: error: {e}", file=sys.stderr)
         code, state, reason = 2, "failed", str(e)

@@ -162,3 +162,35 @@ def test_a_compare_run_needs_only_its_compare_section(tmp_path):
     with pytest.raises(ConfigError) as e:
         check_experiment(expand({"name": "c", "task": "compare"}, []))
     assert e.value.key == "compare" and "needs a [compare] section" in e.value.message
+
+
+def test_a_missing_checkpoint_at_run_time_fails_the_run_with_exit_2_and_the_key(tmp_path, capsys):
+    rd = tmp_path / "exp" / "cmp"
+    rd.mkdir(parents=True)
+    (rd / "config.toml").write_text(
+        'name = "cmp"\ntask = "compare"\n[compare]\ncheckpoints = ["@a", "@b"]\n'  # a and b never ran
+    )
+    assert CT.main([str(rd)]) == 2
+    st = R.read_status(rd)
+    assert st.state == "failed" and "compare.checkpoints[0]: no such checkpoint file" in st.reason
+    assert "heur: error:" in capsys.readouterr().err
+    assert read_events(rd / "events.jsonl")[-1]["state"] == "failed"
+
+
+def test_sigterm_ends_a_compare_run_stopped(tmp_path, monkeypatch):
+    import signal
+
+    rd = tmp_path / "exp" / "cmp"
+    rd.mkdir(parents=True)
+    (rd / "config.toml").write_text('name = "cmp"\ntask = "compare"\n[compare]\ncheckpoints = ["x.pt", "y.pt"]\n')
+
+    def stopped(*a, **k):
+        signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(CT, "run_compare", stopped)
+    try:
+        assert CT.main([str(rd)]) == 0
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    assert R.read_status(rd).state == "stopped"
