@@ -88,6 +88,10 @@ def _print_plan(exp: Experiment) -> None:
         t.add_column(c, no_wrap=True)
     t.add_column("steps", no_wrap=True)
     for name, cfg in exp.runs.items():
+        if cfg.task == "compare":  # no training: what it compares, and how
+            cc = cfg.compare
+            t.add_row(name, "compare", cfg.data.name, cc.method, "-", "-", "-", f"{len(cc.checkpoints)} checkpoints")
+            continue
         p = plan_run(cfg)  # the effective batch and lr (after lr_scaling), as the run will see them
         lr = fmt(p.base_lr) if p.base_lr is not None else f"{fmt(cfg.optim.lr_ntk)}/λ0"
         t.add_row(

@@ -261,6 +261,36 @@ class CcaProbe(_Section):
     conv: Literal["flatten", "mean", "dft"] = "mean"
 
 
+class DistillConfig(_Section):
+    """``[distill]`` on a train run: learn from a teacher's softened outputs (core.distill)."""
+
+    teacher: str = Field(
+        min_length=1, description="the teacher: '@RUN', '@RUN:CHECKPOINT' or a checkpoint path (core.pipeline)"
+    )
+    temperature: float = Field(default=4.0, gt=0, description="T: both outputs are softened by softmax(z / T)")
+    alpha: float = Field(default=0.9, ge=0, le=1, description="weight of the soft (teacher) term")
+
+
+class CompareConfig(_Section):
+    """``[compare]`` of a ``task = "compare"`` run: per-layer similarity of checkpoints (core.compare_task)."""
+
+    checkpoints: list[str] = Field(
+        min_length=2, description="'@RUN', '@RUN:CHECKPOINT' or paths; the first against each of the others"
+    )
+    method: Literal["svcca", "pwcca", "cka"] = "cka"
+    samples: int = Field(default=1000, gt=0, description="test inputs in the probe set (at most)")
+    conv: Literal["flatten", "mean", "dft"] = "mean"
+    layers: Union[Literal["auto"], list[str]] = "auto"
+    batch_size: int = Field(default=512, gt=0)
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _nonempty(cls, v: list[str]) -> list[str]:
+        if any(not isinstance(c, str) or not c for c in v):
+            raise ValueError("expected non-empty checkpoint references or paths")
+        return v
+
+
 class ProbesConfig(_Section):
     sharpness: Optional[SharpnessProbe] = None
     ntk: Optional[NtkProbe] = None
@@ -297,14 +327,14 @@ class RunConfig(_Section):
 
     name: str = "run"
     description: str = ""
-    task: Literal["train", "curve", "plane"] = Field(
+    task: Literal["train", "curve", "plane", "compare"] = Field(
         default="train", description="what the run does (core.pipeline.TASKS)"
     )
     seed: int = Field(default=0, ge=0, le=SEED_MAX)
     device: str = "auto"
-    check: Optional[Literal["catapult", "warmup", "gi_adam", "warmup_cca", "connectivity", "sgdr", "resilience"]] = (
-        Field(default=None, description="theory whose verdicts the summary reports (core.verdicts)")
-    )
+    check: Optional[
+        Literal["catapult", "warmup", "gi_adam", "warmup_cca", "connectivity", "sgdr", "resilience", "distill"]
+    ] = Field(default=None, description="theory whose verdicts the summary reports (core.verdicts)")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -313,6 +343,8 @@ class RunConfig(_Section):
     probes: ProbesConfig = Field(default_factory=ProbesConfig)
     curve: Optional[CurveConfig] = None
     plane: Optional[PlaneConfig] = None
+    distill: Optional[DistillConfig] = None
+    compare: Optional[CompareConfig] = None
 
     @model_validator(mode="before")
     @classmethod
@@ -470,6 +502,8 @@ def _describe_error(err: dict[str, Any]) -> tuple[str, str]:
     elif typ in ("int_type", "float_type", "bool_type") and isinstance(inp, str):
         want = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false"}[typ]
         msg = f"expected {want}, not a string"
+    elif typ == "missing":
+        msg = "required key is missing"
     elif typ == "literal_error":
         msg = f"expected {ctx.get('expected', 'one of the allowed values')}"
     elif typ.endswith("_parsing") or typ.endswith("_type"):

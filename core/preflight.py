@@ -34,6 +34,18 @@ def check_run(cfg: Any) -> RunPlan:
     return plan
 
 
+def check_task_sections(cfg: Any, exp: Experiment) -> None:
+    """The checks of the sections a run's task owns ([distill] on a train run, [compare])."""
+    if cfg.distill is not None:
+        from .distill import check_distill
+
+        check_distill(cfg, exp)
+    if cfg.task == "compare":
+        from .compare import check_compare
+
+        check_compare(cfg, exp)
+
+
 def check_experiment(exp: Experiment) -> None:
     from .pipeline import check_init_from, check_paths, check_references, check_task
 
@@ -55,6 +67,7 @@ def check_experiment(exp: Experiment) -> None:
                 from .plane import check_plane
 
                 check_plane(cfg, exp)
+            check_task_sections(cfg, exp)
         except ConfigError as e:
             label = f"run '{name}': " if len(exp.runs) > 1 else ""
             raise ConfigError(label + e.message, key=e.key, file=exp.source or None) from None

@@ -101,6 +101,12 @@ KINDS: dict[str, Kind] = {
                 "loss": "mean loss",
                 "accuracy": "share classified right (null for regression)",
             },
+            {  # [distill] runs (core.distill): the two terms of the loss and the agreement with the teacher
+                "hard_loss": "distill: cross-entropy with the labels (the same as loss)",
+                "soft_loss": "distill: T^2 KL(teacher_T || student_T), before the alpha weighting",
+                "agreement": "distill: share of inputs where the student's top-1 class is the teacher's",
+                "teacher_kl": "distill: KL(teacher || student) of the plain (T = 1) softmax outputs",
+            },
             variants=("split", {"train": {}, "test": {}}),
         ),
         Kind(
@@ -232,6 +238,20 @@ KINDS: dict[str, Kind] = {
                 "a": "coordinate along u",
                 "b": "coordinate along v",
                 "distance": "norm of what the projection leaves out",
+            },
+        ),
+        Kind(
+            "compare",
+            "a compare run (core.compare_task): one checkpoint against the reference, step = the pair's index",
+            {
+                "a": "the reference checkpoint as the preset names it",
+                "b": "the other checkpoint",
+                "method": "similarity measure",
+                "layers_a": "the reference's layers (the matrix's rows)",
+                "layers_b": "the other model's layers (the matrix's columns)",
+                "values": "per layer of b: its similarity to a (core.compare_task.closeness)",
+                "matrix": "[layer of a][layer of b] similarity; null when the architectures match",
+                "agreement": "share of probe inputs with the same top-1 class (null for regression)",
             },
         ),
         Kind("checkpoint", "a checkpoint was written", {"path": "relative to the run directory"}),

@@ -153,7 +153,7 @@ class Run:
 
     def make_objective(self) -> Objective:
         """The run's objective (a task's run class overrides this: core.curve)."""
-        return build_objective(self.cfg, self.data, self.device)
+        return build_objective(self.cfg, self.data, self.device, run_dir=self.run_dir)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_state(self, step: int) -> dict[str, Any]:

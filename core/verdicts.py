@@ -39,6 +39,11 @@ whole experiment; ``ok`` None: informational). Which theory is checked is the pr
 - ``resilience`` (Gotmare et al.'s poster): every curve run (a variant A-F connected to the
   reference mode G) is connected: its maximum test error stays within
   :data:`CURVE_ERROR_MARGIN` of the worse end's; the line's barrier is reported beside it.
+- ``distill`` (Gotmare et al. 2018, third finding): per compare run (teacher, independent
+  student, distilled student), the distilled-minus-independent closeness to the teacher per
+  student layer; then the deeper half's mean gain minus the shallower half's, mean and spread
+  over the seeds, against the claim that the knowledge goes primarily to the deeper layers
+  (core.distill_verdict).
 
 Run configs are read from ``<summary path>/<run>/config.toml`` (or a row's ``config`` dict).
 """
@@ -55,7 +60,7 @@ from .config import get_dotted
 from .measure.catapult import LAZY_EDGE, EdgeTheory, divergence_edge, predicted_phase
 from .probes.catapult import edge_kind
 
-CHECKS = ("catapult", "warmup", "gi_adam", "warmup_cca", "connectivity", "sgdr", "resilience")
+CHECKS = ("catapult", "warmup", "gi_adam", "warmup_cca", "connectivity", "sgdr", "resilience", "distill")
 OK, BAD = "\u2713", "\u2717"  # check mark, ballot x
 EOS_FACTOR = 1.5  # warmup: at the edge of stability the sharpness hovers around 2/eta: within x1.5 either side
 
@@ -137,6 +142,10 @@ def verdicts(summary: dict) -> list[dict[str, Any]]:
         return sgdr_verdicts(summary)
     if check == "resilience":
         return resilience_verdicts(summary)
+    if check == "distill":
+        from .distill_verdict import distill_verdicts
+
+        return distill_verdicts(summary)
     return []
 
 

@@ -23,7 +23,7 @@ from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widgets import Footer, Log, Static, TabbedContent, TabPane, Tree
 
-from . import figures, heatmap
+from . import distill, figures, heatmap
 from .feed import EventBatch, ExperimentRow, Feed
 from .figures import Shown, View
 from .model import RunData
@@ -383,6 +383,7 @@ class HeurApp(App):
             cca = d.items["cca"] if d else []
             # the CCA events, not every train event (a resume re-emits the same steps' values)
             key = (run, len(cca), cca[-1].get("step") if cca else None, self.size.width)
+            key += (len(d.items["compare"]) if d else 0,)  # a compare run's pairs (the distillation panel)
 
             def draw() -> None:
                 self._draw_cca(run, d)
@@ -445,6 +446,12 @@ class HeurApp(App):
 
     def _draw_cca(self, run: Path | None, d: RunData | None) -> None:
         box = self._q("#cca-text", Static)
+        if d is not None and run is not None and d.items["compare"]:  # a compare run: the distillation panel
+            evs = distill.latest_pairs(d.items["compare"])
+            flags = [distill.is_distilled(run.parent, e.get("b")) for e in evs]
+            width = self._q(TabbedContent).size.width - 2
+            box.update(distill.render(evs, flags, width, f"{run.name}: each layer's closeness to {evs[0].get('a')}"))
+            return
         live = figures.cca_matrix(d) if d is not None else None
         final = figures.cca_final(d) if d is not None else None
         if live is None and final is None:
