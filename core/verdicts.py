@@ -16,7 +16,7 @@ whole experiment; ``ok`` None: informational). Which theory is checked is the pr
   against the band (it fails when nothing diverged or everything did).
 - ``warmup`` (Kalra & Barkeshli 2024): per target lr, the shortest warmup that did not diverge;
   then the largest stable target lr without warmup against that with the longest warmup, and
-  whether the runs that trained beyond the init's edge (lambda0 > 2/eta) sit at the edge of
+  whether the warmup runs that trained beyond the init's edge (lambda0 > 2/eta) sit at the edge of
   stability, within a factor 1.5 of 2/eta either side (a lower bound too: a sharpness far below
   2/eta is a flat region, not the edge), both at the end of warmup (step W, against the target
   lr's 2/eta: warmup brought the sharpness down to what the target lr can take) and at the end.
@@ -287,6 +287,8 @@ def warmup_verdicts(summary: dict) -> list[dict[str, Any]]:
     ratios: list[float] = []
     warm_ok, warm_n = 0, 0
     warm_ratios: list[float] = []
+    outside: list[str] = []
+    warm_outside: list[str] = []
     for row in summary.get("runs", []):
         if not _finished(row):
             continue
@@ -299,10 +301,15 @@ def warmup_verdicts(summary: dict) -> list[dict[str, Any]]:
         # runs that trained at a target lr the init could not take (lambda0 > 2/eta): their
         # sharpness had to fall to the edge of stability
         beyond = lam0 is None or (thr is not None and lam0 > thr)
-        if not div and lam is not None and thr is not None and beyond:
+        # runs without warmup beyond the init's edge are catapults (their sharpness ends below
+        # 2/eta, as the catapult verdict checks), not warmup at the edge of stability
+        warmed = _warmup_len(summary, row) > 0
+        if not div and lam is not None and thr is not None and beyond and warmed:
             sharp_n += 1
             sharp_ok += _in_eos_band(lam, thr)
             ratios.append(lam / thr)
+            if not _in_eos_band(lam, thr):
+                outside.append(f"{row['run']} {lam / thr:.3g}")
             if lam0 and lam > 0:
                 drop = max(drop, lam0 / lam)
         lw, tw = row.get("sharpness_warmup_end"), row.get("sharpness_warmup_end_threshold")
@@ -310,6 +317,8 @@ def warmup_verdicts(summary: dict) -> list[dict[str, Any]]:
             warm_n += 1
             warm_ok += _in_eos_band(lw, tw)
             warm_ratios.append(lw / tw)
+            if not _in_eos_band(lw, tw):
+                warm_outside.append(f"{row['run']} {lw / tw:.3g}")
     if not table:
         return out
     warmups = sorted({w for cells in table.values() for w in cells})
@@ -348,7 +357,8 @@ def warmup_verdicts(summary: dict) -> list[dict[str, Any]]:
                 "run": None,
                 "ok": ok,
                 "text": f"at the end of warmup, runs beyond the init's edge have their sharpness at the target lr's "
-                f"edge (within {band}): {warm_ok}/{warm_n}, measured {_ratio_range(warm_ratios)} x 2/eta{_mark(ok)}",
+                f"edge (within {band}): {warm_ok}/{warm_n}, measured {_ratio_range(warm_ratios)} x 2/eta"
+                f"{_outside(warm_outside)}{_mark(ok)}",
             }
         )
     if sharp_n:
@@ -358,8 +368,9 @@ def warmup_verdicts(summary: dict) -> list[dict[str, Any]]:
             {
                 "run": None,
                 "ok": ok,
-                "text": f"stable runs beyond the init's edge (lambda0 > 2/eta) ending at the edge of stability "
-                f"(within {band}): {sharp_ok}/{sharp_n}, measured {_ratio_range(ratios)} x 2/eta{fell}{_mark(ok)}",
+                "text": f"stable warmup runs beyond the init's edge (lambda0 > 2/eta) ending at the edge of stability "
+                f"(within {band}): {sharp_ok}/{sharp_n}, measured {_ratio_range(ratios)} x 2/eta{fell}"
+                f"{_outside(outside)}{_mark(ok)}",
             }
         )
     return out
@@ -368,6 +379,10 @@ def warmup_verdicts(summary: dict) -> list[dict[str, Any]]:
 def _in_eos_band(lam: float, thr: float) -> bool:
     """At the edge of stability: within a factor EOS_FACTOR of 2/eta, either side."""
     return thr / EOS_FACTOR <= lam <= EOS_FACTOR * thr
+
+
+def _outside(names: list[str]) -> str:
+    return f" (outside: {', '.join(names)})" if names else ""
 
 
 def _ratio_range(rs: list[float]) -> str:

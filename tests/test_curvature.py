@@ -451,3 +451,10 @@ def test_float32_cnn_lanczos_agrees_with_power():
     pw = hessian_eigenvalues_with_info(model, ce, x, y, k=1, method="power", tol=1e-7, max_iter=3000)
     assert rel(lz.values[0], pw.values[0]) < 1e-3
     assert lz.hvps < pw.hvps
+
+
+def test_lanczos_on_a_non_finite_operator_returns_nan_not_an_error():
+    n = 10
+    like = torch.zeros(1, dtype=D)
+    r = lanczos(lambda v: v * float("inf"), n, like, k=2)
+    assert all(math.isnan(x) for x in r.values) and r.converged is False and r.info["non_finite"]

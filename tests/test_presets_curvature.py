@@ -133,12 +133,14 @@ def test_warmup_verdicts():
     assert "target lr_ntk 16: diverged without warmup, stable with warmup >= 100" in texts
     assert "target lr_ntk 64: diverged with every warmup (up to 100)" in texts
     assert v[-2]["ok"] is True and "4 with warmup 0, 16 with warmup 100" in v[-2]["text"]
-    assert v[-1]["ok"] is True and "3/3" in v[-1]["text"]  # no lambda0 in the rows: every stable run counts
+    # no lambda0 in the rows: every stable warmup run counts (without warmup a run beyond its
+    # init's edge is a catapult, not warmup at the edge of stability)
+    assert v[-1]["ok"] is True and "2/2" in v[-1]["text"]
     assert "within 0.667-1.5 x 2/eta" in v[-1]["text"] and "measured 0.8-1.25 x 2/eta" in v[-1]["text"]
     # the lower bound: a sharpness far below 2/eta is a flat region, not the edge of stability
     rows[3] = _warm_row(16, 100, False, 0.1, 0.5)
     v = verdicts({"check": "warmup", "path": "", "runs": rows})
-    assert v[-1]["ok"] is False and "2/3" in v[-1]["text"]
+    assert v[-1]["ok"] is False and "1/2" in v[-1]["text"] and "(outside: lr_ntk=16_steps=100 0.2)" in v[-1]["text"]
     # the end of warmup: checked against the target lr's edge, with its own line
     rows[3] = _warm_row(16, 100, False, 0.4, 0.5)
     rows[3].update(sharpness_warmup_end=0.55, sharpness_warmup_end_threshold=0.5)

@@ -43,6 +43,7 @@ MeasurementError (so a ValueError) whose ``arg`` names the argument at fault.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
@@ -184,7 +185,8 @@ def lanczos(
     the gap to the next Ritz value stopped too early where the top eigenvalues are close: the
     next Ritz value overstates the gap until the close eigenvalue is resolved; 3% apart, tol
     1e-3 gave errors of 2-24e-3.) Or it stops after ``max_iter`` products (capped at n), with
-    ``converged`` False. The bound is to *an* eigenvalue: a Krylov method cannot see an
+    ``converged`` False. A non-finite product (a diverging model) ends it with NaN values,
+    ``converged`` False and ``info["non_finite"]``. The bound is to *an* eigenvalue: a Krylov method cannot see an
     eigenvalue its start vector is nearly orthogonal to, so with ``tol`` above the relative gap
     of two top eigenvalues the value found first may be the second (bench/lanczos_tol.py: 3%
     apart, tol 1e-2, one start in three); keep ``tol`` below the gaps that matter. ``v0`` warm-starts from a previous
@@ -213,6 +215,17 @@ def lanczos(
         for _ in range(2):
             w = w - B.t() @ (B @ w)
         beta = float(w.norm())
+        if not (math.isfinite(alpha) and math.isfinite(beta)):
+            # a non-finite operator (a diverging run's curvature): no eigenvalue, not an error
+            nan = float("nan")
+            return EigResult(
+                values=[nan] * k,
+                hvps=j + 1,
+                iterations=j + 1,
+                converged=False,
+                method="lanczos",
+                info={"non_finite": True},
+            )
         alphas.append(alpha)
         T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
         if betas:
