@@ -3,9 +3,11 @@ between them (thin: the work is ``heur.core.compare.compare``)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import typer
 
@@ -44,22 +46,53 @@ def register(app: typer.Typer) -> None:
         from heur.core.measure.errors import MeasurementError
 
         try:
-            doc = run_compare(
-                ckpt_a,
-                ckpt_b,
-                data=data,
-                layers=layers or None,
-                points=points,
-                samples=samples,
-                conv=conv,
-                device=resolve_device(device, key="--device"),
-            )
+            with _path_progress() as progress:
+                doc = run_compare(
+                    ckpt_a,
+                    ckpt_b,
+                    data=data,
+                    layers=layers or None,
+                    points=points,
+                    samples=samples,
+                    conv=conv,
+                    device=resolve_device(device, key="--device"),
+                    progress=progress,
+                )
         except MeasurementError as e:  # inputs the measurements cannot use: one line, exit 2
             raise to_config_error(e, _OPTION_OF) from None
         if as_json:
             print(json.dumps(sanitize(doc), allow_nan=False, indent=1))
             return
         _print(doc)
+
+
+@contextlib.contextmanager
+def _path_progress() -> Iterator[Optional[Callable[[int, int], None]]]:
+    """A progress bar of the straight path on stderr (a terminal only; stdout stays the document)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(
+        TextColumn("straight path"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=Console(stderr=True), transient=True,
+    )  # fmt: skip
+    task = None
+
+    def update(done: int, total: int) -> None:  # the bar appears with the path's first point
+        nonlocal task
+        if task is None:
+            bar.start()
+            task = bar.add_task("", total=total)
+        bar.update(task, completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        if task is not None:
+            bar.stop()
 
 
 def _print(doc: dict[str, Any]) -> None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -122,11 +122,13 @@ def compare(
     batch_size: int = 512,
     methods: Sequence[str] = _METHODS,
     interpolate: bool = True,
+    progress: Optional[Callable[[int, int], None]] = None,
 ) -> dict[str, Any]:
     """See the module doc. ``layers``: names present in both models (default: each model's
-    ``heur_blocks``); ``points`` >= 2 values of t (0 and 1 included); ``methods``: the measures
-    computed (a subset of svcca, pwcca, cka); ``interpolate=False``: no straight path (the
-    ``compare`` task's per-layer report)."""
+    ``heur_blocks``); ``points`` >= 2 values of t (0 and 1 included), at most MAX_POINTS;
+    ``methods``: the measures computed (a subset of svcca, pwcca, cka); ``interpolate=False``: no
+    straight path (the ``compare`` task's per-layer report). ``progress(done, points)`` is called
+    before each point of the path and after the last."""
     import torch
 
     from .measure.activations import CaptureError, capture, probe_indices, resolve_layers
@@ -211,7 +213,9 @@ def compare(
 
     if same and interpolate:
         ts = [float(t) for t in np.linspace(0.0, 1.0, points)]
-        rows = linear_path(a["ck"]["model"], b["ck"]["model"], a["build"], bundle, ts, loss_fn, batch_size)
+        rows = linear_path(
+            a["ck"]["model"], b["ck"]["model"], a["build"], bundle, _reporting(ts, progress), loss_fn, batch_size
+        )
         interp = {
             "t": ts,
             **{k: [r[k] for r in rows] for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy")},
@@ -226,6 +230,16 @@ def compare(
             notes.append("different architectures: no interpolation")
     doc["notes"] = notes
     return doc
+
+
+def _reporting(ts: list[float], progress: Optional[Callable[[int, int], None]]) -> Iterator[float]:
+    """``ts`` one at a time (linear_path reads them lazily), telling ``progress`` how far it got."""
+    for i, t in enumerate(ts):
+        if progress is not None:
+            progress(i, len(ts))
+        yield t
+    if progress is not None:
+        progress(len(ts), len(ts))
 
 
 # [data] keys that change how a run trains on its data (augmentation) or where the files are, not which data

@@ -259,3 +259,12 @@ def test_augmentation_alone_is_not_other_data(ckpts, more_ckpts):
     assert not any("other data" in n for n in doc["notes"]), doc["notes"]
     doc = compare_json(ck["a"], ck["b"], "--points", "2")  # seeds 0 and 1: another digits split
     assert any("other data" in n for n in doc["notes"])
+
+
+def test_the_straight_path_reports_its_progress(more_ckpts):
+    from heur.core.compare import compare
+
+    _, ck = more_ckpts
+    calls = []
+    doc = compare(ck["uv1"], ck["uv2"], points=4, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)] and len(doc["interpolation"]["t"]) == 4
