@@ -42,6 +42,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Train every run (variant x grid point) of a preset in its own process."""
+        from heur.core import launch as L
         from heur.core import runs as R
 
         if resume is not None:
@@ -63,11 +64,11 @@ def register(app: typer.Typer) -> None:
             if preset is None:
                 fail("missing PRESET (a preset TOML file, e.g. presets/warmup_lb.toml)")
             if dry_run:
-                exp = R.prepare(preset, set_)
+                exp = L.prepare(preset, set_)
                 _print_plan(exp)
                 _print_tree(exp)
                 return
-            exp_dir = R.launch(preset, set_, runs_dir, jobs)  # the TUI's launch path too
+            exp_dir = L.launch(preset, set_, runs_dir, jobs)  # the TUI's launch path too
         if detach:
             print(f"started {exp_dir}")
             print(f"  watch: heur runs --runs-dir {exp_dir.parent}   |   heur tui   |   stop: heur stop {exp_dir}")

@@ -473,32 +473,6 @@ def start_supervisor(exp_dir: Path, jobs: Optional[int] = None, resume: bool = F
     return proc
 
 
-def prepare(preset_path: str | Path, overrides: Optional[list[str]] = None) -> Experiment:
-    """A preset read, expanded and checked (schema, references, preflight): what ``launch``
-    starts, ``heur run --dry-run`` lists and the TUI validates as you type. ConfigError on bad
-    input, before anything is created."""
-    from .config import load_experiment
-    from .preflight import check_experiment
-
-    exp = load_experiment(preset_path, overrides or [])
-    check_experiment(exp)
-    return exp
-
-
-def launch(
-    preset_path: str | Path,
-    overrides: Optional[list[str]] = None,
-    runs_dir: Path | str | None = None,
-    jobs: Optional[int] = None,
-) -> Path:
-    """Validate a preset (:func:`prepare`), create its experiment directory and start it
-    detached. The one launch path: ``heur run`` and the TUI both come here."""
-    exp = prepare(preset_path, overrides)
-    exp_dir = create_experiment(exp, runs_dir)
-    start_supervisor(exp_dir, jobs)
-    return exp_dir
-
-
 def queue_resume(target: Path, rerun_failed: bool = False) -> tuple[Path, list[Path]]:
     """Mark the unfinished runs of a run or experiment directory queued again.
 

@@ -330,6 +330,6 @@ def test_the_connectivity_presets_pass_preflight(preset):
 
 
 def check_experiment_of(path):
-    from heur.core.runs import prepare
+    from heur.core.launch import prepare
 
     return prepare(path)

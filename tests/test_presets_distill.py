@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from conftest import heur
 
+from heur.core.launch import prepare
 from heur.core.models import meta_model
-from heur.core.runs import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = ROOT / "presets" / "distill.toml"

@@ -353,7 +353,7 @@ def test_the_launch_dialogs_example_is_valid_for_every_bundled_preset():
     each preset heur ships (its old example, train.epochs=2, was refused for warmup_lb)."""
     from conftest import ROOT
 
-    from heur.core import runs as R
+    from heur.core import launch as L
     from heur.tui.screens import EXAMPLE, LaunchScreen
 
     presets = sorted((ROOT / "presets").rglob("*.toml"))
@@ -361,7 +361,7 @@ def test_the_launch_dialogs_example_is_valid_for_every_bundled_preset():
     for p in presets:
         if "paper" in p.parts:  # paper twins need CIFAR-10 on disk
             continue
-        R.prepare(p, LaunchScreen.overrides(EXAMPLE))
+        L.prepare(p, LaunchScreen.overrides(EXAMPLE))
 
 
 @sync

@@ -32,14 +32,14 @@ class RunSource:
         """The checks ``launch`` makes (schema, then preflight); raises ConfigError.
 
         May import torch on first use: call it off the UI thread."""
-        from heur.core import runs
+        from heur.core import launch
 
-        return runs.prepare(preset, overrides)
+        return launch.prepare(preset, overrides)
 
     def launch(self, preset: Path, overrides: list[str]) -> Path:
-        from heur.core import runs
+        from heur.core import launch
 
-        return runs.launch(preset, overrides, self.runs_dir)
+        return launch.launch(preset, overrides, self.runs_dir)
 
     def stop_run(self, run_dir: Path) -> bool:
         """Whether something was signalled or marked stopped."""
