@@ -106,6 +106,11 @@ def _sim(x: Any, y: Any, method: str, conv: str, notes: list[str], label: str) -
     return float(v) if np.isfinite(v) else None
 
 
+def _split_seed(cfg: Any) -> int:
+    """The seed of a run's data split: ``data.seed``, else the run's seed."""
+    return cfg.seed if getattr(cfg.data, "seed", None) is None else cfg.data.seed
+
+
 def compare(
     path_a: Path | str,
     path_b: Path | str,
@@ -144,10 +149,10 @@ def compare(
     notes: list[str] = []
     cb = b["cfg"]
     if cb.data.model_dump() != data_cfg.data.model_dump() or (
-        cb.seed != data_cfg.seed and data_cfg.data.name in _SEEDED_SPLITS
+        _split_seed(cb) != _split_seed(data_cfg) and data_cfg.data.name in _SEEDED_SPLITS
     ):
         notes.append(
-            f"B was trained on other data than {data_cfg.data.name!r} with seed {data_cfg.seed} "
+            f"B was trained on other data than {data_cfg.data.name!r} with seed {_split_seed(data_cfg)} "
             "(the split of digits/synthetic sets follows the seed): every number here, B's too, "
             "is on that data"
         )

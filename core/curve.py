@@ -26,6 +26,8 @@ and along the line, both barriers, the curve's length).
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -389,6 +391,39 @@ def data_note(start: Path | str, end: Path | str) -> Optional[str]:
         f"the two checkpoints were trained on different data ({_first_diff(keys[1], keys[0])}, end vs start): "
         "the curve uses the start's split, so the end's test error may be optimistic"
     )
+
+
+def quick_curve(
+    start: Path | str,
+    end: Path | str,
+    epochs: Optional[float] = None,
+    points: int = 11,
+    runs_dir: Optional[Path | str] = None,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """``heur compare --curve``: one curve run between two checkpoints, trained in this process
+    (its run directory under ``runs_dir`` like any other); returns ``curve.json``'s columns of the
+    curve and the line, the result and the run directory. ConfigError as ``heur connect`` gives."""
+    from . import runs as R
+    from .config import expand
+    from .preflight import check_experiment
+
+    raw = connect_preset(start, end, epochs=epochs, device=device)
+    raw["curve"]["points"] = points
+    exp = expand(raw, [])
+    check_experiment(exp)
+    (rd,) = R.run_dirs(R.create_experiment(exp, runs_dir))
+    run = CurveRun(rd)
+    run.status.update(state="running", pid=os.getpid(), force=True)
+    try:
+        run.setup()
+        state, reason, last = run.train()
+    except Exception as e:
+        run.finish("failed", f"{type(e).__name__}: {e}", {})
+        raise
+    run.finish(state, reason, last)
+    doc = json.loads((rd / "curve.json").read_text()) if (rd / "curve.json").is_file() else {}
+    return {"curve": doc.get("curve"), "line": doc.get("line"), "result": last, "run_dir": str(rd), "state": state}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
