@@ -106,11 +106,6 @@ def _sim(x: Any, y: Any, method: str, conv: str, notes: list[str], label: str) -
     return float(v) if np.isfinite(v) else None
 
 
-def _split_seed(cfg: Any) -> int:
-    """The seed of a run's data split: ``data.seed``, else the run's seed."""
-    return cfg.seed if getattr(cfg.data, "seed", None) is None else cfg.data.seed
-
-
 def compare(
     path_a: Path | str,
     path_b: Path | str,
@@ -226,3 +221,8 @@ def _describe(m: dict) -> dict[str, Any]:
         "epoch": ck.get("epoch"),
         "params": int(sum(p.numel() for p in m["model"].parameters())),
     }
+
+
+def _split_seed(cfg: Any) -> int:
+    """The seed of a run's data split: ``data.seed``, else the run's seed."""
+    return cfg.seed if getattr(cfg.data, "seed", None) is None else cfg.data.seed
