@@ -112,7 +112,7 @@ def unit_costs(model, loss_fn, x, y, device, reps=8):
     from torch.func import functional_call, grad, jvp
 
     params = _params(model)
-    op, _ = _hessian_operator(model, loss_fn, x, y, params)
+    op, _, _ = _hessian_operator(model, loss_fn, x, y, params)
     n = sum(p.numel() for p in params)
     v = torch.randn(n, device=x.device)
     pd = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}

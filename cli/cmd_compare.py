@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         layers: Optional[list[str]] = typer.Option(
             None, "--layers", "-l", help="Layer name (repeat; default: the models' blocks)."
         ),
-        points: int = typer.Option(11, "--points", "-n", help="Points t in [0, 1] on the straight path."),
+        points: int = typer.Option(11, "--points", "-n", help="Points t in [0, 1] on the straight path (2 to 201)."),
         samples: int = typer.Option(1000, "--samples", help="Test inputs in the probe set (at most)."),
         conv: str = typer.Option("mean", "--conv", help="Conv maps: mean | flatten | dft."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON document and nothing else."),
@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
                 points=points,
                 samples=samples,
                 conv=conv,
-                device=resolve_device(device),
+                device=resolve_device(device, key="--device"),
             )
         except MeasurementError as e:  # inputs the measurements cannot use: one line, exit 2
             raise to_config_error(e, _OPTION_OF) from None
@@ -98,14 +98,14 @@ def _print(doc: dict[str, Any]) -> None:
         )
     con.print(t)
     sub = f"{doc['samples']} {doc['probe_split']} inputs of {doc['data']}, conv maps: {doc['conv']}"
-    if doc["layers"] is not None:
+    if doc["layers"]:
         t = Table(title="layer similarity, A vs B", caption=sub)
         for c in ("layer", "SVCCA", "PWCCA", "CKA"):
             t.add_column(c, justify="right" if c != "layer" else "left")
         for r in doc["layers"]:
             t.add_row(r["layer"], fmt(r["svcca"], 3), fmt(r["pwcca"], 3), fmt(r["cka"], 3))
         con.print(t)
-    else:
+    elif doc["matrix"] and doc["matrix"]["layers_a"]:
         mx = doc["matrix"]
         for method in ("svcca", "pwcca", "cka"):
             t = Table(title=f"{method.upper()}: layers of A (rows) vs layers of B (columns)", caption=sub)

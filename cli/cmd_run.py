@@ -35,6 +35,11 @@ def register(app: typer.Typer) -> None:
         ),
         runs_dir: Optional[Path] = RunsDirOption,
         dry_run: bool = typer.Option(False, "--dry-run", help="Validate and list the runs, start nothing."),
+        rerun_failed: bool = typer.Option(
+            False,
+            "--rerun-failed",
+            help="With --resume: also run failed and diverged runs again (from their checkpoint).",
+        ),
     ) -> None:
         """Train every run (variant x grid point) of a preset in its own process."""
         from heur.core import runs as R
@@ -42,9 +47,17 @@ def register(app: typer.Typer) -> None:
         if resume is not None:
             if preset is not None:
                 fail("give either PRESET or --resume RUN_DIR, not both")
-            exp_dir, queued = R.queue_resume(resume)
-            if not queued:
-                fail(f"{resume}: nothing to resume (every run completed)")
+            plan = R.resume_plan(resume, rerun_failed)
+            exp_dir = plan.exp_dir
+            left = ", ".join(f"{rd.name} ({state})" for rd, state in plan.left)
+            if not plan.queued:
+                fail(
+                    f"{resume}: nothing to resume ("
+                    + (f"left {left}: add --rerun-failed" if left else "every run completed")
+                    + ")"
+                )
+            if left:
+                print(f"left {left} as they ended; --rerun-failed runs them again")
             R.start_supervisor(exp_dir, jobs, resume=True)
         else:
             if preset is None:
@@ -70,11 +83,17 @@ def _print_plan(exp: Experiment) -> None:
     from heur.core.plan import plan_run
 
     t = Table(title=f"{exp.name}: {len(exp.runs)} run(s)")
-    for c in ("run", "model", "data", "optim", "lr", "batch", "epochs", "steps"):
-        t.add_column(c)
+    t.add_column("run", overflow="fold", ratio=3)  # the whole name: grid runs differ at the end
+    for c in ("model", "data", "optim", "lr", "batch", "epochs"):
+        t.add_column(c, no_wrap=True)
+    t.add_column("steps", no_wrap=True)
     for name, cfg in exp.runs.items():
+        if cfg.task == "compare":  # no training: what it compares, and how
+            cc = cfg.compare
+            t.add_row(name, "compare", cfg.data.name, cc.method, "-", "-", "-", f"{len(cc.checkpoints)} checkpoints")
+            continue
         p = plan_run(cfg)  # the effective batch and lr (after lr_scaling), as the run will see them
-        lr = fmt(p.base_lr) if p.base_lr is not None else f"{fmt(cfg.optim.lr_ntk)}/lambda0"
+        lr = fmt(p.base_lr) if p.base_lr is not None else f"{fmt(cfg.optim.lr_ntk)}/λ0"
         t.add_row(
             name,
             cfg.model.name,
@@ -83,7 +102,7 @@ def _print_plan(exp: Experiment) -> None:
             lr,
             str(p.batch_size),
             fmt(p.epochs),
-            f"{p.total_steps} ({p.steps_per_epoch}/epoch)",
+            f"{p.total_steps} ({p.steps_per_epoch}/ep)",
         )
     Console().print(t)
 
@@ -177,6 +196,8 @@ def watch(exp_dir: Path, poll: float = 0.25) -> int:
                 )
     summary = write_summary(exp_dir)
     print_summary(summary, console)
+    if stop_sent:  # stopped by Ctrl-C: what shells expect of an interrupted command
+        return 130
     return 1 if any(r["state"] in ("failed", "lost", "skipped") for r in summary["runs"]) else 0
 
 

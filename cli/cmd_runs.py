@@ -39,6 +39,7 @@ def register(app: typer.Typer) -> None:
                             "step": st.step,
                             "total_steps": st.total_steps,
                             "loss": st.raw.get("loss"),
+                            "test_accuracy": st.result.get("test_accuracy", st.raw.get("test_accuracy")),
                             "result": st.result,
                             "needs": st.needs,
                             "reason": st.reason,
@@ -60,17 +61,18 @@ def register(app: typer.Typer) -> None:
             when = dt.datetime.fromtimestamp(e.created).strftime("%Y-%m-%d %H:%M")
             t = Table(title=f"[bold]{e.path.name}[/]  created {when}", title_justify="left")
             t.add_column("run", overflow="fold")
+            # loss: the last logged training loss (JSON "loss"); test acc: the last evaluation's
             for c in ("state", "progress", "loss", "test acc"):
                 t.add_column(c, no_wrap=True, justify="left" if c == "state" else "right")
             for rd in e.runs:
                 st = R.read_status(rd)
                 style = STATE_STYLE.get(st.state, "")
                 prog = f"{st.step}/{st.total_steps} {st.progress:.0%}" if st.total_steps else "-"
-                loss = st.result.get("train_loss", st.raw.get("loss"))
-                t.add_row(rd.name, f"[{style}]{st.state}[/]", prog, fmt(loss), fmt(st.result.get("test_accuracy")))
+                acc = st.result.get("test_accuracy", st.raw.get("test_accuracy"))
+                t.add_row(rd.name, f"[{style}]{st.state}[/]", prog, fmt(st.raw.get("loss")), fmt(acc))
                 if st.state == "queued" and st.needs:
                     t.add_row(f"[dim]  waits for {', '.join(st.needs)}[/]", "", "", "", "")
-                elif st.state == "skipped" and st.reason:
+                elif st.state in ("skipped", "lost") and st.reason:  # lost: why (a killed supervisor, ...)
                     t.add_row(f"[dim]  {st.reason}[/]", "", "", "", "")
             console.print(t)
 

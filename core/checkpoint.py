@@ -13,6 +13,7 @@ one-line error they see.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,9 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError("no such checkpoint file", file=str(path))
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's own UserWarnings (pickle protocol, ...): heur's message says it
+            warnings.simplefilter("ignore")
+            ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ConfigError(f"not a loadable checkpoint ({type(e).__name__})", file=str(path)) from None
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:

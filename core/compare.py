@@ -10,6 +10,8 @@ dataset with the same input shape) — and returns one plain dict (JSON-ready):
   loss and accuracy at ``points`` values of t in [0, 1] along (1 − t)·w_A + t·w_B, batch-norm
   statistics recomputed at every point (``core.connectivity.linear_path``), with the loss
   barriers (max height of the path above the chord between its endpoints);
+- ``agreement``: the share of the probe inputs on which A's and B's top-1 classes agree
+  (classification; None otherwise);
 - B's numbers are on the same data as A's: where B was trained on another split (digits and the
   synthetic sets split by seed) ``notes`` says so;
 - different architectures (e.g. teacher vs student): ``matrix``: {layers_a, layers_b, svcca,
@@ -32,9 +34,10 @@ import numpy as np
 
 from .errors import ConfigError, to_config_error
 
-__all__ = ["compare", "DEFAULT_POINTS", "DEFAULT_SAMPLES"]
+__all__ = ["check_compare", "compare", "DEFAULT_POINTS", "DEFAULT_SAMPLES"]
 
 DEFAULT_POINTS = 11
+MAX_POINTS = 201  # each point is a BN recompute and two full evaluations: more is minutes for no new shape
 DEFAULT_SAMPLES = 1000
 _METHODS = ("svcca", "pwcca", "cka")
 _SEEDED_SPLITS = ("digits", "synthetic", "teacher_student")
@@ -117,9 +120,13 @@ def compare(
     device: Any = "cpu",
     seed: int = 0,
     batch_size: int = 512,
+    methods: Sequence[str] = _METHODS,
+    interpolate: bool = True,
 ) -> dict[str, Any]:
     """See the module doc. ``layers``: names present in both models (default: each model's
-    ``heur_blocks``); ``points`` >= 2 values of t (0 and 1 included)."""
+    ``heur_blocks``); ``points`` >= 2 values of t (0 and 1 included); ``methods``: the measures
+    computed (a subset of svcca, pwcca, cka); ``interpolate=False``: no straight path (the
+    ``compare`` task's per-layer report)."""
     import torch
 
     from .measure.activations import CaptureError, capture, probe_indices, resolve_layers
@@ -127,12 +134,15 @@ def compare(
     from .measure.similarity import CONV_MODES
     from .objective import make_loss
 
-    if points < 2:
-        raise ConfigError(f"expected at least 2 points, got {points}", key="--points")
+    if points < 2 or points > MAX_POINTS:
+        raise ConfigError(f"expected 2 to {MAX_POINTS} points, got {points}", key="--points")
     if conv not in CONV_MODES:
         raise ConfigError(f"expected one of {', '.join(CONV_MODES)}, got {conv!r}", key="--conv")
     if samples < 1:
         raise ConfigError(f"expected a positive number, got {samples}", key="--samples")
+    bad = [m for m in methods if m not in _METHODS]
+    if bad or not methods:
+        raise ConfigError(f"expected methods among {', '.join(_METHODS)}, got {list(methods)}", key="--method")
     device = torch.device(device)
     a, b = _load(path_a, device), _load(path_b, device)
     if a["shape"] != b["shape"]:
@@ -143,7 +153,7 @@ def compare(
     loss_fn = make_loss(a["cfg"].train, bundle.task, bundle.num_outputs)
     notes: list[str] = []
     cb = b["cfg"]
-    if cb.data.model_dump() != data_cfg.data.model_dump() or (
+    if _data_identity(cb.data) != _data_identity(data_cfg.data) or (
         _split_seed(cb) != _split_seed(data_cfg) and data_cfg.data.name in _SEEDED_SPLITS
     ):
         notes.append(
@@ -157,12 +167,17 @@ def compare(
         names_a = resolve_layers(a["model"], sel)
         names_b = resolve_layers(b["model"], sel)
     except CaptureError as e:
-        raise to_config_error(e, "--layers") from None
+        if layers:
+            raise to_config_error(e, "--layers") from None
+        # a model without layers to look at (uv: two weight matrices): the straight path still says something
+        names_a = names_b = []
+        notes.append(f"no layer similarity: {e.message} (--layers)")
     idx = probe_indices(int(bundle.x_test.shape[0]), samples, seed)
     x = bundle.x_test.index_select(0, torch.as_tensor(idx, device=bundle.x_test.device))
     same = _same_architecture(a["ck"]["model"], b["ck"]["model"])
-    acts_a = capture(a["model"], x, names_a, batch_size=batch_size)
-    acts_b = capture(b["model"], x, names_b, batch_size=batch_size)
+    acts_a = capture(a["model"], x, names_a, batch_size=batch_size) if names_a else {}
+    acts_b = capture(b["model"], x, names_b, batch_size=batch_size) if names_b else {}
+    agreement = _agreement(a["model"], b["model"], x, batch_size) if bundle.task == "classification" else None
 
     doc: dict[str, Any] = {
         "a": _describe(a),
@@ -172,13 +187,15 @@ def compare(
         "probe_split": "test",
         "conv": conv,
         "same_architecture": same,
+        "methods": list(methods),
+        "agreement": agreement,
     }
     doc["a"]["eval"] = eval_row(a["model"], bundle, loss_fn, batch_size)
     doc["b"]["eval"] = eval_row(b["model"], bundle, loss_fn, batch_size)
 
     if same and names_a == names_b:
         doc["layers"] = [
-            {"layer": n, **{m: _sim(acts_a[n], acts_b[n], m, conv, notes, n) for m in _METHODS}} for n in names_a
+            {"layer": n, **{m: _sim(acts_a[n], acts_b[n], m, conv, notes, n) for m in methods}} for n in names_a
         ]
         doc["matrix"] = None
     else:
@@ -188,11 +205,11 @@ def compare(
             "layers_b": names_b,
             **{
                 m: [[_sim(acts_a[p], acts_b[q], m, conv, notes, f"{p}~{q}") for q in names_b] for p in names_a]
-                for m in _METHODS
+                for m in methods
             },
         }
 
-    if same:
+    if same and interpolate:
         ts = [float(t) for t in np.linspace(0.0, 1.0, points)]
         rows = linear_path(a["ck"]["model"], b["ck"]["model"], a["build"], bundle, ts, loss_fn, batch_size)
         interp = {
@@ -205,9 +222,31 @@ def compare(
         doc["interpolation"] = interp
     else:
         doc["interpolation"] = None
-        notes.append("different architectures: no interpolation")
+        if interpolate:
+            notes.append("different architectures: no interpolation")
     doc["notes"] = notes
     return doc
+
+
+# [data] keys that change how a run trains on its data (augmentation) or where the files are, not which data
+_NOT_DATA = ("augment", "crop_padding", "flip", "root", "download", "checksums")
+
+
+def _data_identity(d: Any) -> dict[str, Any]:
+    return {k: v for k, v in d.model_dump().items() if k not in _NOT_DATA}
+
+
+def _agreement(model_a: Any, model_b: Any, x: Any, batch_size: int) -> float:
+    """Share of the probe inputs on which the two models' top-1 classes agree."""
+    import torch
+
+    from .measure.evaluation import eval_batches
+
+    same = torch.zeros((), dtype=torch.float64, device=x.device)
+    with torch.no_grad():
+        for xb, _ in eval_batches(x, x, batch_size):
+            same += (model_a(xb).argmax(1) == model_b(xb).argmax(1)).sum().to(same)
+    return float(same.item()) / max(int(x.shape[0]), 1)
 
 
 def _describe(m: dict) -> dict[str, Any]:
@@ -221,6 +260,45 @@ def _describe(m: dict) -> dict[str, Any]:
         "epoch": ck.get("epoch"),
         "params": int(sum(p.numel() for p in m["model"].parameters())),
     }
+
+
+# --------------------------------------------------------------------------- a compare run's preflight
+
+
+def check_compare(cfg: Any, exp: Any) -> None:
+    """Preflight of a ``task = "compare"`` run (core.compare_task): the referenced runs take
+    inputs of one shape and have the named layers (read on their models built on the meta
+    device). Plain paths are checked by core.pipeline."""
+    from .data import data_shape
+    from .measure.activations import CaptureError, resolve_layers
+    from .models import meta_model
+    from .pipeline import parse_ref
+
+    shapes = {}
+    for i, value in enumerate(cfg.compare.checkpoints):
+        key = f"compare.checkpoints[{i}]"
+        ref = parse_ref(value, key)
+        if ref is None:
+            continue
+        other = exp.runs[ref.run]
+        shape = data_shape(other.data)
+        if shape is not None:
+            shapes[key] = (ref.text, tuple(shape[0]))
+        if cfg.compare.layers != "auto":
+            model = meta_model(other)
+            if model is not None:
+                try:
+                    resolve_layers(model, list(cfg.compare.layers))
+                except CaptureError as e:
+                    raise ConfigError(f"run {ref.run!r}: {e.message}", key="compare.layers") from None
+    seen = list(shapes.values())
+    for key, (text, shape) in shapes.items():
+        if shape != seen[0][1]:
+            raise ConfigError(
+                f"{text} takes inputs of shape {shape}, {seen[0][0]} of shape {seen[0][1]}: "
+                "they cannot share a probe set",
+                key=key,
+            )
 
 
 def _split_seed(cfg: Any) -> int:

@@ -17,6 +17,7 @@ import difflib
 import itertools
 import math
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -28,10 +29,27 @@ from .errors import ConfigError
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Strict types: a string is not a number, a boolean is not an integer, 1.5 is not an
+    integer (an integer is a float, though), and no float may be inf or nan."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lists_are_tuples(cls, data: Any) -> Any:
+        """TOML (and the JSON a checkpoint keeps) has lists only: a list is a tuple field's value."""
+        if isinstance(data, dict):
+            for name, f in cls.model_fields.items():
+                if typing.get_origin(f.annotation) is tuple and isinstance(data.get(name), list):
+                    data = {**data, name: tuple(data[name])}
+        return data
 
 
 PositiveInt = Field(gt=0)
+SEED_MAX = 2**32 - 1  # what numpy's and torch's generators all take (the loop derives seed * 7_368_787 + step)
+EPOCHS_MAX = 1e6
+STEPS_MAX = 10**9
+NAME_MAX = 200  # bytes of a run's or experiment's name: a directory name (255), with room for the timestamp
 
 
 # --------------------------------------------------------------------------- sections
@@ -43,6 +61,9 @@ class DataConfig(_Section):
     name: Literal["digits", "cifar10", "cifar100", "mnist", "fashion_mnist", "synthetic", "teacher_student"] = "digits"
     root: str = "data"
     download: bool = False
+    checksums: bool = Field(
+        default=True, description="cifar10/100 folder: check torchvision's published md5 of each batch file"
+    )
     subset: Optional[int] = Field(default=None, gt=0, description="cap on training samples")
     test_subset: Optional[int] = Field(default=None, gt=0, description="cap on test samples")
     test_fraction: float = Field(default=0.2, gt=0, lt=1, description="digits/synthetic: held-out share")
@@ -73,6 +94,15 @@ class ModelConfig(_Section):
     parametrization: Literal["sp", "ntk", "mup"] = "sp"
     batch_norm: bool = False
     channels: list[int] = Field(default_factory=lambda: [32, 64])
+    fc: Optional[list[int]] = Field(
+        default=None, description="cnn/vgg: hidden fc widths (blocks fc1..fcM); cnn default [width], vgg [512, 512]"
+    )
+    head: Literal["fc", "pool"] = Field(
+        default="fc", description='vgg: "fc" the papers\' fc stack, "pool" global pooling + one linear layer'
+    )
+    dropout: Optional[float] = Field(
+        default=None, ge=0, lt=1, description="before each hidden fc layer; default 0.5 for vgg, 0 for cnn"
+    )
     init_scale: float = Field(default=1.0, gt=0, description="multiplies the init std")
     bias: bool = True
     init_from: Optional[str] = Field(
@@ -88,6 +118,13 @@ class ModelConfig(_Section):
         if v in known or (v.startswith("tv:") and len(v) > 3):
             return v
         raise ValueError(f"expected one of {', '.join(known)} or 'tv:<torchvision model>', got {v!r}")
+
+    @field_validator("fc")
+    @classmethod
+    def _fc(cls, v: Optional[list[int]]) -> Optional[list[int]]:
+        if v is not None and any(c <= 0 for c in v):
+            raise ValueError("expected a list of positive widths")
+        return v
 
     @field_validator("channels")
     @classmethod
@@ -133,8 +170,9 @@ class WarmupConfig(_Section):
 
     epochs: Optional[float] = Field(default=None, ge=0)
     steps: Optional[int] = Field(default=None, ge=0)
-    shape: Literal["linear", "exponential", "cosine"] = "linear"
+    shape: Literal["linear", "exponential", "cosine", "adam_bias"] = "linear"
     start_factor: float = Field(default=0.0, ge=0, le=1)
+    beta2: float = Field(default=0.999, gt=0, lt=1, description="shape adam_bias: match optim.betas[1]")
 
     @model_validator(mode="after")
     def _one_duration(self) -> "WarmupConfig":
@@ -166,8 +204,8 @@ class ScheduleConfig(_Section):
 class TrainConfig(_Section):
     """``[train]``: the loop."""
 
-    epochs: float = Field(default=10, gt=0)
-    max_steps: Optional[int] = Field(default=None, gt=0)
+    epochs: float = Field(default=10, gt=0, le=EPOCHS_MAX)
+    max_steps: Optional[int] = Field(default=None, gt=0, le=STEPS_MAX)
     batch_size: int = Field(default=128, gt=0)
     full_batch: bool = False
     drop_last: bool = False
@@ -180,6 +218,9 @@ class TrainConfig(_Section):
     checkpoint_every: float = Field(default=0, ge=0, description="epochs; 0 = only final.pt")
     checkpoint_before_restart: bool = False
     diverge_loss: float = Field(default=1e6, gt=0, description="loss above this ends the run as diverged")
+    freeze: list[str] = Field(default_factory=list, description="blocks that get no updates at first (core.freeze)")
+    freeze_epochs: Optional[float] = Field(default=None, ge=0, description="how long train.freeze lasts, in epochs")
+    freeze_steps: Optional[int] = Field(default=None, ge=0, description="how long train.freeze lasts, in steps")
 
 
 class SharpnessProbe(_Section):
@@ -189,6 +230,16 @@ class SharpnessProbe(_Section):
     method: Literal["lanczos", "power"] = "lanczos"
     max_iter: int = Field(default=20, gt=0)
     tol: float = Field(default=1e-3, gt=0)
+    at_steps: list[int] = Field(
+        default_factory=list, description="steps measured besides every `every` (the first ones)"
+    )
+
+    @field_validator("at_steps")
+    @classmethod
+    def _positive_steps(cls, v: list[int]) -> list[int]:
+        if any(s <= 0 for s in v):
+            raise ValueError("expected steps > 0 (step 0 is always measured)")
+        return v
 
 
 class NtkProbe(_Section):
@@ -208,6 +259,36 @@ class CcaProbe(_Section):
     method: Literal["svcca", "pwcca", "cka"] = "svcca"
     layers: Union[Literal["auto"], list[str]] = "auto"
     conv: Literal["flatten", "mean", "dft"] = "mean"
+
+
+class DistillConfig(_Section):
+    """``[distill]`` on a train run: learn from a teacher's softened outputs (core.distill)."""
+
+    teacher: str = Field(
+        min_length=1, description="the teacher: '@RUN', '@RUN:CHECKPOINT' or a checkpoint path (core.pipeline)"
+    )
+    temperature: float = Field(default=4.0, gt=0, description="T: both outputs are softened by softmax(z / T)")
+    alpha: float = Field(default=0.9, ge=0, le=1, description="weight of the soft (teacher) term")
+
+
+class CompareConfig(_Section):
+    """``[compare]`` of a ``task = "compare"`` run: per-layer similarity of checkpoints (core.compare_task)."""
+
+    checkpoints: list[str] = Field(
+        min_length=2, description="'@RUN', '@RUN:CHECKPOINT' or paths; the first against each of the others"
+    )
+    method: Literal["svcca", "pwcca", "cka"] = "cka"
+    samples: int = Field(default=1000, gt=0, description="test inputs in the probe set (at most)")
+    conv: Literal["flatten", "mean", "dft"] = "mean"
+    layers: Union[Literal["auto"], list[str]] = "auto"
+    batch_size: int = Field(default=512, gt=0)
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _nonempty(cls, v: list[str]) -> list[str]:
+        if any(not isinstance(c, str) or not c for c in v):
+            raise ValueError("expected non-empty checkpoint references or paths")
+        return v
 
 
 class ProbesConfig(_Section):
@@ -246,14 +327,14 @@ class RunConfig(_Section):
 
     name: str = "run"
     description: str = ""
-    task: Literal["train", "curve", "plane"] = Field(
+    task: Literal["train", "curve", "plane", "compare"] = Field(
         default="train", description="what the run does (core.pipeline.TASKS)"
     )
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=SEED_MAX)
     device: str = "auto"
-    check: Optional[Literal["catapult", "warmup", "gi_adam", "connectivity", "sgdr", "resilience"]] = Field(
-        default=None, description="theory whose verdicts the summary reports (core.verdicts)"
-    )
+    check: Optional[
+        Literal["catapult", "warmup", "gi_adam", "warmup_cca", "connectivity", "sgdr", "resilience", "distill"]
+    ] = Field(default=None, description="theory whose verdicts the summary reports (core.verdicts)")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -262,6 +343,8 @@ class RunConfig(_Section):
     probes: ProbesConfig = Field(default_factory=ProbesConfig)
     curve: Optional[CurveConfig] = None
     plane: Optional[PlaneConfig] = None
+    distill: Optional[DistillConfig] = None
+    compare: Optional[CompareConfig] = None
 
     @model_validator(mode="before")
     @classmethod
@@ -412,6 +495,15 @@ def _describe_error(err: dict[str, Any]) -> tuple[str, str]:
         sym = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[typ]
         bound = next(iter(ctx.values()), "?")
         msg = f"expected a number {sym} {bound}"
+    elif typ == "finite_number":
+        msg = "expected a finite number"
+    elif typ == "int_type" and isinstance(inp, bool):
+        msg = "expected an integer, not a boolean"
+    elif typ in ("int_type", "float_type", "bool_type") and isinstance(inp, str):
+        want = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false"}[typ]
+        msg = f"expected {want}, not a string"
+    elif typ == "missing":
+        msg = "required key is missing"
     elif typ == "literal_error":
         msg = f"expected {ctx.get('expected', 'one of the allowed values')}"
     elif typ.endswith("_parsing") or typ.endswith("_type"):
@@ -458,7 +550,25 @@ def _fmt_value(v: Any) -> str:
 
 
 def _safe_name(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._=+-]+", "-", s).strip("-") or "run"
+    """A run name from a variant/grid label: letters (any script), digits and ``._=+-`` kept."""
+    return re.sub(r"[^\w.=+-]+", "-", s).strip("-") or "run"
+
+
+# the files an experiment directory holds beside its runs (core.runs, core.supervise)
+EXPERIMENT_FILES = ("experiment.toml", "summary.json", "supervisor.json", "supervisor.log", "supervisor.lock")
+
+
+def check_run_name(name: str, key: str) -> None:
+    """ConfigError unless ``name`` can be a run's directory inside an experiment: not ``.`` or
+    ``..``, not one of the experiment's own files, at most NAME_MAX bytes, not only punctuation."""
+    if name in (".", ".."):
+        raise ConfigError(f"run name {name!r} is a path part, not a directory name", key=key)
+    if name.lower() in EXPERIMENT_FILES:
+        raise ConfigError(f"run name {name!r} is one of the experiment's own files", key=key)
+    if len(name.encode()) > NAME_MAX:
+        raise ConfigError(f"run name of {len(name.encode())} bytes: expected at most {NAME_MAX}", key=key)
+    if not re.search(r"\w", name):
+        raise ConfigError(f"run name {name!r}: expected letters or digits in it", key=key)
 
 
 def grid_points(grid: dict[str, list[Any]]) -> list[tuple[str, dict[str, Any]]]:
@@ -504,6 +614,8 @@ def expand(raw: dict[str, Any], overrides: list[str], file: str | None = None) -
         grid.pop(k, None)  # an explicit override pins a grid axis
     # validate the base on its own first, so errors point at the preset's own keys
     base_cfg = validate_run(base, file)
+    if len(base_cfg.name.encode()) > NAME_MAX:
+        raise ConfigError(f"name of {len(base_cfg.name.encode())} bytes: expected at most {NAME_MAX}", key="name")
     resolved = copy.deepcopy(base)
     if variants:
         resolved["variant"] = variants
@@ -527,7 +639,9 @@ def expand(raw: dict[str, Any], overrides: list[str], file: str | None = None) -
         sets = v.get("set", {})
         if not isinstance(sets, dict):
             raise ConfigError('expected set = {"dotted.key" = value}', key=f"variant[{i}].set")
-        var_list.append((_safe_name(vname), sets))
+        safe = _safe_name(vname)
+        check_run_name(safe if re.search(r"\w", vname) else vname, f"variant[{i}].name")
+        var_list.append((safe, sets))
     if not var_list:
         var_list = [("", {})]
     names_seen: set[str] = set()
@@ -543,6 +657,8 @@ def expand(raw: dict[str, Any], overrides: list[str], file: str | None = None) -
             for k, v in parsed:  # overrides win over variants
                 set_dotted(d, k, copy.deepcopy(v))
             run_name = "_".join(p for p in (vname, gname) if p) or _safe_name(base_cfg.name)
+            named = run_name if vname or gname or re.search(r"\w", base_cfg.name) else base_cfg.name
+            check_run_name(named, "grid" if gname else "variant" if vname else "name")
             if run_name in names_seen:
                 raise ConfigError(f"two runs are both named {run_name!r}", key="variant")
             names_seen.add(run_name)

@@ -116,9 +116,12 @@ _FOLDERS = {
 def check_available(cfg: Any) -> None:
     """ConfigError (key data.root) if a torchvision dataset's folder is missing and download is off.
 
-    Cheap (one stat), so that a preset naming missing data never starts a run."""
+    Cheap (one stat; a CIFAR folder's md5s once per file), so that a preset naming missing or
+    damaged data never starts a run."""
     if cfg.name in _FOLDERS and not cfg.download and not (Path(cfg.root) / _FOLDERS[cfg.name]).is_dir():
         raise _torchvision_root_error(cfg)
+    if cfg.name in CIFAR_MD5 and (Path(cfg.root) / _FOLDERS[cfg.name]).is_dir():
+        verify_cifar_folder(cfg, cached=True)
 
 
 def _torchvision_root_error(cfg: Any) -> ConfigError:
@@ -131,29 +134,91 @@ def _torchvision_root_error(cfg: Any) -> ConfigError:
     )
 
 
+# torchvision's published md5 of each file of the python-version CIFAR archives
+CIFAR_MD5 = {
+    "cifar10": {
+        "data_batch_1": "c99cafc152244af753f735de768cd75f",
+        "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+        "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+        "data_batch_4": "634d18415352ddfa80567beed471001a",
+        "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+        "test_batch": "40351d587109b95175f43aff81a1287e",
+    },
+    "cifar100": {"train": "16019d7e3df5f24257cddd939b257f8d", "test": "f0ef6b0ae62326f3e7ffdfab6717acfc"},
+}
+_md5_seen: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> md5: one pass per file and process
+
+
+def _cifar_files(name: str) -> tuple[list[str], list[str], str]:
+    if name == "cifar10":
+        return [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels"
+    return ["train"], ["test"], "fine_labels"
+
+
+def verify_cifar_folder(cfg: Any, cached: bool = False) -> None:
+    """ConfigError naming the file if a CIFAR batch file is missing or (with ``data.checksums``,
+    the default) its md5 is not torchvision's published one. ``cached``: reuse this process's
+    earlier sums of an unchanged (path, size, mtime) file (the preflight of many runs)."""
+    from .safe_pickle import md5_of
+
+    folder = Path(cfg.root) / _FOLDERS[cfg.name]
+    for fname, want in CIFAR_MD5[cfg.name].items():
+        p = folder / fname
+        try:
+            st = p.stat()
+        except OSError:
+            raise ConfigError(f"{p}: missing (a {cfg.name} batch file)", key="data.root") from None
+        if not cfg.checksums:
+            continue
+        key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+        got = _md5_seen.get(key) if cached else None
+        if got is None:
+            got = _md5_seen[key] = md5_of(p)
+        if got != want:
+            raise ConfigError(
+                f"{p}: md5 {got} is not the published {want} (a damaged or foreign file; "
+                f"data.checksums = false reads your own copy, still without running code from it)",
+                key="data.checksums",
+            )
+
+
 def _load_cifar_folder(cfg: Any):
-    """CIFAR-10/100 from torchvision's python folder layout, read directly (no checksum pass)."""
+    """CIFAR-10/100 from torchvision's python folder layout: each file's md5 checked against
+    torchvision's (unless ``data.checksums = false``), then unpickled by core.safe_pickle, which
+    runs no code from the file."""
     import pickle
 
     import numpy as np
     import torch
 
+    from .safe_pickle import UnsafePickle, load_plain
+
+    verify_cifar_folder(cfg)
     folder = Path(cfg.root) / _FOLDERS[cfg.name]
-    if cfg.name == "cifar10":
-        train_files, test_files, key = [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels"
-    else:
-        train_files, test_files, key = ["train"], ["test"], b"fine_labels"
+    train_files, test_files, key = _cifar_files(cfg.name)
 
     def read(files):
         xs, ys = [], []
         for name in files:
+            p = folder / name
             try:
-                with open(folder / name, "rb") as f:
-                    d = pickle.load(f, encoding="bytes")
-            except (OSError, pickle.UnpicklingError, EOFError) as e:
-                raise ConfigError(f"cannot read {folder / name} ({type(e).__name__})", key="data.root") from None
-            xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(d[key], dtype=np.int64))
+                d = load_plain(p)
+            except UnsafePickle as e:
+                raise ConfigError(f"{p}: refused, not a plain data file ({e})", key="data.root") from None
+            except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+                raise ConfigError(f"cannot read {p} ({type(e).__name__})", key="data.root") from None
+            d = (
+                {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in d.items()}
+                if isinstance(d, dict)
+                else {}
+            )
+            if "data" not in d or key not in d:
+                raise ConfigError(f"{p}: not a {cfg.name} batch (no 'data' and '{key}' entries)", key="data.root")
+            try:
+                xs.append(np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+                ys.append(np.asarray(d[key], dtype=np.int64))
+            except (ValueError, TypeError) as e:
+                raise ConfigError(f"{p}: not a {cfg.name} batch ({e})", key="data.root") from None
         return torch.from_numpy(np.concatenate(xs)).float().div_(255), torch.from_numpy(np.concatenate(ys))
 
     xtr, ytr = read(train_files)

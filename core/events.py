@@ -38,6 +38,12 @@ def sanitize(value: Any) -> Any:
     return str(value)
 
 
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, 2)
+        return f.read(1) == b"\n"
+
+
 class EventWriter:
     """Appends events to ``events.jsonl``; each event is one ``write`` and one ``flush``."""
 
@@ -45,6 +51,11 @@ class EventWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = open(self.path, "a", encoding="utf-8")
+        if self._f.tell() > 0 and not _ends_with_newline(self.path):
+            # a process killed mid-write left a torn line: start on a fresh one, or the next
+            # event (a resume's own) would be glued to it and lost with it
+            self._f.write("\n")
+            self._f.flush()
 
     def emit(self, kind: str, step: int, epoch: float, **fields: Any) -> dict[str, Any]:
         spec = KINDS.get(kind)

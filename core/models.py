@@ -6,9 +6,14 @@
   parametrization (``sp`` | ``ntk`` | ``mup``, see :class:`ParamLinear`).
 - ``uv``: the two-layer linear network of Lewkowycz et al. 2020, f(x) = v^T u x / sqrt(n), with
   u, v ~ N(0, 1) (blocks ``u``, ``v``).
-- ``cnn``: ``channels`` conv3x3 (+ batch norm) + ReLU + max-pool blocks, one hidden fc layer of
-  ``width`` and the output layer (blocks ``conv1..convK``, ``fc1``, ``out``).
-- ``vgg11`` / ``vgg16``: the CIFAR variants (blocks ``conv1..convN``, ``fc``).
+- ``cnn``: ``channels`` conv3x3 (+ batch norm) + ReLU + max-pool blocks, then a stack of hidden
+  fc layers (``fc``, default one of ``width``) with ReLU and the output layer (blocks
+  ``conv1..convK``, ``fc1..fcM``, ``out``).
+- ``vgg11`` / ``vgg16``: the CIFAR variants. ``head = "fc"`` (default): the classifier of Gotmare
+  et al.'s and Garipov et al.'s VGG, the flattened conv output then hidden fc layers (``fc``,
+  default 512, 512), each Dropout(``dropout``, default 0.5) + Linear + ReLU, and the output layer
+  (blocks ``conv1..convN``, ``fc1``, ``fc2``, ``out``). ``head = "pool"``: global average pooling
+  and one linear layer (heur's earlier head; blocks ``conv1..convN``, ``fc``).
 - ``resnet20``: He et al.'s CIFAR ResNet (blocks ``conv1``, ``layer1.0`` ... ``layer3.2``, ``fc``).
 - ``tv:<name>``: any torchvision classification model, untrained (blocks: its top-level children).
 
@@ -121,8 +126,38 @@ class ConvBlock(nn.Sequential):
         super().__init__(*layers)
 
 
+def _fc_stack(owner: nn.Module, fan_in: int, hidden: list[int], out_dim: int, dropout: float) -> list[str]:
+    """Hidden fc blocks ``fc1..fcM`` (each [Dropout(p) +] Linear + ReLU, dropout before the linear
+    layer as in Garipov et al.'s VGG) and the output layer ``out``, registered on ``owner`` as
+    top-level modules; returns their block names."""
+    names = []
+    for i, width in enumerate(hidden):
+        layers: list[nn.Module] = [nn.Dropout(dropout)] if dropout > 0 else []
+        layers += [nn.Linear(fan_in, width), nn.ReLU(inplace=True)]
+        setattr(owner, f"fc{i + 1}", nn.Sequential(*layers))
+        names.append(f"fc{i + 1}")
+        fan_in = width
+    owner.out = nn.Linear(fan_in, out_dim)
+    owner.n_fc = len(hidden)
+    return names + ["out"]
+
+
+def _run_fc(owner: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    for i in range(owner.n_fc):
+        h = getattr(owner, f"fc{i + 1}")(h)
+    return owner.out(h)
+
+
 class CNN(nn.Module):
-    def __init__(self, input_shape: tuple[int, ...], out_dim: int, channels: list[int], width: int, bn: bool):
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        out_dim: int,
+        channels: list[int],
+        fc: list[int],
+        bn: bool,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         c, h, w = input_shape
         names = []
@@ -135,14 +170,12 @@ class CNN(nn.Module):
                 h, w = h // 2, w // 2
         self.n_conv = len(channels)
         self.flatten = nn.Flatten()
-        self.fc1 = nn.Sequential(nn.Linear(c * h * w, width), nn.ReLU(inplace=True))
-        self.out = nn.Linear(width, out_dim)
-        self.heur_blocks = names + ["fc1", "out"]
+        self.heur_blocks = names + _fc_stack(self, c * h * w, fc, out_dim, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i in range(self.n_conv):
             x = getattr(self, f"conv{i + 1}")(x)
-        return self.out(self.fc1(self.flatten(x)))
+        return _run_fc(self, self.flatten(x))
 
 
 _VGG = {
@@ -152,11 +185,23 @@ _VGG = {
 
 
 class VGG(nn.Module):
-    """CIFAR VGG: 3x3 convs (+BN) and max-pools, global pooling to 512, one linear classifier."""
+    """CIFAR VGG: 3x3 convs (+BN) and max-pools, then the classifier: ``head = "fc"`` the flattened
+    maps through the hidden fc stack ``fc`` (Dropout + Linear + ReLU each) and the output layer;
+    ``head = "pool"`` global average pooling and one linear layer ``fc``."""
 
-    def __init__(self, kind: str, in_ch: int, out_dim: int, bn: bool):
+    def __init__(
+        self,
+        kind: str,
+        input_shape: tuple[int, ...],
+        out_dim: int,
+        bn: bool,
+        head: str = "fc",
+        fc: tuple[int, ...] = (512, 512),
+        dropout: float = 0.5,
+    ):
         super().__init__()
         names: list[str] = []
+        in_ch, h, w = input_shape
         c, k = in_ch, 0
         spec = _VGG[kind]
         for i, v in enumerate(spec):
@@ -164,18 +209,32 @@ class VGG(nn.Module):
                 continue
             k += 1
             pool = i + 1 < len(spec) and spec[i + 1] == "M"
+            if pool and min(h, w) < 2:
+                raise ConfigError(
+                    f"{kind} halves the input {len([x for x in spec if x == 'M'])} times: "
+                    f"{input_shape[1]}x{input_shape[2]} inputs are too small",
+                    key="model.name",
+                )
             setattr(self, f"conv{k}", ConvBlock(c, int(v), bn, pool))
             names.append(f"conv{k}")
             c = int(v)
+            if pool:
+                h, w = h // 2, w // 2
         self.n_conv = k
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(c, out_dim)
-        self.heur_blocks = names + ["fc"]
+        self.head = head
+        if head == "pool":
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(c, out_dim)
+            self.heur_blocks = names + ["fc"]
+        else:
+            self.heur_blocks = names + _fc_stack(self, c * h * w, list(fc), out_dim, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i in range(self.n_conv):
             x = getattr(self, f"conv{i + 1}")(x)
-        return self.fc(torch.flatten(self.pool(x), 1))
+        if self.head == "pool":
+            return self.fc(torch.flatten(self.pool(x), 1))
+        return _run_fc(self, torch.flatten(x, 1))
 
 
 class BasicBlock(nn.Module):
@@ -245,10 +304,15 @@ def build_model(cfg: Any, input_shape: tuple[int, ...], num_outputs: int) -> nn.
         return UV(in_dim, num_outputs, m.width, m.init_scale)
     if len(input_shape) != 3:
         raise ConfigError(f"model {m.name} needs image data (C, H, W), got input shape {input_shape}", key="model.name")
+    if m.head != "fc" and m.name not in _VGG:
+        raise ConfigError(f'head = "{m.head}" is a VGG option; {m.name} has an fc head', key="model.head")
     if m.name == "cnn":
-        model = CNN(input_shape, num_outputs, m.channels, m.width, m.batch_norm)
+        fc = [m.width] if m.fc is None else list(m.fc)
+        model = CNN(input_shape, num_outputs, m.channels, fc, m.batch_norm, m.dropout or 0.0)
     elif m.name in _VGG:
-        model = VGG(m.name, input_shape[0], num_outputs, m.batch_norm)
+        fc = [512, 512] if m.fc is None else list(m.fc)
+        drop = 0.5 if m.dropout is None else m.dropout
+        model = VGG(m.name, input_shape, num_outputs, m.batch_norm, m.head, fc, drop)
     elif m.name == "resnet20":
         model = ResNet20(input_shape[0], num_outputs, m.batch_norm)
     else:

@@ -30,6 +30,7 @@ not edited.
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
@@ -140,8 +141,10 @@ def objective_name(cfg: Any) -> str:
     return claimed[0] if claimed else DEFAULT
 
 
-def build_objective(cfg: Any, data: Any, device: Any = None) -> Objective:
-    """The objective of a run (``cfg`` a RunConfig, ``data`` its loaded DataBundle)."""
+def build_objective(cfg: Any, data: Any, device: Any = None, run_dir: Any = None) -> Objective:
+    """The objective of a run (``cfg`` a RunConfig, ``data`` its loaded DataBundle). ``run_dir``:
+    the run's directory, given to a builder that takes a ``run_dir`` keyword (one that resolves
+    ``@run`` references, e.g. a distillation teacher)."""
     name = objective_name(cfg)
     build = REGISTRY[name].build
     if isinstance(build, str):
@@ -149,4 +152,12 @@ def build_objective(cfg: Any, data: Any, device: Any = None) -> Objective:
         build = importlib.import_module(mod)
         for part in attr.split("."):  # "Class.from_config" too
             build = getattr(build, part)
+    if run_dir is not None and "run_dir" in inspect.signature(build).parameters:
+        return build(cfg, data, device, run_dir=run_dir)
     return build(cfg, data, device)
+
+
+# objectives that ship with heur (each module imported on first use)
+register_objective(
+    "distill", lambda cfg: getattr(cfg, "distill", None) is not None, "heur.core.distill:Distill.from_config"
+)

@@ -118,7 +118,11 @@ class GIAdam(torch.optim.Optimizer):
     for ``b2 = 0.999``. With a constant gradient ``v_t = g**2`` for every t and the step is
     ``lr * sqrt(1 - b2**t) * sign(g)`` (up to eps): a built-in warmup over ~``1 / (1 - b2)``
     steps. The step counter is a Python int, so ``step`` never synchronises with a GPU.
+    ``second_moment_init = "grad_sq"`` tells the curvature code (which predicts the first step's
+    preconditioner at init) that v_0 = g^2 here.
     """
+
+    second_moment_init = "grad_sq"
 
     def __init__(
         self,

@@ -28,7 +28,17 @@ from .config import Experiment, RunConfig, get_dotted
 from .errors import ConfigError
 
 # dotted keys whose value is a checkpoint: a reference or a path (the tasks of later issues add theirs)
-REF_KEYS: tuple[str, ...] = ("model.init_from", "curve.start", "curve.end", "plane.start", "plane.bend", "plane.end")
+# (a key whose value is a list, ``compare.checkpoints``, holds one per item: ``compare.checkpoints[1]``)
+REF_KEYS: tuple[str, ...] = (
+    "model.init_from",
+    "curve.start",
+    "curve.end",
+    "plane.start",
+    "plane.bend",
+    "plane.end",
+    "distill.teacher",
+    "compare.checkpoints",
+)
 
 _NAME = r"[A-Za-z0-9._=+-]+"  # what core.config._safe_name leaves in a run name; a checkpoint stem too
 _REF = re.compile(rf"@(?P<run>{_NAME})(?::(?P<ckpt>{_NAME}?))?")
@@ -41,12 +51,15 @@ class Task:
     module: str  # ``python -m MODULE RUN_DIR [--resume]``
     required: tuple[str, ...] = ()  # sections that must be written in the preset
     unused: tuple[str, ...] = ()  # sections the task ignores: setting them is an error
+    checkpoints: bool = True  # whether its runs write checkpoints (final.pt, ...) others can reference
 
 
 TASKS: dict[str, Task] = {
     "train": Task(module="heur.core.train"),
     "curve": Task(module="heur.core.curve", required=("curve",), unused=("probes",)),  # issue 11
-    "plane": Task(module="heur.core.plane", required=("plane",), unused=("probes",)),  # issue 11
+    "plane": Task(module="heur.core.plane", required=("plane",), unused=("probes",), checkpoints=False),
+    # a compare run needs no [optim]/[train]: it ignores the ones it inherits from the preset's base
+    "compare": Task(module="heur.core.compare_task", required=("compare",), unused=("distill",), checkpoints=False),
 }
 
 
@@ -108,12 +121,26 @@ def parse_glob_ref(value: Any, key: str = "") -> Optional[Ref]:
     return parse_ref(value, key)
 
 
+def ref_values(cfg: RunConfig) -> list[tuple[str, str]]:
+    """(dotted key, value) of every checkpoint a run's config names in REF_KEYS, in key order; a
+    list value gives one entry per item, keyed ``key[i]``."""
+    data = cfg.to_dict()
+    out = []
+    for key in REF_KEYS:
+        value = get_dotted(data, key)
+        if isinstance(value, list):
+            out += [(f"{key}[{i}]", v) for i, v in enumerate(value)]
+        elif value is not None:
+            out.append((key, value))
+    return out
+
+
 def references(cfg: RunConfig) -> dict[str, Ref]:
     """dotted key -> the run reference it holds (plain paths left out); list keys as ``key[i]``."""
     data = cfg.to_dict()
     out = {}
-    for key in REF_KEYS:
-        ref = parse_ref(get_dotted(data, key), key)
+    for key, value in ref_values(cfg):
+        ref = parse_ref(value, key)
         if ref is not None:
             out[key] = ref
     for key in LIST_REF_KEYS:
@@ -144,6 +171,8 @@ def checkpoint_names(cfg: RunConfig) -> set[str]:
     from .plan import plan_run
     from .schedules import build_schedule
 
+    if not task_of(cfg).checkpoints:  # plane and compare runs write reports, no checkpoint
+        return set()
     names = {"final"}
     plan = plan_run(cfg)
     spe, total = plan.steps_per_epoch, plan.total_steps
@@ -229,10 +258,8 @@ def check_paths(cfg: RunConfig) -> None:
     their run's config, since their files are written later)."""
     from .checkpoint import load_checkpoint
 
-    data = cfg.to_dict()
-    for key in REF_KEYS:
-        value = get_dotted(data, key)
-        if value is None or parse_ref(value, key) is not None:
+    for key, value in ref_values(cfg):
+        if parse_ref(value, key) is not None:
             continue
         try:
             load_checkpoint(value)

@@ -10,6 +10,7 @@ from typing import Any
 
 from .config import Experiment
 from .data import check_available
+from .device import resolve_device
 from .errors import ConfigError
 from .plan import RunPlan, plan_run
 
@@ -22,11 +23,27 @@ def check_run(cfg: Any) -> RunPlan:
     if cfg.train.loss == "cross_entropy" and cfg.data.name == "teacher_student":
         raise ConfigError('teacher_student is a regression dataset: expected loss = "mse"', key="train.loss")
     plan = plan_run(cfg)  # builds the model on the meta device: what build_model will say at the run's start
+    resolve_device(cfg.device)  # device = "cuda" on a machine without one: refused here, not in every run
     check_available(cfg.data)
     for name, section in configured(cfg.probes):  # each probe declares its own check
         probe_class(name).check(section, cfg, plan)
     validate_schedule(cfg, plan)
+    from .freeze import check_freeze
+
+    check_freeze(cfg, plan)
     return plan
+
+
+def check_task_sections(cfg: Any, exp: Experiment) -> None:
+    """The checks of the sections a run's task owns ([distill] on a train run, [compare])."""
+    if cfg.distill is not None:
+        from .distill import check_distill
+
+        check_distill(cfg, exp)
+    if cfg.task == "compare":
+        from .compare import check_compare
+
+        check_compare(cfg, exp)
 
 
 def check_experiment(exp: Experiment) -> None:
@@ -50,6 +67,7 @@ def check_experiment(exp: Experiment) -> None:
                 from .plane import check_plane
 
                 check_plane(cfg, exp)
+            check_task_sections(cfg, exp)
         except ConfigError as e:
             label = f"run '{name}': " if len(exp.runs) > 1 else ""
             raise ConfigError(label + e.message, key=e.key, file=exp.source or None) from None

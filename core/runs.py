@@ -125,7 +125,7 @@ def _timestamp() -> str:
 def create_experiment(exp: Experiment, runs_dir: Path | str | None = None) -> Path:
     """Make the experiment directory with every run queued; returns its path."""
     runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
-    base = re.sub(r"[^A-Za-z0-9._-]+", "-", exp.name) or "experiment"
+    base = re.sub(r"[^\w.-]+", "-", exp.name).strip("-.") or "experiment"
     path = runs_dir / f"{base}-{_timestamp()}"
     k = 1
     while path.exists():
@@ -262,11 +262,66 @@ def _end_event(run_dir: Path) -> Optional[dict[str, Any]]:
     return None
 
 
+def _last_lifecycle(run_dir: Path) -> Optional[dict[str, Any]]:
+    """The last ``start``/``resume``/``end`` event in the tail of events.jsonl; ``{"kind": None}``
+    when the tail has events but none of those; None when there are no events."""
+    p = run_dir / "events.jsonl"
+    try:
+        with open(p, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - 65536))
+            tail = f.read()
+    except OSError:
+        return None
+    if not tail.strip():
+        return None
+    for line in reversed(tail.split(b"\n")):
+        if b'"start"' in line or b'"resume"' in line or b'"end"' in line:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(ev, dict) and ev.get("kind") in ("start", "resume", "end"):
+                return ev
+    return {"kind": None}
+
+
+def supervisor_gone(exp_dir: Path | str) -> Optional[dict[str, Any]]:
+    """supervisor.json when the process it names is gone (its queued runs will never start);
+    None when it lives or none was started yet."""
+    sup = _read_json(Path(exp_dir) / "supervisor.json")
+    if not sup.get("pid") or pid_alive(sup.get("pid"), sup.get("pid_start")):
+        return None
+    return sup
+
+
 def read_status(run_dir: Path | str) -> RunStatus:
-    """The run's state; a ``running`` run whose process is gone is ``lost`` (or its ``end`` state)."""
+    """The run's state; a ``running`` run whose process is gone is ``lost`` (or its ``end`` state).
+
+    The events are the truth where status.json cannot say: an unreadable status.json is read
+    from the last lifecycle event (``end`` -> its state, ``start``/``resume`` -> lost, none ->
+    queued), and a run status.json calls queued or running whose last event is a completed ``end``
+    is completed. A queued run whose supervisor is gone (killed) is ``lost``: nothing will start it."""
     run_dir = Path(run_dir)
-    d = _read_json(run_dir / "status.json")
+    d, readable = _read_status_json(run_dir / "status.json")
+    if not readable:
+        ev = _last_lifecycle(run_dir)
+        d = {"name": run_dir.name, "state": "queued"}
+        if ev is not None and ev.get("kind") == "end":
+            d.update(state=ev.get("state", "failed"), result=ev.get("result") or {}, reason=ev.get("reason", ""))
+            d.update(step=ev.get("step", 0))
+        elif ev is not None:
+            d.update(state="lost", reason="status.json is unreadable and the events have no end")
+        if ev is not None:
+            d["reason"] = (d.get("reason") or "") + " (state read from events.jsonl: status.json is unreadable)"
     state = d.get("state", "queued")
+    if state in ("queued", "running"):
+        ev = _last_lifecycle(run_dir) if state == "queued" else None
+        if ev is not None and ev.get("kind") == "end" and ev.get("state") == "completed":
+            state = "completed"
+            d.setdefault("result", ev.get("result") or {})
+            d["reason"] = ev.get("reason", "")
     if state == "running" and not pid_alive(d.get("pid"), d.get("pid_start")):
         end = _end_event(run_dir)
         if end is not None:
@@ -276,6 +331,11 @@ def read_status(run_dir: Path | str) -> RunStatus:
         else:
             state = "lost"
             d.setdefault("reason", "the process vanished without an end event")
+    if state == "queued":
+        sup = supervisor_gone(run_dir.parent)
+        if sup is not None:
+            state = "lost"
+            d["reason"] = f"queued, but its supervisor (pid {sup['pid']}) is gone: heur run --resume {run_dir.parent}"
     return RunStatus(
         path=run_dir,
         name=d.get("name", run_dir.name),
@@ -291,12 +351,28 @@ def read_status(run_dir: Path | str) -> RunStatus:
     )
 
 
+def _read_status_json(path: Path) -> tuple[dict[str, Any], bool]:
+    """(status.json's dict, whether it was readable as a JSON object with a state)."""
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}, False
+    if not isinstance(d, dict) or not isinstance(d.get("state"), str):
+        return {}, False
+    return d, True
+
+
 def latest_checkpoint(run_dir: Path | str) -> Optional[Path]:
     """The checkpoint with the highest step (``final.pt`` beats all)."""
+    found = checkpoints_newest_first(run_dir)
+    return found[0] if found else None
+
+
+def checkpoints_newest_first(run_dir: Path | str) -> list[Path]:
+    """``final.pt``, then the ``step_<n>``/``restart_<k>`` checkpoints by decreasing step (a
+    restart file whose step cannot be read comes last): the order a resume tries them in."""
     ck = Path(run_dir) / "checkpoints"
-    if (ck / "final.pt").is_file():
-        return ck / "final.pt"
-    best, best_step = None, -1
+    ranked: list[tuple[int, str, Path]] = []
     for p in ck.glob("*.pt"):
         m = re.fullmatch(r"(?:step|restart)_(\d+)\.pt", p.name)
         if not m:
@@ -304,10 +380,11 @@ def latest_checkpoint(run_dir: Path | str) -> Optional[Path]:
         try:  # restart_<k> files are named by index: read the step from the file name of step_ ones only
             step = int(m.group(1)) if p.name.startswith("step_") else _checkpoint_step(p)
         except Exception:
-            continue
-        if step > best_step:
-            best, best_step = p, step
-    return best
+            step = -1
+        ranked.append((step, p.name, p))
+    ranked.sort(key=lambda r: (r[0], r[1]), reverse=True)
+    out = [p for _, _, p in ranked]
+    return ([ck / "final.pt"] if (ck / "final.pt").is_file() else []) + out
 
 
 def _checkpoint_step(path: Path) -> int:
@@ -317,7 +394,9 @@ def _checkpoint_step(path: Path) -> int:
 # --------------------------------------------------------------------------- launching
 
 
-def _spawn(args: list[str], log: Path, env: Optional[dict[str, str]] = None) -> subprocess.Popen:
+def _spawn(
+    args: list[str], log: Path, env: Optional[dict[str, str]] = None, pass_fds: tuple[int, ...] = ()
+) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         return subprocess.Popen(
@@ -328,6 +407,7 @@ def _spawn(args: list[str], log: Path, env: Optional[dict[str, str]] = None) -> 
             start_new_session=True,
             env=env,
             close_fds=True,
+            pass_fds=pass_fds,
         )
 
 
@@ -348,8 +428,32 @@ def launch_run(run_dir: Path, resume: bool = False, env_extra: Optional[dict[str
     return proc
 
 
+def _lock_supervisor(exp_dir: Path) -> Optional[int]:
+    """An fd holding the experiment's ``supervisor.lock`` (flock), or ConfigError when another
+    process holds it. The supervisor inherits the fd, so the lock lives exactly as long as it."""
+    try:
+        import fcntl
+    except ImportError:  # no flock here: supervisor.json's pid check only
+        return None
+    fd = os.open(exp_dir / "supervisor.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        sup = _read_json(exp_dir / "supervisor.json")
+        raise ConfigError(
+            f"another supervisor (pid {sup.get('pid', '?')}) is running this experiment: "
+            f"wait for it, or heur stop {exp_dir}",
+            file=str(exp_dir),
+        ) from None
+    return fd
+
+
 def start_supervisor(exp_dir: Path, jobs: Optional[int] = None, resume: bool = False) -> subprocess.Popen:
-    """Start the detached process that runs the experiment's queued runs, ``jobs`` at a time."""
+    """Start the detached process that runs the experiment's queued runs, ``jobs`` at a time.
+    One per experiment: ConfigError while another one lives (``supervisor.lock``)."""
+    exp_dir = Path(exp_dir)
+    fd = _lock_supervisor(exp_dir)
     args = [sys.executable, "-m", "heur.core.supervise", str(exp_dir)]
     if jobs:
         args += ["--jobs", str(jobs)]
@@ -357,11 +461,15 @@ def start_supervisor(exp_dir: Path, jobs: Optional[int] = None, resume: bool = F
         args.append("--resume")
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
-    proc = _spawn(args, exp_dir / "supervisor.log", env)
-    write_json_atomic(
-        exp_dir / "supervisor.json",
-        {"pid": proc.pid, "pid_start": process_start_time(proc.pid), "jobs": jobs, "started": time.time()},
-    )
+    try:
+        proc = _spawn(args, exp_dir / "supervisor.log", env, pass_fds=(fd,) if fd is not None else ())
+        write_json_atomic(
+            exp_dir / "supervisor.json",
+            {"pid": proc.pid, "pid_start": process_start_time(proc.pid), "jobs": jobs, "started": time.time()},
+        )
+    finally:
+        if fd is not None:
+            os.close(fd)  # the supervisor's copy holds the lock now
     return proc
 
 
@@ -391,11 +499,42 @@ def launch(
     return exp_dir
 
 
-def queue_resume(target: Path) -> tuple[Path, list[Path]]:
+def queue_resume(target: Path, rerun_failed: bool = False) -> tuple[Path, list[Path]]:
     """Mark the unfinished runs of a run or experiment directory queued again.
 
-    Returns (experiment dir, runs queued). Completed runs are left alone.
-    """
+    Returns (experiment dir, runs queued). Completed runs are left alone, and so are failed and
+    diverged ones unless ``rerun_failed`` (:func:`resume_plan` says which were left)."""
+    plan = resume_plan(target, rerun_failed)
+    return plan.exp_dir, plan.queued
+
+
+@dataclass
+class ResumePlan:
+    exp_dir: Path
+    queued: list[Path] = field(default_factory=list)
+    left: list[tuple[Path, str]] = field(default_factory=list)  # (run, state): failed/diverged, not re-queued
+
+
+def _wait_for_idle_supervisor(exp_dir: Path, timeout: float = 30.0) -> None:
+    """Return once no supervisor runs the experiment. One that still has queued or running runs:
+    ConfigError at once; one with nothing left (finishing after ``heur stop``): wait for it to exit."""
+    deadline = time.time() + timeout
+    while True:
+        sup = _read_json(exp_dir / "supervisor.json")
+        if not (sup.get("pid") and pid_alive(sup.get("pid"), sup.get("pid_start"))):
+            return
+        busy = any(read_status(rd).state in ("queued", "running") for rd in run_dirs(exp_dir))
+        if busy or time.time() > deadline:
+            raise ConfigError(
+                f"its supervisor (pid {sup['pid']}) is still running: wait for it, or heur stop {exp_dir}",
+                file=str(exp_dir),
+            )
+        time.sleep(0.1)
+
+
+def resume_plan(target: Path, rerun_failed: bool = False) -> ResumePlan:
+    """:func:`queue_resume` with the runs it left: ConfigError while a run of it is running or
+    its supervisor lives (one supervisor per experiment)."""
     target = Path(target)
     if (target / "config.toml").is_file():
         exp_dir, candidates = target.parent, [target]
@@ -403,18 +542,22 @@ def queue_resume(target: Path) -> tuple[Path, list[Path]]:
         exp_dir, candidates = target, run_dirs(target)
     else:
         raise ConfigError("not a run or experiment directory (no config.toml / experiment.toml)", file=str(target))
-    queued = []
+    _wait_for_idle_supervisor(exp_dir)
+    plan = ResumePlan(exp_dir)
     for rd in candidates:
         st = read_status(rd)
         if st.state == "running":
             raise ConfigError(f"run {rd.name} is still running (pid {st.pid}); stop it first", file=str(rd))
         if st.state == "completed":
             continue
+        if st.state in ("failed", "diverged") and not rerun_failed:
+            plan.left.append((rd, st.state))
+            continue
         d = dict(st.raw)
         d.update(state="queued", pid=None, pid_start=None, reason="")
         write_json_atomic(rd / "status.json", d)
-        queued.append(rd)
-    return exp_dir, queued
+        plan.queued.append(rd)
+    return plan
 
 
 # --------------------------------------------------------------------------- stopping

@@ -18,7 +18,11 @@ Conventions (the same as stepping torch's own schedulers once per optimizer step
   ``cosine``: ``f0 + (1 - f0) (1 - cos(pi u)) / 2``;
   ``exponential``: ``f0 ** (1 - u)`` (geometric, the same ratio every step). An exponential
   ramp cannot start from 0, so ``start_factor = 0`` means a start at
-  :data:`EXP_WARMUP_FLOOR` (1e-3 of the base lr) there.
+  :data:`EXP_WARMUP_FLOOR` (1e-3 of the base lr) there;
+  ``adam_bias``: ``f0 + (1 - f0) sqrt((1 - b2^(s+1)) / (1 - b2^W))`` with ``b2 = warmup.beta2``:
+  GI-Adam's built-in warmup (with a steady gradient its step t is ``lr sqrt(1 - b2^t)``),
+  scaled to reach 1 at W (for W >= 3 / (1 - b2) that scaling is under 3%), so Adam with this
+  warmup is the control that separates "GI-Adam helps" from "GI-Adam is a longer warmup".
 - **Main phase.** The main schedule runs over the ``M = total_steps - W`` steps after warmup,
   with its own step counter ``t = s - W`` starting at 0, exactly like torch
   ``SequentialLR([warmup, main], milestones=[W])``. So ``milestones``, ``step_size`` and ``t0``
@@ -80,6 +84,7 @@ class Schedule:
     warmup_steps: int = 0
     warmup_shape: str = "linear"
     start_factor: float = 0.0
+    warmup_beta2: float = 0.999
     gamma: float = 0.1
     step_size: int = 1
     milestones: list[int] = field(default_factory=list)
@@ -131,6 +136,10 @@ class Schedule:
         if self.warmup_shape == "exponential":
             f0 = f0 if f0 > 0 else EXP_WARMUP_FLOOR
             return f0 ** (1.0 - u)
+        if self.warmup_shape == "adam_bias":
+            b2, w = self.warmup_beta2, self.warmup_steps
+            t = np.rint(u * w) + 1.0  # Adam's step count of schedule step s
+            return f0 + (1.0 - f0) * np.sqrt((1.0 - b2**t) / (1.0 - b2**w))
         raise ValueError(f"unknown warmup shape {self.warmup_shape!r}")
 
     def _main_lr(self, t: np.ndarray) -> np.ndarray:
@@ -260,6 +269,7 @@ def build_schedule(cfg: Any, base_lr: float, steps_per_epoch: int, total_steps: 
         sch.warmup_steps = w
         sch.warmup_shape = wu.shape
         sch.start_factor = float(wu.start_factor)
+        sch.warmup_beta2 = float(getattr(wu, "beta2", 0.999))
     big_m = n - sch.warmup_steps
     sch.gamma = float(cfg.gamma)
     sch.min_lr = float(cfg.min_lr)

@@ -79,6 +79,10 @@ KINDS: dict[str, Kind] = {
                 "pid": "the training process",
                 "blocks": "the model's block names",
             },
+            optional={
+                "threads": "torch's intra-op CPU threads (a resumed process keeps them: results depend on them)",
+                "deterministic": "torch.use_deterministic_algorithms was on",
+            },
         ),
         Kind(
             "train",
@@ -96,6 +100,12 @@ KINDS: dict[str, Kind] = {
             {
                 "loss": "mean loss",
                 "accuracy": "share classified right (null for regression)",
+            },
+            {  # [distill] runs (core.distill): the two terms of the loss and the agreement with the teacher
+                "hard_loss": "distill: cross-entropy with the labels (the same as loss)",
+                "soft_loss": "distill: T^2 KL(teacher_T || student_T), before the alpha weighting",
+                "agreement": "distill: share of inputs where the student's top-1 class is the teacher's",
+                "teacher_kl": "distill: KL(teacher || student) of the plain (T = 1) softmax outputs",
             },
             variants=("split", {"train": {}, "test": {}}),
         ),
@@ -126,7 +136,9 @@ KINDS: dict[str, Kind] = {
                 "seconds": "time the measurement took",
             },
             {
-                "preconditioned_sharpness": "Adam family: top eigenvalue of P^-1 H (null before Adam state)",
+                "preconditioned_sharpness": "Adam family: top eigenvalue of P^-1 H (at step 0: the first step's P)",
+                "adam_step": "Adam family: the step count t of the preconditioner P_t",
+                "target_threshold": "Adam family at lr 0 (warmup start): the threshold at the run's base lr",
             },
         ),
         Kind(
@@ -143,7 +155,7 @@ KINDS: dict[str, Kind] = {
             },
             {
                 "lr_lazy_edge": "2/lambda0: the lazy phase's edge",
-                "lr_uv_max": "4/lambda0: the uv model's catapult edge",
+                "lr_uv_max": "4/lambda0: the divergence edge of the uv model and linear networks",
                 "lr_relu_max": "12/lambda0: the ReLU networks' catapult edge",
                 "hvps": "NTK-vector products",
                 "converged": "the solver converged",
@@ -179,7 +191,10 @@ KINDS: dict[str, Kind] = {
             variants=(
                 "against",
                 {
-                    "previous": {},  # live, at each snapshot: each layer against the snapshot before
+                    "previous": {  # live, at each snapshot: each layer against the snapshot before
+                        "weight_change": "[layer] ||W_b - W_a|| / ||W_a|| of the layer's parameters (null: none)",
+                        "live_units": "[layer] fraction of units non-zero on some probe input at epoch_b",
+                    },
                     "final": {  # once, when the run completed: every snapshot against the last one
                         "epochs": "the snapshots' epochs",
                         "matrix": "[layer][snapshot] similarity to the last snapshot",
@@ -225,6 +240,20 @@ KINDS: dict[str, Kind] = {
                 "distance": "norm of what the projection leaves out",
             },
         ),
+        Kind(
+            "compare",
+            "a compare run (core.compare_task): one checkpoint against the reference, step = the pair's index",
+            {
+                "a": "the reference checkpoint as the preset names it",
+                "b": "the other checkpoint",
+                "method": "similarity measure",
+                "layers_a": "the reference's layers (the matrix's rows)",
+                "layers_b": "the other model's layers (the matrix's columns)",
+                "values": "per layer of b: its similarity to a (core.compare_task.closeness)",
+                "matrix": "[layer of a][layer of b] similarity; null when the architectures match",
+                "agreement": "share of probe inputs with the same top-1 class (null for regression)",
+            },
+        ),
         Kind("checkpoint", "a checkpoint was written", {"path": "relative to the run directory"}),
         Kind(
             "restart",
@@ -240,6 +269,10 @@ KINDS: dict[str, Kind] = {
             {
                 "from_step": "first step the resumed process writes again",
                 "checkpoint": "the checkpoint it loaded",
+            },
+            optional={
+                "threads": "CPU threads of the resumed process (those of the start event)",
+                "skipped": "newer checkpoints that could not be read, passed over",
             },
         ),
         Kind(

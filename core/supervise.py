@@ -47,6 +47,12 @@ def default_jobs(n_runs: int) -> int:
 
 
 def supervise(exp_dir: Path, jobs: Optional[int] = None, resume: bool = False, poll: float = 0.2) -> None:
+    # this process is the experiment's supervisor (the launcher writes the same; whoever is first):
+    # read_status takes the queued runs of a gone supervisor for lost
+    sup = R._read_json(exp_dir / "supervisor.json")
+    if sup.get("pid") != os.getpid():
+        sup.update(pid=os.getpid(), pid_start=R.process_start_time(os.getpid()), jobs=jobs, started=time.time())
+        R.write_json_atomic(exp_dir / "supervisor.json", sup)
     queued = [rd for rd in R.run_dirs(exp_dir) if R.read_status(rd).state == "queued"]
     jobs = jobs or default_jobs(len(queued))
     gpus = _gpus()

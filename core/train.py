@@ -30,7 +30,7 @@ from . import checkpoint
 from . import runs as runs_mod
 from .config import RunConfig
 from .data import DeviceBatcher, augment_policy, load_data
-from .device import resolve_device
+from .device import resolve_device, rng_state, set_rng_state
 from .errors import ConfigError
 from .events import EventWriter
 from .models import build_model
@@ -57,6 +57,13 @@ def _check_data_against_plan(plan: RunPlan, data: Any) -> None:
         )
 
 
+def _recorded_start(run_dir: Path) -> dict[str, Any]:
+    """The run's first ``start`` event ({} if none): the settings a resumed process keeps."""
+    from .events import read_events
+
+    return next((ev for ev in read_events(run_dir / "events.jsonl") if ev.get("kind") == "start"), {})
+
+
 class Run:
     """One training run inside its own process."""
 
@@ -68,13 +75,21 @@ class Run:
         self.status = runs_mod.StatusWriter(self.run_dir)
         self.events = EventWriter(self.run_dir / "events.jsonl")
         self.t0 = time.time()
+        self.wall_before = 0.0  # wall time of the earlier processes of a resumed run, up to its checkpoint
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
         cfg = self.cfg
         threads = os.environ.get("HEUR_THREADS")
+        started = _recorded_start(self.run_dir) if self.resume else {}
+        kept = started.get("threads")
+        if isinstance(kept, int) and kept > 0:  # the trajectory depends on the thread count: keep the start's
+            threads = str(kept)
+        if started.get("deterministic") is True:
+            torch.use_deterministic_algorithms(True)
         if threads:
             torch.set_num_threads(max(1, int(threads)))
+        self.threads = torch.get_num_threads()
         self.device = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
         self.plan: RunPlan = plan_run(cfg)  # sizes, steps, base lr, blocks: read from here on
@@ -128,6 +143,9 @@ class Run:
             lambda0=self.lambda0,
         )
         self.params = [p for p in self.model.parameters() if p.requires_grad] + extra  # for the grad norm
+        from .freeze import Freezer  # train.freeze: blocks out of autograd for the first steps
+
+        self.freezer = Freezer.from_run(self.model, cfg.train, self.spe)
         self.start_step = 0
         self.loss_acc = torch.zeros((), device=self.device)
         self.n_acc = 0
@@ -135,7 +153,7 @@ class Run:
 
     def make_objective(self) -> Objective:
         """The run's objective (a task's run class overrides this: core.curve)."""
-        return build_objective(self.cfg, self.data, self.device)
+        return build_objective(self.cfg, self.data, self.device, run_dir=self.run_dir)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_state(self, step: int) -> dict[str, Any]:
@@ -154,8 +172,10 @@ class Run:
             "loss_acc": float(self.loss_acc.item()),
             "n_acc": self.n_acc,
             "restart_k": self.restart_k,
+            "wall_time": self.wall_before + time.time() - self.t0,
             "probes": {p.name: p.state_dict() for p in self.probes},
             "objective": {"name": self.objective.name, "state": self.objective.state_dict()},
+            "rng": rng_state(self.device),  # dropout's draws continue where they were
         }
 
     def save(self, name: str, step: int) -> Path:
@@ -165,10 +185,24 @@ class Run:
         return path
 
     def load_latest(self) -> bool:
-        path = runs_mod.latest_checkpoint(self.run_dir)
-        if path is None:
+        """Load the newest readable checkpoint; a newer one that cannot be read (a corrupt file)
+        is passed over, named on stdout.log and in the resume event."""
+        skipped: list[str] = []
+        path, ck = None, None
+        for cand in runs_mod.checkpoints_newest_first(self.run_dir):
+            try:
+                ck = checkpoint.load_checkpoint(cand)  # on the CPU; load_state_dict copies to the device
+                path = cand
+                break
+            except ConfigError as e:
+                print(f"resume: passing over {e}", flush=True)
+                skipped.append(cand.name)
+        if path is None or ck is None:
+            if skipped:
+                raise ConfigError(
+                    f"no readable checkpoint ({', '.join(skipped)} could not be read)", file=str(self.run_dir)
+                )
             return False
-        ck = checkpoint.load_checkpoint(path)  # on the CPU; load_state_dict copies to the device
         self.model.load_state_dict(ck["model"])
         obj = ck.get("objective") or {"name": self.objective.name, "state": {}}  # older checkpoints: supervised
         if obj["name"] != self.objective.name:
@@ -177,10 +211,13 @@ class Run:
             )
         self.objective.load_state_dict(obj["state"])  # in place: the optimizer holds those tensors
         self.optimizer.load_state_dict(ck["optimizer"])
+        if ck.get("rng"):
+            set_rng_state(ck["rng"], self.device)
         self.start_step = int(ck["step"])
         self.loss_acc.fill_(float(ck.get("loss_acc", 0.0)))
         self.n_acc = int(ck.get("n_acc", 0))
         self.restart_k = int(ck.get("restart_k", 0))
+        self.wall_before = float(ck.get("wall_time", 0.0))
         for p in self.probes:
             st = ck.get("probes", {}).get(p.name)
             if st:
@@ -192,6 +229,8 @@ class Run:
             self.start_step / self.spe,
             from_step=self.start_step + 1,
             checkpoint=str(path.relative_to(self.run_dir)),
+            threads=self.threads,
+            **({"skipped": skipped} if skipped else {}),
         )
         return True
 
@@ -206,6 +245,7 @@ class Run:
             metrics = self.objective.evaluate(self.model, x, y, tc.eval_batch_size, limit)
             self.events.emit("eval", step, step / self.spe, split=split, **metrics)
             out.update({f"{split}_{k}": v for k, v in metrics.items()})
+        self.status.update(test_accuracy=out.get("test_accuracy"))  # what `heur runs` shows while running
         return out
 
     def train(self) -> tuple[str, str, dict[str, Any]]:
@@ -229,6 +269,8 @@ class Run:
                 device=str(self.device),
                 pid=os.getpid(),
                 blocks=list(self.plan.blocks),
+                threads=self.threads,
+                deterministic=torch.are_deterministic_algorithms_enabled(),
             )
         ctx = self.ctx
         ctx.step, ctx.epoch = self.start_step, self.start_step / spe
@@ -241,7 +283,10 @@ class Run:
         lr_prev = None
         step = self.start_step
         self.status.update(state="running", step=step, total_steps=total, epoch=step / spe, force=True)
+        freezer = self.freezer
         while step < total:
+            if freezer is not None:
+                freezer.set_step(step)
             lr = self.schedule(step)
             if lr != lr_prev:
                 for g in opt.param_groups:
@@ -306,7 +351,7 @@ class Run:
 
     def finish(self, state: str, reason: str, last: dict[str, Any]) -> None:
         result: dict[str, Any] = dict(last)
-        result["wall_time"] = time.time() - self.t0
+        result["wall_time"] = self.wall_before + time.time() - self.t0  # summed over a resumed run's processes
         if getattr(self, "lambda0", None) is not None:
             result["lambda0"] = self.lambda0
         if hasattr(self, "base_lr"):

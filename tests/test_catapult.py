@@ -9,7 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-from heur.core.measure.catapult import CatapultDetector, predicted_phase, simulate_uv, uv_recurrence
+from heur.core.measure.catapult import (
+    CatapultDetector,
+    divergence_edge,
+    phase_limits,
+    predicted_phase,
+    simulate_uv,
+    uv_recurrence,
+)
+from heur.core.probes.catapult import edge_kind
 
 
 def feed(seq, factor=2.0, start=0):
@@ -69,12 +77,33 @@ def test_state_roundtrip_resumes_mid_spike():
     assert len(evs) == 1 and evs[0]["peak_step"] == 3
 
 
-def test_predicted_phase():
-    assert predicted_phase(1.9, "uv") == "lazy"
+def test_predicted_phase_from_the_nonlinearity():
+    assert predicted_phase(1.9, "uv") == "lazy" and predicted_phase(1.9, "tanh") == "lazy"
     assert predicted_phase(3.0, "uv") == "catapult"
+    assert predicted_phase(4.1, "uv") == "catapult or diverged"
     assert predicted_phase(5.0, "uv") == "diverged"
-    assert predicted_phase(5.0, "mlp") == "catapult"
-    assert predicted_phase(13.0, "cnn") == "diverged"
+    assert predicted_phase(5.0, "linear") == "catapult or diverged" and predicted_phase(7.0, "linear") == "diverged"
+    assert predicted_phase(5.0, "relu") == "catapult" and predicted_phase(13.0, "relu") == "catapult or diverged"
+    assert predicted_phase(20.0, "relu") == "diverged"
+    assert predicted_phase(5.0, "tanh") is None and predicted_phase(5.0, None) is None
+    assert phase_limits("linear") == (2.0, 4.0) and phase_limits("relu") == (2.0, 12.0)
+    assert phase_limits("gelu") == (2.0, None)
+
+
+def test_uv_band_brackets_the_simulated_edge():
+    """Oracle: the uv model's exact GD recurrence stays finite at the band's lower end and
+    diverges at its upper end (the band is where the simulated edge lies)."""
+    th = divergence_edge("uv")
+    for seed in (0, 1):
+        assert not simulate_uv(th.lo, n=1000, steps=300, seed=seed)["diverged"]
+        assert simulate_uv(th.hi, n=1000, steps=300, seed=seed)["diverged"]
+
+
+def test_edge_kind_follows_the_activation():
+    assert edge_kind("uv") == "uv"
+    assert edge_kind("mlp", "linear") == "linear" and edge_kind("mlp", "tanh") == "tanh"
+    assert edge_kind("mlp", "relu") == "relu" and edge_kind("cnn", "linear") == "relu"  # cnn: ReLU always
+    assert edge_kind("tv:resnet18") is None
 
 
 # --------------------------------------------------------------------------- uv model

@@ -27,12 +27,24 @@ def test_run_tiny_preset_end_to_end(tiny_preset, tmp_path):
     assert (exp_dir / "experiment.toml").is_file() and (exp_dir / "tiny" / "config.toml").is_file()
     r = heur("runs", "--runs-dir", str(tmp_path / "runs"), "--json")
     listed = json.loads(r.stdout)
-    assert listed[0]["runs"][0]["state"] == "completed"
+    (run,) = listed[0]["runs"]
+    assert run["state"] == "completed"
+    # one meaning for each column, in the table and the JSON: loss = the last logged training loss,
+    # test acc = the last evaluation's (status.json carries it while the run goes on)
+    events = [json.loads(line) for line in (exp_dir / "tiny" / "events.jsonl").read_text().splitlines()]
+    last_train = [e for e in events if e["kind"] == "train"][-1]
+    last_test = [e for e in events if e["kind"] == "eval" and e["split"] == "test"][-1]
+    assert run["loss"] == last_train["loss"]
+    assert run["test_accuracy"] == last_test["accuracy"] == row["test_accuracy"]
+    status = json.loads((exp_dir / "tiny" / "status.json").read_text())
+    assert status["test_accuracy"] == last_test["accuracy"]
     # the table names the experiment in full (what `heur stop` takes) and fits 80 columns
     r = heur("runs", "--runs-dir", str(tmp_path / "runs"), env={"COLUMNS": "80"})
     assert r.returncode == 0, r.stderr
     assert exp_dir.name in r.stdout and "completed" in r.stdout
     assert max(len(line) for line in r.stdout.splitlines()) <= 80
+    (line,) = [ln for ln in r.stdout.splitlines() if "completed" in ln]
+    assert f"{last_train['loss']:.4g}" in line and f"{last_test['accuracy']:.4g}" in line
 
 
 @pytest.mark.parametrize(
@@ -143,6 +155,8 @@ def test_cifar10_preset_runs_from_a_local_folder(tiny_preset, tmp_path):
         "--set",
         f'data.root="{tmp_path / "data"}"',
         "--set",
+        "data.checksums=false",
+        "--set",
         "model.name=resnet20",
         "--set",
         "train.epochs=1",
@@ -153,3 +167,33 @@ def test_cifar10_preset_runs_from_a_local_folder(tiny_preset, tmp_path):
     (exp_dir,) = (tmp_path / "runs").iterdir()
     (row,) = json.loads((exp_dir / "summary.json").read_text())["runs"]
     assert row["state"] == "completed" and row["test_loss"] is not None
+
+
+@pytest.mark.parametrize(
+    "text, flags, expect",
+    [
+        (
+            'name = "x"\n[[variant]]\nname = ".."\n[[variant]]\nname = "summary.json"\n',
+            [],
+            "variant[0].name: run name '..' is a path part",
+        ),
+        ('name = "x"\nseed = 99999999999999999999\n', ["--dry-run"], "seed: expected a number <= 4294967295"),
+        ('name = "x"\n[optim]\nlr = 1e999\n', [], "optim.lr: expected a finite number"),
+        ('name = "x"\n[train]\nbatch_size = true\n', ["--dry-run"], "train.batch_size: expected an integer, not a"),
+        pytest.param(
+            'name = "x"\ndevice = "cuda"\n',
+            [],
+            "device: device 'cuda' asked for, but CUDA is not available here",
+            marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA"),
+        ),
+    ],
+)
+def test_bad_values_and_names_exit_2_before_anything_starts(tmp_path, text, flags, expect):
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    r = heur("run", str(p), "--runs-dir", str(tmp_path / "runs"), *flags)
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and expect in lines[0] and str(p) in lines[0], r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    assert not (tmp_path / "runs").exists()

@@ -197,3 +197,65 @@ def test_the_cli_keys_measurement_errors_that_compare_leaves_to_it(ckpts, monkey
     assert res.stderr.strip().splitlines() == [
         "heur: error: --samples: expected a positive number of samples, got 7 of 0"
     ]
+
+
+# --------------------------------------------------------------------------- issue 17
+
+
+@pytest.fixture(scope="module")
+def more_ckpts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cmp17")
+    uv = ['model.name="uv"', "model.width=16", "train.loss=mse", "train.epochs=1", "optim.momentum=0.0"]
+    runs = {
+        "uv1": _train(root / "u1", uv + ["seed=0"]),
+        "uv2": _train(root / "u2", uv + ["seed=0", "optim.lr=0.05"]),
+        "aug": _train(root / "g", ["seed=0", "data.augment=true", "train.epochs=1"]),
+        "plain": _train(root / "p", ["seed=0", "train.epochs=1"]),
+    }
+    return root, {k: rd / "checkpoints" / "final.pt" for k, rd in runs.items()}
+
+
+def test_device_points_and_warnings_are_one_line_errors(ckpts, tmp_path):
+    import pickle
+
+    _, ck, _ = ckpts
+    cases = [
+        ([ck["a"], ck["b"], "--device", "tpu"], "--device: expected auto, cpu, cuda, cuda:N or mps, got 'tpu'"),
+        ([ck["a"], ck["b"], "--points", "100000"], "--points: expected 2 to 201 points, got 100000"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append(([ck["a"], ck["b"], "--device", "cuda"], "--device: device 'cuda' asked for, but CUDA"))
+    for args, msg in cases:
+        res = _invoke(*args)
+        assert res.exit_code == 2 and res.stdout == "", (args, res.stderr)
+        assert res.stderr.strip().splitlines() == [f"heur: error: {msg}"] or msg in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1
+    # a plain pickle (protocol 4) where a checkpoint belongs: torch's weights_only loader warns about the
+    # protocol on stderr; the user sees heur's one line only
+    legacy = tmp_path / "legacy.pt"
+    legacy.write_bytes(pickle.dumps({"model": {}}, protocol=4))
+    p = heur("compare", str(legacy), str(ck["a"]))
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        f"heur: error: {legacy}: not a loadable checkpoint (UnpicklingError)"
+    ], p.stderr
+
+
+def test_uv_checkpoints_compare_without_layers(more_ckpts):
+    """uv has no layers to capture: no similarity table, but the straight path between the two runs."""
+    _, ck = more_ckpts
+    doc = compare_json(ck["uv1"], ck["uv2"], "--points", "3")
+    assert doc["same_architecture"] and doc["layers"] == []
+    assert len(doc["interpolation"]["t"]) == 3 and any("no layer similarity" in n for n in doc["notes"])
+    # its ends are the runs' own evaluations (an oracle from outside compare: each run's last eval events)
+    assert doc["interpolation"]["test_loss"][0] == pytest.approx(doc["a"]["eval"]["test_loss"], rel=1e-5)
+    p = heur("compare", str(ck["uv1"]), str(ck["uv2"]), "--points", "3", env={"COLUMNS": "120"})
+    assert p.returncode == 0 and "linear path" in p.stdout, p.stderr
+
+
+def test_augmentation_alone_is_not_other_data(ckpts, more_ckpts):
+    _, ck2 = more_ckpts
+    _, ck, _ = ckpts
+    doc = compare_json(ck2["plain"], ck2["aug"], "--points", "2")
+    assert not any("other data" in n for n in doc["notes"]), doc["notes"]
+    doc = compare_json(ck["a"], ck["b"], "--points", "2")  # seeds 0 and 1: another digits split
+    assert any("other data" in n for n in doc["notes"])

@@ -108,3 +108,98 @@ def test_toml_writer_roundtrips_resolved_configs():
     for cfg in exp.runs.values():
         assert tomllib.loads(dumps_toml(cfg.to_dict())) == cfg.to_dict()
     assert tomllib.loads(dumps_toml(exp.resolved)) == exp.resolved
+
+
+# --------------------------------------------------------------------------- strict values (issue 17)
+
+
+@pytest.mark.parametrize(
+    "toml_value, key, expect",
+    [
+        ("optim.lr = inf", "optim.lr", "expected a finite number"),
+        ("optim.lr = 1e999", "optim.lr", "expected a finite number"),  # TOML reads it as inf
+        ("optim.lr = nan", "optim.lr", "expected a finite number"),
+        ('optim.lr = "0.02"', "optim.lr", "expected a number, not a string"),
+        ("train.batch_size = true", "train.batch_size", "expected an integer, not a boolean"),
+        ("train.batch_size = 12.5", "train.batch_size", "expected integer"),
+        ("data.augment = 1", "data.augment", "expected boolean"),
+        ("train.epochs = 1e300", "train.epochs", "expected a number <= 1000000"),
+        ("train.diverge_loss = inf", "train.diverge_loss", "expected a finite number"),
+        ("seed = 99999999999999999999", "seed", "expected a number <= 4294967295"),
+        ("seed = 4294967296", "seed", "expected a number <= 4294967295"),
+        ("seed = -1", "seed", "expected a number >= 0"),
+        ('seed = "1"', "seed", "expected an integer, not a string"),
+    ],
+)
+def test_strict_values_are_refused_with_the_key(tmp_path, toml_value, key, expect):
+    dotted, _, value = toml_value.partition(" = ")
+    section, _, leaf = dotted.rpartition(".")
+    body = f'name = "x"\n[{section}]\n{leaf} = {value}\n' if section else f'name = "x"\n{leaf} = {value}\n'
+    p = tmp_path / "p.toml"
+    p.write_text(body)
+    with pytest.raises(ConfigError) as e:
+        load_experiment(p)
+    assert e.value.key == key and expect in e.value.message and e.value.file == str(p)
+
+
+def test_integers_are_floats_and_lists_are_tuples():
+    """What strict types still take: 1 for a float, a TOML list for betas, the biggest seed."""
+    (cfg,) = expand(dict(BASE, seed=2**32 - 1, optim={"lr": 1, "betas": [0.5, 0.75]}), []).runs.values()
+    assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float) and cfg.optim.betas == (0.5, 0.75)
+    assert cfg.seed == 2**32 - 1
+    # a run's own config (as a checkpoint keeps it, JSON lists) validates again
+    from heur.core.config import validate_run
+
+    assert validate_run(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize(
+    "vname, expect",
+    [
+        ("..", "is a path part"),
+        (".", "is a path part"),
+        ("experiment.toml", "one of the experiment's own files"),
+        ("summary.json", "one of the experiment's own files"),
+        ("Summary.JSON", "one of the experiment's own files"),
+        ("supervisor.json", "one of the experiment's own files"),
+        ("x" * 201, "expected at most 200"),
+        ("é" * 101, "expected at most 200"),  # bytes, as the filesystem counts
+        ("///", "expected letters or digits"),
+    ],
+)
+def test_variant_names_that_cannot_be_run_directories_are_refused(vname, expect):
+    raw = dict(BASE, variant=[{"name": "ok", "set": {}}, {"name": vname, "set": {}}])
+    with pytest.raises(ConfigError) as e:
+        expand(raw, [])
+    assert e.value.key == "variant[1].name" and expect in e.value.message
+
+
+@pytest.mark.parametrize("name", ["..", "summary.json", "y" * 201])
+def test_preset_names_that_cannot_be_run_directories_are_refused(name):
+    with pytest.raises(ConfigError) as e:
+        expand(dict(BASE, name=name), [])
+    assert e.value.key == "name"
+
+
+def test_unicode_names_are_kept():
+    raw = dict(BASE, variant=[{"name": "lr grand é", "set": {}}, {"name": "学习率", "set": {}}])
+    assert list(expand(raw, []).runs) == ["lr-grand-é", "学习率"]
+    assert list(expand(dict(BASE, name="démo"), []).runs) == ["démo"]
+
+
+def test_every_preset_validates_under_strict_types():
+    from pathlib import Path
+
+    presets = sorted((Path(__file__).parent.parent / "presets").rglob("*.toml"))
+    assert len(presets) >= 8
+    for p in presets:
+        assert load_experiment(p).runs
+
+
+def test_the_longest_names_allowed_make_real_directories(tmp_path):
+    from heur.core.runs import create_experiment, run_dirs
+
+    raw = dict(BASE, name="n" * 200, variant=[{"name": "é" * 100, "set": {}}])
+    exp_dir = create_experiment(expand(raw, []), tmp_path)
+    (rd,) = run_dirs(exp_dir)
+    assert rd.name == "é" * 100 and (rd / "config.toml").is_file() and exp_dir.name.startswith("n" * 200)

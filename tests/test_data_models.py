@@ -150,7 +150,14 @@ def test_cifar10_from_a_local_folder(tmp_path):
     import pickle
 
     folder = _fake_cifar10(tmp_path)
-    cfg = cfg_of(**{"data.name": '"cifar10"', "data.root": f'"{tmp_path}"', "data.normalize": "false"})
+    cfg = cfg_of(
+        **{
+            "data.name": '"cifar10"',
+            "data.root": f'"{tmp_path}"',
+            "data.normalize": "false",
+            "data.checksums": "false",
+        }
+    )
     b = load_data(cfg)
     assert b.x_train.shape == (100, 3, 32, 32) and b.x_test.shape == (20, 3, 32, 32)
     with open(folder / "data_batch_2", "rb") as f:
@@ -164,8 +171,93 @@ def test_cifar10_from_a_local_folder(tmp_path):
 def test_data_shape_without_loading_matches_the_loaded_data(name, tmp_path):
     from heur.core.data import data_shape
 
-    sets = {"data.name": f'"{name}"', "data.root": f'"{tmp_path}"'}
+    sets = {"data.name": f'"{name}"', "data.root": f'"{tmp_path}"', "data.checksums": "false"}
     if name == "cifar10":
         _fake_cifar10(tmp_path)
     b = load_data(cfg_of(**sets))
     assert data_shape(cfg_of(**sets).data) == (b.input_shape, b.num_outputs)
+
+
+# --------------------------------------------------------------------------- CIFAR files are data, never code
+
+
+class _RunsACommand:
+    """Unpickling this calls os.system: the classic crafted pickle."""
+
+    def __init__(self, cmd):
+        self.cmd = cmd
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (self.cmd,))
+
+
+def _cifar_cfg(root, checksums=True):
+    return cfg_of(
+        **{"data.name": '"cifar10"', "data.root": f'"{root}"', "data.checksums": "true" if checksums else "false"}
+    )
+
+
+@pytest.mark.parametrize("where", ["value", "top"])
+def test_a_crafted_cifar_batch_does_not_run_its_command(tmp_path, where):
+    import pickle
+
+    folder = _fake_cifar10(tmp_path)
+    marker = tmp_path / "pwned"
+    evil = _RunsACommand(f"touch {marker}")
+    with open(folder / "data_batch_3", "wb") as f:
+        pickle.dump({b"data": evil, b"labels": [1]} if where == "value" else evil, f)
+    # checksums on (the default): the md5 differs from torchvision's, refused before unpickling
+    with pytest.raises(ConfigError) as e:
+        load_data(_cifar_cfg(tmp_path))
+    assert e.value.key == "data.checksums" and "data_batch_1" in str(e.value) and "\n" not in str(e.value)
+    # checksums off: the restricted unpickler refuses the global, naming the file
+    with pytest.raises(ConfigError) as e:
+        load_data(_cifar_cfg(tmp_path, checksums=False))
+    msg = str(e.value)
+    assert "data_batch_3" in msg and ("system" in msg) and "\n" not in msg
+    assert not marker.exists()
+
+
+def test_a_crafted_cifar_batch_is_refused_at_preflight(tmp_path):
+    """heur run never gets as far as a run: the md5 check is part of the preflight."""
+    import pickle
+
+    from heur.core.preflight import check_run
+
+    folder = _fake_cifar10(tmp_path)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump(_RunsACommand(f"touch {tmp_path / 'pwned'}"), f)
+    with pytest.raises(ConfigError, match="md5"):
+        check_run(_cifar_cfg(tmp_path))
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_cifar_folder_with_the_published_checksums_loads(tmp_path, monkeypatch):
+    """With data.checksums on, files whose md5 (hashlib's, computed here) is the published one load."""
+    import hashlib
+
+    import heur.core.data as D
+
+    folder = _fake_cifar10(tmp_path)
+    table = {n: hashlib.md5((folder / n).read_bytes()).hexdigest() for n in D.CIFAR_MD5["cifar10"]}
+    monkeypatch.setitem(D.CIFAR_MD5, "cifar10", table)
+    assert load_data(_cifar_cfg(tmp_path)).x_train.shape == (100, 3, 32, 32)
+    raw = bytearray((folder / "data_batch_5").read_bytes())
+    raw[-100] ^= 1  # one bit of one pixel off
+    (folder / "data_batch_5").write_bytes(bytes(raw))
+    with pytest.raises(ConfigError, match="data_batch_5: md5"):
+        load_data(_cifar_cfg(tmp_path))
+
+
+def test_the_published_cifar_md5s_are_torchvisions():
+    """The table as torchvision's cifar.py publishes it (an independent copy of the six + two sums)."""
+    from heur.core.data import CIFAR_MD5
+
+    assert CIFAR_MD5["cifar10"]["data_batch_1"] == "c99cafc152244af753f735de768cd75f"
+    assert CIFAR_MD5["cifar10"]["test_batch"] == "40351d587109b95175f43aff81a1287e"
+    assert CIFAR_MD5["cifar100"] == {
+        "train": "16019d7e3df5f24257cddd939b257f8d",
+        "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+    }

@@ -212,3 +212,30 @@ def test_gi_adam_on_cuda_matches_cpu():
         o1.step()
         o2.step()
     torch.testing.assert_close(p_gpu.detach().cpu(), p_cpu.detach(), rtol=1e-12, atol=1e-14)
+
+
+def test_adam_bias_warmup_is_gi_adams_builtin_warmup():
+    """Oracle: the optimizers themselves. With a constant gradient and eps = 0, Adam's step is
+    its lr and GI-Adam's is lr sqrt(1 - b2^t); Adam under the ``adam_bias`` warmup (scaled by
+    sqrt(1 - b2^W), the shape's normalisation) takes GI-Adam's steps during the warmup."""
+    from heur.core.config import ScheduleConfig, WarmupConfig
+    from heur.core.schedules import build_schedule
+
+    b2, w, lr = 0.99, 40, 0.1
+    sch = build_schedule(
+        ScheduleConfig(name="constant", warmup=WarmupConfig(steps=w, shape="adam_bias", beta2=b2)), lr, 10, 60
+    )
+    pa = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    pg = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    adam = torch.optim.Adam([pa], lr=lr, betas=(0.9, b2), eps=0.0)
+    gi = GIAdam([pg], lr=lr, betas=(0.9, b2), eps=0.0)
+    for s in range(w):
+        for g in adam.param_groups:
+            g["lr"] = sch(s)
+        before = (pa.item(), pg.item())
+        for p, o in ((pa, adam), (pg, gi)):
+            p.grad = torch.ones_like(p)
+            o.step()
+        da, dg = before[0] - pa.item(), before[1] - pg.item()
+        assert da * math.sqrt(1 - b2**w) == pytest.approx(dg, rel=1e-9)
+    assert sch(w) == lr and sch(0) < 0.2 * lr

@@ -5,6 +5,7 @@ import os
 
 import pytest
 import torch
+from conftest import ROOT
 
 from heur.core import runs as R
 from heur.core.config import expand
@@ -127,5 +128,41 @@ def test_dry_run_prints_the_plans_steps_batch_and_lr(tiny_preset):
         app, ["run", str(tiny_preset), "--dry-run", "--set", "train.batch_size=5000"], env={"COLUMNS": "200"}
     )
     assert res.exit_code == 0, res.output
-    assert f"{plan.total_steps} ({plan.steps_per_epoch}/epoch)" in res.output
+    assert f"{plan.total_steps} ({plan.steps_per_epoch}/ep)" in res.output
     assert plan.batch_size == 256 and " 256 " in res.output  # the effective batch, not the asked 5000
+
+
+def test_dry_run_at_80_columns_shows_whole_run_names(tmp_path):
+    """Grid runs differ at the end of their names: at 80 columns the table folds a name instead of
+    cutting every one to the same prefix; lr_ntk runs show their lr in units of 1/λ0."""
+    from typer.testing import CliRunner
+
+    from heur.cli.main import app
+
+    res = CliRunner().invoke(
+        app, ["run", str(ROOT / "presets/warmup_sharpness.toml"), "--dry-run"], env={"COLUMNS": "80"}
+    )
+    assert res.exit_code == 0, res.output
+    assert max(len(line) for line in res.output.splitlines()) <= 80
+    assert "…" not in res.output
+    cells = ["".join(row) for row in _run_cells(res.output)]
+    from heur.core.config import load_experiment
+
+    names = list(load_experiment(ROOT / "presets/warmup_sharpness.toml").runs)
+    assert cells == names
+    assert "/λ0" in res.output
+
+
+def _run_cells(table: str) -> list[list[str]]:
+    """The run column of a rich table, a list of wrapped pieces per row."""
+    rows: list[list[str]] = []
+    for line in table.splitlines():
+        if not line.startswith("│"):
+            continue
+        cell = line.split("│")[1].strip()
+        first = line.split("│")[2].strip() != ""  # a row's first line has its model
+        if first:
+            rows.append([cell])
+        elif rows and cell:
+            rows[-1].append(cell)
+    return rows

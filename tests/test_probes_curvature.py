@@ -3,6 +3,7 @@ are read back from events.jsonl and checked against the curvature functions and 
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -126,11 +127,24 @@ def test_sharpness_probe_adam_preconditioned(tmp_path):
     opt = torch.optim.Adam(model.parameters(), lr=1e-2, betas=(0.9, 0.99))
     ctx = make_ctx(tmp_path, cfg, model, mse_mean_onehot, data, opt)
     probe = SharpnessProbe(cfg.probes.sharpness)
+    xb, yb = probe_batch(data, 32, cfg.seed)
+    fresh = copy.deepcopy(model)
+    init = preconditioned_sharpness(
+        fresh,
+        mse_mean_onehot,
+        xb,
+        yb,
+        torch.optim.Adam(fresh.parameters(), lr=1e-2, betas=(0.9, 0.99)),
+        tol=1e-8,
+        max_iter=200,
+    ).top
     probe.on_start(ctx)
     sgd_steps(ctx, [probe], 2, data.x_train, data.y_train)
     evs = [e for e in read_events(tmp_path / "events.jsonl") if e["kind"] == "sharpness"]
-    assert evs[0]["preconditioned_sharpness"] is None and evs[0]["ratio"] is None  # no state at step 0
-    xb, yb = probe_batch(data, 32, cfg.seed)
+    # at step 0 (no Adam state): the first step's preconditioner, so measurable at init
+    assert evs[0]["preconditioned_sharpness"] == pytest.approx(init, rel=1e-4) and evs[0]["adam_step"] == 1
+    assert evs[0]["ratio"] == pytest.approx(init / adam_threshold(1e-2, 0.9), rel=1e-4)
+    assert [e["adam_step"] for e in evs] == [1, 1, 2]
     ps = preconditioned_sharpness(model, mse_mean_onehot, xb, yb, opt, tol=1e-8, max_iter=200).top
     assert evs[-1]["preconditioned_sharpness"] == pytest.approx(ps, rel=1e-4)
     assert evs[-1]["threshold"] == pytest.approx(adam_threshold(1e-2, 0.9))
@@ -237,7 +251,7 @@ def test_catapult_probe_events_and_phases(tmp_path):
         lazy.on_log(ctx, loss)
     ctx.extra["state"] = "completed"
     cfg.optim.lr_ntk = 1.5
-    assert lazy.on_end(ctx) == {"phase": "lazy", "catapults": 0, "predicted_phase": "lazy"}
+    assert lazy.on_end(ctx) == {"phase": "lazy", "catapults": 0, "predicted_phase": "lazy", "edge_kind": "relu"}
 
 
 def test_uv_catapult_end_to_end_through_probes(tmp_path):
@@ -310,3 +324,30 @@ def test_sharpness_probe_at_lr_zero_has_no_edge(tmp_path):
     probe.on_start(ctx)
     (ev,) = [e for e in read_events(tmp_path / "events.jsonl") if e["kind"] == "sharpness"]
     assert ev["lambda_max"] > 0 and ev["threshold"] is None and ev["ratio"] is None
+
+
+def test_sharpness_probe_measures_at_steps_and_at_the_end_of_warmup(tmp_path):
+    from heur.core.config import ScheduleConfig, WarmupConfig
+    from heur.core.schedules import build_schedule
+
+    cfg = synth_cfg(sharpness={"every": 50, "batch": 32, "tol": 1e-8, "max_iter": 80, "at_steps": [1, 2]})
+    data = load_data(cfg, "cpu")
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    ctx = make_ctx(tmp_path, cfg, model, mse_mean_onehot, data, opt)
+    ctx.schedule = build_schedule(ScheduleConfig(name="constant", warmup=WarmupConfig(steps=4)), 0.05, 1, 100)
+    probe = SharpnessProbe(cfg.probes.sharpness)
+    probe.on_start(ctx)
+    x, y = data.x_train[:32], data.y_train[:32]
+    for _ in range(6):
+        for g in opt.param_groups:
+            g["lr"] = ctx.schedule(ctx.step)
+        sgd_steps(ctx, [probe], 1, x, y)
+        if ctx.step == 4:
+            xb, yb = probe_batch(data, 32, cfg.seed)
+            at_w = hessian_eigenvalues(model, mse_mean_onehot, xb, yb, tol=1e-10, max_iter=200)[0]
+    evs = [e for e in read_events(tmp_path / "events.jsonl") if e["kind"] == "sharpness"]
+    assert [e["step"] for e in evs] == [0, 1, 2, 4]
+    out = probe.on_end(ctx)
+    assert out["warmup_end_step"] == 4 and out["sharpness_warmup_end"] == pytest.approx(at_w, rel=1e-6)
+    assert out["sharpness_warmup_end_threshold"] == pytest.approx(2 / 0.05)  # the base lr's edge

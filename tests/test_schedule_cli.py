@@ -84,15 +84,36 @@ def test_json_matches_build_schedule(app, preset):
     assert list(got["runs"]) == list(exp.runs) == ["restarts", "steps", "ntk"]
     for name, cfg in exp.runs.items():
         r = got["runs"][name]
-        assert set(r) == {"steps_per_epoch", "total_steps", "lr"}
+        assert set(r) == {"steps_per_epoch", "total_steps", "lr", "unit"}
         assert r["steps_per_epoch"] == steps_per_epoch(cfg) == 15
         assert r["total_steps"] == total_steps(cfg) == 105
         sch = build_schedule(cfg.schedule, run_base_lr(cfg), 15, 105)
-        assert r["lr"] == sch.lrs()
-    # linear scaling 0.1 * 100/50; lr_ntk runs are shown in units of lr_ntk/lambda0 (x scaling)
+        k = cfg.optim.lr_ntk or 1.0  # lr_ntk runs: lr_ntk·f(t) in units of 1/λ0
+        assert r["lr"] == pytest.approx([k * v for v in sch.lrs()], rel=1e-12)
+        assert r["unit"] == ("1/λ0" if cfg.optim.lr_ntk else None)
+    # linear scaling 0.1 * 100/50; the lr_ntk = 2 run peaks at 2 * (100/50) = 4 in units of 1/λ0
     assert max(got["runs"]["restarts"]["lr"]) == pytest.approx(0.2)
-    assert max(got["runs"]["ntk"]["lr"]) == pytest.approx(2.0)
-    assert "lr_ntk" in res.stderr
+    assert max(got["runs"]["ntk"]["lr"]) == pytest.approx(4.0)
+    assert res.stderr.count("heur: note:") == 1 and "run 'ntk' set optim.lr_ntk" in res.stderr and "1/λ0" in res.stderr
+
+
+def test_plot_lines_fit_and_say_things_once(app):
+    """warmup_sharpness: 20 lr_ntk runs. One note for all of them, peak lrs in units of 1/λ0, the
+    marks' key once, every summary line within 80 columns; --x epoch draws against the epoch."""
+    from conftest import ROOT
+
+    path = ROOT / "presets/warmup_sharpness.toml"
+    res = _invoke(app, path, "--width", "80")
+    assert res.exit_code == 0, res.output
+    assert res.stderr.count("heur: note:") == 1 and "20 of 20 runs set optim.lr_ntk" in res.stderr
+    out = res.stdout.splitlines()
+    assert max(len(line) for line in out) <= 80
+    assert "peak lr 768/λ0" in res.stdout and "base lr 1" not in res.stdout
+    assert res.stdout.count("the end of a warmup") == 1
+    ep = _invoke(app, path, "--width", "80", "--x", "epoch")
+    assert ep.exit_code == 0 and "epoch" in ep.stdout
+    bad = _invoke(app, path, "--x", "time")
+    assert bad.exit_code == 2 and "--x" in bad.stderr
 
 
 def test_set_override_reaches_schedule(app, preset):
@@ -118,7 +139,7 @@ def test_plot_mentions_runs_and_restarts(app, preset):
     res = _invoke(app, preset, "--width", "90", "--height", "20")
     assert res.exit_code == 0, res.output
     assert "restarts" in res.stdout and "steps" in res.stdout
-    assert "restarts at steps 20, 50" in res.stdout  # 5 warmup + cycles of 15 and 30 steps
+    assert "restarts at steps 20, 50" in " ".join(res.stdout.split())  # 5 warmup + cycles of 15 and 30 steps
 
 
 @pytest.mark.parametrize(

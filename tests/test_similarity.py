@@ -247,18 +247,62 @@ def test_svcca_keep_matches_manual_svd_truncation(keep):
     assert svcca(x, y, keep=keep) == pytest.approx(s.mean(), abs=1e-9)
 
 
-def test_pwcca_matches_direct_formula_either_side_larger():
-    for px, py in ((8, 6), (6, 9), (12, 3)):
-        r = rng(px * py)
-        n = 600
-        x = r.standard_normal((n, px)) * r.uniform(0.2, 5, px)
-        y = x[:, : min(px, py)] @ r.standard_normal((min(px, py), py)) + r.standard_normal((n, py))
-        qx, u, s = qr_cca(x, y)
-        k = min(px, py)
-        h = qx @ u[:, :k]  # unit-norm canonical variates of x
-        alpha = np.abs(h.T @ (x - x.mean(0))).sum(axis=1)
-        expected = (alpha / alpha.sum()) @ s[:k]
-        assert pwcca(x, y) == pytest.approx(expected, abs=1e-9)
+def pwcca_reference(acts1, acts2):
+    """The reference definition of google/svcca's compute_pwcca (its else branch fixed), written
+    independently: inputs (neurons, datapoints); canonical directions from an explicit
+    C^-1/2 Cxy C^-1/2 SVD; weights from the side with fewer neurons (acts1 on a tie): the
+    variates orthonormalised by QR, projected on that side's activations. No centring here."""
+
+    def inv_sqrt(c):
+        lam, v = np.linalg.eigh(c)
+        return v @ np.diag(lam**-0.5) @ v.T
+
+    n = acts1.shape[1]
+    c11, c22, c12 = acts1 @ acts1.T / n, acts2 @ acts2.T / n, acts1 @ acts2.T / n
+    i1, i2 = inv_sqrt(c11), inv_sqrt(c22)
+    u, rho, vt = np.linalg.svd(i1 @ c12 @ i2, full_matrices=False)
+    if acts1.shape[0] <= acts2.shape[0]:
+        coef, acts = u.T @ i1, acts1
+    else:
+        coef, acts = vt @ i2, acts2
+    dirns = coef @ acts  # (k, datapoints): the canonical variates of that side
+    q, _ = np.linalg.qr(dirns.T)
+    weights = np.abs(q.T @ acts.T).sum(axis=1)
+    return float((weights / weights.sum()) @ rho)
+
+
+@pytest.mark.parametrize("px,py", [(30, 8), (8, 30), (6, 9), (12, 3), (7, 7)])
+def test_pwcca_weighs_on_the_narrower_side_like_the_reference(px, py):
+    r = rng(px * py)
+    n = 800
+    k = min(px, py)
+    x = r.standard_normal((n, px)) * r.uniform(0.2, 5, px) + r.uniform(-3, 3, px)  # offsets: centring matters
+    y = x[:, :k] @ r.standard_normal((k, py)) + 2.0 * r.standard_normal((n, py)) + 1.0
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    expected = pwcca_reference(xc.T, yc.T)  # the reference on centred data
+    assert pwcca(x, y) == pytest.approx(expected, abs=1e-9)
+    if px != py:  # the narrower side decides, whichever argument it is
+        assert pwcca(y, x) == pytest.approx(pwcca(x, y), abs=1e-9)
+    else:  # equal widths: x's side, as the reference's <= does
+        assert pwcca(y, x) == pytest.approx(pwcca_reference(yc.T, xc.T), abs=1e-9)
+
+
+def test_pwcca_wider_side_weights_differ():
+    """The case of issue 13: x the wider layer (30 vs 8 neurons); weighing on x's side (what
+    heur did) gives a clearly different value from the narrower side's."""
+    r = rng(3)
+    n = 1000
+    y = r.standard_normal((n, 8))
+    x = np.hstack([y @ r.standard_normal((8, 8)), r.standard_normal((n, 22)) * 3]) + 0.3 * r.standard_normal((n, 30))
+    got = pwcca(x, y)
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    assert got == pytest.approx(pwcca_reference(yc.T, xc.T), abs=1e-9)
+    assert got == pytest.approx(pwcca_reference(xc.T, yc.T), abs=1e-9)  # the reference picks y either way
+    # x's own weights (old behaviour): the variates of the wider side, projected on its neurons
+    qx, u, s = qr_cca(x, y)
+    h = qx @ u[:, :8]
+    alpha = np.abs(h.T @ xc).sum(axis=1)
+    assert abs((alpha / alpha.sum()) @ s[:8] - got) > 0.01
 
 
 def test_linear_cka_matches_hsic_with_centering_matrix():

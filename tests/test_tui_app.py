@@ -26,7 +26,7 @@ def sync(fn):
     return wrapper
 
 
-async def until(pilot, cond, timeout=8.0):
+async def until(pilot, cond, timeout=30.0):  # a wait, not a timing claim: generous for a loaded machine
     t0 = time.monotonic()
     while not cond():
         if time.monotonic() - t0 > timeout:
@@ -45,8 +45,16 @@ def make_app(tmp_path, **kw):
 
 
 async def goto(pilot, app, pred):
-    """Press down until the highlighted node satisfies pred."""
+    """From the top of the sidebar, press down until the highlighted node satisfies pred (the app
+    opens with the cursor on the most recent experiment)."""
     sb = app.query_one(Sidebar)
+    if not getattr(app, "_opened_seen", False):  # the app's own opening move, once
+        await until(pilot, lambda: app.status_polls >= 1)
+        if app.rows:  # the first poll opened the most recent experiment: wait for the cursor to get there
+            await until(pilot, lambda: sb.cursor_node is not None and isinstance(sb.cursor_node.data, ExperimentNode))
+        app._opened_seen = True
+    sb.cursor_line = 0
+    await pilot.pause()
     for _ in range(40):
         node = sb.cursor_node
         if node is not None and pred(node.data):
@@ -306,3 +314,81 @@ async def test_end_to_end_launch_real_run_then_stop_it(tmp_path):
         await until(pilot, lambda: getattr(app.statuses.get(run), "state", None) == "stopped", timeout=30)
         await until(pilot, lambda: app.data[run].items["end"], timeout=10)
         assert app.data[run].items["end"][-1]["state"] == "stopped"
+
+
+@sync
+async def test_opens_on_the_most_recent_experiment_a_live_one_first(tmp_path):
+    """The first screen answers "how are my runs doing": the most recent experiment is shown
+    (its runs overlaid, the cursor on it) without a key pressed; a live experiment wins over a
+    more recent finished one."""
+    app, runs, _ = make_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.rows)
+        newest = max(app.rows.values(), key=lambda r: r.created).path
+        await until(pilot, lambda: app.experiment == newest)
+        sb = app.query_one(Sidebar)
+        await until(pilot, lambda: sb.cursor_node is not None and sb.cursor_node.data.path == newest)
+        await until(pilot, lambda: all(len(d["train"]) for d in app.data.values()))
+    # an older experiment with a queued run (its supervisor will start it) is live: it wins over
+    # the newest, whose runs all ended
+    older = min(app.rows.values(), key=lambda r: r.created).path
+    assert older != newest
+
+    def set_states(exp, *states):
+        for rd, state in zip(sorted(p for p in exp.iterdir() if (p / "status.json").exists()), states):
+            st = json.loads((rd / "status.json").read_text())
+            st.update(state=state, pid=None)
+            (rd / "status.json").write_text(json.dumps(st))
+
+    set_states(newest, "completed", "completed")
+    set_states(older, "completed", "queued")
+    app2 = HeurApp(tmp_path / "runs", tmp_path / "presets", source=RecordingSource(tmp_path / "runs"))
+    app2.EVENT_PERIOD, app2.STATUS_PERIOD = 0.05, 0.2
+    async with app2.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app2.experiment == older)
+
+
+def test_the_launch_dialogs_example_is_valid_for_every_bundled_preset():
+    """The dialog's own example passes the one launch check (load + references + preflight) for
+    each preset heur ships (its old example, train.epochs=2, was refused for warmup_lb)."""
+    from conftest import ROOT
+
+    from heur.core import runs as R
+    from heur.tui.screens import EXAMPLE, LaunchScreen
+
+    presets = sorted((ROOT / "presets").rglob("*.toml"))
+    assert len(presets) >= 6
+    for p in presets:
+        if "paper" in p.parts:  # paper twins need CIFAR-10 on disk
+            continue
+        R.prepare(p, LaunchScreen.overrides(EXAMPLE))
+
+
+@sync
+async def test_headings_empty_log_and_missing_presets_say_what_is_there(tmp_path):
+    from textual.widgets import Log, Static
+
+    app, runs, _ = make_app(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await goto(pilot, app, lambda d: isinstance(d, PresetNode))
+        info = app.query_one("#info", Static)
+        assert "(n: launch)" in str(info.render())
+        sb = app.query_one(Sidebar)
+        await goto(pilot, app, lambda d: d is None and sb.cursor_node is sb.runs_node)
+        await pilot.pause()
+        assert "(n: launch)" not in str(info.render())  # the heading does not keep the preset's text
+        # an empty stdout.log says so
+        rd = runs["sb"]
+        (rd / "stdout.log").write_text("")
+        sb.select_path(rd)
+        await until(pilot, lambda: app.focus_run == rd)
+        await pilot.press("7")
+        await until(pilot, lambda: any("is empty" in line for line in app.query_one(Log).lines))
+    # no presets: the sidebar says where it looked
+    empty = tmp_path / "nopresets"
+    empty.mkdir()
+    app2 = HeurApp(tmp_path / "runs", empty, source=RecordingSource(tmp_path / "runs"))
+    async with app2.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        labels = [str(n.label) for n in app2.query_one(Sidebar).presets_node.children]
+        assert labels == [f"none in {empty.resolve()}"]

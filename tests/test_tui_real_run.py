@@ -182,3 +182,77 @@ def test_schema_problems_name_what_is_wrong():
     ev = {"kind": "eval", "step": 1, "epoch": 0.1, "time": 0.0, "loss": 1.0, "accuracy": 0.5}
     assert problems({**ev, "split": "test"}) == []
     assert problems({**ev, "split": "val"}) == ["eval: split='val' is none of ['test', 'train']"]
+
+
+def _train_real(preset, runs_dir):
+    exp = expand(preset, [])
+    check_experiment(exp)
+    (rd,) = R.run_dirs(R.create_experiment(exp, runs_dir))
+    r = Run(rd)
+    r.setup()
+    state, reason, last = r.train()
+    r.finish(state, reason, last)
+    return rd, state
+
+
+def test_sharpness_panel_of_a_real_run_on_a_cosine_schedule(tmp_path):
+    """Heavy-ball SGD on a cosine schedule to lr 0: the edge is drawn as a series labelled from
+    the run's own events (threshold · lr = 2(1 + μ) = 3.8 for μ = 0.9), and the edge points that
+    lr → 0 sends far above the curve are cut, so they do not flatten it; the title says where."""
+    preset = {
+        "name": "sgdcos",
+        "device": "cpu",
+        "seed": 0,
+        "data": {"name": "digits", "subset": 128, "augment": False},
+        "model": {"name": "mlp", "width": 32, "depth": 2},
+        "optim": {"name": "sgd", "lr": 0.3, "momentum": 0.9},  # the edge starts near λmax (about 5)
+        "schedule": {"name": "cosine"},
+        "train": {"full_batch": True, "epochs": 12, "log_every": 1, "eval_every": 12},
+        "probes": {"sharpness": {"batch": 128, "every": 1, "max_iter": 20, "tol": 1e-3}},
+    }
+    rd, state = _train_real(preset, tmp_path / "runs")
+    assert state == "completed"
+    sharp = of(read_events(rd / "events.jsonl"), "sharpness")
+    lam = [e["lambda_max"] for e in sharp]
+    thr = [e["threshold"] for e in sharp]
+    for e in sharp:  # the events' own edge: 2(1 + 0.9)/lr
+        assert e["threshold"] == pytest.approx(3.8 / e["lr"], rel=1e-9)
+    d = tui_data(rd)
+    fig = figures.sharpness_figure([figures.Shown(rd.name, d, 0)], figures.View(), 200)
+    assert fig.series[0].y.tolist() == lam
+    assert "λmax ─  3.8/η" in fig.title and "P⁻¹H" not in fig.title
+    cap = figures.EDGE_CAP * max(lam)
+    assert max(thr) > cap  # lr → 0 at the end sends the edge far above the curve ...
+    assert fig.state == [f"edge cut > {cap:.3g}"]  # ... so it is cut, and the title says where
+    (edge,) = [s for s in fig.series if s.marker == "dot"]
+    assert edge.label == "3.8/η"
+    assert edge.y.tolist() == [t for t in thr if t <= cap] and len(edge.y) > 0
+
+
+def test_a_diverged_run_does_not_squash_the_loss_panel(tmp_path):
+    """Two real runs, one diverging (its loss climbs by many decades before it turns non-finite):
+    the loss panel cuts what is above 1e3 times the largest first loss, names the run it cut, and
+    keeps every point of the healthy run."""
+    base = {
+        "device": "cpu",
+        "seed": 0,
+        "data": {"name": "digits", "subset": 256, "augment": False},
+        "model": {"name": "mlp", "width": 32, "depth": 2},
+        "train": {"full_batch": True, "epochs": 30, "log_every": 1, "eval_every": 30},
+    }
+    ok_rd, ok_state = _train_real({**base, "name": "calm", "optim": {"name": "sgd", "lr": 0.1}}, tmp_path / "a")
+    bad_rd, bad_state = _train_real({**base, "name": "wild", "optim": {"name": "sgd", "lr": 40.0}}, tmp_path / "b")
+    assert (ok_state, bad_state) == ("completed", "diverged")
+    calm, wild = tui_data(ok_rd), tui_data(bad_rd)
+    losses = wild["train"]["loss"]
+    cap = figures.LOSS_CAP * max(calm["train"]["loss"][0], losses[0])
+    assert np.nanmax(losses[np.isfinite(losses)]) > cap  # it did climb out of the plausible range
+    shown = [figures.Shown("calm", calm, 0), figures.Shown("wild", wild, 1)]
+    fig = figures.loss_figure(shown, figures.View(), 400)
+    assert f"cut > {cap:.3g}: wild" in fig.state
+    ys = np.concatenate([s.y for s in fig.series])
+    assert ys[np.isfinite(ys)].max() <= cap
+    calm_y = np.concatenate([s.y for s in fig.series if s.color == shown[0].color and s.kind == "line"])
+    assert sorted(calm_y.tolist()) == sorted(calm["train"]["loss"].tolist())  # nothing of it cut
+    alone = figures.loss_figure(shown[:1], figures.View(), 400)
+    assert not any("cut" in st for st in alone.state)

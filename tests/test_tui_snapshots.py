@@ -81,6 +81,8 @@ def test_snapshot_launch_with_error(tmp_path, utc, snap_compare):
     async def before(pilot):
         app.sync_once()
         await pilot.pause()
+        app.query_one(Sidebar).cursor_line = 0  # the app opened on the most recent experiment
+        await pilot.pause()
         for _ in range(2):  # Presets > tiny
             await pilot.press("down")
         await pilot.press("n", *"optim.lr=-1")

@@ -393,6 +393,9 @@ def test_engine_field_names_for_ntk_and_adam_sharpness():
     shown = [figures.Shown("r", d, 0)]
     fig = figures.sharpness_figure(shown, figures.View(), 40)
     assert fig.series[0].y.tolist() == [12.0] and "P⁻¹H" in fig.title
+    assert "28.5/η" in fig.title  # the edge read off the events: threshold · lr = 38 · 0.75
+    two = [figures.Shown("a", d, 0), figures.Shown("b", d, 1)]
+    assert figures.sharpness_figure(two, figures.View(), 40).title.count("P⁻¹H") == 1  # once, not per run
     assert [h.y for h in figures.lr_figure(shown, figures.View(), 40).hlines] == [0.5, 1.0, 3.0]
     assert "η·λ0 = 3" in figures.regime_lines(shown)[0]
 
@@ -435,3 +438,15 @@ def test_a_queued_pipeline_run_shows_what_it_waits_for(tmp_path):
     exp_dir = R.create_experiment(expand(base, []), tmp_path)
     assert badge(R.read_status(exp_dir / "a")).plain == "queued"
     assert badge(R.read_status(exp_dir / "b")).plain == "waits a"
+
+
+def test_a_title_that_does_not_fit_is_shortened_never_its_state():
+    from heur.tui.plotting import Figure
+
+    fig = Figure(title="loss: train ─  test •  catapult ▲", state=["log: auto", "cut > 2.3e+03: wild"])
+    whole = "loss: train ─  test •  catapult ▲ (log: auto; cut > 2.3e+03: wild)"
+    assert fig.title_for(200) == whole
+    assert fig.title_for(len(whole)) == whole
+    assert fig.title_for(len(whole) - 1) == "loss (log: auto; cut > 2.3e+03: wild)"  # the legend part goes first
+    assert fig.title_for(20) == "loss (log: auto; cu…" and len(fig.title_for(20)) == 20
+    assert Figure(title="accuracy: test ─  train •").title_for(10) == "accuracy"

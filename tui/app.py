@@ -23,14 +23,14 @@ from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widgets import Footer, Log, Static, TabbedContent, TabPane, Tree
 
-from . import figures, heatmap
+from . import distill, figures, heatmap
 from .feed import EventBatch, ExperimentRow, Feed
 from .figures import Shown, View
 from .model import RunData
 from .plotting import PlotView, rich_color
 from .presets import PresetInfo, scan_presets
 from .screens import ConfirmScreen, HelpScreen, InfoScreen, LaunchScreen
-from .sidebar import ExperimentNode, PresetNode, RunNode, Sidebar, badge
+from .sidebar import ExperimentNode, PresetNode, RunNode, Sidebar, badge, first_experiment
 from .source import RunSource
 
 TABS = [
@@ -122,6 +122,7 @@ class HeurApp(App):
         self.focus_run: Path | None = None  # None = all runs overlaid
         self.generation = 0
         self._pending: tuple[Path, Path | None] | None = None
+        self._opened = False  # the first status poll opens the most recent experiment
         self._drawn: dict[str, Any] = {}
         self.redraws = 0
         self.reader_cpu = 0.0
@@ -165,7 +166,7 @@ class HeurApp(App):
         self._main_screen = self.screen
         self.presets = scan_presets(self.presets_dir)
         sb = self._q(Sidebar)
-        sb.set_presets(self.presets)
+        sb.set_presets(self.presets, self.presets_dir.resolve())
         sb.focus()
         self._q("#plot-cat", PlotView).styles.height = 12
         self._update_info()
@@ -223,6 +224,10 @@ class HeurApp(App):
         self._row_order = list(self.rows)
         if changed:  # a quiet runs folder costs the UI thread nothing
             self._q(Sidebar).set_experiments(msg.rows)
+        if not self._opened and msg.rows:
+            self._opened = True
+            if self.experiment is None and self._pending is None:
+                self._open(first_experiment(msg.rows))
         if self.experiment is not None:
             row = self.rows.get(self.experiment)
             if row is None:  # deleted while shown
@@ -259,6 +264,9 @@ class HeurApp(App):
                 Text(f"{p.rel}: {p.description or p.error or ''}  (n: launch)", overflow="ellipsis", no_wrap=True)
             )
             return
+        elif self._pending is None:  # a heading: the legend (or the hint) again, not a preset's text
+            self._update_info()
+            return
         self._apply_pending()
 
     def on_tree_node_selected(self, event: Tree.NodeSelected) -> None:
@@ -277,6 +285,12 @@ class HeurApp(App):
         elif run != self.focus_run:
             self.focus_run = run
             self._invalidate()
+
+    def _open(self, exp: Path) -> None:
+        """Show ``exp`` with the sidebar's cursor on it (the first screen: how are my runs doing)."""
+        self._pending = (exp, None)
+        self._q(Sidebar).select_path(exp)
+        self._apply_pending()
 
     def _show(self, exp: Path | None, run: Path | None) -> None:
         """Follow an experiment's runs, reading their events from the start."""
@@ -369,6 +383,7 @@ class HeurApp(App):
             cca = d.items["cca"] if d else []
             # the CCA events, not every train event (a resume re-emits the same steps' values)
             key = (run, len(cca), cca[-1].get("step") if cca else None, self.size.width)
+            key += (len(d.items["compare"]) if d else 0,)  # a compare run's pairs (the distillation panel)
 
             def draw() -> None:
                 self._draw_cca(run, d)
@@ -399,7 +414,7 @@ class HeurApp(App):
         if run is None:
             log.write_line("no run selected")
         else:
-            log.write(text if text is not None else f"{run}/stdout.log is empty or missing")
+            log.write(text if text else f"{run / 'stdout.log'} is empty: the run has printed nothing yet")
 
     @staticmethod
     def _only_data_changed(old: tuple, new: tuple) -> bool:
@@ -431,6 +446,12 @@ class HeurApp(App):
 
     def _draw_cca(self, run: Path | None, d: RunData | None) -> None:
         box = self._q("#cca-text", Static)
+        if d is not None and run is not None and d.items["compare"]:  # a compare run: the distillation panel
+            evs = distill.latest_pairs(d.items["compare"])
+            flags = [distill.is_distilled(run.parent, e.get("b")) for e in evs]
+            width = self._q(TabbedContent).size.width - 2
+            box.update(distill.render(evs, flags, width, f"{run.name}: each layer's closeness to {evs[0].get('a')}"))
+            return
         live = figures.cca_matrix(d) if d is not None else None
         final = figures.cca_final(d) if d is not None else None
         if live is None and final is None:

@@ -129,9 +129,8 @@ def _xlabel(view: View) -> str:
 def loss_figure(runs: list[Shown], view: View, width: int, test: bool = True) -> Figure:
     """Train loss lines, test loss dots (unless ``test`` is False) and catapult peaks."""
     fig = Figure(
-        title="loss: train ─  test •  catapult ▲"
-        + (" (log)" if view.ylog else "")
-        + (f" smooth {view.smoothing:g}" if view.smoothing else ""),
+        title="loss: train ─  test •  catapult ▲",
+        state=(["log"] if view.ylog else []) + ([f"smooth {view.smoothing:g}"] if view.smoothing else []),
         xlabel=_xlabel(view),
         ylog=view.ylog,
         empty="no train events yet",
@@ -160,11 +159,41 @@ def loss_figure(runs: list[Shown], view: View, width: int, test: bool = True) ->
         m = catapult_marks(r, view)
         if m is not None:
             fig.series.append(m)
+    _cut_implausible(fig, runs)
     if not view.ylog and spans_decades(fig.series):
         # a diverged run's loss would flatten every other curve to the floor: go log by itself
         fig.ylog = True
-        fig.title = fig.title.replace("catapult ▲", "catapult ▲ (log: auto)", 1)
+        fig.state.insert(0, "log: auto")
     return fig
+
+
+LOSS_CAP = 1e3  # loss points above this many times the largest initial loss are cut (a diverging run)
+
+
+def _cut_implausible(fig: Figure, runs: list[Shown]) -> None:
+    """Drop the loss points above LOSS_CAP times the largest first loss of the runs shown, and say
+    so in the title with the runs cut: a diverging run's 1e21 would otherwise squash every other
+    curve, even on a log axis. Catapult spikes (tens of times their base) stay whole."""
+    first = []
+    for r in runs:
+        y = r.data["train"]["loss"] if len(r.data["train"]) else np.empty(0)
+        y = y[np.isfinite(y) & (y > 0)]
+        if y.size:
+            first.append(float(y[0]))
+    if not first:
+        return
+    cap = LOSS_CAP * max(first)
+    names = {r.color: r.name for r in runs}
+    cut = []
+    for s in fig.series:
+        y = np.asarray(s.y, dtype=float)
+        keep = ~(y > cap)
+        if not keep.all():
+            s.x, s.y = np.asarray(s.x)[keep], y[keep]
+            cut.append(names.get(s.color, "?"))
+    if cut:
+        who = ", ".join(dict.fromkeys(cut))
+        fig.state.append(f"cut > {cap:.3g}: {who}")
 
 
 def spans_decades(series: list[Series], decades: float = 4.0) -> bool:
@@ -213,9 +242,8 @@ def accuracy_figure(runs: list[Shown], view: View, width: int) -> Figure:
 
 def lr_figure(runs: list[Shown], view: View, width: int) -> Figure:
     fig = Figure(
-        title="learning rate"
-        + (" (log)" if view.ylog else "")
-        + ("; dashed: NTK thresholds" if len(runs) == 1 and _ntk(runs[0]) else ""),
+        title="learning rate" + (": dashed NTK thresholds" if len(runs) == 1 and _ntk(runs[0]) else ""),
+        state=["log"] if view.ylog else [],
         xlabel=_xlabel(view),
         ylog=view.ylog,
         empty="no learning-rate values yet",
@@ -241,30 +269,57 @@ def _ntk(run: Shown) -> dict | None:
     return {c: float(t[c][0]) for c in t.names}
 
 
+def _edge_label(t: Table) -> str:
+    """The stability edge as a multiple of 1/η, read off the run's own events (threshold · lr):
+    "2/η" for plain SGD, "3.8/η" for heavy-ball μ = 0.9, "38/η" for Adam with β1 = 0.9."""
+    r = t["threshold"] * t["lr"]
+    r = r[np.isfinite(r) & (r > 0)]
+    if not len(r):
+        return "edge"
+    v = float(np.median(r))
+    return "2/η" if abs(v - 2.0) < 1e-6 else f"{v:.3g}/η"
+
+
+EDGE_CAP = 3.0  # threshold points above this many times the largest sharpness are cut (and said so)
+
+
 def sharpness_figure(runs: list[Shown], view: View, width: int) -> Figure:
-    fig = Figure(
-        title="sharpness: λmax ─  2/η •" + (" (log)" if view.ylog else ""),
-        xlabel=_xlabel(view),
-        ylog=view.ylog,
-        empty="no sharpness events yet — enable [probes.sharpness]",
-    )
+    """λmax (λmax(P⁻¹H) for Adam-family runs, whose edge applies to the preconditioned
+    sharpness) with the optimizer's stability edge as a dotted series over steps. Edge points far
+    above the sharpness (lr → 0 at the end of a cosine schedule sends it to ~1e7) are cut, so they
+    do not flatten the curves; the title says where."""
+    fig = Figure(xlabel=_xlabel(view), ylog=view.ylog, empty="no sharpness events yet — enable [probes.sharpness]")
     rng = _xrange(runs, ("sharpness",), view)
     single = len(runs) == 1
-    for r in runs:
-        t = r.data["sharpness"]
-        # Adam: the threshold applies to the preconditioned sharpness, so that is what is drawn
-        col = (
-            "preconditioned_sharpness" if len(t) and np.isfinite(t["preconditioned_sharpness"]).any() else "lambda_max"
-        )
-        if col != "lambda_max":
-            fig.title = fig.title.replace("λmax", "λmax(P⁻¹H)")
+    tables = [r.data["sharpness"] for r in runs]
+
+    def measured(t: Table) -> str:
+        pre = len(t) and np.isfinite(t["preconditioned_sharpness"]).any()
+        return "preconditioned_sharpness" if pre else "lambda_max"
+
+    cols = [measured(t) for t in tables]
+    peaks = [np.nanmax(t[c]) for t, c in zip(tables, cols) if len(t) and np.isfinite(t[c]).any()]
+    cap = EDGE_CAP * max(peaks) if peaks and max(peaks) > 0 else math.inf
+    cut = False
+    for r, t, col in zip(runs, tables, cols):
         ss = _series(r, "sharpness", col, view, width, rng, label=r.name + (" λmax" if single else ""))
         fig.series.extend(ss)
-        ss = _series(r, "sharpness", "threshold", view, width, rng, label=("2/η" if single else None), marker="dot")
-        fig.series.extend(ss)
+        edge = _series(r, "sharpness", "threshold", view, width, rng, label=None, marker="dot")
+        for s in edge:
+            keep = ~(s.y > cap)
+            cut |= bool((~keep).any())
+            s.x, s.y = s.x[keep], s.y[keep]
+            if single:
+                s.label = _edge_label(t)
+        fig.series.extend(s for s in edge if len(s.x))
         ntk = _ntk(r)
         if ntk is not None and single and np.isfinite(ntk.get("lambda0", np.nan)):
             fig.hlines.append(HLine(ntk["lambda0"], "λ0 (NTK)", GREY))
+    labels = {_edge_label(t) for t in tables if len(t)}
+    edge_name = labels.pop() if len(labels) == 1 else "edge"
+    lam = "λmax(P⁻¹H)" if "preconditioned_sharpness" in cols else "λmax"
+    fig.title = f"sharpness: {lam} ─  {edge_name} •"
+    fig.state = (["log"] if view.ylog else []) + ([f"edge cut > {cap:.3g}"] if cut else [])
     return fig
 
 

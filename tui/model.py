@@ -30,7 +30,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "ntk": columns("ntk", "lambda0", "lambda_ntk", "lr_lazy_edge", "lr_uv_max", "lr_relu_max"),
 }
 # rare kinds kept as their event dicts
-ITEMS = kinds("start", "catapult", "cca", "checkpoint", "restart", "end")
+ITEMS = kinds("start", "catapult", "cca", "checkpoint", "restart", "end", "compare")
 
 
 def _num(v: Any) -> float:
@@ -152,7 +152,7 @@ class RunData:
             if seg.cut is not None:
                 for t in self.tables.values():
                     t.cut(seg.cut)
-                for k in ("catapult", "cca", "checkpoint", "restart"):
+                for k in ("catapult", "cca", "checkpoint", "restart", "compare"):
                     self.items[k] = [e for e in self.items[k] if _num(e.get("step")) < seg.cut]
                 self.items["end"] = []
             for kind, cols in seg.columns.items():

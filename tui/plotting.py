@@ -70,6 +70,17 @@ class Figure:
     hlines: list[HLine] = field(default_factory=list)
     ylog: bool = False
     empty: str = "no data yet"
+    state: list[str] = field(default_factory=list)  # "log", "smooth 0.6", "cut > 1e3: run": shown in the title
+
+    def title_for(self, width: int) -> str:
+        """The title with its state in ``width`` columns: whole if it fits; else the panel's name
+        (before the colon) with the state; the state is shortened last, never dropped."""
+        state = f" ({'; '.join(self.state)})" if self.state else ""
+        full = self.title + state
+        if len(full) <= width or not self.title:
+            return full
+        short = self.title.split(":", 1)[0] + state
+        return short if len(short) <= width else short[: max(1, width - 1)] + "…"
 
     def has_data(self) -> bool:
         return any(len(s.x) for s in self.series)
@@ -114,13 +125,13 @@ class PlotView(PlotextPlot):
         self.renders += 1
         if fig is None or not fig.has_data():
             msg = fig.empty if fig is not None else "nothing selected"
-            title = f"{fig.title}\n\n" if fig is not None and fig.title else ""
+            title = f"{fig.title_for(self.size.width)}\n\n" if fig is not None and fig.title else ""
             return Text(title + msg, justify="center", style="dim")
         plt = self.plt
         plt.clear_figure()
         # the theme first: plotext resolves some colours (text backgrounds) when drawn
         plt.theme(self._get_plotext_theme_name(self.app.theme))
-        _draw(plt, fig)
+        _draw(plt, fig, self.size.width)
         return super().render()
 
 
@@ -133,10 +144,10 @@ def decade_ticks(lo: float, hi: float, most: int = 5) -> list[float]:
     return [10.0**e for e in range(e0, e1 + 1, step)]
 
 
-def _draw(plt, fig: Figure) -> None:
-    """Translate a Figure into plotext calls."""
+def _draw(plt, fig: Figure, width: int = 10_000) -> None:
+    """Translate a Figure into plotext calls (``width``: the widget's columns, for the title)."""
     if fig.title:
-        plt.title(fig.title)
+        plt.title(fig.title_for(width))
     if fig.xlabel:
         plt.xlabel(fig.xlabel)
     if fig.ylabel:

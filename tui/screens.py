@@ -115,6 +115,9 @@ class InfoScreen(ModalScreen[None]):
         self.dismiss(None)
 
 
+EXAMPLE = "seed=1 device=cpu"  # valid for every preset (a test launches each bundled one with it)
+
+
 class LaunchScreen(ModalScreen[Path | None]):
     """Edit overrides for a preset; validated as you type (in a thread: the engine's checks may
     import torch); enter launches (also in a thread), esc cancels."""
@@ -146,7 +149,7 @@ class LaunchScreen(ModalScreen[Path | None]):
         with Vertical():
             yield Static(Text(f"Launch {self.preset.name}", style="bold"))
             yield Static(Text(f"{self.preset.rel}  {self.preset.description}", style="dim"))
-            yield Static("overrides, e.g.  optim.lr=0.05 train.epochs=2  (enter launches, esc cancels)")
+            yield Static(f"overrides, e.g.  {EXAMPLE}  (enter launches, esc cancels)")
             yield Input(placeholder="key=value key=value …", id="launch-overrides")
             yield Static("", id="launch-check")
 

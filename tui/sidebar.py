@@ -97,8 +97,21 @@ def experiment_badge(statuses: list[Any]) -> Text:
     return _styled("—", STATE_STYLE["?"])
 
 
-def _stamp(t: float) -> str:
-    return time.strftime("%m-%d %H:%M", time.localtime(t)) if t else ""
+def _stamp(t: float, now: float | None = None) -> str:
+    """When an experiment started: ``14:05`` today, ``11-18 12:06`` on another day."""
+    if not t:
+        return ""
+    day = time.strftime("%Y-%m-%d", time.localtime(now if now is not None else time.time()))
+    same_day = time.strftime("%Y-%m-%d", time.localtime(t)) == day
+    return time.strftime("%H:%M" if same_day else "%m-%d %H:%M", time.localtime(t))
+
+
+def first_experiment(rows: list[ExperimentRow]) -> Path:
+    """The experiment to open on: the most recent one with a run running or queued, else the most
+    recent one."""
+    by_age = sorted(rows, key=lambda r: (r.created, r.path.name), reverse=True)
+    live = [r for r in by_age if any(getattr(s, "state", None) in ("running", "queued") for _, s in r.runs)]
+    return (live or by_age)[0].path
 
 
 class Sidebar(Tree):
@@ -121,7 +134,7 @@ class Sidebar(Tree):
         self.marked: list[Path] = []
 
     # -- presets
-    def set_presets(self, presets: list[PresetInfo]) -> None:
+    def set_presets(self, presets: list[PresetInfo], where: Path | None = None) -> None:
         self.presets_node.remove_children()
         for p in presets:
             label = Text(p.rel.removesuffix(".toml"))
@@ -130,7 +143,7 @@ class Sidebar(Tree):
             self.presets_node.add_leaf(label, data=PresetNode(p))
         self.presets_node.set_label(Text(f"Presets ({len(presets)})", style="bold"))
         if not presets:
-            self.presets_node.add_leaf(Text("none found", style="dim"))
+            self.presets_node.add_leaf(Text(f"none in {where}" if where else "none found", style="dim"))
 
     # -- experiments
     def set_experiments(self, rows: list[ExperimentRow]) -> None:
@@ -160,10 +173,11 @@ class Sidebar(Tree):
         self.runs_node.set_label(Text(f"Experiments ({len(rows)})", style="bold"))
 
     def _exp_label(self, row: ExperimentRow) -> Text:
-        t = experiment_badge([s for _, s in row.runs])
-        t.append(" ")
-        t.append(row.name + " ")
-        t.append(_stamp(row.created), style="dim")
+        """``14:05 completed warmup_lb``: the start time first, so that experiments of one preset
+        stay distinguishable when the sidebar cuts the label."""
+        t = Text(_stamp(row.created) + " ", style="dim") if row.created else Text()
+        t.append_text(experiment_badge([s for _, s in row.runs]))
+        t.append(" " + row.name)
         return t
 
     def _set_runs(self, exp: TreeNode, row: ExperimentRow) -> None:

@@ -3,7 +3,8 @@
 Lewkowycz et al. 2020: with lambda0 the top NTK eigenvalue at init (MSE loss), c = eta·lambda0
 < 2 is the lazy phase, 2 < c < c_max the catapult phase (the loss grows for a few steps while
 the curvature falls below 2/eta, then falls), c > c_max diverges; c_max = 4 for the uv model
-and about 12 for ReLU nets.
+(and linear networks) and about 12 for ReLU nets: predicted from the network's nonlinearity
+(:func:`divergence_edge`), with no prediction where there is no theory.
 
 ``CatapultDetector`` is pure Python: fed ``(step, loss)`` it reports a catapult whenever the
 loss rises to ``factor`` times its level before the rise (the lowest loss since the last event)
@@ -17,9 +18,18 @@ uv model (one sample x = 1, y = 0, f = vᵀu/√n, L = f²/2, lambda = (|u|² + 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Optional
 
-__all__ = ["CatapultDetector", "uv_recurrence", "simulate_uv", "predicted_phase", "phase_limits"]
+__all__ = [
+    "CatapultDetector",
+    "EdgeTheory",
+    "divergence_edge",
+    "uv_recurrence",
+    "simulate_uv",
+    "predicted_phase",
+    "phase_limits",
+]
 
 
 class CatapultDetector:
@@ -110,18 +120,59 @@ class CatapultDetector:
 # --------------------------------------------------------------------------- theory
 
 
-def phase_limits(model_kind: str) -> tuple[float, float]:
-    """(lazy edge, divergence edge) in units of 1/lambda0: (2, 4) for uv, (2, 12) otherwise."""
-    return (2.0, 4.0) if model_kind == "uv" else (2.0, 12.0)
+LAZY_EDGE = 2.0  # eta·lambda0 = 2: the linearised model's stability edge, whatever the network
+EDGE_BAND = 1.5  # an edge known only approximately: either side within this factor agrees
+UV_BAND = 1.05  # the uv model's exact 4 at finite width (n = 1000 diverges from 4.05)
 
 
-def predicted_phase(lr_ntk: float, model_kind: str) -> str:
-    """ "lazy" (eta·lambda0 < 2), "catapult" (2 .. 4 for uv, 2 .. 12 for ReLU nets) or
-    "diverged" above."""
-    lo, hi = phase_limits(model_kind)
-    if lr_ntk < lo:
+@dataclass(frozen=True)
+class EdgeTheory:
+    """The predicted divergence edge in units of 1/lambda0, the band around it where either
+    phase agrees with the prediction, and where the number comes from."""
+
+    edge: float
+    lo: float
+    hi: float
+    basis: str
+
+
+_EDGES = {
+    "uv": EdgeTheory(4.0, 4.0 / UV_BAND, 4.0 * UV_BAND, "theory: 4 for the uv model"),
+    "linear": EdgeTheory(
+        4.0, 4.0 / EDGE_BAND, 4.0 * EDGE_BAND, "theory: 4 for linear networks (exact for the two-layer uv model)"
+    ),
+    "relu": EdgeTheory(12.0, 12.0 / EDGE_BAND, 12.0 * EDGE_BAND, "paper: about 12 for ReLU nets (empirical)"),
+}
+
+
+def divergence_edge(kind: Optional[str]) -> Optional[EdgeTheory]:
+    """The divergence edge predicted for a network ``kind``, from its nonlinearity, not its name:
+    ``"uv"`` (the solvable two-layer linear model: 4, within 5%), ``"linear"`` (any network with
+    no nonlinearity: 4, the uv model's theory, within a factor 1.5 for deeper or finite nets),
+    ``"relu"`` (about 12: Lewkowycz et al.'s empirical value for ReLU nets, within a factor 1.5).
+    Anything else (tanh, gelu, an unknown network): None, there is no theory for it."""
+    return _EDGES.get(kind) if kind else None
+
+
+def phase_limits(kind: Optional[str]) -> tuple[float, Optional[float]]:
+    """(lazy edge, divergence edge) in units of 1/lambda0: (2, 4) for "uv" and "linear", (2, 12)
+    for "relu", (2, None) for a network with no theory of the divergence edge."""
+    th = divergence_edge(kind)
+    return LAZY_EDGE, None if th is None else th.edge
+
+
+def predicted_phase(lr_ntk: float, kind: Optional[str]) -> Optional[str]:
+    """The phase predicted at eta·lambda0 = ``lr_ntk``: "lazy" below 2; "catapult" from 2 to the
+    divergence edge's band, "catapult or diverged" within the band, "diverged" above it; None
+    above 2 for a network with no theory of the edge (see :func:`divergence_edge`)."""
+    if lr_ntk < LAZY_EDGE:
         return "lazy"
-    return "catapult" if lr_ntk <= hi else "diverged"
+    th = divergence_edge(kind)
+    if th is None:
+        return None
+    if lr_ntk < th.lo:
+        return "catapult"
+    return "diverged" if lr_ntk > th.hi else "catapult or diverged"
 
 
 def uv_recurrence(f0: float, lam0: float, eta: float, n: int, steps: int) -> tuple[list[float], list[float]]:

@@ -127,7 +127,8 @@ def linear_path(
 
 def barrier(ts: Sequence[float], losses: Sequence[float]) -> float:
     """max over t of loss(t) − ((1 − t)·loss(0) + t·loss(1)): the height of the path above the
-    chord between its endpoints (≤ 0 for a convex path). ``ts`` must contain 0 and 1."""
+    chord between its endpoints. Always ≥ 0 (the endpoints, at height 0, are among the t), and
+    0 for a convex path (one that never rises above the chord). ``ts`` must contain 0 and 1."""
     pairs = sorted(zip(map(float, ts), map(float, losses)))
     if len(pairs) < 2 or pairs[0][0] != 0.0 or pairs[-1][0] != 1.0:
         raise ConnectivityError("barrier needs the path evaluated at t = 0 and t = 1", arg="ts")

@@ -31,8 +31,9 @@ Definitions:
   projections, return the mean of ALL canonical correlations (google's ``mean`` drops those past
   98% of their sum; heur's does not).
 - PWCCA (Morcos et al. 2018): Σ α_i ρ_i with α_i ∝ Σ_j |⟨h_i, z_j⟩| (normalised to sum to 1),
-  h_i = X_c a_i the i-th canonical variate of x (unit norm), z_j the j-th centred neuron of x.
-  Computed without the (n × k) variates: X_cᵀ h_i = C_xx a_i. Works for any neuron counts.
+  h_i the i-th canonical variate (unit norm) and z_j the j-th centred neuron of the side with
+  fewer neurons (x on a tie), as google/svcca's ``compute_pwcca`` intends: symmetric in x, y
+  when the widths differ. Computed without the (n × k) variates: Z_cᵀ h_i = C a_i.
 - Linear CKA (Kornblith et al. 2019): ‖Y_cᵀ X_c‖_F² / (‖X_cᵀ X_c‖_F ‖Y_cᵀ Y_c‖_F).
 
 Robustness: constant neurons are dropped (CCA family); CCA needs samples to greatly exceed
@@ -512,9 +513,11 @@ def _whiten_rows(rows: slice, c: np.ndarray, wx: _Whitener, wy: _Whitener) -> np
     return wy.whiten(c.T).T
 
 
-def _whitened(x: Any, y: Any, dtype: Any, rtol: Optional[float], epsilon: float) -> tuple[np.ndarray, _Whitener]:
+def _whitened(
+    x: Any, y: Any, dtype: Any, rtol: Optional[float], epsilon: float
+) -> tuple[np.ndarray, _Whitener, _Whitener]:
     """M = Wxᵀ Rxy Wy (rank_x × rank_y), whose singular values are the canonical correlations,
-    and x's whitener: the pipeline cca and pwcca share."""
+    and both sides' whiteners: the pipeline cca and pwcca share."""
     wx, wy, parts, full = _pair(
         x,
         y,
@@ -526,7 +529,7 @@ def _whitened(x: Any, y: Any, dtype: Any, rtol: Optional[float], epsilon: float)
     # the row blocks of Rxy Wy, already in place in ``full`` when no neuron was dropped
     in_place = wx.all and wy.all and all(np.may_share_memory(p, full) for p in parts)
     t = full if in_place else parts[0] if len(parts) == 1 else np.vstack(parts)
-    return wx.whiten(t), wx
+    return wx.whiten(t), wx, wy
 
 
 def _outside_stacklevel() -> int:
@@ -662,18 +665,29 @@ def pwcca(
     x: Any, y: Any, *, dtype: Any = None, epsilon: float = 0.0, rtol: Optional[float] = None, conv: str = "mean"
 ) -> float:
     """PWCCA (Morcos et al. 2018): Σ α_i ρ_i, α_i ∝ Σ_j |⟨h_i, z_j⟩| with h_i the unit-norm
-    canonical variates of x and z_j the centred neurons of x; α normalised to sum to one.
-    Works whichever side has more neurons (there are min(rank_x, rank_y) variates)."""
+    canonical variates and z_j the centred neurons of the side with fewer (non-constant) neurons,
+    α normalised to sum to one; on equal counts x's side. That is google/svcca's
+    ``compute_pwcca`` (its ``<=`` on the kept neurons; its else branch indexes acts1 with y's mask,
+    a bug there, so heur follows the definition), and so ``pwcca(x, y) == pwcca(y, x)`` whenever
+    the widths differ. There are min(rank_x, rank_y) variates, which span the narrower side.
+
+    Centring: heur centres every neuron before anything else (CCA is a statement about the
+    centred data), so the variates h_i and the neurons z_j are both centred and orthonormal
+    variates need no QR. The reference instead adds the neuron means back to its variates and
+    weighs with the raw (uncentred) activations, so its weights change when a constant is added
+    to a neuron (a ReLU unit's positive mean); on centred inputs the two agree."""
 
     def one(a, b):
-        m, wx = _whitened(a, b, dtype, rtol, epsilon)
-        u, s, _ = sla.svd(m, full_matrices=False, check_finite=False)
+        m, wx, wy = _whitened(a, b, dtype, rtol, epsilon)
+        u, s, vt = sla.svd(m, full_matrices=False, check_finite=False)
         k = min(m.shape)
         rho = np.clip(s[:k], 0.0, 1.0)
-        # X_cᵀ h_i = C_xx a_i = D R_xx W u_i (D: neuron scales, R: correlation matrix); with a
+        # the narrower side's directions: x's left, y's right singular vectors of M
+        w, dirs = (wy, vt[:k].T) if len(wy.keep) < len(wx.keep) else (wx, u[:, :k])
+        # Z_cᵀ h_i = C a_i = D R W d_i (D: neuron scales, R: correlation matrix); with a
         # ridge W whitens R + εI, and the projections use the data's own R
-        rw = wx.colour(u[:, :k]) if epsilon <= 0 else wx.r @ wx.solve(u[:, :k])
-        proj = wx.d[:, None] * rw
+        rw = w.colour(dirs) if epsilon <= 0 else w.r @ w.solve(dirs)
+        proj = w.d[:, None] * rw
         alpha = np.abs(proj).sum(axis=0)
         return float(alpha @ rho / alpha.sum())
 

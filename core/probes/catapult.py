@@ -7,7 +7,23 @@ from typing import Any, Optional
 from ..measure.catapult import CatapultDetector, predicted_phase
 from . import Probe, TrainContext
 
-__all__ = ["CatapultProbe"]
+__all__ = ["CatapultProbe", "edge_kind"]
+
+RELU_MODELS = ("cnn", "vgg11", "vgg16", "resnet20")  # heur's own conv nets: ReLU throughout
+
+
+def edge_kind(model_name: Optional[str], activation: Optional[str] = None) -> Optional[str]:
+    """The network kind whose divergence edge the catapult theory predicts
+    (core.measure.catapult.divergence_edge): "uv" for the uv model, the activation of an
+    ``mlp`` ("linear", "relu", "tanh", "gelu"), "relu" for heur's conv nets, None for others
+    (torchvision models: heur does not know their nonlinearity)."""
+    if model_name == "uv":
+        return "uv"
+    if model_name == "mlp":
+        return activation or "relu"
+    if model_name in RELU_MODELS:
+        return "relu"
+    return None
 
 
 def _sharpness_at(history: list, lo: Optional[int], hi: Optional[int]) -> Optional[float]:
@@ -25,7 +41,8 @@ class CatapultProbe(Probe):
     ``sharpness_before`` / ``sharpness_after`` when the sharpness probe keeps
     ``ctx.extra["sharpness_history"]`` (list of (step, lambda_max)). ``on_end`` returns
     ``phase`` ("lazy" | "catapult" | "diverged"), ``catapults`` and, when ``optim.lr_ntk`` is
-    set, ``predicted_phase``. The loss must be logged often enough to see the spike
+    set, ``predicted_phase`` (from the network's nonlinearity, :func:`edge_kind`; None above 2
+    where no theory predicts the edge) and ``edge_kind``. The loss must be logged often enough to see the spike
     (``train.log_every`` of a few steps; a uv catapult lasts about ten).
     """
 
@@ -59,7 +76,9 @@ class CatapultProbe(Probe):
             out["catapult_pending"] = True
         lr_ntk = getattr(getattr(ctx.cfg, "optim", None), "lr_ntk", None)
         if lr_ntk is not None:
-            out["predicted_phase"] = predicted_phase(lr_ntk, ctx.cfg.model.name)
+            kind = edge_kind(ctx.cfg.model.name, getattr(ctx.cfg.model, "activation", None))
+            out["predicted_phase"] = predicted_phase(lr_ntk, kind)
+            out["edge_kind"] = kind
         return out
 
     def state_dict(self) -> dict[str, Any]:

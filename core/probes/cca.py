@@ -6,25 +6,40 @@ the probe captures the outputs of the layers (``"auto"``: the model's ``heur_blo
 probe set — ``samples`` training inputs chosen by the run's seed, no augmentation, eval mode, no
 graph — rounds them to float16 and saves them in ``<run>/cca/epoch_<e>.npz`` (with conv =
 "mean" the pooled (N, C) maps, otherwise the whole maps). Each snapshot emits a live ``cca``
-event {layers, values, method, against: "previous", epoch_a, epoch_b}: each layer against
-itself at the previous snapshot.
+event {layers, values, method, against: "previous", epoch_a, epoch_b, weight_change, live_units}:
+each layer against itself at the previous snapshot, with two diagnostics that show where a
+collapse starts:
+
+- ``weight_change``: per layer ||W_b - W_a|| / ||W_a||, W the concatenation of the layer's own
+  parameters (weights and biases, every parameter under that module) at the two snapshots
+  (null for a layer without parameters or with ||W_a|| = 0);
+- ``live_units``: per layer at the new snapshot, the fraction of its units (output features,
+  conv channels) whose output is non-zero on at least one probe input (in float32, before the
+  float16 rounding of the saved activations). After a ReLU a dead unit is zero on every input;
+  a layer without a ReLU (``out``) has all its units live.
 
 When the run has completed, ``on_end`` computes every layer at every snapshot against the same
 layer at the final one (the seed paper's warmup figure), writes ``<run>/cca.json``
-{layers, epochs, method, conv, samples, seconds, against_final, against_previous} (matrices
-layers × snapshots; ``against_previous[l][0]`` is null) and emits a ``cca`` event with
+{layers, epochs, method, conv, samples, seconds, against_final, against_previous, weight_change,
+live_units} (matrices layers × snapshots; ``against_previous[l][0]`` and ``weight_change[l][0]``
+are null) and emits a ``cca`` event with
 against: "final" (``values``: each layer at the first snapshot vs the final one; ``matrix``,
 ``epochs``). The result fields it returns (one row per run in the summary):
 
-- ``cca_deep_early``: mean similarity to the final representation of the deeper half of the
-  layers (for the digits CNN: fc1, out) over the snapshots in (0, E/2], E the last epoch;
-- ``cca_shallow_early``: the same for the shallower half (conv1, conv2);
-- ``cca_deep_settle``: the first epoch from which the deeper half's mean similarity to final
-  stays >= 0.9 until the end (the last epoch itself = they never settled before the end).
+- ``cca_deep_early``: mean similarity to the final representation of the deeper layers over the
+  snapshots in (0, E/2], E the last epoch. Deeper/shallower (:func:`layer_groups`): where the
+  layers are conv blocks followed by others (heur's cnn and VGG), the conv blocks are the
+  shallower group and everything after them (the fc stack and ``out``: the papers' "deeper
+  layers") the deeper one; otherwise the first and the last floor(L/2) layers;
+- ``cca_shallow_early``: the same for the shallower layers (conv1, conv2);
+- ``cca_deep_settle``: the first epoch from which the deeper layers' mean similarity to final
+  stays >= 0.9 until the end (the last epoch itself = they never settled before the end);
+- ``cca_shallow_settle``: the same for the shallower layers.
 
 A value that cannot be computed (constant or non-finite activations) is null. The probe's
-state (snapshot list, live values) is plain values; the activations live on disk, so a resumed
-run picks up where its checkpoint left off. ``check_cca(cfg, plan)`` validates the layer names and the
+state is plain values (snapshot list, live values) and the probed layers' parameters at the last
+snapshot (float32 CPU tensors, for the next weight change); the activations live on disk, so a
+resumed run picks up where its checkpoint left off. ``check_cca(cfg, plan)`` validates the layer names and the
 sample count before a run starts, on a model built on the meta device (no memory, no compute).
 """
 
@@ -44,7 +59,17 @@ from ..errors import ConfigError, to_config_error
 from ..measure.blas import single_thread_blas
 from . import Probe, TrainContext
 
-__all__ = ["CcaProbe", "check_cca", "snapshot_steps", "summary_fields", "SETTLE_THRESHOLD"]
+__all__ = [
+    "CcaProbe",
+    "check_cca",
+    "layer_groups",
+    "live_fraction",
+    "relative_change",
+    "settle_epoch",
+    "snapshot_steps",
+    "summary_fields",
+    "SETTLE_THRESHOLD",
+]
 
 SETTLE_THRESHOLD = 0.9
 _DIR = "cca"
@@ -80,11 +105,28 @@ def _epoch_name(epoch: float) -> str:
     return f"epoch_{int(e)}" if float(e).is_integer() else f"epoch_{e:g}"
 
 
-def _halves(layers: list[str]) -> tuple[list[int], list[int]]:
-    """(shallow, deep) layer indices: the first and the last floor(L/2) layers (at least one)."""
-    h = max(1, len(layers) // 2)
+def layer_groups(layers: list[str]) -> tuple[list[int], list[int]]:
+    """(shallow, deep) layer indices. Conv blocks followed by other layers (``conv1..convK`` then
+    ``fc1..``, ``out``): the conv blocks and the rest. Otherwise the first and the last floor(L/2)
+    layers (at least one)."""
     n = len(layers)
+    conv = [i for i, name in enumerate(layers) if name.startswith("conv")]
+    if conv and conv == list(range(len(conv))) and len(conv) < n:
+        return conv, list(range(len(conv), n))
+    h = max(1, n // 2)
     return list(range(h)), list(range(n - h, n))
+
+
+def settle_epoch(epochs: list[float], against_final: list[list[Optional[float]]], rows: list[int]) -> float:
+    """The first epoch from which the mean similarity to final of layers ``rows`` stays >=
+    :data:`SETTLE_THRESHOLD` up to the end (the last epoch when they only match at the end)."""
+    settle = epochs[-1]
+    for j in range(len(epochs) - 1, -1, -1):
+        m = _mean([against_final[i][j] for i in rows])
+        if m is None or m < SETTLE_THRESHOLD:
+            break
+        settle = epochs[j]
+    return float(settle)
 
 
 def _mean(vals: list[Optional[float]]) -> Optional[float]:
@@ -99,24 +141,42 @@ def summary_fields(
     matrix of similarities to the final snapshot (see the module doc)."""
     if not layers or len(epochs) < 2:
         return {}
-    shallow, deep = _halves(layers)
+    shallow, deep = layer_groups(layers)
     last = epochs[-1]
     early = [j for j, e in enumerate(epochs) if 0 < e <= last / 2 + 1e-9] or list(range(len(epochs) - 1))
 
     def block_mean(rows: list[int], cols: list[int]) -> Optional[float]:
         return _mean([against_final[i][j] for i in rows for j in cols])
 
-    settle = last
-    for j in range(len(epochs) - 1, -1, -1):
-        m = block_mean(deep, [j])
-        if m is None or m < SETTLE_THRESHOLD:
-            break
-        settle = epochs[j]
     return {
         "cca_deep_early": block_mean(deep, early),
         "cca_shallow_early": block_mean(shallow, early),
-        "cca_deep_settle": float(settle),
+        "cca_deep_settle": settle_epoch(epochs, against_final, deep),
+        "cca_shallow_settle": settle_epoch(epochs, against_final, shallow),
     }
+
+
+def relative_change(before: Any, after: Any) -> Optional[float]:
+    """||after - before|| / ||before|| of two flat float tensors (None when either is missing or
+    ||before|| is 0)."""
+    if before is None or after is None or before.shape != after.shape:
+        return None
+    import torch
+
+    den = float(torch.linalg.vector_norm(before))
+    if not math.isfinite(den) or den == 0.0:
+        return None
+    v = float(torch.linalg.vector_norm(after - before)) / den
+    return v if math.isfinite(v) else None
+
+
+def live_fraction(acts: Any) -> Optional[float]:
+    """The fraction of units (dim 1 of a (samples, units, ...) tensor) whose output is non-zero on
+    at least one sample (and position). None for an empty layer."""
+    if acts.ndim < 2 or acts.shape[1] == 0:
+        return None
+    nz = (acts != 0).transpose(0, 1).reshape(acts.shape[1], -1).any(dim=1)
+    return float(nz.float().mean())
 
 
 # --------------------------------------------------------------------------- preflight
@@ -177,6 +237,9 @@ class CcaProbe(Probe):
         self.layers: list[str] = []
         self.snapshots: list[dict[str, Any]] = []  # {"step", "epoch", "file"}
         self.against_previous: list[list[Optional[float]]] = []  # per snapshot, per layer
+        self.weight_change: list[list[Optional[float]]] = []  # per snapshot, per layer
+        self.live_units: list[list[Optional[float]]] = []  # per snapshot, per layer
+        self._w_prev: dict[str, Any] = {}  # layer -> its flattened parameters at the last snapshot
         self.seconds = 0.0
         self._x = None
         self._prev: Optional[dict[str, np.ndarray]] = None
@@ -203,13 +266,26 @@ class CcaProbe(Probe):
         if self.snapshots and self._prev is None:
             self._prev = self._load(ctx.run_dir, self.snapshots[-1]["file"])
 
-    def _capture(self, ctx: TrainContext) -> dict[str, np.ndarray]:
+    def _capture(self, ctx: TrainContext) -> tuple[dict[str, np.ndarray], list[Optional[float]]]:
+        """(float16 activations per layer, live-unit fraction per layer)."""
         from ..measure.activations import capture
         from ..measure.similarity import flatten_conv
 
         tf = (lambda t: flatten_conv(t, "mean")) if self.cfg.conv == "mean" else None
         acts = capture(ctx.model, self._x, self.layers, batch_size=512, transform=tf)
-        return {k: v.to("cpu").half().numpy() for k, v in acts.items()}
+        live = [live_fraction(acts[k]) for k in self.layers]
+        return {k: v.to("cpu").half().numpy() for k, v in acts.items()}, live
+
+    def _weights(self, ctx: TrainContext) -> dict[str, Any]:
+        import torch
+
+        mods = dict(ctx.model.named_modules())
+        out = {}
+        for k in self.layers:
+            ps = [p.detach().reshape(-1) for p in mods[k].parameters()]
+            if ps:
+                out[k] = torch.cat(ps).to(device="cpu", dtype=torch.float32, copy=True)
+        return out
 
     def _save(self, run_dir: Path, name: str, acts: dict[str, np.ndarray], step: int, epoch: float) -> str:
         d = Path(run_dir) / _DIR
@@ -241,7 +317,9 @@ class CcaProbe(Probe):
         t0 = time.perf_counter()
         while self._due and self._due[0] <= ctx.step:
             self._due.pop(0)
-        acts = self._capture(ctx)
+        acts, live = self._capture(ctx)
+        w = self._weights(ctx)
+        change = [relative_change(self._w_prev.get(k), w.get(k)) for k in self.layers]
         rel = self._save(ctx.run_dir, _epoch_name(ctx.epoch), acts, ctx.step, ctx.epoch)
         if self._prev is not None and self.snapshots:
             # the probe's matrices are small (hundreds of samples x tens of neurons): a
@@ -257,11 +335,18 @@ class CcaProbe(Probe):
                 against="previous",
                 epoch_a=self.snapshots[-1]["epoch"],
                 epoch_b=ctx.epoch,
+                weight_change=change,
+                live_units=live,
             )
         else:
             values = [None] * len(self.layers)
+        if not self.snapshots:
+            change = [None] * len(self.layers)
         self.snapshots.append({"step": int(ctx.step), "epoch": float(ctx.epoch), "file": rel})
         self.against_previous.append(values)
+        self.weight_change.append(change)
+        self.live_units.append(live)
+        self._w_prev = w
         self._prev = acts
         self.seconds += time.perf_counter() - t0
 
@@ -298,7 +383,10 @@ class CcaProbe(Probe):
                 cols.append([self._sim(final[k], final[k]) for k in self.layers])
             against_final = [[c[i] for c in cols] for i in range(len(self.layers))]
         self.seconds += time.perf_counter() - t0
-        prev = [[row[i] for row in self.against_previous] for i in range(len(self.layers))]
+        n_l = range(len(self.layers))
+        prev = [[row[i] for row in self.against_previous] for i in n_l]
+        change = [[row[i] if i < len(row) else None for row in self.weight_change] for i in n_l]
+        live = [[row[i] if i < len(row) else None for row in self.live_units] for i in n_l]
         doc = {
             "layers": self.layers,
             "epochs": epochs,
@@ -309,6 +397,8 @@ class CcaProbe(Probe):
             "seconds": self.seconds,
             "against_final": against_final,
             "against_previous": prev,
+            "weight_change": change,
+            "live_units": live,
         }
         from ..events import sanitize
 
@@ -334,6 +424,9 @@ class CcaProbe(Probe):
             "layers": list(self.layers),
             "snapshots": [dict(s) for s in self.snapshots],
             "against_previous": [list(v) for v in self.against_previous],
+            "weight_change": [list(v) for v in self.weight_change],
+            "live_units": [list(v) for v in self.live_units],
+            "weights": {k: v.clone() for k, v in self._w_prev.items()},
             "seconds": float(self.seconds),
         }
 
@@ -341,6 +434,9 @@ class CcaProbe(Probe):
         self.layers = list(state.get("layers", []))
         self.snapshots = [dict(s) for s in state.get("snapshots", [])]
         self.against_previous = [list(v) for v in state.get("against_previous", [])]
+        self.weight_change = [list(v) for v in state.get("weight_change", [])]
+        self.live_units = [list(v) for v in state.get("live_units", [])]
+        self._w_prev = dict(state.get("weights", {}))
         self.seconds = float(state.get("seconds", 0.0))
         self._prev = None
         self._x = None

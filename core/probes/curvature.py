@@ -3,7 +3,9 @@
 ``SharpnessProbe`` (``[probes.sharpness]``: every, batch, k, method, max_iter, tol) measures the
 top-k Hessian eigenvalues of the training loss (train mode: the loss the optimizer sees) on a
 fixed batch — the first ``batch`` samples of a permutation of the training set seeded by the
-run's seed — at step 0 and every ``every`` steps, and emits ``sharpness`` events. Each
+run's seed — at step 0, every ``every`` steps, at the steps ``at_steps`` and at the end of
+warmup (step W: ``on_end`` reports ``sharpness_warmup_end`` with the edge at the base lr,
+``sharpness_warmup_end_threshold``), and emits ``sharpness`` events. Each
 measurement warm-starts Lanczos from the previous top eigenvector (same stopping rule). Its
 threshold is the optimizer's stability edge at the current lr: 2(1+mu)/lr for SGD with heavy-
 ball momentum mu (2/lr without), 2(1+mu)/(lr(1+2mu)) with Nesterov, and for Adam, AdamW and
@@ -31,7 +33,6 @@ import torch
 from ..errors import ConfigError
 from ..measure.catapult import phase_limits
 from ..measure.curvature import (
-    CurvatureError,
     EigResult,
     adam_threshold,
     gauss_newton_eigenvalues,
@@ -95,6 +96,21 @@ def _current_lr(ctx: TrainContext) -> float:
     return float(ctx.optimizer.param_groups[0]["lr"])
 
 
+def _warmup_steps(ctx: TrainContext) -> int:
+    """The run's warmup length in steps (0 without one)."""
+    return int(getattr(getattr(ctx, "schedule", None), "warmup_steps", 0) or 0)
+
+
+def _base_lr(ctx: TrainContext) -> Optional[float]:
+    """The run's base lr (the schedule's peak, the target of a warmup), when known."""
+    sched = getattr(ctx, "schedule", None)
+    base = getattr(sched, "base_lr", None)
+    if base:
+        return float(base)
+    lr = ctx.optimizer.param_groups[0].get("initial_lr")
+    return float(lr) if lr else None
+
+
 def stability_threshold(optim_cfg: Any, lr: float) -> tuple[float, str]:
     """(threshold, description) of the optimizer's stability edge at learning rate ``lr``."""
     if optim_cfg.name in ADAM_FAMILY:
@@ -148,6 +164,8 @@ class SharpnessProbe(Probe):
         super().__init__(cfg)
         self._batch: Optional[tuple[Any, Any]] = None
         self.history: list[list[float]] = []  # [step, lambda_max]
+        self.precond_history: list[list[Any]] = []  # Adam family: [step, preconditioned sharpness, threshold]
+        self.warmup_end: Optional[dict[str, Any]] = None  # the measurement at the end of warmup
         self.last: Optional[dict[str, Any]] = None
         self._v: Optional[torch.Tensor] = None  # last top eigenvectors: warm starts
         self._pv: Optional[torch.Tensor] = None
@@ -184,25 +202,31 @@ class SharpnessProbe(Probe):
         }
         measured = r.top
         if ctx.cfg.optim.name in ADAM_FAMILY:
-            try:
-                p = preconditioned_sharpness(ctx.model, ctx.loss_fn, x, y, ctx.optimizer, v0=self._pv, **kw)
-            except CurvatureError as e:
-                if e.arg != "optimizer":
-                    raise
-                # no Adam state yet (before the first step)
-                fields["preconditioned_sharpness"] = None
-                measured = None
-            else:
-                self._pv = p.vector
-                fields["preconditioned_sharpness"] = p.top
-                fields["hvps"] += p.hvps
-                fields["converged"] = r.converged and p.converged
-                measured = p.top
+            # at step 0 the first step's preconditioner, from this batch's gradient (measurable at init)
+            p = preconditioned_sharpness(ctx.model, ctx.loss_fn, x, y, ctx.optimizer, v0=self._pv, **kw)
+            self._pv = p.vector
+            fields["preconditioned_sharpness"] = p.top
+            fields["adam_step"] = p.info["adam_step"]
+            fields["hvps"] += p.hvps
+            fields["converged"] = r.converged and p.converged
+            measured = p.top
+            if thr is None:  # lr 0 at this step: the edge at the run's base (target) lr instead
+                base = _base_lr(ctx)
+                if base:
+                    fields["target_threshold"] = stability_threshold(ctx.cfg.optim, base)[0]
         fields["ratio"] = measured / thr if measured is not None and thr else None
         fields["seconds"] = time.perf_counter() - t0
         self.history.append([int(ctx.step), float(r.top)])
+        if "preconditioned_sharpness" in fields:
+            self.precond_history.append([int(ctx.step), fields["preconditioned_sharpness"], thr])
         ctx.extra["sharpness_history"] = self.history
         self.last = {"step": int(ctx.step), **fields}
+        w = _warmup_steps(ctx)
+        if w and ctx.step == w:
+            # the edge the run is about to train at: the base (target) lr's, not the last warmup lr's
+            base = _base_lr(ctx)
+            edge = stability_threshold(ctx.cfg.optim, base)[0] if base else thr
+            self.warmup_end = {"step": int(ctx.step), "value": measured, "threshold": edge}
         ctx.emit("sharpness", **fields)
         return fields
 
@@ -210,7 +234,7 @@ class SharpnessProbe(Probe):
         self.measure(ctx)
 
     def after_step(self, ctx: TrainContext) -> None:
-        if ctx.step % self.cfg.every == 0:
+        if ctx.step % self.cfg.every == 0 or ctx.step in self.cfg.at_steps or ctx.step == _warmup_steps(ctx):
             self.measure(ctx)
 
     def on_end(self, ctx: TrainContext) -> dict[str, Any]:
@@ -225,13 +249,24 @@ class SharpnessProbe(Probe):
         }
         if "preconditioned_sharpness" in self.last:
             out["preconditioned_sharpness_final"] = self.last["preconditioned_sharpness"]
+            out["preconditioned_history"] = [list(h) for h in self.precond_history]
+        if self.warmup_end is not None:
+            out["sharpness_warmup_end"] = self.warmup_end["value"]
+            out["sharpness_warmup_end_threshold"] = self.warmup_end["threshold"]
+            out["warmup_end_step"] = self.warmup_end["step"]
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": [list(h) for h in self.history]}
+        return {
+            "history": [list(h) for h in self.history],
+            "precond_history": [list(h) for h in self.precond_history],
+            "warmup_end": self.warmup_end,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history = [list(h) for h in state.get("history", [])]
+        self.precond_history = [list(h) for h in state.get("precond_history", [])]
+        self.warmup_end = state.get("warmup_end")
 
 
 class NtkProbe(Probe):
@@ -261,7 +296,7 @@ class NtkProbe(Probe):
             "lr_times_lambda": lr * lam,
         }
         if self.lambda0:
-            (lazy, uv_max), (_, relu_max) = phase_limits("uv"), phase_limits("relu")
+            (lazy, uv_max), (_, relu_max) = phase_limits("linear"), phase_limits("relu")
             fields.update(
                 lr_lazy_edge=lazy / self.lambda0, lr_uv_max=uv_max / self.lambda0, lr_relu_max=relu_max / self.lambda0
             )
