@@ -37,6 +37,10 @@ def register(app: typer.Typer) -> None:
         conv: str = typer.Option("mean", "--conv", help="Conv maps: mean | flatten | dft."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON document and nothing else."),
         device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N | mps | auto."),
+        curve: bool = typer.Option(
+            False, "--curve", help="Also train a Bezier curve between them (a run under ./runs) and show it."
+        ),
+        epochs: Optional[float] = typer.Option(None, "--epochs", help="With --curve: its epochs (default: A's)."),
     ) -> None:
         """Per-layer SVCCA / PWCCA / CKA of two networks and the loss along the straight line between them."""
         from heur.core.compare import compare as run_compare
@@ -60,6 +64,13 @@ def register(app: typer.Typer) -> None:
                 )
         except MeasurementError as e:  # inputs the measurements cannot use: one line, exit 2
             raise to_config_error(e, _OPTION_OF) from None
+        if curve:  # heur connect's curve run, trained here, at the same t as the line
+            from heur.core.curve import quick_curve
+            from heur.core.errors import ConfigError
+
+            if epochs is not None and epochs <= 0:
+                raise ConfigError(f"expected a number > 0, got {epochs:g}", key="--epochs")
+            doc["curve"] = quick_curve(ckpt_a, ckpt_b, epochs, points, device=device)
         if as_json:
             print(json.dumps(sanitize(doc), allow_nan=False, indent=1))
             return
@@ -156,6 +167,26 @@ def _print(doc: dict[str, Any]) -> None:
             "  (max height of the path above the chord between its ends)"
         )
         _plot(it, con)
+    cv = doc.get("curve")
+    if cv and cv.get("curve"):
+        t = Table(title=f"Bezier curve (1 bend) beside the line: {cv['run_dir']}")
+        for c in ("t", "curve train loss", "line train loss", "curve test acc", "line test acc"):
+            t.add_column(c, justify="right")
+        c, ln = cv["curve"], cv["line"]
+        for i, tv in enumerate(c["t"]):
+            t.add_row(
+                f"{tv:.3g}",
+                fmt(c["train_loss"][i]),
+                fmt(ln["train_loss"][i]),
+                fmt(c["test_accuracy"][i]),
+                fmt(ln["test_accuracy"][i]),
+            )
+        con.print(t)
+        r = cv["result"]
+        con.print(
+            f"barrier in train loss: line {fmt(r.get('line_barrier_train_loss'))}, "
+            f"curve {fmt(r.get('curve_barrier_train_loss'))}"
+        )
     for n in doc["notes"]:
         con.print(f"[dim]note: {n}[/]")
 

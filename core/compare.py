@@ -156,10 +156,10 @@ def compare(
     notes: list[str] = []
     cb = b["cfg"]
     if _data_identity(cb.data) != _data_identity(data_cfg.data) or (
-        cb.seed != data_cfg.seed and data_cfg.data.name in _SEEDED_SPLITS
+        _split_seed(cb) != _split_seed(data_cfg) and data_cfg.data.name in _SEEDED_SPLITS
     ):
         notes.append(
-            f"B was trained on other data than {data_cfg.data.name!r} with seed {data_cfg.seed} "
+            f"B was trained on other data than {data_cfg.data.name!r} with seed {_split_seed(data_cfg)} "
             "(the split of digits/synthetic sets follows the seed): every number here, B's too, "
             "is on that data"
         )
@@ -313,3 +313,8 @@ def check_compare(cfg: Any, exp: Any) -> None:
                 "they cannot share a probe set",
                 key=key,
             )
+
+
+def _split_seed(cfg: Any) -> int:
+    """The seed of a run's data split: ``data.seed``, else the run's seed."""
+    return cfg.seed if getattr(cfg.data, "seed", None) is None else cfg.data.seed

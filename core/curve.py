@@ -26,6 +26,8 @@ and along the line, both barriers, the curve's length).
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -35,6 +37,7 @@ import torch
 from .atomic import write_json_atomic
 from .checkpoint import load_checkpoint
 from .config import RunConfig, get_dotted
+from .connect_checks import ENDS, _first_diff, check_curve, split_key  # noqa: F401 (check_curve: preflight's)
 from .errors import ConfigError, to_config_error
 from .measure.connectivity import barrier, recompute_bn_stats
 from .measure.curves import Curve, CurveError, curve_length, path_rows
@@ -42,75 +45,9 @@ from .objective import LossFn, Objective, make_loss
 from .train import Run
 from .train import main as train_main
 
-ENDS = ("curve.start", "curve.end")
 METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
 _MASK64 = 2**64 - 1
 EVAL_T = 0.5  # the point the run's eval events measure while it trains
-
-# --------------------------------------------------------------------------- preflight
-
-
-def split_key(cfg: RunConfig) -> dict[str, Any]:
-    """What decides a run's train/test data (augmentation aside): two ends and their curve must
-    agree on it, or one end's test set holds the other's training examples."""
-    d = cfg.data.model_dump()
-    for k in ("augment", "crop_padding", "flip", "download", "root"):
-        d.pop(k, None)
-    d["seed"] = cfg.seed if cfg.data.seed is None else cfg.data.seed
-    return d
-
-
-def check_curve(cfg: RunConfig, exp: Any) -> None:
-    """Before anything starts: a [curve] section whose two ends differ and fit this run
-    (:func:`check_ends`). ConfigError on ``curve.start`` / ``curve.end``."""
-    if cfg.curve is None:
-        raise ConfigError('task "curve" needs a [curve] section', key="curve")
-    check_ends(cfg, exp, ENDS)
-
-
-def check_ends(cfg: RunConfig, exp: Any, keys: tuple[str, ...]) -> None:
-    """The checkpoints the dotted ``keys`` name are all different, and each one's model (a
-    referenced run's, or the checkpoint file's weights) has this run's parameter names and
-    shapes; referenced runs train on this run's data split. ConfigError naming the key."""
-    from .models import meta_model
-    from .pipeline import _shapes, parse_ref, shape_mismatch
-
-    mine = meta_model(cfg)
-    data = cfg.to_dict()
-    seen: dict[str, str] = {}
-    for key in keys:
-        value = get_dotted(data, key)
-        if value in seen:
-            raise ConfigError(
-                f"{value!r} is also {seen[value]}: expected different checkpoints (no curve or plane between a "
-                "point and itself)",
-                key=key,
-            )
-        seen[value] = key
-        ref = parse_ref(value, key)
-        if ref is not None:
-            other = exp.runs[ref.run]
-            if split_key(other) != split_key(cfg):
-                diff = _first_diff(split_key(other), split_key(cfg))
-                raise ConfigError(
-                    f"run {ref.run!r} trains on other data than this run ({diff}"
-                    "): give the ends and the curve the same [data] (data.seed pins the split when their seeds differ)",
-                    key=key,
-                )
-            theirs = meta_model(other)
-            shapes, what = (None if theirs is None else _shapes(theirs.state_dict())), f"the model of run {ref.run!r}"
-        else:
-            shapes, what = _shapes(load_checkpoint(value)["model"]), f"the weights in {value}"
-        if mine is not None and shapes is not None:
-            problem = shape_mismatch(_shapes(mine.state_dict()), shapes)
-            if problem:
-                raise ConfigError(f"the model of this run does not match {what}: {problem}", key=key)
-
-
-def _first_diff(a: dict, b: dict) -> str:
-    k = next(k for k in a if a.get(k) != b.get(k))
-    return f"data.{k} {a.get(k)!r} there, {b.get(k)!r} here"
-
 
 # --------------------------------------------------------------------------- the objective
 
@@ -389,6 +326,39 @@ def data_note(start: Path | str, end: Path | str) -> Optional[str]:
         f"the two checkpoints were trained on different data ({_first_diff(keys[1], keys[0])}, end vs start): "
         "the curve uses the start's split, so the end's test error may be optimistic"
     )
+
+
+def quick_curve(
+    start: Path | str,
+    end: Path | str,
+    epochs: Optional[float] = None,
+    points: int = 11,
+    runs_dir: Optional[Path | str] = None,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """``heur compare --curve``: one curve run between two checkpoints, trained in this process
+    (its run directory under ``runs_dir`` like any other); returns ``curve.json``'s columns of the
+    curve and the line, the result and the run directory. ConfigError as ``heur connect`` gives."""
+    from . import runs as R
+    from .config import expand
+    from .preflight import check_experiment
+
+    raw = connect_preset(start, end, epochs=epochs, device=device)
+    raw["curve"]["points"] = points
+    exp = expand(raw, [])
+    check_experiment(exp)
+    (rd,) = R.run_dirs(R.create_experiment(exp, runs_dir))
+    run = CurveRun(rd)
+    run.status.update(state="running", pid=os.getpid(), force=True)
+    try:
+        run.setup()
+        state, reason, last = run.train()
+    except Exception as e:
+        run.finish("failed", f"{type(e).__name__}: {e}", {})
+        raise
+    run.finish(state, reason, last)
+    doc = json.loads((rd / "curve.json").read_text()) if (rd / "curve.json").is_file() else {}
+    return {"curve": doc.get("curve"), "line": doc.get("line"), "result": last, "run_dir": str(rd), "state": state}
 
 
 def main(argv: Optional[list[str]] = None) -> int:

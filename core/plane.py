@@ -35,35 +35,9 @@ from . import runs as runs_mod
 from .atomic import write_json_atomic
 from .checkpoint import load_checkpoint
 from .config import RunConfig, get_dotted
-from .curve import check_ends
+from .connect_checks import KEYS, check_plane  # noqa: F401 (check_plane: preflight's)
 from .errors import ConfigError, to_config_error
 from .events import EventWriter, sanitize
-
-KEYS = ("plane.start", "plane.bend", "plane.end")
-
-
-def check_plane(cfg: RunConfig, exp: Any) -> None:
-    """Before anything starts: three different checkpoints that fit this run's model and data;
-    every ``project`` entry names a checkpoint that exists or will (a glob matches one at least)."""
-    import fnmatch
-
-    from .pipeline import checkpoint_names
-
-    if cfg.plane is None:
-        raise ConfigError('task "plane" needs a [plane] section', key="plane")
-    check_ends(cfg, exp, KEYS)
-    for i, value in enumerate(cfg.plane.project):
-        key = f"plane.project[{i}]"
-        if not value.startswith("@"):
-            load_checkpoint(value)  # ConfigError naming the file
-            continue
-        run, _, pattern = value[1:].partition(":")
-        if run not in exp.runs:  # check_references has said so for well-formed entries
-            raise ConfigError(f"no run named {run!r} in this experiment", key=key)
-        if pattern and any(c in pattern for c in "*?["):
-            names = checkpoint_names(exp.runs[run])
-            if not fnmatch.filter(sorted(names), pattern.removesuffix(".pt")):
-                raise ConfigError(f"{value!r} matches none of the checkpoints run {run!r} writes", key=key)
 
 
 def project_paths(cfg: RunConfig, exp_dir: Path) -> list[tuple[str, Path]]:

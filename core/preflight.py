@@ -59,14 +59,10 @@ def check_experiment(exp: Experiment) -> None:
             check_run(cfg)
             check_paths(cfg)
             check_init_from(cfg, exp)
-            if cfg.task == "curve":
-                from .curve import check_curve
+            if cfg.task in ("curve", "plane"):
+                from .connect_checks import check_curve, check_plane
 
-                check_curve(cfg, exp)
-            if cfg.task == "plane":
-                from .plane import check_plane
-
-                check_plane(cfg, exp)
+                (check_curve if cfg.task == "curve" else check_plane)(cfg, exp)
             check_task_sections(cfg, exp)
         except ConfigError as e:
             label = f"run '{name}': " if len(exp.runs) > 1 else ""

@@ -75,3 +75,18 @@ def test_connect_refuses_a_missing_end_and_a_bad_option(ends, tmp_path):
     assert res.returncode == 2 and "nope.pt: no such checkpoint file" in res.stderr
     res = heur("connect", str(ends["a"]), str(ends["b"]), "--curve", "spline", "--runs-dir", str(tmp_path))
     assert res.returncode == 2 and "--curve" in res.stderr
+
+
+@pytest.mark.slow
+def test_compare_curve_adds_a_short_curve_beside_the_line(ends, tmp_path):
+    a, b = str(ends["a"]), str(ends["b"])
+    res = heur(
+        "compare", a, b, "--points", "3", "--curve", "--epochs", "1", "--json", env={"HEUR_RUNS_DIR": str(tmp_path)}
+    )
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    cv, line = doc["curve"], doc["interpolation"]
+    assert cv["curve"]["t"] == line["t"] == [0.0, 0.5, 1.0]
+    for k in ("train_loss", "test_accuracy"):  # the line of the curve run is compare's own line
+        assert cv["line"][k] == pytest.approx(line[k], rel=1e-5)
+    assert not any("other data" in n for n in doc["notes"])  # data.seed pins one split for both

@@ -166,9 +166,11 @@ def test_writer_refuses_a_field_its_kind_does_not_declare(tmp_path):
             w.emit("ntk", 0, 0.0, lambda_ntk=1.0, thr_2=2.0)
         with pytest.raises(SchemaError, match="matrix"):  # a live cca event has no matrix
             w.emit("cca", 1, 1.0, layers=["a"], values=[1.0], against="previous", matrix=[[1.0]])
-        w.emit("curve_point", 2, 1.0, t=0.5)  # a kind not declared yet is written as it is
-    assert [e["kind"] for e in read_events(tmp_path / "events.jsonl")] == ["curve_point"]
-    assert problems({"kind": "curve_point", "step": 2, "epoch": 1.0, "time": 0.0}) == ["undeclared kind 'curve_point'"]
+        w.emit("future_point", 2, 1.0, t=0.5)  # a kind not declared yet is written as it is
+    assert [e["kind"] for e in read_events(tmp_path / "events.jsonl")] == ["future_point"]
+    assert problems({"kind": "future_point", "step": 2, "epoch": 1.0, "time": 0.0}) == [
+        "undeclared kind 'future_point'"
+    ]
 
 
 def test_schema_problems_name_what_is_wrong():
