@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import time
 
 import pytest
 from fixtures_tui import RecordingSource, ev, make_presets, make_runs
 
+from heur.core.runs import process_start_time
 from heur.tui.app import HeurApp, final_checkpoint
 from heur.tui.plotting import PlotView
 from heur.tui.screens import ConfirmScreen, HelpScreen, InfoScreen, LaunchScreen
@@ -329,19 +331,21 @@ async def test_opens_on_the_most_recent_experiment_a_live_one_first(tmp_path):
         sb = app.query_one(Sidebar)
         await until(pilot, lambda: sb.cursor_node is not None and sb.cursor_node.data.path == newest)
         await until(pilot, lambda: all(len(d["train"]) for d in app.data.values()))
-    # an older experiment with a queued run (its supervisor will start it) is live: it wins over
-    # the newest, whose runs all ended
+    # an older experiment with a running run (its process is alive: this one) is live: it wins
+    # over the newest, whose runs all ended
     older = min(app.rows.values(), key=lambda r: r.created).path
     assert older != newest
 
     def set_states(exp, *states):
         for rd, state in zip(sorted(p for p in exp.iterdir() if (p / "status.json").exists()), states):
             st = json.loads((rd / "status.json").read_text())
-            st.update(state=state, pid=None)
+            live = state == "running"
+            st.update(state=state, pid=os.getpid() if live else None)
+            st.update(pid_start=process_start_time(os.getpid()) if live else None)
             (rd / "status.json").write_text(json.dumps(st))
 
     set_states(newest, "completed", "completed")
-    set_states(older, "completed", "queued")
+    set_states(older, "completed", "running")
     app2 = HeurApp(tmp_path / "runs", tmp_path / "presets", source=RecordingSource(tmp_path / "runs"))
     app2.EVENT_PERIOD, app2.STATUS_PERIOD = 0.05, 0.2
     async with app2.run_test(size=(80, 24)) as pilot:
