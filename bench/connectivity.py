@@ -44,10 +44,10 @@ def base(args) -> dict:
 
 def write_ends(args, tmp: Path) -> list[str]:
     """Two checkpoints of the model at two random inits (the speed does not depend on training)."""
-    cfg = next(iter(expand(base(args), []).runs.values()))
-    plan = plan_run(cfg)
     paths = []
-    for seed in (1, 2):
+    for seed in (1, 2):  # the model's init follows the run's seed: one config per end
+        cfg = next(iter(expand({**base(args), "seed": seed}, []).runs.values()))
+        plan = plan_run(cfg)
         torch.manual_seed(seed)
         model = build_model(cfg, plan.input_shape, plan.num_outputs)
         path = tmp / f"end{seed}.pt"
@@ -110,6 +110,7 @@ def timed(args, tmp: Path, ends: list[str], curve: bool) -> tuple[float, object]
 
 def eval_per_point(run, points: int) -> float:
     run.cfg.curve.points = points
+    run.stop_requested = False  # the timed training ended by asking to stop: not the evaluation
     t0 = time.perf_counter()
     run.along_curve()
     return (time.perf_counter() - t0) / points
