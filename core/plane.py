@@ -18,14 +18,11 @@ Nothing trains: the run has no checkpoints. A stopped or lost plane run resumed 
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import re
-import signal
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any, Optional
 
@@ -89,7 +86,14 @@ class PlaneRun:
         self.t0 = time.time()
         self.step = 0
 
-    def run(self) -> tuple[str, str, dict[str, Any]]:
+    def setup(self) -> None:
+        """The process's thread count (HEUR_THREADS, as the supervisor hands it out)."""
+        threads = os.environ.get("HEUR_THREADS")
+        if threads:
+            torch.set_num_threads(max(1, int(threads)))
+
+    def train(self) -> tuple[str, str, dict[str, Any]]:
+        """Evaluate the grid and the projections: (state, reason, result)."""
         from .data import load_data
         from .device import resolve_device
         from .measure.connectivity import eval_row, recompute_bn_stats
@@ -218,33 +222,11 @@ class PlaneRun:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m heur.core.plane")
-    ap.add_argument("run_dir")
-    ap.add_argument("--resume", action="store_true")
-    args = ap.parse_args(argv)
-    run = PlaneRun(Path(args.run_dir), resume=args.resume)
+    """``python -m heur.core.plane RUN_DIR [--resume]``: the training loop's process runner
+    (signals, status, errors -> a readable run directory) around a :class:`PlaneRun`."""
+    from .train import main as run_main
 
-    def on_signal(signum: int, frame: Any) -> None:
-        run.stop_requested = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    run.status.update(state="running", pid=os.getpid(), force=True)
-    threads = os.environ.get("HEUR_THREADS")
-    if threads:
-        torch.set_num_threads(max(1, int(threads)))
-    try:
-        state, reason, result = run.run()
-    except ConfigError as e:
-        print(f"heur: error: {e}", file=sys.stderr)
-        run.finish("failed", str(e), {})
-        return 2
-    except Exception as e:
-        traceback.print_exc()
-        run.finish("failed", f"{type(e).__name__}: {e}", {})
-        return 1
-    run.finish(state, reason, result)
-    return 0
+    return run_main(argv, run_class=PlaneRun, prog="python -m heur.core.plane")
 
 
 if __name__ == "__main__":

@@ -370,7 +370,9 @@ class Run:
         self.events.close()
 
 
-def main(argv: Optional[list[str]] = None, run_class: type[Run] = Run, prog: str = "python -m heur.core.train") -> int:
+def main(argv: Optional[list[str]] = None, run_class: type = Run, prog: str = "python -m heur.core.train") -> int:
+    """A task's process: ``run_class(run_dir, resume)`` with ``stop_requested``, ``status``,
+    ``setup()``, ``train() -> (state, reason, result)`` and ``finish(...)`` (Run, CurveRun, PlaneRun)."""
     ap = argparse.ArgumentParser(prog=prog)
     ap.add_argument("run_dir")
     ap.add_argument("--resume", action="store_true")

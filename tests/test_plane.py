@@ -77,11 +77,8 @@ def experiment(plane_sets=None):
 def _go(cls, rd):
     r = cls(rd)
     r.status.update(state="running", pid=os.getpid(), force=True)
-    if hasattr(r, "setup"):
-        r.setup()
-        r.finish(*r.train())
-    else:
-        r.finish(*r.run())
+    r.setup()
+    r.finish(*r.train())
 
 
 def test_plane_through_two_ends_and_a_curve_bend(tmp_path):
