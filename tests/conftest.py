@@ -46,3 +46,26 @@ def heur(
     return subprocess.run(
         [sys.executable, "-m", "heur.cli.main", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, env=e
     )
+
+
+def train_in_process(rd: Path, resume: bool = False, stop_at: int | None = None):
+    """Train run directory ``rd`` in this process, as ``python -m heur.core.train`` would; with
+    ``stop_at``, ask it to stop after that step (as SIGTERM does). Returns (the Run, its state)."""
+    from heur.core.probes import Probe
+    from heur.core.train import Run
+
+    r = Run(rd, resume=resume)
+    r.setup()
+    if stop_at is not None:
+
+        class Stop(Probe):
+            name = "stop"
+
+            def after_step(self, ctx):
+                if ctx.step == stop_at:
+                    r.stop_requested = True
+
+        r.probes.append(Stop(None))
+    state, reason, last = r.train()
+    r.finish(state, reason, last)
+    return r, state

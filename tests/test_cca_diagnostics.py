@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import train_in_process
 
 from heur.core import runs as R
 from heur.core.checkpoint import rebuild_from_checkpoint
@@ -14,9 +15,7 @@ from heur.core.config import expand
 from heur.core.events import read_events
 from heur.core.measure.activations import probe_indices
 from heur.core.preflight import check_experiment
-from heur.core.probes import Probe
 from heur.core.probes.cca import live_fraction, relative_change
-from heur.core.train import Run
 
 BASE = {
     "name": "d",
@@ -56,21 +55,7 @@ def make_run(tmp_path, overrides=()):
 
 
 def train(rd, resume=False, stop_at=None):
-    r = Run(rd, resume=resume)
-    r.setup()
-    if stop_at is not None:
-
-        class Stop(Probe):
-            name = "stop"
-
-            def after_step(self, ctx):
-                if ctx.step == stop_at:
-                    r.stop_requested = True
-
-        r.probes.append(Stop(None))
-    state, reason, last = r.train()
-    r.finish(state, reason, last)
-    return state
+    return train_in_process(rd, resume, stop_at)[1]
 
 
 def block_vector(sd, name):

@@ -2,12 +2,11 @@
 the masks after a resume are the ones the uninterrupted run draws (without it they differ)."""
 
 import torch
+from conftest import train_in_process
 
 from heur.core import runs as R
 from heur.core import train as train_mod
 from heur.core.config import expand
-from heur.core.probes import Probe
-from heur.core.train import Run
 
 BASE = {
     "name": "dr",
@@ -21,21 +20,7 @@ BASE = {
 
 
 def train(rd, resume=False, stop_at=None):
-    r = Run(rd, resume=resume)
-    r.setup()
-    if stop_at is not None:
-
-        class Stop(Probe):
-            name = "stop"
-
-            def after_step(self, ctx):
-                if ctx.step == stop_at:
-                    r.stop_requested = True
-
-        r.probes.append(Stop(None))
-    state, reason, last = r.train()
-    r.finish(state, reason, last)
-    return state
+    return train_in_process(rd, resume, stop_at)[1]
 
 
 def final(rd):

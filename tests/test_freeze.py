@@ -8,14 +8,13 @@ import sys
 
 import pytest
 import torch
+from conftest import train_in_process
 
 from heur.core import runs as R
 from heur.core.config import expand
 from heur.core.errors import ConfigError
 from heur.core.models import build_model
 from heur.core.preflight import check_experiment
-from heur.core.probes import Probe
-from heur.core.train import Run
 
 BASE = {
     "name": "f",
@@ -44,21 +43,7 @@ def make_run(tmp_path, overrides=()):
 
 
 def train(rd, resume=False, stop_at=None):
-    r = Run(rd, resume=resume)
-    r.setup()
-    if stop_at is not None:
-
-        class Stop(Probe):
-            name = "stop"
-
-            def after_step(self, ctx):
-                if ctx.step == stop_at:
-                    r.stop_requested = True
-
-        r.probes.append(Stop(None))
-    state, reason, last = r.train()
-    r.finish(state, reason, last)
-    return r, state
+    return train_in_process(rd, resume, stop_at)
 
 
 def weights(rd, name):

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import train_in_process
 
 from heur.core import runs as R
 from heur.core.checkpoint import rebuild_from_checkpoint
@@ -16,9 +17,7 @@ from heur.core.errors import ConfigError
 from heur.core.events import read_events
 from heur.core.measure.activations import probe_indices
 from heur.core.preflight import check_experiment
-from heur.core.probes import Probe
 from heur.core.probes.cca import snapshot_steps, summary_fields
-from heur.core.train import Run
 
 BASE = {
     "name": "t",
@@ -41,21 +40,7 @@ def make_run(tmp_path, overrides=()):
 
 
 def train(rd, resume=False, stop_at=None):
-    r = Run(rd, resume=resume)
-    r.setup()
-    if stop_at is not None:
-
-        class Stop(Probe):
-            name = "stop"
-
-            def after_step(self, ctx):
-                if ctx.step == stop_at:
-                    r.stop_requested = True
-
-        r.probes.append(Stop(None))
-    state, reason, last = r.train()
-    r.finish(state, reason, last)
-    return r, state
+    return train_in_process(rd, resume, stop_at)
 
 
 def cka(x, y):  # linear CKA, straight from the definition, on float64 centred data
