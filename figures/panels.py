@@ -1,4 +1,4 @@
-"""Panels as data: build a :class:`~heur.tui.plotting.Figure` from the runs on screen.
+"""Panels as data: build a :class:`~heur.figures.figure.Figure` from the runs shown.
 
 Pure functions of (runs, view options, plot width): no widgets, no plotting library, so they
 are tested directly. Every series is decimated to about two points per column (min/max
@@ -15,8 +15,8 @@ import numpy as np
 from heur.core.schema import columns
 
 from .downsample import envelope, minmax, smooth
-from .model import RunData, Table
-from .plotting import GREY, Figure, HLine, Series, color
+from .figure import GREY, Figure, HLine, Series, color
+from .rundata import RunData, Table
 
 XAXES = ("step", "samples", "epoch")
 # the fields the panels read from the events kept whole (checked against core/schema.py)
