@@ -106,6 +106,8 @@ class Heatmap:
     vmin: float | None = None
     vmax: float | None = None
     cbar: str = ""
+    log: bool = False  # colour by log10 of the value (losses spanning decades)
+    annotate: bool = False  # print each cell's value in it (small grids)
     marks: list[tuple[int, int, str]] = field(default_factory=list)
     note: str = ""
     empty: str = "no data yet"
