@@ -171,6 +171,7 @@ figure { margin: 1em 0; } img { max-width: 100%; } figcaption { color: #666; fon
 pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; font-size: 12px; }
 .running { background: #fff6d6; padding: 0.4em 0.7em; border-left: 4px solid #e0b000; }
 .claim { background: #f2f6fb; padding: 0.5em 0.8em; border-left: 4px solid #5b8bd0; }
+.wide { overflow-x: auto; }
 .swatch { display: inline-block; width: 0.9em; height: 0.9em; margin-right: 0.3em; vertical-align: -0.1em; }
 """
 
@@ -241,7 +242,10 @@ def _summary_table(summary: dict) -> str:
             if k not in _HIDDEN and k not in cols and not isinstance(v, (dict, list)) and v is not None:
                 cols.append(k)
     grid = list((summary.get("grid") or {}).keys())
-    out = ["<h2 id='summary'>Summary</h2><table><tr><th class='l'>run</th><th class='l'>state</th><th>progress</th>"]
+    out = [
+        "<h2 id='summary'>Summary</h2><div class='wide'><table>",
+        "<tr><th class='l'>run</th><th class='l'>state</th><th>progress</th>",
+    ]
     out += [f"<th>{_e(g)}</th>" for g in grid] + [f"<th>{_e(c.replace('_', ' '))}</th>" for c in cols] + ["</tr>"]
     for r in rows:
         prog = f"{r.get('step', 0)}/{r.get('total_steps') or '?'}"
@@ -249,7 +253,7 @@ def _summary_table(summary: dict) -> str:
         cells += [f"<td>{_e(_fmt((r.get('params') or {}).get(g)))}</td>" for g in grid]
         cells += [f"<td>{_e(_fmt(r.get(c)))}</td>" for c in cols]
         out.append("<tr>" + "".join(cells) + "</tr>")
-    out.append("</table>")
+    out.append("</table></div>")
     for r in rows:
         if r.get("reason") and r["state"] != "completed":
             out.append(f"<p class='info'>{_e(r['run'])}: {_e(r['state'])}: {_e(r['reason'])}</p>")

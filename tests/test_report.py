@@ -313,3 +313,48 @@ def test_the_tui_key_writes_the_experiment_report_and_shows_its_path(exp, tmp_pa
     assert app.last_report == html and html.is_file()
     assert any(str(html) in m for m in toasts), toasts
     assert {p.stem for p in (exp / "report" / "figures").iterdir()} >= {"loss", "accuracy", "lr", "sharpness"}
+
+
+def test_a_compare_run_gets_the_distillation_bars(tmp_path):
+    """A compare run of one distilled and one independent student against their teacher: grouped
+    bars of each layer's closeness (one legend entry a student) and the signed difference, whose
+    bar heights are distilled − independent per layer (Gotmare et al.'s pane (c))."""
+    from fixtures_tui import T0, ev, write_experiment, write_status
+
+    from heur.core.schema import make
+    from heur.report.render import draw
+
+    layers, indep, dist = ["conv1", "conv2", "fc1", "out"], [0.9, 0.8, 0.5, 0.4], [0.88, 0.82, 0.7, 0.8]
+    exp = write_experiment(tmp_path / "runs", "distill", "20261202-120000", T0, ["indep", "distilled", "compare"])
+    for name, body in (("indep", ""), ("distilled", '[distill]\nteacher = "@teacher"\n')):
+        (exp / name).mkdir()
+        (exp / name / "config.toml").write_text(f'name = "{name}"\n{body}')
+        write_status(exp / name, state="completed")
+        (exp / name / "events.jsonl").write_text("")
+    rd = exp / "compare"
+    rd.mkdir()
+    (rd / "config.toml").write_text('name = "compare"\ntask = "compare"\n')
+    common = {"a": "@teacher", "method": "cka", "layers_a": layers, "layers_b": layers, "matrix": None}
+    events = [
+        make("compare", 1, 0.0, T0, b="@indep", values=indep, agreement=0.95, **common),
+        make("compare", 2, 0.0, T0, b="@distilled", values=dist, agreement=0.98, **common),
+        ev("end", 2, 0.0, T0, state="completed", reason="compared 2", result={}),
+    ]
+    (rd / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    write_status(rd, state="completed", step=2, total_steps=2)
+    r = cli("report", exp)
+    assert r.exit_code == 0, r.output
+    files = {p.stem for p in (exp / "report" / "figures").iterdir()}
+    assert files == {"distill_1", "distill_2"}  # nothing else has data: no empty panels
+    from heur.figures.distill import distill_bars
+
+    closeness, diff = distill_bars("compare", events[:2], exp)
+    ax = draw(closeness).axes[0]
+    assert _legend(draw(closeness)) == ["@indep (independent)", "@distilled (distilled)"]
+    assert sorted(round(p.get_height(), 9) for p in ax.patches) == sorted(indep + dist)
+    heights = [p.get_height() for p in draw(diff).axes[0].patches]
+    assert np.allclose(heights, np.subtract(dist, indep))
+    gain = np.mean(np.subtract(dist, indep)[2:]) - np.mean(np.subtract(dist, indep)[:2])
+    assert diff.note == f"deeper-half gain {gain:+.3f} (the paper: > 0)"
+    for p in (exp / "report" / "figures").iterdir():
+        assert decode(p.read_bytes())[..., :3].std() > 0.05
