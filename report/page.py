@@ -213,7 +213,7 @@ def _html(exp_dir: Path, shown: list[Shown], statuses: dict, summary: dict, sect
         for f, rel, uri in items:
             alt = getattr(f, "title", panel.title)
             out.append(f"<figure><img src='{uri}' alt='{_e(alt)}'>")
-            out.append(f"<figcaption><a href='{_e(rel)}'>{_e(rel)}</a></figcaption></figure>")
+            out.append(f"<figcaption>{_e(alt)} · <a href='{_e(rel)}'>{_e(rel)}</a></figcaption></figure>")
     out.append("<h2 id='configs'>Configs</h2>")
     for r in shown:
         path = (exp_dir / r.name / "config.toml") if (exp_dir / r.name).is_dir() else exp_dir / "config.toml"

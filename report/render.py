@@ -53,7 +53,10 @@ def to_bytes(d: Figure | Heatmap | Bars, fmt: str = "png") -> bytes:
 
 def _lines(f: Figure) -> MplFigure:
     fig, ax = _new()
-    ax.set_title(f.title_for(10_000), fontsize=10, loc="left")
+    # the TUI's title spells the marks out in characters ("train ─  test •"); here the legend's
+    # key says it, so the title keeps the panel's name and its state
+    title = f.title_for(10_000) if not f.key else Figure(f.title.split(":", 1)[0], state=f.state).title_for(10_000)
+    ax.set_title(title, fontsize=10, loc="left")
     ax.set_xlabel(f.xlabel)
     ax.set_ylabel(f.ylabel or f.title.split(":", 1)[0])
     seen: set[str] = set()
