@@ -53,9 +53,9 @@ def to_bytes(d: Figure | Heatmap | Bars, fmt: str = "png") -> bytes:
 
 def _lines(f: Figure) -> MplFigure:
     fig, ax = _new()
-    # the TUI's title spells the marks out in characters ("train ─  test •"); here the legend's
-    # key says it, so the title keeps the panel's name and its state
-    title = f.title_for(10_000) if not f.key else Figure(f.title.split(":", 1)[0], state=f.state).title_for(10_000)
+    # the TUI's title spells the marks out in characters ("train ─  test •"); here the legend
+    # says it, so the title keeps the panel's name and its state
+    title = f.title_for(10_000) if not f.legend() else Figure(f.title.split(":", 1)[0], state=f.state).title_for(10_000)
     ax.set_title(title, fontsize=10, loc="left")
     ax.set_xlabel(f.xlabel)
     ax.set_ylabel(f.ylabel or f.title.split(":", 1)[0])
@@ -86,10 +86,21 @@ def _lines(f: Figure) -> MplFigure:
         else:
             ls = ":" if s.marker == "dot" else "-"
             ax.plot(x, y, color=col, lw=1.3 if ls == "-" else 1.6, ls=ls, label=label, zorder=2)
-    for h in f.hlines:
+    dashes = [(0, (5, 3)), (0, (6, 2, 1, 2)), (0, (1, 2)), (0, (8, 4))]
+    for k, h in enumerate(f.hlines):
         if h.y is None or not math.isfinite(h.y) or (f.ylog and h.y <= 0):
             continue
-        ax.axhline(h.y, color=_rgb(h.color), ls="--", lw=0.9, label=h.label, zorder=0)
+        ax.axhline(h.y, color=_rgb(h.color), ls=dashes[k % len(dashes)], lw=0.9, label=h.label, zorder=0)
+        if h.label:  # named where it is, as the TUI does, besides the legend
+            ax.annotate(
+                h.label,
+                xy=(0.995, h.y),
+                xycoords=("axes fraction", "data"),
+                ha="right",
+                va="bottom",
+                fontsize=8,
+                color=_rgb(h.color),
+            )
     if f.ylog:
         ax.set_yscale("log")
         if ys:
