@@ -358,3 +358,33 @@ def test_a_compare_run_gets_the_distillation_bars(tmp_path):
     assert diff.note == f"deeper-half gain {gain:+.3f} (the paper: > 0)"
     for p in (exp / "report" / "figures").iterdir():
         assert decode(p.read_bytes())[..., :3].std() > 0.05
+
+
+def test_export_names_each_runs_variant_and_grid_point(tmp_path):
+    """Runs are named <variant>_<grid point> (core.config.expand): the export's variant column is
+    the variant the name starts with (the longest, when one variant's name prefixes another's)."""
+    from heur.core.export import run_labels
+
+    exp = tmp_path / "e"
+    exp.mkdir()
+    (exp / "experiment.toml").write_text(
+        'name = "e"\n[[variant]]\nname = "lb"\n[[variant]]\nname = "lb_warmup"\n[grid]\n"optim.lr" = [0.1, 0.2]\n'
+    )
+    for name, lr in (("lb_lr=0.1", 0.1), ("lb_warmup_lr=0.2", 0.2)):
+        (exp / name).mkdir()
+        (exp / name / "config.toml").write_text(f'name = "e"\n[optim]\nlr = {lr}\n')
+    labels = run_labels(exp, ["lb_lr=0.1", "lb_warmup_lr=0.2"])
+    assert labels == {
+        "lb_lr=0.1": {"variant": "lb", "params": {"optim.lr": 0.1}},
+        "lb_warmup_lr=0.2": {"variant": "lb_warmup", "params": {"optim.lr": 0.2}},
+    }
+
+
+def test_the_grid_heatmap_holds_each_runs_final_test_loss(exp):
+    from heur.figures.registry import build
+
+    figs = {p.name: f for p, fs in build(_scene(exp)) for f in fs}
+    grid = figs["grid"]
+    finals = [[e for e in events_of(rd) if e["kind"] == "eval" and e["split"] == "test"][-1] for rd in R.run_dirs(exp)]
+    assert grid.cols == ["1", "8"] and grid.xlabel == "optim.lr_ntk"
+    assert np.array_equal(grid.values, [[e["loss"] for e in finals]]) and grid.marks == []
