@@ -24,10 +24,23 @@ PALETTE: list[tuple[int, int, int]] = [
     (150, 100, 40),  # brown
 ]
 GREY = (128, 128, 128)
+# for more runs than PALETTE has colours (a report of a 20-point grid): Kelly's 22 colours of
+# maximum contrast without white and black
+WIDE_PALETTE: list[tuple[int, int, int]] = [
+    (0, 103, 165), (190, 0, 50), (0, 136, 86), (243, 132, 0), (135, 86, 146), (243, 195, 0),
+    (161, 202, 241), (132, 132, 130), (230, 143, 172), (194, 178, 128), (249, 147, 121), (96, 78, 151),
+    (246, 166, 0), (179, 68, 108), (220, 211, 0), (136, 45, 23), (141, 182, 0), (101, 69, 34),
+    (226, 88, 34), (43, 61, 38),
+]  # fmt: skip
 
 
 def color(i: int) -> tuple[int, int, int]:
     return PALETTE[i % len(PALETTE)]
+
+
+def palette_for(n: int) -> list[tuple[int, int, int]]:
+    """Colours for ``n`` runs: the TUI's palette, or the wider one when that would repeat."""
+    return PALETTE if n <= len(PALETTE) else WIDE_PALETTE
 
 
 KEY_STYLES = ("line", "dotted", "dashed", "dots", "triangles")

@@ -36,15 +36,16 @@ class View:
 
 @dataclass
 class Shown:
-    """One run on screen, with its stable colour index."""
+    """One run on screen, with its stable colour index (``rgb``: a colour of its own instead)."""
 
     name: str
     data: RunData
     index: int
+    rgb: tuple[int, int, int] | None = None
 
     @property
     def color(self):
-        return color(self.index)
+        return self.rgb if self.rgb is not None else color(self.index)
 
 
 def x_of(run: RunData, table: Table, xaxis: str) -> np.ndarray:

@@ -24,6 +24,7 @@ import tomllib
 from heur.core import runs as R
 from heur.core.errors import ConfigError
 from heur.core.export import experiment_runs
+from heur.figures.figure import palette_for
 from heur.figures.panels import XAXES, Shown, View
 from heur.figures.registry import Scene, build
 from heur.figures.rundata import load_run
@@ -102,7 +103,8 @@ def write_report(exp_dir: Path | str, out: Path | str | None = None, opts: Optio
         figdir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"cannot create the report directory: {e.strerror}", file=str(out)) from None
-    shown = [Shown(p.name, load_run(p), i) for i, p in enumerate(run_paths)]
+    pal = palette_for(len(run_paths))
+    shown = [Shown(p.name, load_run(p), i, pal[i % len(pal)]) for i, p in enumerate(run_paths)]
     statuses = {p.name: R.read_status(p) for p in run_paths}
     summary = _summary(exp_dir, single, statuses)
     view = View(xaxis=opts.xaxis, ylog=opts.ylog, smoothing=opts.smoothing, raw_behind=True)

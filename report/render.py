@@ -123,7 +123,11 @@ def _lines(f: Figure) -> MplFigure:
             )
         else:
             ax.plot([], [], color=grey, ls={"dotted": ":", "dashed": "--"}.get(style, "-"), label=text)
-    if ax.get_legend_handles_labels()[1]:
+    n = len(ax.get_legend_handles_labels()[1])
+    if n > 10:  # many runs: the legend beside the plot, not over the data
+        fig.set_figwidth(SIZE[0] + 2.2 * (1 + (n > 26)))
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 + (n > 26), frameon=False)
+    elif n:
         ax.legend(fontsize=8, loc="best", framealpha=0.8)
     if not f.has_data():
         ax.text(0.5, 0.5, f.empty, transform=ax.transAxes, ha="center", va="center", color="grey")
