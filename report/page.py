@@ -22,11 +22,12 @@ from typing import Any
 import tomllib
 
 from heur.core import runs as R
+from heur.core.atomic import write_bytes_atomic
 from heur.core.errors import ConfigError
 from heur.core.export import experiment_runs
 from heur.figures.figure import palette_for
 from heur.figures.panels import XAXES, Shown, View
-from heur.figures.registry import Scene, build
+from heur.figures.registry import PANELS, Scene, build
 from heur.figures.rundata import load_run
 
 from . import render
@@ -103,6 +104,7 @@ def write_report(exp_dir: Path | str, out: Path | str | None = None, opts: Optio
         figdir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"cannot create the report directory: {e.strerror}", file=str(out)) from None
+    _clear_old_figures(figdir)
     pal = palette_for(len(run_paths))
     shown = [Shown(p.name, load_run(p), i, pal[i % len(pal)]) for i, p in enumerate(run_paths)]
     statuses = {p.name: R.read_status(p) for p in run_paths}
@@ -117,7 +119,7 @@ def write_report(exp_dir: Path | str, out: Path | str | None = None, opts: Optio
             name = panel.name + (f"_{k + 1}" if len(figs) > 1 else "")
             path = figdir / f"{name}.{opts.fmt}"
             data = render.to_bytes(f, opts.fmt)
-            path.write_bytes(data)
+            write_bytes_atomic(path, data)
             files.append(path)
             embed = data if opts.fmt != "pdf" else render.to_bytes(f, "png")
             mime = "image/svg+xml" if opts.fmt == "svg" else "image/png"
@@ -126,8 +128,19 @@ def write_report(exp_dir: Path | str, out: Path | str | None = None, opts: Optio
             )
         sections.append((panel, items))
     page = _html(exp_dir, shown, statuses, summary, sections, opts)
-    (out / "report.html").write_text(page, encoding="utf-8")
+    write_bytes_atomic(out / "report.html", page.encode("utf-8"))
     return Written(out / "report.html", files, time.perf_counter() - t0)
+
+
+def _clear_old_figures(figdir: Path) -> None:
+    """Remove the figure files an earlier report wrote here (``<panel>[_<k>].<format>``), so that
+    a panel without data now leaves no stale file; other files are left alone."""
+    names = {p.name for p in PANELS}
+    for f in figdir.iterdir():
+        stem, _, ext = f.name.rpartition(".")
+        base = stem.rsplit("_", 1)[0] if stem.rsplit("_", 1)[-1].isdigit() else stem
+        if ext in render.FORMATS and (stem in names or base in names) and f.is_file():
+            f.unlink()
 
 
 def _summary(exp_dir: Path, single: bool, statuses: dict) -> dict:

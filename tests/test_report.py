@@ -278,12 +278,18 @@ def test_a_running_experiment_reports_what_is_there(exp, tmp_path):
     status.update(state="running", pid=os.getpid(), pid_start=R.process_start_time(os.getpid()))
     (rd / "status.json").write_text(json.dumps(status))
     assert R.read_status(rd).state == "running"
+    # an earlier report's figure (a panel that has no data now) goes; a file of the user's stays
+    (live / "report" / "figures").mkdir(parents=True, exist_ok=True)
+    (live / "report" / "figures" / "cca_9.png").write_bytes(b"old")
+    (live / "report" / "figures" / "notes.txt").write_text("mine")
     r = cli("report", live, "--format", "svg", "--x", "epoch", "--log")
     assert r.exit_code == 0, r.output
     html = (live / "report" / "report.html").read_text()
     assert "1 run(s) not ended (lr_ntk=8)" in html and "The verdicts come when every run has ended" in html
     svg = (live / "report" / "figures" / "loss.svg").read_text()
     assert svg.startswith("<?xml") and "data:image/svg+xml;base64," in html
+    left = {p.name for p in (live / "report" / "figures").iterdir()}
+    assert "cca_9.png" not in left and "notes.txt" in left and all(n.endswith((".svg", ".txt")) for n in left)
 
 
 def test_the_tui_key_writes_the_experiment_report_and_shows_its_path(exp, tmp_path):
