@@ -3,7 +3,7 @@
     python bench/tui.py            # all three
     python bench/tui.py --quick    # smaller sizes
 
-1. Ingestion: events per second through core.events.EventReader (parse), heur.tui.model.decode
+1. Ingestion: events per second through core.events.EventReader (parse), heur.figures.rundata.decode
    (columns), and the two together — against a goal of >= 100,000/s. Side by side: a
    one-call parse of the whole chunk (what EventReader could do instead).
 2. Redraw: 8 runs x 50,000 train points: build the loss figure (min/max decimation to the
