@@ -3,7 +3,7 @@
     python bench/tui.py            # all three
     python bench/tui.py --quick    # smaller sizes
 
-1. Ingestion: events per second through core.events.EventReader (parse), heur.tui.model.decode
+1. Ingestion: events per second through core.events.EventReader (parse), heur.figures.rundata.decode
    (columns), and the two together — against a goal of >= 100,000/s. Side by side: a
    one-call parse of the whole chunk (what EventReader could do instead).
 2. Redraw: 8 runs x 50,000 train points: build the loss figure (min/max decimation to the
@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from heur.core.events import EventReader
-from heur.tui import figures
-from heur.tui.model import RunData, decode
+from heur.figures import panels as figures
+from heur.figures.rundata import RunData, decode
 
 QUICK = "--quick" in sys.argv
 
@@ -201,7 +201,7 @@ def bench_redraw() -> None:
     view_s = figures.View(smoothing=0.9)
     t_smooth = median_time(lambda: render(figures.loss_figure(shown, view_s, plot_w)), 5)
     # scale: one run, 50,000 points, not decimated
-    from heur.tui.plotting import Figure, Series
+    from heur.figures.figure import Figure, Series
 
     tr = shown[0].data["train"]
     raw = Figure(series=[Series(tr["step"], tr["loss"])])

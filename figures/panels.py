@@ -1,4 +1,4 @@
-"""Panels as data: build a :class:`~heur.tui.plotting.Figure` from the runs on screen.
+"""Panels as data: build a :class:`~heur.figures.figure.Figure` from the runs shown.
 
 Pure functions of (runs, view options, plot width): no widgets, no plotting library, so they
 are tested directly. Every series is decimated to about two points per column (min/max
@@ -15,8 +15,8 @@ import numpy as np
 from heur.core.schema import columns
 
 from .downsample import envelope, minmax, smooth
-from .model import RunData, Table
-from .plotting import GREY, Figure, HLine, Series, color
+from .figure import GREY, Figure, Heatmap, HLine, Series, color
+from .rundata import RunData, Table
 
 XAXES = ("step", "samples", "epoch")
 # the fields the panels read from the events kept whole (checked against core/schema.py)
@@ -31,19 +31,21 @@ class View:
     xaxis: str = "step"
     ylog: bool = False
     smoothing: float = 0.0
+    raw_behind: bool = False  # smoothed lines get their raw line, faint (Series.raw), behind them
 
 
 @dataclass
 class Shown:
-    """One run on screen, with its stable colour index."""
+    """One run on screen, with its stable colour index (``rgb``: a colour of its own instead)."""
 
     name: str
     data: RunData
     index: int
+    rgb: tuple[int, int, int] | None = None
 
     @property
     def color(self):
-        return color(self.index)
+        return self.rgb if self.rgb is not None else color(self.index)
 
 
 def x_of(run: RunData, table: Table, xaxis: str) -> np.ndarray:
@@ -137,6 +139,12 @@ def loss_figure(runs: list[Shown], view: View, width: int, test: bool = True) ->
     )
     rng = _xrange(runs, ("train", "eval_test"), view)
     single = len(runs) == 1
+    if view.smoothing and view.raw_behind:
+        for r in runs:
+            raw = _series(r, "train", "loss", view, width, rng, label=None)
+            for s in raw:
+                s.raw = True
+            fig.series.extend(raw)
     for r in runs:
         ss = _series(
             r, "train", "loss", view, width, rng, label=r.name + (" train" if single else ""), smoothing=view.smoothing
@@ -159,6 +167,10 @@ def loss_figure(runs: list[Shown], view: View, width: int, test: bool = True) ->
         m = catapult_marks(r, view)
         if m is not None:
             fig.series.append(m)
+    if not single:
+        fig.key = [("line", "train")] + ([("dots", "test")] if test else [])
+    if any(s.marker == "▲" for s in fig.series):
+        fig.key.append(("triangles", "catapult peak"))
     _cut_implausible(fig, runs)
     if not view.ylog and spans_decades(fig.series):
         # a diverged run's loss would flatten every other curve to the floor: go log by itself
@@ -230,7 +242,12 @@ def catapult_marks(run: Shown, view: View) -> Series | None:
 
 
 def accuracy_figure(runs: list[Shown], view: View, width: int) -> Figure:
-    fig = Figure(title="accuracy: test ─  train •", xlabel=_xlabel(view), empty="no eval events yet")
+    fig = Figure(
+        title="accuracy: test ─  train •",
+        xlabel=_xlabel(view),
+        empty="no eval events yet",
+        key=[("line", "test"), ("dots", "train")],
+    )
     rng = _xrange(runs, ("eval_test", "eval_train"), view)
     for r in runs:
         ss = _series(r, "eval_test", "accuracy", view, width, rng, label=r.name)
@@ -319,6 +336,8 @@ def sharpness_figure(runs: list[Shown], view: View, width: int) -> Figure:
     edge_name = labels.pop() if len(labels) == 1 else "edge"
     lam = "λmax(P⁻¹H)" if "preconditioned_sharpness" in cols else "λmax"
     fig.title = f"sharpness: {lam} ─  {edge_name} •"
+    if not single:
+        fig.key = [("line", lam), ("dotted", edge_name)]
     fig.state = (["log"] if view.ylog else []) + ([f"edge cut > {cap:.3g}"] if cut else [])
     return fig
 
@@ -417,3 +436,85 @@ def cca_final(run: RunData) -> tuple[list[str], list[float], np.ndarray, dict] |
         return None
     mat = np.array([[float(v) if isinstance(v, (int, float)) else np.nan for v in r] for r in rows])
     return layers, [float(x) for x in epochs], mat, e
+
+
+def cca_heatmaps(run: Shown) -> list[Heatmap]:
+    """The run's CCA heatmaps (layer × epoch): each layer against the previous snapshot (the live
+    one) and, once the run has completed, every snapshot against the final one."""
+    out = []
+    for m, vs in ((cca_matrix(run.data), "the previous snapshot"), (cca_final(run.data), "the final epoch")):
+        if m is None:
+            continue
+        layers, epochs, mat, last = m
+        out.append(
+            Heatmap(
+                title=f"{run.name}: {last.get('method', 'cca')} of each layer vs {vs}",
+                rows=layers,
+                cols=[f"{e:g}" for e in epochs],
+                values=mat,
+                xlabel="epoch",
+                ylabel="layer",
+                vmin=0.0,
+                vmax=1.0,
+                cbar=str(last.get("method", "cca")),
+            )
+        )
+    return out
+
+
+def _grid_label(v) -> str:
+    """A grid value as the preset writes it (1024, not 1.02e+03)."""
+    return f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+
+def grid_metric(rows: list[dict]) -> str:
+    """The final loss a grid's heatmap shows: the test loss, else the train loss."""
+    for k in ("test_loss", "train_loss", "train_loss_running"):
+        if any(r.get(k) is not None for r in rows):
+            return k
+    return "train_loss"
+
+
+def grid_heatmap(summary: dict) -> Heatmap | None:
+    """A one- or two-key ``[grid]`` as a heatmap of the final loss (log colour), diverged cells
+    marked DIV and runs without a value by their state; rows the first key, columns the second.
+    ``summary``: core.summary.collect's dict. None without a grid."""
+    grid = summary.get("grid") or {}
+    if len(grid) not in (1, 2):
+        return None
+    items = list(grid.items())
+    (ka, va), (kb, vb) = items if len(items) == 2 else (("", [None]), items[0])
+    rows = summary.get("runs") or []
+    metric = grid_metric(rows)
+
+    def index(values: list, v) -> int:  # a grid value as written (1 == 1.0)
+        return next((i for i, x in enumerate(values) if x == v), -1)
+
+    mat = np.full((len(va), len(vb)), np.nan)
+    marks = []
+    for r in rows:
+        p = r.get("params") or {}
+        i, j = (index(va, p.get(ka)) if ka else 0), index(vb, p.get(kb))
+        if i < 0 or j < 0:
+            continue
+        v = r.get(metric)
+        if r.get("state") == "diverged":
+            marks.append((i, j, "DIV"))
+        elif isinstance(v, (int, float)) and math.isfinite(v):
+            mat[i, j] = float(v)
+        else:
+            marks.append((i, j, str(r.get("state", ""))))
+    finite = mat[np.isfinite(mat)]
+    return Heatmap(
+        title=f"grid: final {metric.replace('_', ' ')}" + (f" ({len(marks)} without a value)" if marks else ""),
+        rows=[_grid_label(a) for a in va] if ka else [""],
+        cols=[_grid_label(b) for b in vb],
+        values=mat,
+        xlabel=kb,
+        ylabel=ka,
+        cbar=metric.replace("_", " "),
+        log=bool(finite.size) and bool((finite > 0).all()),
+        annotate=mat.size <= 100,
+        marks=marks,
+        empty="no grid point has finished yet",
+    )
