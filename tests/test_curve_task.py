@@ -140,6 +140,8 @@ def test_curve_run_trains_only_the_bends_and_evaluates_both_paths(ends):
     events = read_events(rd / "events.jsonl")
     pts = [e for e in events if e["kind"] == "curve_point"]
     assert [(e["path"], e["index"]) for e in pts] == [(p, i) for i in range(5) for p in ("curve", "line")]
+    evals = [e for e in events if e["kind"] == "eval"]
+    assert evals and all(e["t"] in (0.25, 0.5, 0.75) and e["loss"] >= e["mean_loss"] for e in evals)
     doc = json.loads((rd / "curve.json").read_text())
     assert doc["curve"]["t"] == [0.0, 0.25, 0.5, 0.75, 1.0]
     # both paths start and end at the same weights (BN recomputed the same way): the same numbers
@@ -152,8 +154,56 @@ def test_curve_run_trains_only_the_bends_and_evaluates_both_paths(ends):
     assert r.optimizer.param_groups[-1]["weight_decay"] == 0.0
 
 
+def test_eval_events_report_the_worst_of_three_points_of_the_curve(ends, monkeypatch):
+    """The objective's evaluation: the highest loss among t = 0.25, 0.5, 0.75 with BN recomputed
+    at each (path_rows, the curve's own evaluation, is the oracle), its t and the mean; BN is
+    recomputed once per t for the two splits of an eval step, again when the curve moves."""
+    import heur.core.curve as C
+    from heur.core.measure.curves import path_rows
+
+    r = CurveRun(ends / "curve")
+    r.setup()
+    obj, data = r.objective, r.data
+    with torch.no_grad():  # a bend off the line, so the three points differ
+        obj.curve.bends += 0.05 * torch.randn(obj.curve.bends.shape, generator=torch.Generator().manual_seed(0))
+    rows = path_rows(obj.curve, r.model, data, C.EVAL_TS, obj.loss_fn, 512)
+    calls = []
+    real = C.recompute_bn_stats
+    monkeypatch.setattr(C, "recompute_bn_stats", lambda *a: calls.append(1) or real(*a))
+    got_train = obj.evaluate(r.model, data.x_train, data.y_train, 512)
+    got = obj.evaluate(r.model, data.x_test, data.y_test, 512)
+    assert len(calls) == 3
+    worst = max(rows, key=lambda row: row["test_loss"])
+    assert got["t"] == worst["t"] and got["loss"] == pytest.approx(worst["test_loss"], rel=1e-5)
+    assert got["accuracy"] == pytest.approx(worst["test_accuracy"])
+    assert got["mean_loss"] == pytest.approx(sum(row["test_loss"] for row in rows) / 3, rel=1e-5)
+    assert got_train["loss"] == pytest.approx(max(row["train_loss"] for row in rows), rel=1e-5)
+    with torch.no_grad():
+        obj.curve.bends *= 1.0  # an in-place change of the curve
+    obj.evaluate(r.model, data.x_test, data.y_test, 512)
+    assert len(calls) == 6
+    mid = {n: v for n, v in obj.curve.weights(0.5).items()}
+    assert all(torch.equal(p, mid[n]) for n, p in r.model.named_parameters())  # left at w(0.5)
+
+
+def _stop_in_evaluation(r, after):
+    """A SIGTERM (its handler sets stop_requested) arriving as the ``after``-th curve_point is written."""
+    emit, seen = r.events.emit, []
+
+    def emitting(kind, *a, **kw):
+        emit(kind, *a, **kw)
+        if kind == "curve_point":
+            seen.append(kw["index"])
+            if len(seen) == after:
+                r.stop_requested = True
+
+    r.events.emit = emitting
+
+
 @pytest.mark.slow
 def test_a_stopped_curve_run_resumes_exactly(ends, tmp_path):
+    """Stopped in training, resumed, stopped again during the evaluation along the curve, resumed:
+    the same curve, curve.json and events as a run never stopped, each t measured once."""
     import shutil
 
     rd1, rd2 = tmp_path / "x" / "curve", tmp_path / "y" / "curve"
@@ -165,8 +215,33 @@ def test_a_stopped_curve_run_resumes_exactly(ends, tmp_path):
     st = R.read_status(rd2)
     assert st.state == "stopped" and (rd2 / "checkpoints" / "step_4.pt").is_file()
     R.queue_resume(rd2)
+    r = CurveRun(rd2, resume=True)
+    r.status.update(state="running", pid=os.getpid(), force=True)
+    r.setup()
+    _stop_in_evaluation(r, after=3)  # during t = 0.25: the run stops once both paths have it
+    r.finish(*r.train())
+    st = R.read_status(rd2)
+    assert st.state == "stopped" and "evaluating the curve" in st.reason
+    assert not (rd2 / "curve.json").exists() and (rd2 / "checkpoints" / "final.pt").is_file()
+    R.queue_resume(rd2)
     _run(CurveRun, rd2, resume=True)
     assert R.read_status(rd2).state == "completed"
+    raw = read_events(rd2 / "events.jsonl")
+    # each t once per path in the file itself; the last process measured only the 6 points left
+    pts = [(e["path"], e["index"]) for e in raw if e["kind"] == "curve_point"]
+    assert sorted(pts) == sorted((p, i) for i in range(5) for p in ("curve", "line"))
+    last_resume = max(i for i, e in enumerate(raw) if e["kind"] == "resume")
+    assert len([e for e in raw[last_resume:] if e["kind"] == "curve_point"]) == 6
+    total = R.read_status(rd1).step
+    for kind in ("eval", "checkpoint"):  # the final eval and final.pt are not written again
+        n1 = len([e for e in read_events(rd1 / "events.jsonl") if e["kind"] == kind and e["step"] == total])
+        assert len([e for e in raw if e["kind"] == kind and e["step"] == total]) == n1
+    kept = apply_resumes(raw)
+    points = [e for e in read_events(rd1 / "events.jsonl") if e["kind"] == "curve_point"]
+    strip = lambda es: sorted(({k: v for k, v in e.items() if k != "time"} for e in es), key=str)  # noqa: E731
+    assert strip(e for e in kept if e["kind"] == "curve_point") == strip(points)
+    res1, res2 = R.read_status(rd1).result, R.read_status(rd2).result
+    assert {k: v for k, v in res1.items() if k != "wall_time"} == {k: v for k, v in res2.items() if k != "wall_time"}
     s1 = load_checkpoint(rd1 / "checkpoints" / "final.pt")["objective"]["state"]["curve"]
     s2 = load_checkpoint(rd2 / "checkpoints" / "final.pt")["objective"]["state"]["curve"]
     assert torch.equal(s1["points"], s2["points"])
