@@ -7,10 +7,12 @@ bend — and the ``grid`` (points a side, 21) and ``margin`` (0.2). The basis an
 Garipov et al.'s (core.measure.plane): w0 at (0, 0), w2 at (1, 0), w1 at (a1, 1); the grid covers
 [−margin, 1 + margin]² in those units. At every grid point the batch-norm statistics are
 recomputed from the training set; each point is a ``plane_point`` event as it is measured; at the
-end ``plane.json`` holds the grids (rows b, columns a) and the three points' coordinates, and the
+end ``plane.json`` holds the grids (rows b, columns a), the three points' coordinates and
+the steps their checkpoints were written at (``steps``), and the
 result the grid's minimum train loss and test error and the bend's ``a``. ``project`` lists
 checkpoints (``"@sgdr:step_*"`` globs a run's checkpoints, in step order) projected onto the
-plane: their (a, b) and distance from it, as ``plane_projection`` events and in ``plane.json``.
+plane: their (a, b) and distance from it, as ``plane_projection`` events and in ``plane.json``
+(with each checkpoint's ``step``).
 
 Nothing trains: the run has no checkpoints. A stopped or lost plane run resumed with
 ``--resume`` evaluates its grid again (the same numbers: nothing in it is random).
@@ -185,7 +187,7 @@ class PlaneRun:
             if shape_mismatch(_shapes(plan.model.state_dict()), _shapes(ck.get("model", {}))):
                 raise ConfigError(f"{path}: the model of this run does not match that checkpoint", key="plane.project")
             a, b, dist = plane.coordinates(point_of(ck, names).to(device))
-            projected.append({"checkpoint": label, "a": a, "b": b, "distance": dist})
+            projected.append({"checkpoint": label, "step": ck.get("step"), "a": a, "b": b, "distance": dist})
             self.events.emit("plane_projection", self.step, self.step / n, checkpoint=label, a=a, b=b, distance=dist)
         flat_loss = [v for r in grids["train_loss"] for v in r if v is not None]
         flat_err = [v for r in grids["test_error"] for v in r if v is not None]
@@ -207,6 +209,7 @@ class PlaneRun:
             "b": axis,
             **grids,
             "points": coords,  # name -> [a, b, distance from the plane]
+            "steps": {key.split(".")[1]: ck.get("step") for key, ck in zip(KEYS, cks)},  # each checkpoint's step
             "projected": projected,
             "result": result,
         }
