@@ -408,3 +408,45 @@ def check_experiment_of(path):
     from heur.core.launch import prepare
 
     return prepare(path)
+
+
+@pytest.mark.slow
+def test_the_paper_twins_validate_with_the_reference_settings(tmp_path):
+    """presets/paper/*connect*/resilience: what `heur run --dry-run` checks (the CLI on one, the
+    same launch path in process on the others), on a stand-in CIFAR-10 folder (no CIFAR-10 here),
+    and the settings of Garipov's README: endpoints 200 epochs at lr 0.05, wd 5e-4, batch 128,
+    momentum 0.9; curves 600 epochs at lr 0.015 with one trainable bend (his num_bends = 3)."""
+    from test_data_models import _fake_cifar10
+
+    from heur.core.launch import prepare
+
+    _fake_cifar10(tmp_path / "data")
+    sets = [f'data.root="{tmp_path / "data"}"', "data.checksums=false"]
+    paper = ROOT / "presets" / "paper"
+    res = heur("run", str(paper / "connect_cifar10.toml"), "--dry-run", "--set", sets[0], "--set", sets[1])
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "bezier  curve.start = @a; curve.end = @b" in res.stdout
+    for name, check in (
+        ("connect_cifar10", "connectivity"),
+        ("sgdr_connect_cifar10", "sgdr"),
+        ("resilience_cifar10", "resilience"),
+    ):
+        exp = prepare(paper / f"{name}.toml", sets)
+        assert exp.raw["check"] == check
+        for cfg in exp.runs.values():
+            assert (cfg.data.name, cfg.model.name, cfg.model.batch_norm) == ("cifar10", "vgg16", False)
+            if cfg.task == "curve":
+                c = (cfg.train.epochs, cfg.optim.lr, cfg.optim.weight_decay, cfg.curve.bends, cfg.schedule.name)
+                assert c == (600, 0.015, 5e-4, 1, "garipov") and cfg.curve.points == 61
+            elif cfg.task == "train" and name != "resilience_cifar10":
+                assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.momentum) == (0.05, 5e-4, 0.9)
+                assert cfg.train.batch_size == 128
+    g = prepare(paper / "resilience_cifar10.toml", sets).runs["G"]
+    assert (g.train.epochs, g.optim.lr, g.optim.weight_decay, g.train.batch_size) == (200, 0.05, 5e-4, 128)
+    exp = prepare(paper / "sgdr_connect_cifar10.toml", sets)
+    sgdr = exp.runs["sgdr"]
+    spe = 391  # 50,000 training images in batches of 128, the last one partial
+    restarts = build_schedule(sgdr.schedule, 1.0, spe, int(sgdr.train.epochs * spe)).restart_steps
+    assert [s / spe for s in restarts] == [10, 30, 70] and sgdr.train.epochs == 150  # snapshots 30, 70, 150
+    assert exp.runs["curve_sgd_30_70"].curve.start == f"@sgd:step_{30 * spe}"
+    assert exp.runs["curve_sgd_30_70"].curve.end == f"@sgd:step_{70 * spe}"
