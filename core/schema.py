@@ -243,6 +243,7 @@ KINDS: dict[str, Kind] = {
                 "b": "coordinate along v",
                 "distance": "norm of what the projection leaves out",
             },
+            optional={"point": "start, bend or end: one of the plane's three points (absent for [plane] project)"},
         ),
         Kind(
             "compare",
