@@ -178,3 +178,38 @@ def test_the_tui_conn_tab_at_80x24(exp_dir, tmp_path):
             assert app.query_one("#tabs").active == "loss"
 
     asyncio.run(body())
+
+
+def test_a_stopped_plane_run_resumes_and_its_panel_shows_each_point_once(exp_dir, tmp_path):
+    """A plane run stopped at grid point 7 (as SIGTERM does), then resumed: the same plane.json as
+    the run never stopped; readers (apply_resumes, the TUI's RunData) keep each grid point and each
+    projection once."""
+    from heur.core.events import apply_resumes, read_events
+
+    d = tmp_path / "exp"
+    shutil.copytree(exp_dir, d, ignore=shutil.ignore_patterns("plane.json", "events.jsonl", "status.json"))
+    for name in ("a", "b", "curve"):  # the ends' events are not needed; their checkpoints are there
+        assert (d / name / "checkpoints" / "final.pt").is_file()
+    r = PlaneRun(d / "plane")
+    r.setup()
+    emit = r.events.emit
+
+    def stopping(kind, *a, **kw):
+        emit(kind, *a, **kw)
+        if kind == "plane_point" and kw["index"] == 6:
+            r.stop_requested = True
+
+    r.events.emit = stopping
+    r.finish(*r.train())
+    assert R.read_status(d / "plane").state == "stopped" and not (d / "plane" / "plane.json").exists()
+    r = PlaneRun(d / "plane", resume=True)
+    r.setup()
+    r.finish(*r.train())
+    assert R.read_status(d / "plane").state == "completed"
+    mine, ref = (json.loads((x / "plane" / "plane.json").read_text()) for x in (d, exp_dir))
+    assert mine == ref
+    kept = apply_resumes(read_events(d / "plane" / "events.jsonl"))
+    assert [e["index"] for e in kept if e["kind"] == "plane_point"] == list(range(25))
+    assert len([e for e in kept if e["kind"] == "plane_projection"]) == 3 + len(ref["projected"])
+    data = load_run(d / "plane")
+    assert len(data["plane_point"]) == 25 and len(data.items["plane_projection"]) == 3 + len(ref["projected"])
