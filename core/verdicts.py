@@ -33,7 +33,9 @@ whole experiment; ``ok`` None: informational). Which theory is checked is the pr
   its maximum test error stays within :data:`CURVE_ERROR_MARGIN` of the worse end's.
 - ``sgdr`` (Gotmare et al. 2018): curve runs between consecutive snapshots, grouped by the
   schedule of the run their start references (sgdr or not): the straight line has a barrier
-  (>= :data:`LINE_BARRIER_MIN`) between SGDR snapshots and none between SGD ones; and along each
+  (>= :data:`LINE_BARRIER_MIN`) between SGDR snapshots and none between SGD ones (a pair with a
+  snapshot above :data:`TRAINED_ERROR_MAX` test error, a run that never learned, fails instead of
+  counting as "no barrier"); and along each
   SGDR curve some point reaches a lower train loss than both snapshots but a higher test error
   than the better one (read from the run's ``curve.json``); and on each plane run (``task =
   "plane"``, :func:`plane_basins`), the two snapshots and the iterates projected between them
@@ -737,14 +739,31 @@ def _basin_verdict(summary: dict, row: dict) -> dict[str, Any]:
     }
 
 
+TRAINED_ERROR_MAX = 0.5  # a snapshot with a higher test error has not learned the task: its line says nothing
+
+
 def sgdr_verdicts(summary: dict) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     barriers: dict[str, list[bool]] = {"sgdr": [], "sgd": []}
     lower_worse: list[bool] = []
+    untrained: list[str] = []
     for row in summary.get("runs", []):
         if "line_barrier_train_loss" not in row or row.get("state") != "completed":
             continue
         name, group = row["run"], _snapshot_group(summary, row)
+        errs = [e for e in (row.get("start_test_error"), row.get("end_test_error")) if e is not None]
+        if errs and max(errs) > TRAINED_ERROR_MAX:  # e.g. a run that collapsed to chance: no basin to compare
+            untrained.append(name)
+            out.append(
+                {
+                    "run": name,
+                    "ok": False,
+                    "text": f"{name} ({group.upper()} snapshots): a snapshot at {_pct(max(errs))} test error "
+                    f"(over {100 * TRAINED_ERROR_MAX:g}%: not trained), its line and curve say nothing about basins "
+                    f"{_mark(False)}",
+                }
+            )
+            continue
         lb = row["line_barrier_train_loss"]
         has = lb >= LINE_BARRIER_MIN
         barriers[group].append(has)
@@ -777,13 +796,14 @@ def sgdr_verdicts(summary: dict) -> list[dict[str, Any]]:
         return planes
     n_r, n_s = len(barriers["sgdr"]), len(barriers["sgd"])
     b_r, b_s = sum(barriers["sgdr"]), sum(barriers["sgd"])
-    ok = n_r > 0 and b_r == n_r and b_s == 0
+    ok = n_r > 0 and n_s > 0 and b_r == n_r and b_s == 0 and not untrained
     out.append(
         {
             "run": None,
             "ok": ok,
             "text": f"lines with a barrier (>= {LINE_BARRIER_MIN:g} nats): SGDR {b_r}/{n_r}, SGD {b_s}/{n_s} "
-            f"(claim: all SGDR, no SGD){_mark(ok)}",
+            + (f"({len(untrained)} pair(s) of untrained snapshots left out) " if untrained else "")
+            + f"(claim: all SGDR, no SGD){_mark(ok)}",
         }
     )
     if lower_worse:

@@ -68,7 +68,16 @@ def curve_figures(runs: list[Shown]) -> list[Figure]:
             ends = [(tt, yy) for tt, yy in zip(t, y) if tt in (0.0, 1.0)]
             if ends:
                 ex, ey = zip(*ends)
-                fig.series.append(Series(np.array(ex), np.array(ey), color=r.color, kind="scatter", marker="•"))
+                fig.series.append(
+                    Series(
+                        np.array(ex),
+                        np.array(ey),
+                        label="ends" if single else None,
+                        color=r.color,
+                        kind="scatter",
+                        marker="•",
+                    )
+                )
         if not single:
             fig.key = [("line", "curve"), ("dotted", "line"), ("dots", "ends")]
         if fig.series:

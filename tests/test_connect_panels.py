@@ -74,7 +74,7 @@ def test_curve_figures_are_the_runs_curve_json(exp_dir):
     curve, line, ends = loss.series
     assert curve.x.tolist() == doc["curve"]["t"] and curve.y.tolist() == doc["curve"]["train_loss"]
     assert line.x.tolist() == doc["line"]["t"] and line.y.tolist() == doc["line"]["train_loss"]
-    assert (curve.label, line.label, line.marker, ends.kind) == ("curve", "line", "dot", "scatter")
+    assert (curve.label, line.label, line.marker, ends.label, ends.kind) == ("curve", "line", "dot", "ends", "scatter")
     assert ends.x.tolist() == [0.0, 1.0] and ends.y.tolist() == [doc["curve"]["train_loss"][i] for i in (0, -1)]
     np.testing.assert_allclose(err.series[0].y, 1 - np.array(doc["curve"]["test_accuracy"]))
     assert connect.curve_figures(shown(exp_dir, "a", "b")) == []

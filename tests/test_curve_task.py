@@ -385,6 +385,14 @@ def test_sgdr_verdict_reads_barriers_by_the_snapshots_schedule_and_can_fail(tmp_
     (tmp_path / "b").mkdir()
     bad = _sgdr_summary(tmp_path / "b", 0.0, 0.0, [0.1, 0.05, 0.08], [0.95, 0.97, 0.94])
     assert [r["ok"] for r in sgdr_verdicts(bad) if r["run"] is None and r["ok"] is not None] == [False, False]
+    # SGD snapshots of a run that collapsed to chance (91% test error): not "no barrier" but a failure
+    (tmp_path / "c").mkdir()
+    dead = _sgdr_summary(tmp_path / "c", 0.5, 0.0, [0.1, 0.05, 0.08], [0.95, 0.9, 0.94])
+    dead["runs"][-1]["end_test_error"] = 0.91
+    rows = sgdr_verdicts(dead)
+    (sgd,) = [r for r in rows if r["run"] == "c_sgd"]
+    assert sgd["ok"] is False and "91.00% test error" in sgd["text"] and "not trained" in sgd["text"]
+    assert [r["ok"] for r in rows if r["run"] is None and r["ok"] is not None][0] is False
 
 
 def test_resilience_verdict_fails_a_variant_that_is_not_connected():
