@@ -17,7 +17,7 @@ off for the curve's points). Every heur optimizer and schedule works; the defaul
 events measure the curve at t = 0.25, 0.5 and 0.75 (:data:`EVAL_TS`), batch-norm statistics
 recomputed at each: they report the worst of the three (the highest loss and its accuracy),
 its ``t`` and the ``mean_loss`` over the three, so the loss panel shows the barrier the curve
-still has while it trains (three midpoint evaluations per eval step). Checkpoints hold the
+still has while it trains (three evaluations of the model per eval step). Checkpoints hold the
 curve's points (``objective.state.curve``); ``final.pt``'s model is w(0.5).
 
 After the last step the curve and the straight line between its ends are evaluated at
@@ -119,9 +119,11 @@ class CurveObjective(Objective):
                 if recompute_bn_stats(model, self.x_train, self.bn_batch):
                     self._bn[t] = {n: b.detach().clone() for n, b in model.named_buffers()}
             self._bn_at = version
-        measure = super().evaluate
-        rows = [(t, self._at(model, t, lambda: measure(model, x, y, batch, limit))) for t in EVAL_TS]
-        self._at(model, EVAL_T, lambda: None)
+        rows = []
+        for t in EVAL_TS:
+            self._load(model, t)
+            rows.append((t, super().evaluate(model, x, y, batch, limit)))
+        self._load(model, EVAL_T)
 
         def badness(row: tuple[float, dict]) -> float:
             v = row[1]["loss"]
@@ -132,14 +134,13 @@ class CurveObjective(Objective):
         mean = None if None in losses else sum(losses) / len(losses)
         return {**worst, "t": t, "mean_loss": mean}
 
-    def _at(self, model: torch.nn.Module, t: float, then: Any) -> Any:
-        """``then()`` with the model at w(t) and the BN statistics recomputed there."""
+    def _load(self, model: torch.nn.Module, t: float) -> None:
+        """The model at w(t), with the BN statistics recomputed there."""
         self.curve.load_into(model, t)
         if t in self._bn:
             with torch.no_grad():
                 for n, b in model.named_buffers():
                     b.copy_(self._bn[t][n])
-        return then()
 
     def parameters(self) -> list[torch.Tensor]:
         return self.curve.parameters()
