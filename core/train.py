@@ -273,6 +273,7 @@ class Run:
             # final.pt was written: the process ended in the work after training (a curve run's
             # evaluation along the curve). Its final eval events and final.pt stand (the resume
             # event's from_step is past them): nothing is trained, evaluated or saved again
+            self.ctx.step, self.ctx.epoch = total, total / spe
             return "completed", f"trained {total} steps", self.recorded_result(total)
         if not resumed:
             self.events.emit(

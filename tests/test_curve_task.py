@@ -240,6 +240,7 @@ def test_a_stopped_curve_run_resumes_exactly(ends, tmp_path):
     points = [e for e in read_events(rd1 / "events.jsonl") if e["kind"] == "curve_point"]
     strip = lambda es: sorted(({k: v for k, v in e.items() if k != "time"} for e in es), key=str)  # noqa: E731
     assert strip(e for e in kept if e["kind"] == "curve_point") == strip(points)
+    assert raw[-1]["kind"] == "end" and raw[-1]["step"] == total and R.read_status(rd2).step == total
     res1, res2 = R.read_status(rd1).result, R.read_status(rd2).result
     assert {k: v for k, v in res1.items() if k != "wall_time"} == {k: v for k, v in res2.items() if k != "wall_time"}
     s1 = load_checkpoint(rd1 / "checkpoints" / "final.pt")["objective"]["state"]["curve"]
