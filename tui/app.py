@@ -515,8 +515,8 @@ class HeurApp(App):
             plot = self._q(pid, PlotView)
             plot.display = fig is not None
             plot.figure = fig
-        width = self._q(TabbedContent).size.width - 2
-        out = Text()
+        width = self._q(TabbedContent).size.width - 5  # the padding and the scroll bar
+        out = Text(no_wrap=True, overflow="crop")
         for r in shown:
             for h in connect.plane_heatmaps(r):
                 if out:

@@ -63,7 +63,8 @@ def render_grid(h, width: int) -> Text:
     vals = np.asarray(h.values, dtype=float)
     rows, cols = vals.shape
     finite = vals[np.isfinite(vals)]
-    out = Text(h.title + (f" — {h.note}" if h.note else "") + "\n", style="bold")
+    out = Text(no_wrap=True, overflow="crop")
+    out.append(h.title + (f" — {h.note}" if h.note else "") + "\n", style="bold")
     if not finite.size:
         return out.append(h.empty, style="dim")
     log = h.log and bool((finite > 0).all())
