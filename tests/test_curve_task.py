@@ -459,3 +459,40 @@ def test_the_paper_twins_validate_with_the_reference_settings(tmp_path):
     assert [s / spe for s in restarts] == [10, 30, 70] and sgdr.train.epochs == 150  # snapshots 30, 70, 150
     assert exp.runs["curve_sgd_30_70"].curve.start == f"@sgd:step_{30 * spe}"
     assert exp.runs["curve_sgd_30_70"].curve.end == f"@sgd:step_{70 * spe}"
+
+
+@pytest.mark.slow
+def test_a_sigterm_during_the_evaluation_resumes_it_in_a_new_process(ends, tmp_path, monkeypatch):
+    """The curve run's own process (R.launch_run) gets SIGTERM once its evaluation along the curve
+    has begun; `python -m heur.core.curve --resume` finishes it: each t once per path in the file,
+    the points measured before the stop kept as they were."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    monkeypatch.setenv("HEUR_THREADS", "1")
+    rd = tmp_path / "x" / "curve"
+    shutil.copytree(ends, rd.parent, ignore=shutil.ignore_patterns("curve", "summary.json"))
+    shutil.copytree(ends / "curve", rd, ignore=shutil.ignore_patterns("checkpoints", "*.jsonl", "curve.json"))
+    cfg = (rd / "config.toml").read_text()
+    assert "points = 5" in cfg
+    (rd / "config.toml").write_text(cfg.replace("points = 5", "points = 61"))  # an evaluation long enough to land in
+    proc = R.launch_run(rd)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(e["kind"] == "curve_point" for e in read_events(rd / "events.jsonl")):
+        time.sleep(0.01)
+    R.stop_run(rd)
+    proc.wait(timeout=60)
+    st = R.read_status(rd)
+    assert st.state == "stopped" and "evaluating the curve" in st.reason, st.reason
+    before = {(e["path"], e["index"]): e for e in read_events(rd / "events.jsonl") if e["kind"] == "curve_point"}
+    assert 0 < len(before) < 122
+    R.queue_resume(rd)
+    subprocess.run([sys.executable, "-m", "heur.core.curve", str(rd), "--resume"], check=True, timeout=300)
+    assert R.read_status(rd).state == "completed"
+    raw = [e for e in read_events(rd / "events.jsonl") if e["kind"] == "curve_point"]
+    assert sorted((e["path"], e["index"]) for e in raw) == sorted((p, i) for i in range(61) for p in ("curve", "line"))
+    assert all(raw[k] == e for k, e in enumerate(before.values()))  # the first process's points, untouched
+    doc = json.loads((rd / "curve.json").read_text())
+    assert len(doc["curve"]["t"]) == 61 and doc["curve"]["train_loss"][0] == before["curve", 0]["train_loss"]
