@@ -649,9 +649,10 @@ def plane_basins(doc: dict) -> Optional[dict[str, Any]]:
     loss L such that the grid's cells with loss <= L join all of them in one 4-connected region
     (the minimax path over the grid, by union-find in order of loss); ``ridge`` = level − the
     highest loss among their own cells: 0 when they lie in one valley, the height of the lowest
-    pass between them otherwise. None when the grid has no train loss or no iterate lies between
-    the snapshots. Also returns how many iterates were joined, left out, and the farthest one's
-    distance from the plane relative to ||end − start||."""
+    pass between them otherwise. None when the grid has no train loss, no iterate lies between
+    the snapshots or fewer than two of their cells lie on the grid. Also returns how many were
+    joined and left out, and the farthest iterate's distance from the plane relative to
+    ||end − start||."""
     grid, axis_a, axis_b = doc.get("train_loss"), doc.get("a") or [], doc.get("b") or []
     if not grid or not axis_a or not axis_b:
         return None
@@ -674,6 +675,8 @@ def plane_basins(doc: dict) -> Optional[dict[str, Any]]:
         return j * na + i
 
     cells = [c for c in (cell(a, b) for a, b in points) if c is not None]
+    if len(set(cells)) < 2:  # nothing on the grid to join
+        return None
     vals = [math.inf if v is None else float(v) for row in grid for v in row]
     parent = list(range(len(vals)))
 

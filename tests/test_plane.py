@@ -212,6 +212,9 @@ def test_sgdr_basin_verdict_on_a_real_plane_and_a_ridge_it_must_fail(tmp_path):
     assert row["ok"] is True and plane_basins(doc)["ridge"] == pytest.approx(0.05)
     doc["projected"][0]["step"] = 40  # after the end snapshot: nothing between them to check
     assert plane_basins(doc) is None
+    doc["projected"][0]["step"] = 20
+    doc["points"]["start"], doc["points"]["end"], doc["projected"][0]["a"] = [5, 5, 0], [6, 5, 0], 7
+    assert plane_basins(doc) is None  # none of them on the grid
 
 
 def _brute_minimax(grid, cells, levels):
