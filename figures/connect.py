@@ -121,7 +121,7 @@ def plane_heatmaps(run: Shown) -> list[Heatmap]:
         if not np.isfinite(vals).any():
             continue
         g = len(axis)
-        marks: list[tuple[int, int, str]] = []
+        cells: dict[tuple[int, int], str] = {}  # (row, col) -> mark: a point's letter beats an o
         projected = 0
         for e in run.data.items["plane_projection"]:
             a, b = e.get("a"), e.get("b")
@@ -132,10 +132,8 @@ def plane_heatmaps(run: Shown) -> list[Heatmap]:
             if axis[0] <= a <= axis[-1] and axis[0] <= b <= axis[-1]:
                 i = min(range(g), key=lambda k: abs(axis[k] - a))
                 j = min(range(g), key=lambda k: abs(axis[k] - b))
-                marks = [m for m in marks if (m[0], m[1]) != (g - 1 - j, i) or m[2] != "o"]  # a point beats an o
-                if mark == "o" and any((m[0], m[1]) == (g - 1 - j, i) for m in marks):
-                    continue
-                marks.append((g - 1 - j, i, mark))
+                if mark != "o" or (g - 1 - j, i) not in cells:
+                    cells[g - 1 - j, i] = mark
         finite = vals[np.isfinite(vals)]
         done = int(np.isfinite(vals).sum())
         out.append(
@@ -150,7 +148,7 @@ def plane_heatmaps(run: Shown) -> list[Heatmap]:
                 ylabel="b (→ bend)",
                 cbar=label,
                 log=metric == "train_loss" and bool(finite.size) and bool((finite > 0).all()),
-                marks=marks,
+                marks=[(r, c, m) for (r, c), m in cells.items()],
                 note="" if done == g * g else f"{done} of {g * g} points",
             )
         )
