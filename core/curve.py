@@ -14,19 +14,25 @@ run is bit-identical, and minimises ``loss(model at w(t)) + 0.5 · wd · ||w(t)|
 ``optim.weight_decay``, applied to the point of the curve; the optimizer's own weight decay is
 off for the curve's points). Every heur optimizer and schedule works; the default schedule is
 ``garipov`` (constant for half the steps, linear decay to 0.01× by 90%). The run's ``eval``
-events measure the curve's midpoint w(0.5) with batch-norm statistics recomputed. Checkpoints
-hold the curve's points (``objective.state.curve``); ``final.pt``'s model is w(0.5).
+events measure the curve at t = 0.25, 0.5 and 0.75 (:data:`EVAL_TS`), batch-norm statistics
+recomputed at each: they report the worst of the three (the highest loss and its accuracy),
+its ``t`` and the ``mean_loss`` over the three, so the loss panel shows the barrier the curve
+still has while it trains (three evaluations of the model per eval step). Checkpoints hold the
+curve's points (``objective.state.curve``); ``final.pt``'s model is w(0.5).
 
 After the last step the curve and the straight line between its ends are evaluated at
 ``points`` evenly spaced t (0 and 1 included), BN statistics recomputed at every t: one
 ``curve_point`` event per t and path as they are measured, then ``curve.json`` and the result
 fields of :func:`summarize` (each end's train loss and test error, the maximum along the curve
-and along the line, both barriers, the curve's length).
+and along the line, both barriers, the curve's length). A run stopped during this evaluation
+(``final.pt`` written) resumes it where it stopped: the points already measured keep their
+events (the resume event's ``from_step`` is past them) and are not measured again.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -47,13 +53,17 @@ from .train import main as train_main
 
 METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
 _MASK64 = 2**64 - 1
-EVAL_T = 0.5  # the point the run's eval events measure while it trains
+EVAL_T = 0.5  # the point final.pt's model holds
+# the t the run's eval events measure while it trains (BN recomputed at each, once per eval step):
+# the events report the worst of them (the highest loss), naming its t, and their mean loss
+EVAL_TS = (0.25, 0.5, 0.75)
 
 # --------------------------------------------------------------------------- the objective
 
 
 class CurveObjective(Objective):
-    """The loss of a random point of the curve (see the module doc). ``evaluate`` measures w(0.5)."""
+    """The loss of a random point of the curve (see the module doc). ``evaluate`` measures the
+    curve at :data:`EVAL_TS` and reports its worst point there."""
 
     name = "curve"
 
@@ -74,6 +84,7 @@ class CurveObjective(Objective):
         self.x_train = x_train
         self.bn_batch = bn_batch
         self._bn_at: Optional[tuple[int, int]] = None
+        self._bn: dict[float, dict[str, torch.Tensor]] = {}  # t -> the model's buffers, BN recomputed at w(t)
 
     def t_at(self, step: int) -> float:
         """The t of optimizer step ``step``: uniform in [0, 1), a function of (seed, step) alone
@@ -95,12 +106,41 @@ class CurveObjective(Objective):
     def evaluate(
         self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, limit: Optional[int] = None
     ) -> dict[str, Optional[float]]:
+        """The curve at each t of :data:`EVAL_TS` (batch-norm statistics recomputed at each, once
+        per state of the curve: the train and test splits of one eval step share them): ``loss``
+        and ``accuracy`` at the t with the highest loss (the curve's worst point there; a
+        non-finite loss is the worst), that ``t``, and ``mean_loss`` over the t (the training
+        objective's expectation over t, without the fixed ends). The model is left at w(0.5)."""
         version = (self.curve.bends._version, self.curve.ends._version)
-        if self._bn_at != version:  # the curve moved since the last evaluation: w(0.5) and its BN again
-            self.curve.load_into(model, EVAL_T)
-            recompute_bn_stats(model, self.x_train, self.bn_batch)
+        if self._bn_at != version:  # the curve moved since the last evaluation: BN at every t again
+            self._bn = {}
+            for t in EVAL_TS:
+                self.curve.load_into(model, t)
+                if recompute_bn_stats(model, self.x_train, self.bn_batch):
+                    self._bn[t] = {n: b.detach().clone() for n, b in model.named_buffers()}
             self._bn_at = version
-        return super().evaluate(model, x, y, batch, limit)
+        rows = []
+        for t in EVAL_TS:
+            self._load(model, t)
+            rows.append((t, super().evaluate(model, x, y, batch, limit)))
+        self._load(model, EVAL_T)
+
+        def badness(row: tuple[float, dict]) -> float:
+            v = row[1]["loss"]
+            return math.inf if v is None or not math.isfinite(v) else v
+
+        t, worst = max(rows, key=badness)
+        losses = [r["loss"] for _, r in rows]
+        mean = None if None in losses else sum(losses) / len(losses)
+        return {**worst, "t": t, "mean_loss": mean}
+
+    def _load(self, model: torch.nn.Module, t: float) -> None:
+        """The model at w(t), with the BN statistics recomputed there."""
+        self.curve.load_into(model, t)
+        if t in self._bn:
+            with torch.no_grad():
+                for n, b in model.named_buffers():
+                    b.copy_(self._bn[t][n])
 
     def parameters(self) -> list[torch.Tensor]:
         return self.curve.parameters()
@@ -224,9 +264,23 @@ class CurveRun(Run):
         last.update(done)
         return state, reason + f", then the curve and the line at {self.cfg.curve.points} points", last
 
+    def recorded_points(self, step: int, n: int) -> dict[tuple[str, int], dict]:
+        """(path, index) -> row of the ``curve_point`` events at ``step`` (of ``n`` points) that
+        earlier processes of this run wrote and a later ``resume`` keeps: the evaluation of a run
+        stopped during it goes on from where it stopped (a resume from final.pt keeps them)."""
+        from .events import apply_resumes, read_events
+
+        out = {}
+        for ev in apply_resumes(read_events(self.run_dir / "events.jsonl")):
+            if ev.get("kind") == "curve_point" and ev.get("step") == step and ev.get("points") == n:
+                out[ev["path"], ev["index"]] = {"t": ev["t"], **{k: ev[k] for k in METRICS}}
+        return out
+
     def along_curve(self) -> Optional[dict[str, Any]]:
         """Evaluate the curve and the line at every t (events as they come), write curve.json;
-        returns the result fields (None when stopped on the way)."""
+        returns the result fields (None when stopped on the way). A resumed run measures only
+        the points its earlier processes did not (:meth:`recorded_points`): each t has one
+        ``curve_point`` event per path."""
         cfg, step = self.cfg, self.total
         curve: Curve = self.objective.curve
         line = Curve(curve.point(0), curve.point(curve.n_points - 1), bends=0)
@@ -234,8 +288,12 @@ class CurveRun(Run):
         ts = [i / (n - 1) for i in range(n)]
         rows: dict[str, list[dict]] = {"curve": [], "line": []}
         bs = cfg.train.eval_batch_size
+        done = self.recorded_points(step, n) if self.resume else {}
         for i, t in enumerate(ts):
             for path, c in (("curve", curve), ("line", line)):
+                if (path, i) in done:  # measured by the process this one resumes: its event stands
+                    rows[path].append(done[path, i])
+                    continue
                 row = path_rows(c, self.model, self.data, [t], self.objective.loss_fn, bs)[0]
                 rows[path].append(row)
                 fields = {k: row[k] for k in METRICS}

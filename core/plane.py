@@ -7,10 +7,12 @@ bend — and the ``grid`` (points a side, 21) and ``margin`` (0.2). The basis an
 Garipov et al.'s (core.measure.plane): w0 at (0, 0), w2 at (1, 0), w1 at (a1, 1); the grid covers
 [−margin, 1 + margin]² in those units. At every grid point the batch-norm statistics are
 recomputed from the training set; each point is a ``plane_point`` event as it is measured; at the
-end ``plane.json`` holds the grids (rows b, columns a) and the three points' coordinates, and the
+end ``plane.json`` holds the grids (rows b, columns a), the three points' coordinates and
+the steps their checkpoints were written at (``steps``), and the
 result the grid's minimum train loss and test error and the bend's ``a``. ``project`` lists
 checkpoints (``"@sgdr:step_*"`` globs a run's checkpoints, in step order) projected onto the
-plane: their (a, b) and distance from it, as ``plane_projection`` events and in ``plane.json``.
+plane: their (a, b) and distance from it, as ``plane_projection`` events and in ``plane.json``
+(with each checkpoint's ``step``).
 
 Nothing trains: the run has no checkpoints. A stopped or lost plane run resumed with
 ``--resume`` evaluates its grid again (the same numbers: nothing in it is random).
@@ -135,8 +137,8 @@ class PlaneRun:
         loss_fn = make_loss(cfg.train, data.task, data.num_outputs)
         axis = grid_axis(pc.grid, pc.margin)
         n = pc.grid * pc.grid
-        if self.resume:  # everything is measured again: readers drop the old points
-            self.events.emit("resume", 0, 0.0, from_step=1, checkpoint="")
+        if self.resume:  # everything is measured again: readers drop the old points and projections
+            self.events.emit("resume", 0, 0.0, from_step=0, checkpoint="")
         else:
             self.events.emit(
                 "start",
@@ -154,6 +156,23 @@ class PlaneRun:
                 blocks=list(plan.blocks),
             )
         self.status.update(state="running", step=0, total_steps=n, epoch=0.0, force=True)
+        # the three points and the projected checkpoints first (step 0), so a heatmap drawn while
+        # the grid fills in has them marked
+        coords = {key.split(".")[1]: list(plane.coordinates(p)) for key, p in zip(KEYS, pts)}
+        for key, (a, b, dist) in coords.items():
+            label = get_dotted(cfg.to_dict(), f"plane.{key}")
+            self.events.emit("plane_projection", 0, 0.0, checkpoint=label, a=a, b=b, distance=dist, point=key)
+        projected = []
+        for label, path in project_paths(cfg, self.run_dir.parent):
+            try:
+                ck = load_checkpoint(path)
+            except ConfigError as e:
+                raise ConfigError(f"{path}: {e.message}", key="plane.project") from None
+            if shape_mismatch(_shapes(plan.model.state_dict()), _shapes(ck.get("model", {}))):
+                raise ConfigError(f"{path}: the model of this run does not match that checkpoint", key="plane.project")
+            a, b, dist = plane.coordinates(point_of(ck, names).to(device))
+            projected.append({"checkpoint": label, "step": ck.get("step"), "a": a, "b": b, "distance": dist})
+            self.events.emit("plane_projection", 0, 0.0, checkpoint=label, a=a, b=b, distance=dist)
         grids: dict[str, list[list[Optional[float]]]] = {k: [] for k in ("train_loss", "test_loss", "test_error")}
         bs = cfg.train.eval_batch_size
         for j, b in enumerate(axis):
@@ -175,18 +194,6 @@ class PlaneRun:
                 self.status.update(step=self.step, epoch=self.step / n, loss=row["train_loss"])
                 if self.stop_requested:
                     return "stopped", f"SIGTERM at grid point {self.step} of {n}", {}
-        coords = {key.split(".")[1]: list(plane.coordinates(p)) for key, p in zip(KEYS, pts)}
-        projected = []
-        for label, path in project_paths(cfg, self.run_dir.parent):
-            try:
-                ck = load_checkpoint(path)
-            except ConfigError as e:
-                raise ConfigError(f"{path}: {e.message}", key="plane.project") from None
-            if shape_mismatch(_shapes(plan.model.state_dict()), _shapes(ck.get("model", {}))):
-                raise ConfigError(f"{path}: the model of this run does not match that checkpoint", key="plane.project")
-            a, b, dist = plane.coordinates(point_of(ck, names).to(device))
-            projected.append({"checkpoint": label, "a": a, "b": b, "distance": dist})
-            self.events.emit("plane_projection", self.step, self.step / n, checkpoint=label, a=a, b=b, distance=dist)
         flat_loss = [v for r in grids["train_loss"] for v in r if v is not None]
         flat_err = [v for r in grids["test_error"] for v in r if v is not None]
         result = {
@@ -207,6 +214,7 @@ class PlaneRun:
             "b": axis,
             **grids,
             "points": coords,  # name -> [a, b, distance from the plane]
+            "steps": {key.split(".")[1]: ck.get("step") for key, ck in zip(KEYS, cks)},  # each checkpoint's step
             "projected": projected,
             "result": result,
         }

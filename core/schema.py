@@ -106,6 +106,10 @@ KINDS: dict[str, Kind] = {
                 "soft_loss": "distill: T^2 KL(teacher_T || student_T), before the alpha weighting",
                 "agreement": "distill: share of inputs where the student's top-1 class is the teacher's",
                 "teacher_kl": "distill: KL(teacher || student) of the plain (T = 1) softmax outputs",
+                # task curve (core.curve): loss and accuracy are those of the curve's worst point among
+                # t = 0.25, 0.5, 0.75 (the highest loss, BN recomputed at each)
+                "t": "curve: the t of the reported loss and accuracy (the worst of 0.25, 0.5, 0.75)",
+                "mean_loss": "curve: the mean loss over t = 0.25, 0.5, 0.75",
             },
             variants=("split", {"train": {}, "test": {}}),
         ),
@@ -239,6 +243,7 @@ KINDS: dict[str, Kind] = {
                 "b": "coordinate along v",
                 "distance": "norm of what the projection leaves out",
             },
+            optional={"point": "start, bend or end: one of the plane's three points (absent for [plane] project)"},
         ),
         Kind(
             "compare",

@@ -248,12 +248,33 @@ class Run:
         self.status.update(test_accuracy=out.get("test_accuracy"))  # what `heur runs` shows while running
         return out
 
+    def recorded_result(self, step: int) -> dict[str, Any]:
+        """What :meth:`train` returned as ``last`` when it ended at ``step``, read back from the
+        events the earlier process wrote: the eval events at ``step`` (``<split>_<metric>``) and
+        the last train event's loss (``train_loss_running``)."""
+        from .events import apply_resumes, read_events
+
+        out: dict[str, Any] = {}
+        for ev in apply_resumes(read_events(self.run_dir / "events.jsonl")):
+            if ev.get("kind") == "train":
+                out["train_loss_running"] = ev.get("loss")
+            elif ev.get("kind") == "eval" and ev.get("step") == step:
+                skip = ("kind", "step", "epoch", "time", "split")
+                out.update({f"{ev['split']}_{k}": v for k, v in ev.items() if k not in skip})
+        return out
+
     def train(self) -> tuple[str, str, dict[str, Any]]:
         cfg, tc = self.cfg, self.cfg.train
         spe, total = self.spe, self.total
         eval_steps = max(1, int(round(tc.eval_every * spe)))
         ckpt_steps = int(round(tc.checkpoint_every * spe)) if tc.checkpoint_every > 0 else 0
         resumed = self.resume and self.load_latest()
+        if resumed and self.start_step >= total:
+            # final.pt was written: the process ended in the work after training (a curve run's
+            # evaluation along the curve). Its final eval events and final.pt stand (the resume
+            # event's from_step is past them): nothing is trained, evaluated or saved again
+            self.ctx.step, self.ctx.epoch = total, total / spe
+            return "completed", f"trained {total} steps", self.recorded_result(total)
         if not resumed:
             self.events.emit(
                 "start",

@@ -33,9 +33,14 @@ whole experiment; ``ok`` None: informational). Which theory is checked is the pr
   its maximum test error stays within :data:`CURVE_ERROR_MARGIN` of the worse end's.
 - ``sgdr`` (Gotmare et al. 2018): curve runs between consecutive snapshots, grouped by the
   schedule of the run their start references (sgdr or not): the straight line has a barrier
-  (>= :data:`LINE_BARRIER_MIN`) between SGDR snapshots and none between SGD ones; and along each
+  (>= :data:`LINE_BARRIER_MIN`) between SGDR snapshots and none between SGD ones (a pair with a
+  snapshot above :data:`TRAINED_ERROR_MAX` test error, a run that never learned, fails instead of
+  counting as "no barrier"); and along each
   SGDR curve some point reaches a lower train loss than both snapshots but a higher test error
-  than the better one (read from the run's ``curve.json``).
+  than the better one (read from the run's ``curve.json``); and on each plane run (``task =
+  "plane"``, :func:`plane_basins`), the two snapshots and the iterates projected between them
+  join in one low-loss region of the grid: the lowest pass that connects them rises at most
+  :data:`BASIN_MARGIN` nats of train loss above the highest of their own cells.
 - ``resilience`` (Gotmare et al.'s poster): every curve run (a variant A-F connected to the
   reference mode G) is connected: its maximum test error stays within
   :data:`CURVE_ERROR_MARGIN` of the worse end's; the line's barrier is reported beside it.
@@ -608,7 +613,8 @@ def connectivity_verdicts(summary: dict) -> list[dict[str, Any]]:
 
 GOTMARE_CLAIM = (
     "Gotmare et al.: barriers on the line between SGDR snapshots, none between SGD snapshots; "
-    "points of the curve reach lower train loss than the snapshots but higher test error (Fig. 2-4)"
+    "points of the curve reach lower train loss than the snapshots but higher test error; the iterates between "
+    "two restarts do not sit in separate basins of the plane (Fig. 2-4)"
 )
 
 
@@ -632,14 +638,135 @@ def _snapshot_group(summary: dict, row: dict) -> str:
     return "sgdr" if sched == "sgdr" else "sgd"
 
 
+BASIN_MARGIN = LINE_BARRIER_MIN  # nats: a ridge lower than this between the iterates is not a second basin
+
+
+def plane_basins(doc: dict) -> Optional[dict[str, Any]]:
+    """Do a cycle's iterates sit in one basin of the plane? From a plane run's ``plane.json``
+    (core.plane): the plane's ``start`` and ``end`` snapshots and the ``projected`` checkpoints
+    whose step lies strictly between theirs (all projected ones when the steps are unknown), each
+    at its nearest grid cell (those outside the grid are left out). ``level`` is the lowest train
+    loss L such that the grid's cells with loss <= L join all of them in one 4-connected region
+    (the minimax path over the grid, by union-find in order of loss); ``ridge`` = level − the
+    highest loss among their own cells: 0 when they lie in one valley, the height of the lowest
+    pass between them otherwise. None when the grid has no train loss, no iterate lies between
+    the snapshots or fewer than two of their cells lie on the grid. Also returns how many were
+    joined and left out, and the farthest iterate's distance from the plane relative to
+    ||end − start||."""
+    grid, axis_a, axis_b = doc.get("train_loss"), doc.get("a") or [], doc.get("b") or []
+    if not grid or not axis_a or not axis_b:
+        return None
+    steps = doc.get("steps") or {}
+    lo, hi = sorted((steps.get("start") or 0, steps.get("end") or 0))
+    known = steps.get("start") is not None and steps.get("end") is not None
+    between = [
+        p for p in doc.get("projected") or [] if not known or (p.get("step") is not None and lo < p["step"] < hi)
+    ]
+    if not between:
+        return None
+    points = [doc["points"]["start"][:2], *[[p["a"], p["b"]] for p in between], doc["points"]["end"][:2]]
+    na, nb = len(axis_a), len(axis_b)
+
+    def cell(a: float, b: float) -> Optional[int]:
+        if not (axis_a[0] <= a <= axis_a[-1] and axis_b[0] <= b <= axis_b[-1]):
+            return None
+        i = min(range(na), key=lambda k: abs(axis_a[k] - a))
+        j = min(range(nb), key=lambda k: abs(axis_b[k] - b))
+        return j * na + i
+
+    cells = [c for c in (cell(a, b) for a, b in points) if c is not None]
+    if len(set(cells)) < 2:  # nothing on the grid to join
+        return None
+    vals = [math.inf if v is None else float(v) for row in grid for v in row]
+    parent = list(range(len(vals)))
+
+    def root(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    added = [False] * len(vals)
+    targets = set(cells)
+    level = math.inf
+    for c in sorted(range(len(vals)), key=vals.__getitem__):
+        added[c] = True
+        j, i = divmod(c, na)
+        for nbr in ((c - 1) if i > 0 else -1, (c + 1) if i < na - 1 else -1, c - na, c + na):
+            if 0 <= nbr < len(vals) and added[nbr]:
+                parent[root(nbr)] = root(c)
+        if all(added[t] for t in targets) and len({root(t) for t in targets}) == 1:
+            level = vals[c]
+            break
+    top = max(vals[t] for t in targets)
+    dx = (doc.get("result") or {}).get("plane_dx")
+    far = max((p.get("distance") or 0.0 for p in between), default=0.0)
+    return {
+        "level": level,
+        "top": top,
+        "ridge": level - top,
+        "joined": len(cells),
+        "outside": len(points) - len(cells),
+        "iterates": len(between),
+        "distance": far / dx if dx else None,
+    }
+
+
+def _plane_doc(summary: dict, run: str) -> dict:
+    import json
+
+    path = summary.get("path")
+    try:
+        return json.loads((Path(path) / run / "plane.json").read_text()) if path else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _basin_verdict(summary: dict, row: dict) -> dict[str, Any]:
+    """The verdict row of one plane run: its cycle's iterates in one basin of the plane."""
+    name = row["run"]
+    if row.get("state") != "completed":
+        return {"run": name, "ok": False, "text": f"{name}: {row.get('state')}, no plane to check"}
+    b = plane_basins(_plane_doc(summary, name))
+    if b is None:
+        return {"run": name, "ok": None, "text": f"{name}: no iterate between the two snapshots projected onto it"}
+    ok = b["ridge"] <= BASIN_MARGIN
+    far = "" if b["distance"] is None else f", up to {b['distance']:.2f} x |end - start| off the plane"
+    return {
+        "run": name,
+        "ok": ok,
+        "text": f"{name}: the two snapshots and the {b['iterates']} iterates between them ({b['joined']} on the "
+        f"grid{far}) join in one region of the plane below train loss {_num(b['level'])}, "
+        f"{_num(b['ridge'])} above the highest of their own cells ({_num(b['top'])}) (claim: one basin, no ridge "
+        f"between them higher than {BASIN_MARGIN:g} nats){_mark(ok)}",
+    }
+
+
+TRAINED_ERROR_MAX = 0.5  # a snapshot with a higher test error has not learned the task: its line says nothing
+
+
 def sgdr_verdicts(summary: dict) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     barriers: dict[str, list[bool]] = {"sgdr": [], "sgd": []}
     lower_worse: list[bool] = []
+    untrained: list[str] = []
     for row in summary.get("runs", []):
         if "line_barrier_train_loss" not in row or row.get("state") != "completed":
             continue
         name, group = row["run"], _snapshot_group(summary, row)
+        errs = [e for e in (row.get("start_test_error"), row.get("end_test_error")) if e is not None]
+        if errs and max(errs) > TRAINED_ERROR_MAX:  # e.g. a run that collapsed to chance: no basin to compare
+            untrained.append(name)
+            out.append(
+                {
+                    "run": name,
+                    "ok": False,
+                    "text": f"{name} ({group.upper()} snapshots): a snapshot at {_pct(max(errs))} test error "
+                    f"(over {100 * TRAINED_ERROR_MAX:g}%: not trained), its line and curve say nothing about basins "
+                    f"{_mark(False)}",
+                }
+            )
+            continue
         lb = row["line_barrier_train_loss"]
         has = lb >= LINE_BARRIER_MIN
         barriers[group].append(has)
@@ -663,17 +790,23 @@ def sgdr_verdicts(summary: dict) -> list[dict[str, Any]]:
                     f"(better snapshot {_pct(best_end_err)}){_mark(ok)}"
                 )
         out.append({"run": name, "ok": None, "text": text})
+    planes = [  # the iterates between two restarts in one basin of the plane
+        _basin_verdict(summary, row)
+        for row in summary.get("runs", [])
+        if "plane_min_train_loss" in row or _param(summary, row, "task") == "plane"
+    ]
     if not out:
-        return out
+        return planes
     n_r, n_s = len(barriers["sgdr"]), len(barriers["sgd"])
     b_r, b_s = sum(barriers["sgdr"]), sum(barriers["sgd"])
-    ok = n_r > 0 and b_r == n_r and b_s == 0
+    ok = n_r > 0 and n_s > 0 and b_r == n_r and b_s == 0 and not untrained
     out.append(
         {
             "run": None,
             "ok": ok,
             "text": f"lines with a barrier (>= {LINE_BARRIER_MIN:g} nats): SGDR {b_r}/{n_r}, SGD {b_s}/{n_s} "
-            f"(claim: all SGDR, no SGD){_mark(ok)}",
+            + (f"({len(untrained)} pair(s) of untrained snapshots left out) " if untrained else "")
+            + f"(claim: all SGDR, no SGD){_mark(ok)}",
         }
     )
     if lower_worse:
@@ -686,6 +819,7 @@ def sgdr_verdicts(summary: dict) -> list[dict[str, Any]]:
                 f"{sum(lower_worse)}/{len(lower_worse)}{_mark(ok)}",
             }
         )
+    out += planes
     out.append({"run": None, "ok": None, "text": f"paper: {GOTMARE_CLAIM}"})
     return out
 

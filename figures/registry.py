@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Union
 
-from . import distill, panels
+from . import connect, distill, panels
 from .figure import Bars, Figure, Heatmap
 from .panels import Shown, View
 
@@ -65,6 +65,12 @@ PANELS: list[Panel] = [
     Panel("catapult", "Catapults", _catapult),
     Panel("cca", "Layer similarity (CCA)", lambda s: [h for r in s.runs for h in panels.cca_heatmaps(r)]),
     Panel("grid", "Grid", _grid),
+    Panel("curve", "Mode connectivity: the curve beside the line", lambda s: connect.curve_figures(s.runs)),
+    Panel(
+        "plane",
+        "The plane through two modes and a bend",
+        lambda s: [h for r in s.runs for h in connect.plane_heatmaps(r)],
+    ),
     Panel(
         "distill",
         "Distillation",

@@ -19,6 +19,8 @@ import numpy as np
 
 from heur.core.schema import columns, kinds
 
+_CURVE = ("index", "points", "t", "train_loss", "train_accuracy", "test_loss", "test_accuracy")
+
 # point kinds -> their numeric columns (all float64; step/epoch first), named as the engine
 # declares them in core/schema.py (``columns`` refuses a field no writer writes)
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -28,9 +30,14 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "lr": columns("lr", "lr"),
     "sharpness": columns("sharpness", "lambda_max", "lr", "threshold", "preconditioned_sharpness"),
     "ntk": columns("ntk", "lambda0", "lambda_ntk", "lr_lazy_edge", "lr_uv_max", "lr_relu_max"),
+    # a curve run's evaluation along t (core.curve): one table per path, "curve" and "line"
+    "curve_point_curve": columns("curve_point", *_CURVE),
+    "curve_point_line": columns("curve_point", *_CURVE),
+    "plane_point": columns("plane_point", "index", "points", "a", "b", *_CURVE[3:]),
 }
 # rare kinds kept as their event dicts
-ITEMS = kinds("start", "catapult", "cca", "checkpoint", "restart", "end", "compare")
+ITEMS = kinds("start", "catapult", "cca", "checkpoint", "restart", "end", "compare", "plane_projection")
+CUT_ITEMS = ("catapult", "cca", "checkpoint", "restart", "compare", "plane_projection")  # dropped by a resume
 
 
 def _num(v: Any) -> float:
@@ -78,6 +85,8 @@ def decode(events: list[dict[str, Any]]) -> list[Segment]:
             continue
         if kind == "eval":
             kind = "eval_test" if ev.get("split") == "test" else "eval_train"
+        elif kind == "curve_point":
+            kind = "curve_point_line" if ev.get("path") == "line" else "curve_point_curve"
         cols = COLUMNS.get(kind)
         if cols is not None:
             get = ev.get
@@ -152,7 +161,7 @@ class RunData:
             if seg.cut is not None:
                 for t in self.tables.values():
                     t.cut(seg.cut)
-                for k in ("catapult", "cca", "checkpoint", "restart", "compare"):
+                for k in CUT_ITEMS:
                     self.items[k] = [e for e in self.items[k] if _num(e.get("step")) < seg.cut]
                 self.items["end"] = []
             for kind, cols in seg.columns.items():

@@ -140,6 +140,8 @@ def test_curve_run_trains_only_the_bends_and_evaluates_both_paths(ends):
     events = read_events(rd / "events.jsonl")
     pts = [e for e in events if e["kind"] == "curve_point"]
     assert [(e["path"], e["index"]) for e in pts] == [(p, i) for i in range(5) for p in ("curve", "line")]
+    evals = [e for e in events if e["kind"] == "eval"]
+    assert evals and all(e["t"] in (0.25, 0.5, 0.75) and e["loss"] >= e["mean_loss"] for e in evals)
     doc = json.loads((rd / "curve.json").read_text())
     assert doc["curve"]["t"] == [0.0, 0.25, 0.5, 0.75, 1.0]
     # both paths start and end at the same weights (BN recomputed the same way): the same numbers
@@ -152,8 +154,56 @@ def test_curve_run_trains_only_the_bends_and_evaluates_both_paths(ends):
     assert r.optimizer.param_groups[-1]["weight_decay"] == 0.0
 
 
+def test_eval_events_report_the_worst_of_three_points_of_the_curve(ends, monkeypatch):
+    """The objective's evaluation: the highest loss among t = 0.25, 0.5, 0.75 with BN recomputed
+    at each (path_rows, the curve's own evaluation, is the oracle), its t and the mean; BN is
+    recomputed once per t for the two splits of an eval step, again when the curve moves."""
+    import heur.core.curve as C
+    from heur.core.measure.curves import path_rows
+
+    r = CurveRun(ends / "curve")
+    r.setup()
+    obj, data = r.objective, r.data
+    with torch.no_grad():  # a bend off the line, so the three points differ
+        obj.curve.bends += 0.05 * torch.randn(obj.curve.bends.shape, generator=torch.Generator().manual_seed(0))
+    rows = path_rows(obj.curve, r.model, data, C.EVAL_TS, obj.loss_fn, 512)
+    calls = []
+    real = C.recompute_bn_stats
+    monkeypatch.setattr(C, "recompute_bn_stats", lambda *a: calls.append(1) or real(*a))
+    got_train = obj.evaluate(r.model, data.x_train, data.y_train, 512)
+    got = obj.evaluate(r.model, data.x_test, data.y_test, 512)
+    assert len(calls) == 3
+    worst = max(rows, key=lambda row: row["test_loss"])
+    assert got["t"] == worst["t"] and got["loss"] == pytest.approx(worst["test_loss"], rel=1e-5)
+    assert got["accuracy"] == pytest.approx(worst["test_accuracy"])
+    assert got["mean_loss"] == pytest.approx(sum(row["test_loss"] for row in rows) / 3, rel=1e-5)
+    assert got_train["loss"] == pytest.approx(max(row["train_loss"] for row in rows), rel=1e-5)
+    with torch.no_grad():
+        obj.curve.bends *= 1.0  # an in-place change of the curve
+    obj.evaluate(r.model, data.x_test, data.y_test, 512)
+    assert len(calls) == 6
+    mid = {n: v for n, v in obj.curve.weights(0.5).items()}
+    assert all(torch.equal(p, mid[n]) for n, p in r.model.named_parameters())  # left at w(0.5)
+
+
+def _stop_in_evaluation(r, after):
+    """A SIGTERM (its handler sets stop_requested) arriving as the ``after``-th curve_point is written."""
+    emit, seen = r.events.emit, []
+
+    def emitting(kind, *a, **kw):
+        emit(kind, *a, **kw)
+        if kind == "curve_point":
+            seen.append(kw["index"])
+            if len(seen) == after:
+                r.stop_requested = True
+
+    r.events.emit = emitting
+
+
 @pytest.mark.slow
 def test_a_stopped_curve_run_resumes_exactly(ends, tmp_path):
+    """Stopped in training, resumed, stopped again during the evaluation along the curve, resumed:
+    the same curve, curve.json and events as a run never stopped, each t measured once."""
     import shutil
 
     rd1, rd2 = tmp_path / "x" / "curve", tmp_path / "y" / "curve"
@@ -165,8 +215,34 @@ def test_a_stopped_curve_run_resumes_exactly(ends, tmp_path):
     st = R.read_status(rd2)
     assert st.state == "stopped" and (rd2 / "checkpoints" / "step_4.pt").is_file()
     R.queue_resume(rd2)
+    r = CurveRun(rd2, resume=True)
+    r.status.update(state="running", pid=os.getpid(), force=True)
+    r.setup()
+    _stop_in_evaluation(r, after=3)  # during t = 0.25: the run stops once both paths have it
+    r.finish(*r.train())
+    st = R.read_status(rd2)
+    assert st.state == "stopped" and "evaluating the curve" in st.reason
+    assert not (rd2 / "curve.json").exists() and (rd2 / "checkpoints" / "final.pt").is_file()
+    R.queue_resume(rd2)
     _run(CurveRun, rd2, resume=True)
     assert R.read_status(rd2).state == "completed"
+    raw = read_events(rd2 / "events.jsonl")
+    # each t once per path in the file itself; the last process measured only the 6 points left
+    pts = [(e["path"], e["index"]) for e in raw if e["kind"] == "curve_point"]
+    assert sorted(pts) == sorted((p, i) for i in range(5) for p in ("curve", "line"))
+    last_resume = max(i for i, e in enumerate(raw) if e["kind"] == "resume")
+    assert len([e for e in raw[last_resume:] if e["kind"] == "curve_point"]) == 6
+    total = R.read_status(rd1).step
+    for kind in ("eval", "checkpoint"):  # the final eval and final.pt are not written again
+        n1 = len([e for e in read_events(rd1 / "events.jsonl") if e["kind"] == kind and e["step"] == total])
+        assert len([e for e in raw if e["kind"] == kind and e["step"] == total]) == n1
+    kept = apply_resumes(raw)
+    points = [e for e in read_events(rd1 / "events.jsonl") if e["kind"] == "curve_point"]
+    strip = lambda es: sorted(({k: v for k, v in e.items() if k != "time"} for e in es), key=str)  # noqa: E731
+    assert strip(e for e in kept if e["kind"] == "curve_point") == strip(points)
+    assert raw[-1]["kind"] == "end" and raw[-1]["step"] == total and R.read_status(rd2).step == total
+    res1, res2 = R.read_status(rd1).result, R.read_status(rd2).result
+    assert {k: v for k, v in res1.items() if k != "wall_time"} == {k: v for k, v in res2.items() if k != "wall_time"}
     s1 = load_checkpoint(rd1 / "checkpoints" / "final.pt")["objective"]["state"]["curve"]
     s2 = load_checkpoint(rd2 / "checkpoints" / "final.pt")["objective"]["state"]["curve"]
     assert torch.equal(s1["points"], s2["points"])
@@ -310,6 +386,14 @@ def test_sgdr_verdict_reads_barriers_by_the_snapshots_schedule_and_can_fail(tmp_
     (tmp_path / "b").mkdir()
     bad = _sgdr_summary(tmp_path / "b", 0.0, 0.0, [0.1, 0.05, 0.08], [0.95, 0.97, 0.94])
     assert [r["ok"] for r in sgdr_verdicts(bad) if r["run"] is None and r["ok"] is not None] == [False, False]
+    # SGD snapshots of a run that collapsed to chance (91% test error): not "no barrier" but a failure
+    (tmp_path / "c").mkdir()
+    dead = _sgdr_summary(tmp_path / "c", 0.5, 0.0, [0.1, 0.05, 0.08], [0.95, 0.9, 0.94])
+    dead["runs"][-1]["end_test_error"] = 0.91
+    rows = sgdr_verdicts(dead)
+    (sgd,) = [r for r in rows if r["run"] == "c_sgd"]
+    assert sgd["ok"] is False and "91.00% test error" in sgd["text"] and "not trained" in sgd["text"]
+    assert [r["ok"] for r in rows if r["run"] is None and r["ok"] is not None][0] is False
 
 
 def test_resilience_verdict_fails_a_variant_that_is_not_connected():
@@ -333,3 +417,82 @@ def check_experiment_of(path):
     from heur.core.launch import prepare
 
     return prepare(path)
+
+
+@pytest.mark.slow
+def test_the_paper_twins_validate_with_the_reference_settings(tmp_path):
+    """presets/paper/*connect*/resilience: what `heur run --dry-run` checks (the CLI on one, the
+    same launch path in process on the others), on a stand-in CIFAR-10 folder (no CIFAR-10 here),
+    and the settings of Garipov's README: endpoints 200 epochs at lr 0.05, wd 5e-4, batch 128,
+    momentum 0.9; curves 600 epochs at lr 0.015 with one trainable bend (his num_bends = 3)."""
+    from test_data_models import _fake_cifar10
+
+    from heur.core.launch import prepare
+
+    _fake_cifar10(tmp_path / "data")
+    sets = [f'data.root="{tmp_path / "data"}"', "data.checksums=false"]
+    paper = ROOT / "presets" / "paper"
+    res = heur("run", str(paper / "connect_cifar10.toml"), "--dry-run", "--set", sets[0], "--set", sets[1])
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "bezier  curve.start = @a; curve.end = @b" in res.stdout
+    for name, check in (
+        ("connect_cifar10", "connectivity"),
+        ("sgdr_connect_cifar10", "sgdr"),
+        ("resilience_cifar10", "resilience"),
+    ):
+        exp = prepare(paper / f"{name}.toml", sets)
+        assert exp.raw["check"] == check
+        for cfg in exp.runs.values():
+            assert (cfg.data.name, cfg.model.name, cfg.model.batch_norm) == ("cifar10", "vgg16", False)
+            if cfg.task == "curve":
+                c = (cfg.train.epochs, cfg.optim.lr, cfg.optim.weight_decay, cfg.curve.bends, cfg.schedule.name)
+                assert c == (600, 0.015, 5e-4, 1, "garipov") and cfg.curve.points == 61
+            elif cfg.task == "train" and name != "resilience_cifar10":
+                assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.momentum) == (0.05, 5e-4, 0.9)
+                assert cfg.train.batch_size == 128
+    g = prepare(paper / "resilience_cifar10.toml", sets).runs["G"]
+    assert (g.train.epochs, g.optim.lr, g.optim.weight_decay, g.train.batch_size) == (200, 0.05, 5e-4, 128)
+    exp = prepare(paper / "sgdr_connect_cifar10.toml", sets)
+    sgdr = exp.runs["sgdr"]
+    spe = 391  # 50,000 training images in batches of 128, the last one partial
+    restarts = build_schedule(sgdr.schedule, 1.0, spe, int(sgdr.train.epochs * spe)).restart_steps
+    assert [s / spe for s in restarts] == [10, 30, 70] and sgdr.train.epochs == 150  # snapshots 30, 70, 150
+    assert exp.runs["curve_sgd_30_70"].curve.start == f"@sgd:step_{30 * spe}"
+    assert exp.runs["curve_sgd_30_70"].curve.end == f"@sgd:step_{70 * spe}"
+
+
+@pytest.mark.slow
+def test_a_sigterm_during_the_evaluation_resumes_it_in_a_new_process(ends, tmp_path, monkeypatch):
+    """The curve run's own process (R.launch_run) gets SIGTERM once its evaluation along the curve
+    has begun; `python -m heur.core.curve --resume` finishes it: each t once per path in the file,
+    the points measured before the stop kept as they were."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    monkeypatch.setenv("HEUR_THREADS", "1")
+    rd = tmp_path / "x" / "curve"
+    shutil.copytree(ends, rd.parent, ignore=shutil.ignore_patterns("curve", "summary.json"))
+    shutil.copytree(ends / "curve", rd, ignore=shutil.ignore_patterns("checkpoints", "*.jsonl", "curve.json"))
+    cfg = (rd / "config.toml").read_text()
+    assert "points = 5" in cfg
+    (rd / "config.toml").write_text(cfg.replace("points = 5", "points = 61"))  # an evaluation long enough to land in
+    proc = R.launch_run(rd)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(e["kind"] == "curve_point" for e in read_events(rd / "events.jsonl")):
+        time.sleep(0.01)
+    R.stop_run(rd)
+    proc.wait(timeout=60)
+    st = R.read_status(rd)
+    assert st.state == "stopped" and "evaluating the curve" in st.reason, st.reason
+    before = {(e["path"], e["index"]): e for e in read_events(rd / "events.jsonl") if e["kind"] == "curve_point"}
+    assert 0 < len(before) < 122
+    R.queue_resume(rd)
+    subprocess.run([sys.executable, "-m", "heur.core.curve", str(rd), "--resume"], check=True, timeout=300)
+    assert R.read_status(rd).state == "completed"
+    raw = [e for e in read_events(rd / "events.jsonl") if e["kind"] == "curve_point"]
+    assert sorted((e["path"], e["index"]) for e in raw) == sorted((p, i) for i in range(61) for p in ("curve", "line"))
+    assert all(raw[k] == e for k, e in enumerate(before.values()))  # the first process's points, untouched
+    doc = json.loads((rd / "curve.json").read_text())
+    assert len(doc["curve"]["t"]) == 61 and doc["curve"]["train_loss"][0] == before["curve", 0]["train_loss"]

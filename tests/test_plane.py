@@ -145,3 +145,93 @@ def test_projected_checkpoints_land_where_they_lie(tmp_path):
 def test_a_projection_glob_that_matches_nothing_is_refused():
     with pytest.raises(ConfigError, match=r"plane.project\[0\]: .*matches none of the checkpoints run 'a' writes"):
         check_experiment(experiment({"plane.project": ["@a:epoch_*"]}))
+
+
+def test_sgdr_basin_verdict_on_a_real_plane_and_a_ridge_it_must_fail(tmp_path):
+    """A tiny SGDR run (a restart after epoch 1, the end at epoch 3, a checkpoint every half epoch),
+    the curve between its pre-restart snapshot and its final iterate, and the plane through them
+    with every iterate projected: the verdict joins the two snapshots and the 3 iterates between
+    them (steps 6, 8, 10) on the grid.
+    Then a constructed grid where a ridge of 1 nat parts two valleys: it must fail, and pass once
+    the ridge is lowered below the margin."""
+    from heur.core.summary import collect
+    from heur.core.verdicts import BASIN_MARGIN, plane_basins, sgdr_verdicts
+
+    sgdr = {"schedule.name": "sgdr", "schedule.t0": 1, "schedule.t_mult": 2, "train.epochs": 3}
+    sgdr.update({"train.checkpoint_before_restart": True, "train.checkpoint_every": 0.5})
+    curve = {"task": "curve", "curve.start": "@sgdr:restart_1", "curve.end": "@sgdr", "curve.points": 3}
+    plane = {"task": "plane", "plane.start": "@sgdr:restart_1", "plane.bend": "@curve"}
+    plane.update({"plane.end": "@sgdr", "plane.grid": 5, "plane.project": ["@sgdr:step_*"]})
+    variants = [{"name": "sgdr", "set": sgdr}, {"name": "curve", "set": curve}, {"name": "plane", "set": plane}]
+    exp = expand({**BASE, "check": "sgdr", "variant": variants}, [])
+    check_experiment(exp)
+    exp_dir = R.create_experiment(exp, tmp_path / "runs")
+    for name, cls in (("sgdr", Run), ("curve", CurveRun), ("plane", PlaneRun)):
+        _go(cls, exp_dir / name)
+        assert R.read_status(exp_dir / name).state == "completed", R.read_status(exp_dir / name).reason
+    doc = json.loads((exp_dir / "plane" / "plane.json").read_text())
+    assert doc["steps"]["start"] == 4 and doc["steps"]["end"] == 12  # 4 steps an epoch
+    b = plane_basins(doc)
+    assert b["iterates"] == 3
+    # the oracle: the two snapshots' own grid cells and a brute-force minimax path (every level)
+    vals = sorted({v for row in doc["train_loss"] for v in row})
+    axis = doc["a"]
+    near = lambda x: min(range(len(axis)), key=lambda k: abs(axis[k] - x))  # noqa: E731
+    pts = [doc["points"]["start"], *[[p["a"], p["b"]] for p in doc["projected"] if 4 < p["step"] < 12]]
+    pts.append(doc["points"]["end"])
+    cells = {(near(p[1]), near(p[0])) for p in pts if all(axis[0] <= x <= axis[-1] for x in p[:2])}
+    assert b["joined"] == len(pts) - b["outside"] and b["joined"] >= 2
+    assert b["level"] == _brute_minimax(doc["train_loss"], cells, vals)
+    assert b["top"] == max(doc["train_loss"][j][i] for j, i in cells)
+    rows = sgdr_verdicts(collect(exp_dir))
+    (row,) = [r for r in rows if r["run"] == "plane"]
+    assert row["ok"] is (b["ridge"] <= BASIN_MARGIN)
+    assert f"claim: one basin, no ridge between them higher than {BASIN_MARGIN:g} nats" in row["text"]
+    # constructed: start (0, 0) and end (1, 0) in two valleys parted by a ridge at a = 0.5
+    axis = grid_axis(5, 0.0)
+    ridge = [[0.1 + (1.0 if a == 0.5 else 0.0) for a in axis] for _ in axis]
+    doc = {
+        "a": axis,
+        "b": axis,
+        "train_loss": ridge,
+        "points": {"start": [0, 0, 0], "bend": [0.5, 1, 0], "end": [1, 0, 0]},
+        "steps": {"start": 10, "bend": 5, "end": 30},
+        "projected": [{"checkpoint": "@s:step_20", "step": 20, "a": 0.25, "b": 0.0, "distance": 0.0}],
+    }
+    b = plane_basins(doc)
+    assert b["ridge"] == pytest.approx(1.0) and b["iterates"] == 1
+    (tmp_path / "x" / "plane").mkdir(parents=True)
+    (tmp_path / "x" / "plane" / "plane.json").write_text(json.dumps(doc))
+    summary = {"check": "sgdr", "path": str(tmp_path / "x"), "runs": [{"run": "plane", "state": "completed"}]}
+    summary["runs"][0]["plane_min_train_loss"] = 0.1
+    (row,) = [r for r in sgdr_verdicts(summary) if r["run"] == "plane"]
+    assert row["ok"] is False and "1 above the highest" in row["text"]
+    ridge[1][2] = 0.15  # a pass at b = 0.25, 0.05 above the valleys: one basin
+    (tmp_path / "x" / "plane" / "plane.json").write_text(json.dumps(doc))
+    (row,) = [r for r in sgdr_verdicts(summary) if r["run"] == "plane"]
+    assert row["ok"] is True and plane_basins(doc)["ridge"] == pytest.approx(0.05)
+    doc["projected"][0]["step"] = 40  # after the end snapshot: nothing between them to check
+    assert plane_basins(doc) is None
+    doc["projected"][0]["step"] = 20
+    doc["points"]["start"], doc["points"]["end"], doc["projected"][0]["a"] = [5, 5, 0], [6, 5, 0], 7
+    assert plane_basins(doc) is None  # none of them on the grid
+
+
+def _brute_minimax(grid, cells, levels):
+    """The lowest level at which a flood fill from one cell reaches all the others."""
+    nb, na = len(grid), len(grid[0])
+    for level in levels:
+        ok = {(j, i) for j in range(nb) for i in range(na) if grid[j][i] <= level}
+        if not cells <= ok:
+            continue
+        start = next(iter(cells))
+        seen, todo = {start}, [start]
+        while todo:
+            j, i = todo.pop()
+            for c in ((j + 1, i), (j - 1, i), (j, i + 1), (j, i - 1)):
+                if c in ok and c not in seen:
+                    seen.add(c)
+                    todo.append(c)
+        if cells <= seen:
+            return level
+    return None

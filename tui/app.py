@@ -23,7 +23,7 @@ from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widgets import Footer, Log, Static, TabbedContent, TabPane, Tree
 
-from heur.figures import panels
+from heur.figures import connect, panels
 from heur.figures.panels import Shown, View
 from heur.figures.rundata import RunData
 
@@ -44,7 +44,9 @@ TABS = [
     ("cca", "CCA"),
     ("log", "Log"),
     ("config", "Cfg"),
+    ("conn", "Conn"),  # curve and plane runs only (shown when the experiment has one)
 ]
+CONN_TASKS = ("curve", "plane")
 PLOT_TABS = {
     "loss": panels.loss_figure,
     "acc": panels.accuracy_figure,
@@ -52,6 +54,16 @@ PLOT_TABS = {
     "sharp": panels.sharpness_figure,
 }
 SMOOTHING = (0.0, 0.6, 0.9, 0.99)
+
+
+def _task(run: Path) -> str:
+    """A run's task as its config.toml says ("train" when it cannot be read)."""
+    import tomllib
+
+    try:
+        return str(tomllib.loads((run / "config.toml").read_text()).get("task", "train"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return "train"
 
 
 class EventsRead(Message):
@@ -75,7 +87,8 @@ class HeurApp(App):
     #info { height: auto; max-height: 3; padding: 0 1; background: $boost; }
     TabbedContent { height: 1fr; }
     TabPane { padding: 0; }
-    #cat-text, #cca-text, #config-text { padding: 0 1; }
+    #cat-text, #cca-text, #config-text, #plane-text { padding: 0 1; }
+    .conn-plot { height: 14; }
     .hidden { display: none; }
     """
     BINDINGS = [
@@ -133,6 +146,7 @@ class HeurApp(App):
         self.config_text = ""
         self.status_polls = 0
         self.last_report: Path | None = None  # the last report the w key wrote
+        self.conn_shown = False
         self._stop = threading.Event()
         self._wake = threading.Event()
 
@@ -156,6 +170,11 @@ class HeurApp(App):
                                     yield Static("", id="cca-text")
                             elif tid == "log":
                                 yield Log(id="log-view", max_lines=2000)
+                            elif tid == "conn":
+                                with VerticalScroll():
+                                    yield PlotView(id="plot-curve-loss", classes="conn-plot")
+                                    yield PlotView(id="plot-curve-err", classes="conn-plot")
+                                    yield Static("", id="plane-text")
                             else:
                                 with VerticalScroll():
                                     yield Static("", id="config-text")
@@ -173,6 +192,7 @@ class HeurApp(App):
         sb.set_presets(self.presets, self.presets_dir.resolve())
         sb.focus()
         self._q("#plot-cat", PlotView).styles.height = 12
+        self._q(TabbedContent).hide_tab("conn")
         self._update_info()
         self.set_interval(self.REDRAW_PERIOD, self._redraw)
         if self.live:
@@ -306,8 +326,20 @@ class HeurApp(App):
         self.logs = {}
         self.focus_run = run if run in paths else None
         self.generation = self.feed.follow(paths)
+        self._show_conn_tab(any(_task(p) in CONN_TASKS for p in paths))
         self._invalidate()
         self.poll_now()
+
+    def _show_conn_tab(self, show: bool) -> None:
+        """The Conn tab appears for experiments with a curve or plane run, and only for them."""
+        tabs = self._q(TabbedContent)
+        if show:
+            tabs.show_tab("conn")
+        else:
+            if tabs.active == "conn":
+                tabs.active = "loss"
+            tabs.hide_tab("conn")
+        self.conn_shown = show
 
     def shown_runs(self) -> list[Shown]:
         out = []
@@ -391,6 +423,11 @@ class HeurApp(App):
 
             def draw() -> None:
                 self._draw_cca(run, d)
+        elif tab == "conn":
+            key += (self._q("#plot-curve-loss", PlotView).size.width, self.size.width)
+
+            def draw() -> None:
+                self._draw_conn(shown)
         elif tab == "log":
             run = self.focused_run()
             text = self.logs.get(run) if run else None
@@ -472,6 +509,33 @@ class HeurApp(App):
                 out.append_text(heatmap.render(layers, epochs, mat, width, title))
         box.update(out)
 
+    def _draw_conn(self, shown: list[Shown]) -> None:
+        """Curve runs: train loss and test error against t, curve beside line; plane runs: the
+        grid's train loss and test error with the points marked (heur.figures.connect)."""
+        figs = connect.curve_figures(shown)
+        for pid, fig in zip(("#plot-curve-loss", "#plot-curve-err"), figs + [None, None]):
+            plot = self._q(pid, PlotView)
+            plot.display = fig is not None
+            plot.figure = fig
+        width = self._q(TabbedContent).size.width - 5  # the padding and the scroll bar
+        out = Text(no_wrap=True, overflow="crop")
+        for r in shown:
+            for h in connect.plane_heatmaps(r):
+                if out:
+                    out.append("\n\n")
+                out.append_text(heatmap.render_grid(h, width))
+        if not out and not figs:
+            tasks = {_task(self.run_paths[r.index]) for r in shown if r.index < len(self.run_paths)}
+            out = Text(
+                "no curve points yet: a curve run evaluates its curve and the line after training"
+                if "curve" in tasks
+                else "no plane points yet"
+                if "plane" in tasks
+                else "no curve or plane run shown (r: all runs)",
+                style="dim",
+            )
+        self._q("#plane-text", Static).update(out)
+
     def _draw_config(self, run: Path | None) -> None:
         box = self._q("#config-text", Static)
         if run is None:
@@ -498,11 +562,13 @@ class HeurApp(App):
         self.push_screen(HelpScreen())
 
     def action_tab(self, tid: str) -> None:
+        if tid == "conn" and not self.conn_shown:
+            return
         self._q(TabbedContent).active = tid
 
     def _step_tab(self, d: int) -> None:
         tc = self._q(TabbedContent)
-        ids = [t for t, _ in TABS]
+        ids = [t for t, _ in TABS if t != "conn" or self.conn_shown]
         tc.active = ids[(ids.index(tc.active) + d) % len(ids)]
 
     def action_prev_tab(self) -> None:

@@ -52,3 +52,47 @@ def render(layers: list[str], epochs: list[float], mat: np.ndarray, width: int, 
         out.append("  ", style=f"on {ramp(k / 4)}")
     out.append(" 1", style="")
     return out
+
+
+def render_grid(h, width: int) -> Text:
+    """A :class:`heur.figures.figure.Heatmap` (a plane's grid) as Rich text: two grid rows per
+    line (upper half block: the top row's colour in front, the lower row's behind), two
+    characters a column (one when ``width`` is short), colour by ``h.log``'s scale between the
+    finite minimum and maximum, ``h.marks`` printed in their cells, the row labels every line
+    and the column range beneath."""
+    vals = np.asarray(h.values, dtype=float)
+    rows, cols = vals.shape
+    finite = vals[np.isfinite(vals)]
+    out = Text(no_wrap=True, overflow="crop")
+    out.append(h.title + (f" — {h.note}" if h.note else "") + "\n", style="bold")
+    if not finite.size:
+        return out.append(h.empty, style="dim")
+    log = h.log and bool((finite > 0).all())
+    f = np.log10 if log else (lambda v: v)
+    lo, hi = float(f(finite.min())), float(f(finite.max()))
+
+    def norm(v: float) -> float:
+        return np.nan if not np.isfinite(v) else (float(f(v)) - lo) / (hi - lo) if hi > lo else 0.5
+
+    label_w = max((len(r) for r in h.rows), default=0)
+    cw = 2 if label_w + 1 + 2 * cols <= width else 1
+    marks = {(i, j): m for i, j, m in h.marks}
+    for i in range(0, rows, 2):
+        out.append(f"{h.rows[i]:>{label_w}} ", style="dim")
+        for j in range(cols):
+            top = ramp(norm(vals[i, j]))
+            below = ramp(norm(vals[i + 1, j])) if i + 1 < rows else "default"
+            m = marks.get((i, j)) or marks.get((i + 1, j))
+            if m:
+                bg = top if (i, j) in marks else below
+                out.append((m[0] + " " * (cw - 1))[:cw], style=f"bold white on {bg}")
+            else:
+                out.append("▀" * cw, style=f"{top} on {below}")
+        out.append("\n")
+    out.append(" " * (label_w + 1) + f"{h.xlabel}: {h.cols[0]} … {h.cols[-1]}\n", style="dim")
+    scale = (lambda v: f"{10**v:.3g}") if log else (lambda v: f"{v:.3g}")
+    out.append(" " * (label_w + 1) + f"{h.cbar} {scale(lo)} ")
+    for k in range(5):
+        out.append("  ", style=f"on {ramp(k / 4)}")
+    out.append(f" {scale(hi)}" + (" (log)" if log else ""))
+    return out

@@ -23,6 +23,7 @@ HELP_ROWS = [
     ("enter / space", "expand an experiment; on a preset: launch it"),
     ("tab / shift+tab", "move focus between sidebar and panels"),
     ("1 … 8", "panels: loss, accuracy, lr, sharpness, catapult, CCA, log, config"),
+    ("9", "curve and plane runs: the curve beside the line, the plane's heatmap"),
     ("[ ]", "previous / next panel"),
     ("b", "hide / show the sidebar"),
     ("View", ""),
