@@ -140,6 +140,8 @@ def _ticks(labels: list[str], most: int = 24) -> tuple[list[int], list[str]]:
     step = max(1, math.ceil(n / most))
     idx = list(range(0, n, step))
     if n and idx[-1] != n - 1:
+        if len(idx) > 1 and n - 1 - idx[-1] <= step / 2:  # too close to the last one: its labels would touch
+            idx.pop()
         idx.append(n - 1)
     return idx, [labels[i] for i in idx]
 

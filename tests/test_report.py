@@ -394,3 +394,17 @@ def test_the_grid_heatmap_holds_each_runs_final_test_loss(exp):
     finals = [[e for e in events_of(rd) if e["kind"] == "eval" and e["split"] == "test"][-1] for rd in R.run_dirs(exp)]
     assert grid.cols == ["1", "8"] and grid.xlabel == "optim.lr_ntk"
     assert np.array_equal(grid.values, [[e["loss"] for e in finals]]) and grid.marks == []
+
+
+def test_heatmap_ticks_keep_the_last_label_apart_from_its_neighbour():
+    from heur.report.render import _ticks
+
+    for n in range(2, 120):
+        labels = [str(5 * (i + 1)) for i in range(n)]
+        idx, shown = _ticks(labels)
+        assert idx[0] == 0 and idx[-1] == n - 1 and shown[-1] == labels[-1]
+        assert len(idx) <= 25
+        gaps = [b - a for a, b in zip(idx, idx[1:])]
+        stride = -(-n // 24)
+        # every gap is more than half the stride (the last label too), so neighbouring labels never touch
+        assert stride == 1 or min(gaps) > stride / 2, (n, idx)
