@@ -322,6 +322,72 @@ class PlaneConfig(_Section):
     )
 
 
+SBATCH_OWN = ("partition", "time", "mem", "gpus-per-node", "gres", "signal", "output", "error", "job-name", "open-mode")
+
+
+class SlurmConfig(_Section):
+    """``[launch.slurm]``: the sbatch settings of each run's job (core.slurm, through submitit)."""
+
+    partition: Optional[str] = Field(
+        default=None, min_length=1, description="sbatch --partition (default: the cluster's)"
+    )
+    gpus_per_run: int = Field(default=0, ge=0, description="GPUs of each run's job (one per rank: launch.nproc)")
+    cpus_per_run: Optional[int] = Field(default=None, gt=0, description="CPU cores of each run's job")
+    time: Union[int, str] = Field(default=60, description="time limit: minutes, or '[D-]HH:MM[:SS]'")
+    mem: Optional[str] = Field(default=None, description="memory of each run's job, e.g. '16G'")
+    sbatch: dict[str, Union[str, int, bool]] = Field(
+        default_factory=dict, description='extra sbatch options, e.g. {account = "lab", qos = "high"}'
+    )
+    setup: list[str] = Field(default_factory=list, description="shell lines run before the run (module load ...)")
+    signal_delay_s: int = Field(default=120, ge=10, description="seconds between the USR2 warning and the limit")
+    max_requeue: int = Field(default=3, ge=0, description="time-outs after which the job is not requeued again")
+
+    @field_validator("time")
+    @classmethod
+    def _time(cls, v: Union[int, str]) -> Union[int, str]:
+        if isinstance(v, bool) or (isinstance(v, int) and v <= 0):
+            raise ValueError(f"expected minutes > 0 or '[D-]HH:MM[:SS]', got {v!r}")
+        if isinstance(v, str) and not re.fullmatch(r"(\d+-)?\d+:\d{2}(:\d{2})?", v):
+            raise ValueError(f"expected minutes > 0 or '[D-]HH:MM[:SS]', got {v!r}")
+        return v
+
+    @field_validator("mem")
+    @classmethod
+    def _mem(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not re.fullmatch(r"\d+[KMGT]?", v):
+            raise ValueError(f"expected a size like '16G' (digits, then K, M, G or T), got {v!r}")
+        return v
+
+    @field_validator("sbatch")
+    @classmethod
+    def _sbatch(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for k in v:
+            if not re.fullmatch(r"[a-z][a-z0-9-]*", k):
+                raise ValueError(f"expected sbatch long option names (account, qos, ...), got {k!r}")
+            if k in SBATCH_OWN:
+                raise ValueError(f"{k!r} is set by heur (launch.slurm.partition, time, mem, gpus_per_run), not here")
+        return v
+
+    def time_minutes(self) -> int:
+        """The time limit in minutes (rounded up), as submitit's ``timeout_min`` takes it."""
+        if isinstance(self.time, int):
+            return self.time
+        days, _, hms = self.time.rpartition("-")
+        parts = [int(p) for p in hms.split(":")] + [0]
+        h, m, s = parts[0], parts[1], parts[2]
+        return int(days or 0) * 1440 + h * 60 + m + (1 if s else 0)
+
+
+class LaunchConfig(_Section):
+    """``[launch]``: how a run's process starts (core.launcher). ``nproc > 1`` runs it with torchrun
+    (DistributedDataParallel, ``nproc`` ranks on one machine); ``launcher = "slurm"`` submits it
+    as a SLURM job through submitit (torchrun inside the job when ``nproc > 1``)."""
+
+    launcher: Literal["local", "slurm"] = "local"
+    nproc: int = Field(default=1, ge=1, le=1024, description="processes (ranks) of the run; > 1: torchrun + DDP")
+    slurm: Optional[SlurmConfig] = None
+
+
 class RunConfig(_Section):
     """One fully resolved run."""
 
@@ -345,6 +411,7 @@ class RunConfig(_Section):
     plane: Optional[PlaneConfig] = None
     distill: Optional[DistillConfig] = None
     compare: Optional[CompareConfig] = None
+    launch: Optional[LaunchConfig] = Field(default=None, description="how the run starts (core.launcher)")
 
     @model_validator(mode="before")
     @classmethod
