@@ -60,8 +60,9 @@ class RunJob:
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        env["HEUR_THREADS"] = str(max(1, cpus))  # the job's cores (torchrun shares them between its ranks)
-        if self.nproc > 1:
+        cpus = int(env.get("HEUR_THREADS") or cpus)  # the job's cores, unless HEUR_THREADS says
+        env["HEUR_THREADS"] = str(max(1, cpus))
+        if self.nproc > 1:  # shared out between torchrun's ranks
             env["HEUR_THREADS"] = env["OMP_NUM_THREADS"] = str(max(1, cpus // self.nproc))
         st = R._read_json(run_dir / "status.json")
         st.update(state="running", launcher="slurm", job_id=job_id, host=socket.gethostname(), heartbeat=time.time())
@@ -94,12 +95,13 @@ class RunJob:
 
         run_dir = Path(self.run_dir)
         proc = self._proc
-        if proc is not None and proc.poll() is None:
+        if proc is not None and R.process_start_time(proc.pid) is not None:
             _signal_group(proc, signal.SIGTERM)
-            try:
-                proc.wait(timeout=self.grace_s)
-            except subprocess.TimeoutExpired:
-                pass
+            # not proc.wait(): __call__ is inside it (this runs in the signal handler) and holds its
+            # lock; a process that has exited is a zombie until then, which process_start_time says
+            deadline = time.time() + self.grace_s
+            while R.process_start_time(proc.pid) is not None and time.time() < deadline:
+                time.sleep(0.05)
         end = R._end_event(run_dir)
         if end is not None and end.get("state") in ("completed", "diverged", "failed", "skipped"):
             return None  # it ended by itself: nothing to continue
