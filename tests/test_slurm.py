@@ -127,16 +127,13 @@ def test_sbatch_script_liveness_and_stop_through_stand_in_slurm_commands(tmp_pat
         old = time.time() - 3600
         _set_status(rd, heartbeat=old)
         assert _state(rd, "4242|PENDING\n", fake).state == "queued"
-        r = heur("runs", "--runs-dir", str(runs), "--json", env=env)
-        assert json.loads(r.stdout)[0]["runs"][0]["state"] == "queued", r.stdout
         _set_status(rd, state="running", host="node7", pid=1, heartbeat=time.time(), step=3)  # as the job writes it
         assert _state(rd, "", fake).state == "running"  # fresh heartbeat: squeue not asked
         _set_status(rd, heartbeat=old)
         assert _state(rd, "4242|RUNNING\n999|PENDING\n", fake).state == "running"
 
         # heur stop: scancel --signal=TERM, so the run checkpoints before the job ends
-        r = heur("stop", str(rd), env=env)
-        assert r.returncode == 0 and "stopped 1 run" in r.stdout, r.stdout + r.stderr
+        assert R.stop(rd) == 1  # what heur stop calls
         assert (fake / "scancel.args").read_text().split() == ["--signal=TERM", "4242"]
 
         # the job vanished (not in squeue) without an end event: lost, with the reason
