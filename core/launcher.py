@@ -226,6 +226,8 @@ def check_launch(cfg: RunConfig, plan: Any) -> None:
         from .device import resolve_device
 
         dev = resolve_device(cfg.device)
+        if dev.type == "mps":
+            raise ConfigError(f"nproc = {n}: DDP runs on CUDA (NCCL) or the CPU (gloo), not MPS", key="launch.nproc")
         if dev.type == "cuda":
             import torch
 

@@ -63,16 +63,7 @@ def _kinds(rd: Path) -> list[str]:
 
 
 def _start(rd: Path, resume: bool = False):
-    old = {k: os.environ.get(k) for k in ENV}
-    os.environ.update(ENV)
-    try:
-        return L.for_run(rd).start(rd, resume=resume, env_extra=dict(ENV))
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    return L.for_run(rd).start(rd, resume=resume, env_extra=dict(ENV))
 
 
 def _wait(proc, timeout: float = 120) -> int:
