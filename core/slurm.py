@@ -83,7 +83,13 @@ class RunJob:
             _signal_group(proc, signal.SIGTERM)
 
         signal.signal(signal.SIGTERM, forward)
+        started = time.time()
         code = proc.wait()
+        # torchrun given SIGTERM twice (SLURM's and ours) exits before its ranks: give rank 0 the
+        # time to write its checkpoint and end before the job (and SLURM with it) ends
+        deadline = time.time() + self.grace_s
+        while not _ended_since(run_dir, started) and time.time() < deadline and self.nproc > 1:
+            time.sleep(0.2)
         R.end_if_silent(run_dir, f"its process exited with code {code} in SLURM job {job_id} without an end event")
         return R.read_status(run_dir).state
 
@@ -114,6 +120,11 @@ class RunJob:
         )
         write_json_atomic(run_dir / "status.json", st)
         return DelayedSubmission(RunJob(self.run_dir, self.nproc, resume=True, grace_s=self.grace_s))
+
+
+def _ended_since(run_dir: Path, t: float) -> bool:
+    end = R._end_event(run_dir)
+    return end is not None and float(end.get("time") or 0.0) >= t
 
 
 def _ignore_usr2() -> None:

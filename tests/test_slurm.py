@@ -195,7 +195,7 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.mark.slow
-def test_job_path_requeues_on_usr2_and_resumes_where_one_process_ends(tmp_path, monkeypatch):
+def test_job_path_requeues_on_usr2_stops_on_term_and_resumes_where_one_process_ends(tmp_path, monkeypatch):
     from heur.core.config import expand
     from heur.core.slurm import submit
 
@@ -217,13 +217,26 @@ def test_job_path_requeues_on_usr2_and_resumes_where_one_process_ends(tmp_path, 
     task = _children(int(job_id))  # the controller's task: submitit's _submit, which runs RunJob
     assert len(task) == 1
     os.kill(task[0], signal.SIGUSR2)  # SLURM's warning before the limit / a preemption
-    while R.read_status(rd).state != "completed":
+
+    def kinds() -> list[str]:
+        return [json.loads(line)["kind"] for line in (rd / "events.jsonl").read_text().splitlines()]
+
+    while not (kinds().count("resume") == 1 and kinds()[-1] == "train"):  # the requeued job trains on
         assert time.time() < deadline + 120, (R.read_status(rd), (rd / "stdout.log").read_text()[-3000:])
-        time.sleep(0.2)
-    kinds = [json.loads(line)["kind"] for line in (rd / "events.jsonl").read_text().splitlines()]
-    ends = [json.loads(line)["state"] for line in (rd / "events.jsonl").read_text().splitlines() if '"end"' in line]
-    assert ends == ["stopped", "completed"] and kinds.count("resume") == 1 and kinds.count("start") == 1
+        time.sleep(0.05)
     assert json.loads((rd / "status.json").read_text())["requeues"] == 1
+    task = _children(int(job_id))
+    os.kill(task[0], signal.SIGTERM)  # heur stop's scancel --signal=TERM: the job forwards it to the run
+    while R.read_status(rd).state != "stopped" or R.process_start_time(int(job_id)) is not None:
+        assert time.time() < deadline + 180, (R.read_status(rd), (rd / "stdout.log").read_text()[-3000:])
+        time.sleep(0.1)  # the run checkpointed and the job ended (no requeue)
+    submit(rd, exp.runs["job"].launch, resume=True, executor=submitit.LocalExecutor(folder=rd / "slurm"))
+    while R.read_status(rd).state != "completed":
+        assert time.time() < deadline + 240, (R.read_status(rd), (rd / "stdout.log").read_text()[-3000:])
+        time.sleep(0.1)
+    ends = [json.loads(line)["state"] for line in (rd / "events.jsonl").read_text().splitlines() if '"end"' in line]
+    assert ends == ["stopped", "stopped", "completed"] and kinds().count("resume") == 2 and kinds().count("start") == 1
+    assert len(list((rd / "checkpoints").glob("step_*.pt"))) == 2  # one per stop
     got, ref = _losses(rd), _losses(ref_dir)
     assert got.keys() == ref.keys()
     for s in ref:
