@@ -335,7 +335,7 @@ class Run:
                 p.on_start(ctx)
         model, opt, objective, params = self.step_model, self.optimizer, self.objective, self.params
         dist = self.dist
-        stop_flag = torch.zeros((), device=self.device)  # several ranks: 1 where a signal came
+        stop_flag = torch.zeros((), device=self.device) if dist is not None else None  # 1: this rank was signalled
         last: dict[str, Any] = {}
         state, reason = "completed", f"trained {total} steps"
         lr_prev = None
@@ -370,7 +370,7 @@ class Run:
             stop_now = False
             if log_now:
                 mean = self.loss_acc / self.n_acc
-                if dist is not None:  # the global batch's loss, and whether any rank was signalled
+                if dist is not None and stop_flag is not None:  # the global batch's loss; was any rank signalled
                     stop_flag.fill_(1.0 if self.stop_requested else 0.0)
                     both = dist.sum_(torch.stack([mean, stop_flag]))
                     mean, stop_now = both[0] / dist.world, bool(both[1].item() > 0)
