@@ -333,7 +333,9 @@ class SlurmConfig(_Section):
     )
     gpus_per_run: int = Field(default=0, ge=0, description="GPUs of each run's job (one per rank: launch.nproc)")
     cpus_per_run: Optional[int] = Field(default=None, gt=0, description="CPU cores of each run's job")
-    time: Union[int, str] = Field(default=60, description="time limit: minutes, or '[D-]HH:MM[:SS]'")
+    time: Union[int, str] = Field(
+        default=60, description="time limit as sbatch --time reads it: minutes, MM:SS, HH:MM:SS, D-HH[:MM[:SS]]"
+    )
     mem: Optional[str] = Field(default=None, description="memory of each run's job, e.g. '16G'")
     sbatch: dict[str, Union[str, int, bool]] = Field(
         default_factory=dict, description='extra sbatch options, e.g. {account = "lab", qos = "high"}'
@@ -345,10 +347,10 @@ class SlurmConfig(_Section):
     @field_validator("time")
     @classmethod
     def _time(cls, v: Union[int, str]) -> Union[int, str]:
-        if isinstance(v, bool) or (isinstance(v, int) and v <= 0):
-            raise ValueError(f"expected minutes > 0 or '[D-]HH:MM[:SS]', got {v!r}")
-        if isinstance(v, str) and not re.fullmatch(r"(\d+-)?\d+:\d{2}(:\d{2})?", v):
-            raise ValueError(f"expected minutes > 0 or '[D-]HH:MM[:SS]', got {v!r}")
+        ok = isinstance(v, int) and not isinstance(v, bool) and v > 0
+        ok = ok or isinstance(v, str) and bool(re.fullmatch(r"\d+(:\d{2}){0,2}|\d+-\d+(:\d{2}){0,2}", v))
+        if not ok:
+            raise ValueError(f"expected minutes > 0 or sbatch's MM:SS, HH:MM:SS, D-HH[:MM[:SS]], got {v!r}")
         return v
 
     @field_validator("mem")
@@ -366,16 +368,25 @@ class SlurmConfig(_Section):
                 raise ValueError(f"expected sbatch long option names (account, qos, ...), got {k!r}")
             if k in SBATCH_OWN:
                 raise ValueError(f"{k!r} is set by heur (launch.slurm.partition, time, mem, gpus_per_run), not here")
+            if v[k] is False:
+                raise ValueError(
+                    f"{k!r} = false: expected true (a flag, e.g. exclusive = true) or a value; leave it out"
+                )
         return v
 
     def time_minutes(self) -> int:
-        """The time limit in minutes (rounded up), as submitit's ``timeout_min`` takes it."""
+        """The time limit in whole minutes, seconds rounded up (submitit's ``timeout_min``), read as
+        sbatch reads --time: "M", "M:SS", "H:MM:SS", "D-H", "D-H:MM", "D-H:MM:SS"."""
         if isinstance(self.time, int):
             return self.time
-        days, _, hms = self.time.rpartition("-")
-        parts = [int(p) for p in hms.split(":")] + [0]
-        h, m, s = parts[0], parts[1], parts[2]
-        return int(days or 0) * 1440 + h * 60 + m + (1 if s else 0)
+        days, dash, rest = self.time.rpartition("-")
+        parts = [int(p) for p in rest.split(":")]
+        if dash:  # D-H, D-H:MM, D-H:MM:SS
+            h, m, sec = (parts + [0, 0])[:3]
+        else:  # M, M:SS, H:MM:SS
+            h, m, sec = [0] * (3 - len(parts)) + parts if len(parts) == 3 else [0] + (parts + [0])[:2]
+        total_s = ((int(days or 0) * 24 + h) * 60 + m) * 60 + sec
+        return max(1, -(-total_s // 60))
 
 
 class LaunchConfig(_Section):
