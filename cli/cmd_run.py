@@ -40,11 +40,26 @@ def register(app: typer.Typer) -> None:
             "--rerun-failed",
             help="With --resume: also run failed and diverged runs again (from their checkpoint).",
         ),
+        launcher: Optional[str] = typer.Option(
+            None, "--launcher", help="local | slurm (a SLURM job per run): sets launch.launcher.", show_default=False
+        ),
+        nproc: Optional[int] = typer.Option(
+            None,
+            "--nproc",
+            min=1,
+            help="Processes per run (> 1: torchrun + DDP): sets launch.nproc.",
+            show_default=False,
+        ),
     ) -> None:
         """Train every run (variant x grid point) of a preset in its own process."""
         from heur.core import launch as L
         from heur.core import runs as R
 
+        if launcher is not None or nproc is not None:  # the preset's [launch] keys (core.launcher)
+            if resume is not None:
+                fail("--launcher/--nproc apply to a PRESET; a resumed run keeps its [launch] settings")
+            set_ = list(set_) + [f"launch.launcher={launcher!r}"] * (launcher is not None)
+            set_ += [f"launch.nproc={nproc}"] * (nproc is not None)
         if resume is not None:
             if preset is not None:
                 fail("give either PRESET or --resume RUN_DIR, not both")

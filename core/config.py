@@ -322,6 +322,83 @@ class PlaneConfig(_Section):
     )
 
 
+SBATCH_OWN = ("partition", "time", "mem", "gpus-per-node", "gres", "signal", "output", "error", "job-name", "open-mode")
+
+
+class SlurmConfig(_Section):
+    """``[launch.slurm]``: the sbatch settings of each run's job (core.slurm, through submitit)."""
+
+    partition: Optional[str] = Field(
+        default=None, min_length=1, description="sbatch --partition (default: the cluster's)"
+    )
+    gpus_per_run: int = Field(default=0, ge=0, description="GPUs of each run's job (one per rank: launch.nproc)")
+    cpus_per_run: Optional[int] = Field(default=None, gt=0, description="CPU cores of each run's job")
+    time: Union[int, str] = Field(
+        default=60, description="time limit as sbatch --time reads it: minutes, MM:SS, HH:MM:SS, D-HH[:MM[:SS]]"
+    )
+    mem: Optional[str] = Field(default=None, description="memory of each run's job, e.g. '16G'")
+    sbatch: dict[str, Union[str, int, bool]] = Field(
+        default_factory=dict, description='extra sbatch options, e.g. {account = "lab", qos = "high"}'
+    )
+    setup: list[str] = Field(default_factory=list, description="shell lines run before the run (module load ...)")
+    signal_delay_s: int = Field(default=120, ge=10, description="seconds between the USR2 warning and the limit")
+    max_requeue: int = Field(default=3, ge=0, description="time-outs after which the job is not requeued again")
+
+    @field_validator("time")
+    @classmethod
+    def _time(cls, v: Union[int, str]) -> Union[int, str]:
+        ok = isinstance(v, int) and not isinstance(v, bool) and v > 0
+        ok = ok or isinstance(v, str) and bool(re.fullmatch(r"\d+(:\d{2}){0,2}|\d+-\d+(:\d{2}){0,2}", v))
+        if not ok:
+            raise ValueError(f"expected minutes > 0 or sbatch's MM:SS, HH:MM:SS, D-HH[:MM[:SS]], got {v!r}")
+        return v
+
+    @field_validator("mem")
+    @classmethod
+    def _mem(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not re.fullmatch(r"\d+[KMGT]?", v):
+            raise ValueError(f"expected a size like '16G' (digits, then K, M, G or T), got {v!r}")
+        return v
+
+    @field_validator("sbatch")
+    @classmethod
+    def _sbatch(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for k in v:
+            if not re.fullmatch(r"[a-z][a-z0-9-]*", k):
+                raise ValueError(f"expected sbatch long option names (account, qos, ...), got {k!r}")
+            if k in SBATCH_OWN:
+                raise ValueError(f"{k!r} is set by heur (launch.slurm.partition, time, mem, gpus_per_run), not here")
+            if v[k] is False:
+                raise ValueError(
+                    f"{k!r} = false: expected true (a flag, e.g. exclusive = true) or a value; leave it out"
+                )
+        return v
+
+    def time_minutes(self) -> int:
+        """The time limit in whole minutes, seconds rounded up (submitit's ``timeout_min``), read as
+        sbatch reads --time: "M", "M:SS", "H:MM:SS", "D-H", "D-H:MM", "D-H:MM:SS"."""
+        if isinstance(self.time, int):
+            return self.time
+        days, dash, rest = self.time.rpartition("-")
+        parts = [int(p) for p in rest.split(":")]
+        if dash:  # D-H, D-H:MM, D-H:MM:SS
+            h, m, sec = (parts + [0, 0])[:3]
+        else:  # M, M:SS, H:MM:SS
+            h, m, sec = [0] * (3 - len(parts)) + parts if len(parts) == 3 else [0] + (parts + [0])[:2]
+        total_s = ((int(days or 0) * 24 + h) * 60 + m) * 60 + sec
+        return max(1, -(-total_s // 60))
+
+
+class LaunchConfig(_Section):
+    """``[launch]``: how a run's process starts (core.launcher). ``nproc > 1`` runs it with torchrun
+    (DistributedDataParallel, ``nproc`` ranks on one machine); ``launcher = "slurm"`` submits it
+    as a SLURM job through submitit (torchrun inside the job when ``nproc > 1``)."""
+
+    launcher: Literal["local", "slurm"] = "local"
+    nproc: int = Field(default=1, ge=1, le=1024, description="processes (ranks) of the run; > 1: torchrun + DDP")
+    slurm: Optional[SlurmConfig] = None
+
+
 class RunConfig(_Section):
     """One fully resolved run."""
 
@@ -345,6 +422,7 @@ class RunConfig(_Section):
     plane: Optional[PlaneConfig] = None
     distill: Optional[DistillConfig] = None
     compare: Optional[CompareConfig] = None
+    launch: Optional[LaunchConfig] = Field(default=None, description="how the run starts (core.launcher)")
 
     @model_validator(mode="before")
     @classmethod

@@ -23,7 +23,8 @@ def check_run(cfg: Any) -> RunPlan:
     if cfg.train.loss == "cross_entropy" and cfg.data.name == "teacher_student":
         raise ConfigError('teacher_student is a regression dataset: expected loss = "mse"', key="train.loss")
     plan = plan_run(cfg)  # builds the model on the meta device: what build_model will say at the run's start
-    resolve_device(cfg.device)  # device = "cuda" on a machine without one: refused here, not in every run
+    if cfg.launch is None or cfg.launch.launcher != "slurm":  # a SLURM job's device is its node's
+        resolve_device(cfg.device)  # device = "cuda" on a machine without one: refused here, not in every run
     check_available(cfg.data)
     for name, section in configured(cfg.probes):  # each probe declares its own check
         probe_class(name).check(section, cfg, plan)
@@ -31,6 +32,9 @@ def check_run(cfg: Any) -> RunPlan:
     from .freeze import check_freeze
 
     check_freeze(cfg, plan)
+    from .launcher import check_launch
+
+    check_launch(cfg, plan)
     return plan
 
 

@@ -12,7 +12,10 @@ Processes are launched with no pipe back to the launcher (stdin from /dev/null, 
 SIGTERM to the run's process group. A run's state is one of queued, running, completed,
 diverged, failed, stopped, skipped (a run it references did not complete: ``core.pipeline``) or
 lost (its process is gone without an ``end`` event); the process
-start time is kept beside the pid, so a recycled pid is not taken for a live run.
+start time is kept beside the pid, so a recycled pid is not taken for a live run. A run started
+by a launcher other than the local one says so in status.json (``launcher``: core.launcher):
+torchrun's keeps the pid of torchrun itself; a SLURM job's keeps its ``job_id``, and its liveness
+is read from the heartbeat and squeue (core.slurm_queue), not from a local pid.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any, Optional
 
 import tomllib
 
+from . import slurm_queue
 from .atomic import write_json_atomic
 from .checkpoint import load_checkpoint
 from .config import Experiment, RunConfig, dumps_toml, validate_run
@@ -72,6 +76,33 @@ def pid_alive(pid: Optional[int], start_time: Optional[int]) -> bool:
     if st is None:
         return False
     return start_time is None or st == start_time or st == 0
+
+
+def run_alive(status: dict[str, Any]) -> bool:
+    """Whether the process (or SLURM job) that status.json names still lives: a local pid with its
+    start time (the local launcher and torchrun), or a job's heartbeat and squeue (SLURM)."""
+    if status.get("launcher") == "slurm":
+        return slurm_queue.alive(status)
+    return pid_alive(status.get("pid"), status.get("pid_start"))
+
+
+def signal_run(status: dict[str, Any], sig: int = signal.SIGTERM) -> bool:
+    """Send ``sig`` to the run status.json names: its process group (torchrun forwards it to every
+    rank), or its SLURM job (``scancel --signal``). True if something was signalled."""
+    if status.get("launcher") == "slurm":
+        return bool(status.get("job_id")) and slurm_queue.cancel(
+            str(status["job_id"]), signal.Signals(sig).name.removeprefix("SIG")
+        )
+    pid = status.get("pid")
+    if not pid:
+        return False
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        os.kill(pid, sig)
+    return True
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -322,7 +353,8 @@ def read_status(run_dir: Path | str) -> RunStatus:
             state = "completed"
             d.setdefault("result", ev.get("result") or {})
             d["reason"] = ev.get("reason", "")
-    if state == "running" and not pid_alive(d.get("pid"), d.get("pid_start")):
+    slurm_job = d.get("job_id") if d.get("launcher") == "slurm" else None
+    if state == "running" and not run_alive(d):
         end = _end_event(run_dir)
         if end is not None:
             state = end.get("state", "failed")
@@ -330,8 +362,17 @@ def read_status(run_dir: Path | str) -> RunStatus:
             d.setdefault("reason", end.get("reason", ""))
         else:
             state = "lost"
-            d.setdefault("reason", "the process vanished without an end event")
-    if state == "queued":
+            d.setdefault(
+                "reason",
+                f"SLURM job {slurm_job} vanished without an end event"
+                if slurm_job
+                else "the process vanished without an end event",
+            )
+    if state == "queued" and slurm_job:  # submitted: SLURM starts it, whatever the supervisor does
+        if not run_alive(d):
+            state = "lost"
+            d["reason"] = f"SLURM job {slurm_job} vanished before the run started: heur run --resume {run_dir.parent}"
+    elif state == "queued":
         sup = supervisor_gone(run_dir.parent)
         if sup is not None:
             state = "lost"
@@ -411,16 +452,60 @@ def _spawn(
         )
 
 
-def launch_run(run_dir: Path, resume: bool = False, env_extra: Optional[dict[str, str]] = None) -> subprocess.Popen:
-    """Start one run's training process, detached, output to ``stdout.log``."""
+def run_command(run_dir: Path, resume: bool = False, nproc: int = 1) -> list[str]:
+    """The command line of a run's process: ``python -m <task module> RUN_DIR [--resume]``, or
+    with ``nproc > 1`` torchrun starting ``nproc`` ranks of it on this machine (core.distributed)."""
     from .pipeline import TASKS
 
+    task = _read_json(Path(run_dir) / "status.json").get("task", "train")
+    module = TASKS[task].module if task in TASKS else TASKS["train"].module
+    tail = [str(run_dir)] + (["--resume"] if resume else [])
+    if nproc <= 1:
+        return [sys.executable, "-m", module] + tail
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",  # torchrun, which ships with torch
+        "--standalone",  # a rendezvous of its own on a free local port: several runs side by side
+        "--nnodes=1",
+        f"--nproc-per-node={nproc}",
+        "--max-restarts=0",  # a rank that dies ends the run (failed); heur run --resume continues it
+        "--monitor-interval=0.5",
+        "-m",
+        module,
+    ] + tail
+
+
+def end_if_silent(run_dir: Path, reason: str) -> bool:
+    """End a run ``failed`` when its process has gone without an ``end`` event (a rank, or the
+    SLURM job, died before rank 0 could write one): an ``end`` event, status.json and a line in
+    stdout.log, so the run reads as failed, not lost. False when the run had ended by itself."""
+    from .events import EventWriter
+
+    run_dir = Path(run_dir)
+    if _end_event(run_dir) is not None:
+        return False
+    st = _read_json(run_dir / "status.json")
+    if st.get("state") not in ("running", "queued"):
+        return False
+    with EventWriter(run_dir / "events.jsonl") as ev:
+        ev.emit(
+            "end", int(st.get("step") or 0), float(st.get("epoch") or 0.0), state="failed", reason=reason, result={}
+        )
+    with open(run_dir / "stdout.log", "a") as f:
+        f.write(f"heur: {reason}\n")
+    st.update(state="failed", reason=reason, heartbeat=time.time())
+    write_json_atomic(run_dir / "status.json", st)
+    return True
+
+
+def launch_run(run_dir: Path, resume: bool = False, env_extra: Optional[dict[str, str]] = None) -> subprocess.Popen:
+    """Start one run's training process, detached, output to ``stdout.log`` (core.launcher's
+    local launcher)."""
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.update(env_extra or {})
-    task = _read_json(Path(run_dir) / "status.json").get("task", "train")
-    module = TASKS[task].module if task in TASKS else TASKS["train"].module
-    args = [sys.executable, "-m", module, str(run_dir)] + (["--resume"] if resume else [])
+    args = run_command(run_dir, resume)
     proc = _spawn(args, Path(run_dir) / "stdout.log", env)
     st = _read_json(Path(run_dir) / "status.json")
     st.update(state="running", pid=proc.pid, pid_start=process_start_time(proc.pid), heartbeat=time.time())
@@ -529,6 +614,8 @@ def resume_plan(target: Path, rerun_failed: bool = False) -> ResumePlan:
             continue
         d = dict(st.raw)
         d.update(state="queued", pid=None, pid_start=None, reason="")
+        for k in ("job_id", "submitted"):  # a SLURM run is submitted anew
+            d.pop(k, None)
         write_json_atomic(rd / "status.json", d)
         plan.queued.append(rd)
     return plan
@@ -546,18 +633,14 @@ def stop_run(run_dir: Path | str, sig: int = signal.SIGTERM) -> bool:
     st = read_status(run_dir)
     if st.state == "queued":
         d = dict(st.raw)
+        if d.get("launcher") == "slurm" and d.get("job_id"):  # pending in SLURM: the job goes
+            slurm_queue.cancel(str(d["job_id"]))
         d.update(state="stopped", reason="stopped before it started")
         write_json_atomic(run_dir / "status.json", d)
         return True
-    if st.state != "running" or not st.pid:
+    if st.state != "running" or not (st.pid or st.raw.get("job_id")):
         return False
-    try:
-        os.killpg(st.pid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        os.kill(st.pid, sig)
-    return True
+    return signal_run(st.raw, sig)
 
 
 def mark_skipped(run_dir: Path | str, reason: str) -> None:

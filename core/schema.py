@@ -82,6 +82,7 @@ KINDS: dict[str, Kind] = {
             optional={
                 "threads": "torch's intra-op CPU threads (a resumed process keeps them: results depend on them)",
                 "deterministic": "torch.use_deterministic_algorithms was on",
+                "world_size": "ranks of a DistributedDataParallel run (torchrun; absent for one process)",
             },
         ),
         Kind(

@@ -1,8 +1,11 @@
 """The detached process that starts an experiment's queued runs, ``--jobs`` at a time.
 
-``python -m heur.core.supervise EXP_DIR [--jobs N] [--resume]``. On CUDA each job slot gets its
-own GPU through ``CUDA_VISIBLE_DEVICES``; on CPU the cores are shared out between the jobs
-(``HEUR_THREADS``). A run that references other runs' checkpoints (``core.pipeline``) starts once
+``python -m heur.core.supervise EXP_DIR [--jobs N] [--resume]``. Each run starts through its
+launcher (core.launcher: a local process, torchrun, or a SLURM job). On CUDA each job slot gets
+its own GPU through ``CUDA_VISIBLE_DEVICES`` (a torchrun run of ``nproc`` ranks gets ``nproc`` of
+them); on CPU the cores are shared out between the jobs (``HEUR_THREADS``, and between a torchrun
+run's ranks). SLURM jobs take no local slot unless ``--jobs`` is given: SLURM queues them.
+A run that references other runs' checkpoints (``core.pipeline``) starts once
 each of them has completed and the file is there; when one ends otherwise, the run ends
 ``skipped`` with the reason, and independent runs go on. SIGTERM stops the running runs and
 marks the queued ones stopped. When every run has ended it writes ``summary.json``.
@@ -19,6 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Optional
 
+from . import launcher as L
 from . import pipeline as P
 from . import runs as R
 from .summary import write_summary
@@ -54,9 +58,12 @@ def supervise(exp_dir: Path, jobs: Optional[int] = None, resume: bool = False, p
         sup.update(pid=os.getpid(), pid_start=R.process_start_time(os.getpid()), jobs=jobs, started=time.time())
         R.write_json_atomic(exp_dir / "supervisor.json", sup)
     queued = [rd for rd in R.run_dirs(exp_dir) if R.read_status(rd).state == "queued"]
-    jobs = jobs or default_jobs(len(queued))
+    launchers = {rd: L.for_run(rd) for rd in queued}
+    slurm_slots = jobs is not None  # SLURM jobs count against --jobs only when it is given
+    local = [rd for rd in queued if launchers[rd].name != "slurm"]
+    jobs = jobs or default_jobs(len(local) or 1)
     gpus = _gpus()
-    threads = max(1, (os.cpu_count() or 1) // max(1, min(jobs, len(queued) or 1)))
+    threads = max(1, (os.cpu_count() or 1) // max(1, min(jobs, len(local) or 1)))
     stopping = False
 
     def on_term(signum: int, frame: Optional[FrameType]) -> None:
@@ -65,15 +72,15 @@ def supervise(exp_dir: Path, jobs: Optional[int] = None, resume: bool = False, p
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    running: dict[int, tuple[Path, object, Optional[str]]] = {}
+    running: dict[object, tuple[Path, object, list[str]]] = {}
     free_gpus = list(gpus)
     refs = {rd: _refs(rd) for rd in queued}
     while queued or running:
-        for pid, (_rd, proc, gpu) in list(running.items()):
+        for pid, (rd_, proc, held) in list(running.items()):
             if proc.poll() is not None:  # reaped: no zombie left behind
                 del running[pid]
-                if gpu is not None:
-                    free_gpus.append(gpu)
+                launchers[rd_].ended(rd_, proc)
+                free_gpus.extend(held)
         if stopping:
             for rd in queued:
                 R.stop_run(rd)
@@ -91,17 +98,27 @@ def supervise(exp_dir: Path, jobs: Optional[int] = None, resume: bool = False, p
                 R.mark_skipped(rd, readiness)
                 queued.remove(rd)
         for rd in list(queued):
-            if len(running) >= jobs:
-                break
+            launcher = launchers[rd]
+            slot = launcher.name != "slurm" or slurm_slots
+            if slot and sum(launchers[r].name != "slurm" or slurm_slots for r, _, _ in running.values()) >= jobs:
+                continue
             if _readiness(rd, refs[rd]) is not True:
                 continue
+            need = L.gpus_needed(rd) if gpus else 0
+            if need > 1 and need > len(free_gpus) and need <= len(gpus):
+                continue  # a torchrun run's GPUs (one per rank) are busy: it waits for them
             queued.remove(rd)
             env = {"HEUR_THREADS": str(threads)}
-            gpu = free_gpus.pop(0) if free_gpus else None
-            if gpu is not None:
-                env["CUDA_VISIBLE_DEVICES"] = gpu
-            proc = R.launch_run(rd, resume=resume, env_extra=env)
-            running[proc.pid] = (rd, proc, gpu)
+            held = [free_gpus.pop(0) for _ in range(min(need, len(free_gpus)))]
+            if held:
+                env["CUDA_VISIBLE_DEVICES"] = ",".join(held)
+            try:
+                proc = launcher.start(rd, resume=resume, env_extra=env)
+            except Exception as e:  # a submission refused (sbatch's error): the run fails, the rest go on
+                R.end_if_silent(rd, f"could not start: {e}")
+                free_gpus.extend(held)
+                continue
+            running[proc.pid] = (rd, proc, held)
         time.sleep(poll)
     write_summary(exp_dir)
 

@@ -10,6 +10,12 @@ traceback in ``stdout.log``.
 
 The loop never calls the model itself: the run's objective (core.objective) gives the loss of
 each batch and the metrics of each evaluation, and checkpoints what it needs for an exact resume.
+
+Started by torchrun (``launch.nproc > 1``: core.launcher), the process is one rank of a
+DistributedDataParallel run (core.distributed): every rank takes its shard of the same global
+batch; rank 0 alone writes events, status and checkpoints and runs the probes and evaluations;
+the ranks agree at each log step whether to stop (one SIGTERM from ``heur stop`` reaches them
+all through torchrun), so they stop at the same step and rank 0 saves one checkpoint.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from . import runs as runs_mod
 from .config import RunConfig
 from .data import DeviceBatcher, augment_policy, load_data
 from .device import resolve_device, rng_state, set_rng_state
+from .distributed import Dist, from_env, world_size_from_env
 from .errors import ConfigError
 from .events import EventWriter
 from .models import build_model
@@ -64,16 +71,39 @@ def _recorded_start(run_dir: Path) -> dict[str, Any]:
     return next((ev for ev in read_events(run_dir / "events.jsonl") if ev.get("kind") == "start"), {})
 
 
+class _Silent:
+    """The event log and status of a rank other than 0: it writes nothing (rank 0 writes them)."""
+
+    data: dict[str, Any] = {}
+
+    def emit(self, kind: str, step: int, epoch: float, **fields: Any) -> dict[str, Any]:
+        return {"kind": kind, "step": step, "epoch": epoch, **fields}
+
+    def update(self, force: bool = False, **fields: Any) -> None:
+        pass
+
+    def heartbeat(self, **fields: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class Run:
-    """One training run inside its own process."""
+    """One training run inside its own process (or one rank of it: core.distributed)."""
 
     def __init__(self, run_dir: Path, resume: bool = False):
         self.run_dir = Path(run_dir)
         self.cfg: RunConfig = runs_mod.read_run_config(self.run_dir)
         self.resume = resume
         self.stop_requested = False
-        self.status = runs_mod.StatusWriter(self.run_dir)
-        self.events = EventWriter(self.run_dir / "events.jsonl")
+        self.dist: Optional[Dist] = None  # joined in setup() when torchrun started this process
+        self.main_rank = world_size_from_env() == 1 or os.environ.get("RANK", "0") == "0"
+        if self.main_rank:
+            self.status = runs_mod.StatusWriter(self.run_dir)
+            self.events = EventWriter(self.run_dir / "events.jsonl")
+        else:
+            self.status = self.events = _Silent()  # type: ignore[assignment]
         self.t0 = time.time()
         self.wall_before = 0.0  # wall time of the earlier processes of a resumed run, up to its checkpoint
 
@@ -91,6 +121,9 @@ class Run:
             torch.set_num_threads(max(1, int(threads)))
         self.threads = torch.get_num_threads()
         self.device = resolve_device(cfg.device)
+        self.dist = from_env(self.device)  # one rank of torchrun's group: its device (cuda:LOCAL_RANK)
+        if self.dist is not None:
+            self.device = self.dist.device
         torch.manual_seed(cfg.seed)
         self.plan: RunPlan = plan_run(cfg)  # sizes, steps, base lr, blocks: read from here on
         self.data = load_data(cfg, self.device)
@@ -118,6 +151,12 @@ class Run:
             from .probes.curvature import measure_lambda0
 
             self.lambda0 = float(measure_lambda0(self.model, cfg, self.data))
+            if self.dist is not None:  # every rank measured it; rank 0's value for all
+                import torch.distributed as dist
+
+                box = [self.lambda0]
+                dist.broadcast_object_list(box, src=0)
+                self.lambda0 = float(box[0])
         self.base_lr = (
             self.plan.base_lr if self.plan.base_lr is not None else run_base_lr(cfg, self.lambda0, self.batch)
         )
@@ -127,7 +166,10 @@ class Run:
             self.optimizer.add_param_group({"params": extra})
         self.schedule = build_schedule(cfg.schedule, self.base_lr, self.spe, self.total)
         self.restarts = set(getattr(self.schedule, "restart_steps", []) or [])
-        self.probes: list[Probe] = build_probes(cfg.probes)
+        self.probes: list[Probe] = build_probes(cfg.probes) if self.main_rank else []  # rank 0 measures
+        # the module the training steps call: DDP's wrapper (gradients all-reduced) on several ranks;
+        # evaluation, probes and checkpoints use the plain model (no collective, same state dict)
+        self.step_model = self.dist.wrap(self.model) if self.dist is not None else self.model
         self.ctx = TrainContext(
             cfg=cfg,
             model=self.model,
@@ -178,9 +220,19 @@ class Run:
             "rng": rng_state(self.device),  # dropout's draws continue where they were
         }
 
-    def save(self, name: str, step: int) -> Path:
+    def save(self, name: str, step: int) -> Optional[Path]:
+        """Write ``checkpoints/<name>``. On several ranks every rank calls it at the same step (the
+        logged-loss accumulator is summed over them); rank 0 writes, the others return None."""
+        global_acc = None
+        if self.dist is not None:  # the sum of global-batch means so far, as one process keeps it
+            global_acc = float(self.dist.sum_(self.loss_acc.detach().clone()).item()) / self.dist.world
+            if not self.dist.main:
+                return None
         path = self.run_dir / "checkpoints" / name
-        checkpoint.save_checkpoint(path, self.checkpoint_state(step))
+        state = self.checkpoint_state(step)
+        if global_acc is not None:
+            state["loss_acc"] = global_acc
+        checkpoint.save_checkpoint(path, state)
         self.events.emit("checkpoint", step, step / self.spe, path=str(path.relative_to(self.run_dir)))
         return path
 
@@ -214,7 +266,10 @@ class Run:
         if ck.get("rng"):
             set_rng_state(ck["rng"], self.device)
         self.start_step = int(ck["step"])
-        self.loss_acc.fill_(float(ck.get("loss_acc", 0.0)))
+        acc = float(ck.get("loss_acc", 0.0))
+        if self.dist is not None:  # rank 0 carries the sum for all: the log step sums and divides by N
+            acc = acc * self.dist.world if self.dist.main else 0.0
+        self.loss_acc.fill_(acc)
         self.n_acc = int(ck.get("n_acc", 0))
         self.restart_k = int(ck.get("restart_k", 0))
         self.wall_before = float(ck.get("wall_time", 0.0))
@@ -292,13 +347,16 @@ class Run:
                 blocks=list(self.plan.blocks),
                 threads=self.threads,
                 deterministic=torch.are_deterministic_algorithms_enabled(),
+                **({"world_size": self.dist.world} if self.dist is not None else {}),
             )
         ctx = self.ctx
         ctx.step, ctx.epoch = self.start_step, self.start_step / spe
         if not resumed:
             for p in self.probes:
                 p.on_start(ctx)
-        model, opt, objective, params = self.model, self.optimizer, self.objective, self.params
+        model, opt, objective, params = self.step_model, self.optimizer, self.objective, self.params
+        dist = self.dist
+        stop_flag = torch.zeros((), device=self.device) if dist is not None else None  # 1: this rank was signalled
         last: dict[str, Any] = {}
         state, reason = "completed", f"trained {total} steps"
         lr_prev = None
@@ -314,7 +372,11 @@ class Run:
                     g["lr"] = lr
                 lr_prev = lr
             x, y = self.batcher.batch_at(step)
-            loss = objective.loss(model, x, y, step)  # no host sync: the loss stays on the device
+            if dist is None:
+                loss = objective.loss(model, x, y, step)  # no host sync: the loss stays on the device
+            else:  # this rank's shard of the global batch, weighted so DDP's average is its gradient
+                x, y, weight = dist.shard(x, y)
+                loss = objective.loss(model, x, y, step) * weight
             opt.zero_grad(set_to_none=True)
             loss.backward()
             log_now = (step + 1) % tc.log_every == 0 or step + 1 == total
@@ -326,8 +388,14 @@ class Run:
             ctx.step, ctx.epoch, ctx.lr = step, step / spe, lr
             for p in self.probes:
                 p.after_step(ctx)
+            stop_now = False
             if log_now:
-                vals = torch.stack([self.loss_acc / self.n_acc, gnorm.to(self.loss_acc)]).tolist()
+                mean = self.loss_acc / self.n_acc
+                if dist is not None and stop_flag is not None:  # the global batch's loss; was any rank signalled
+                    stop_flag.fill_(1.0 if self.stop_requested else 0.0)
+                    both = dist.sum_(torch.stack([mean, stop_flag]))
+                    mean, stop_now = both[0] / dist.world, bool(both[1].item() > 0)
+                vals = torch.stack([mean, gnorm.to(self.loss_acc)]).tolist()
                 loss_val, gn = vals
                 self.loss_acc.zero_()
                 self.n_acc = 0
@@ -353,20 +421,25 @@ class Run:
                 if tc.checkpoint_before_restart:
                     self.save(f"restart_{self.restart_k}.pt", step)
                 self.events.emit("restart", step, step / spe, index=self.restart_k, lr_next=self.schedule(step))
-            if step % eval_steps == 0 and step < total:
+            if step % eval_steps == 0 and step < total and self.main_rank:
                 last.update(self.eval_event(step))
             if step % spe == 0:
                 for p in self.probes:
                     p.on_epoch_end(ctx, step // spe)
             if ckpt_steps and step % ckpt_steps == 0 and step < total:
                 self.save(f"step_{step}.pt", step)
-            if self.stop_requested:
+            if dist is None:
+                stop_now = self.stop_requested
+            else:  # the ranks stop together, at a log step (they agreed there)
+                stop_now = stop_now and log_now
+            if stop_now:
                 state, reason = "stopped", f"SIGTERM at step {step}"
                 self.save(f"step_{step}.pt", step)
                 break
         ctx.extra["state"] = state
         if state == "completed":
-            last.update(self.eval_event(step))
+            if self.main_rank:
+                last.update(self.eval_event(step))
             self.save("final.pt", step)
         return state, reason, last
 
@@ -405,7 +478,10 @@ def main(argv: Optional[list[str]] = None, run_class: type = Run, prog: str = "p
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    run.status.update(state="running", pid=os.getpid(), force=True)
+    if world_size_from_env() == 1:
+        run.status.update(state="running", pid=os.getpid(), force=True)
+    else:  # torchrun's pid (the launcher wrote it) stays: stopping signals its process group
+        run.status.update(state="running", rank0_pid=os.getpid(), force=True)
     try:
         run.setup()
         state, reason, last = run.train()
@@ -418,6 +494,8 @@ def main(argv: Optional[list[str]] = None, run_class: type = Run, prog: str = "p
         run.finish("failed", f"{type(e).__name__}: {e}", {})
         return 1
     run.finish(state, reason, last)
+    if getattr(run, "dist", None) is not None:
+        run.dist.close()
     return 0
 
 
