@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from heur.core.events import EventReader
-from heur.tui import figures
-from heur.tui.model import RunData, decode
+from heur.figures import panels as figures
+from heur.figures.rundata import RunData, decode
 
 QUICK = "--quick" in sys.argv
 
@@ -201,7 +201,7 @@ def bench_redraw() -> None:
     view_s = figures.View(smoothing=0.9)
     t_smooth = median_time(lambda: render(figures.loss_figure(shown, view_s, plot_w)), 5)
     # scale: one run, 50,000 points, not decimated
-    from heur.tui.plotting import Figure, Series
+    from heur.figures.figure import Figure, Series
 
     tr = shown[0].data["train"]
     raw = Figure(series=[Series(tr["step"], tr["loss"])])

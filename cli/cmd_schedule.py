@@ -79,7 +79,7 @@ def render(drawn: dict[str, Drawn], width: int, height: int, xaxis: str = "step"
     import numpy as np
     import plotext as plt
 
-    from heur.tui.downsample import minmax
+    from heur.figures.downsample import minmax
 
     plt.clear_figure()
     plt.plotsize(width, height)

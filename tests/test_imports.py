@@ -131,3 +131,31 @@ def test_measurement_code_imports_only_measurement_code():
     }
     assert graph.keys() >= {"measure.similarity", "measure.curvature", "measure.connectivity"}
     assert {m: ts for m, ts in outside.items() if ts} == {}
+
+
+UI_LIBRARIES = {"textual", "textual_plotext", "rich", "plotext", "matplotlib"}
+
+
+def _top_imports(path: Path) -> set[str]:
+    """The top-level package names a file imports anywhere in its body."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    out = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Import):
+            out |= {a.name.split(".")[0] for a in n.names}
+        elif isinstance(n, ast.ImportFrom) and not n.level and n.module:
+            out.add(n.module.split(".")[0])
+    return out
+
+
+def test_the_engine_and_the_figures_import_no_ui_library():
+    """core/ (the engine) and figures/ (what each panel shows, shared by the TUI and the reports)
+    never import a UI or plotting library: the faces draw, they describe."""
+    root = CORE.parent
+    found = {
+        str(p.relative_to(root)): sorted(_top_imports(p) & UI_LIBRARIES)
+        for d in ("core", "figures")
+        for p in (root / d).rglob("*.py")
+    }
+    assert {k: v for k, v in found.items() if v} == {}
+    assert _top_imports(root / "tui" / "plotting.py") >= {"textual_plotext"}  # the checker sees imports

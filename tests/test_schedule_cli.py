@@ -168,7 +168,7 @@ def test_missing_preset_exits_2(app, tmp_path):
 
 def test_decimate_keeps_extremes():
     """The schedule plot decimates with the TUI's min/max buckets."""
-    from heur.tui.downsample import minmax
+    from heur.figures.downsample import minmax
 
     def decimate(xs, ys, buckets):
         dx, dy = minmax(xs, ys, buckets)

@@ -15,9 +15,10 @@ from heur.core.events import read_events
 from heur.core.preflight import check_experiment
 from heur.core.schema import EVAL_RESULT, KINDS, problems
 from heur.core.train import Run
-from heur.tui import figures, heatmap
+from heur.figures import panels as figures
+from heur.figures.rundata import RunData
+from heur.tui import heatmap
 from heur.tui.feed import Feed
-from heur.tui.model import RunData
 
 # a wide-enough NTK-parametrised MLP at lr = 8/lambda0 on full-batch GD catapults in its first
 # steps (Lewkowycz et al.); 30 one-step epochs, a CCA snapshot every 10

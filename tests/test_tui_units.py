@@ -10,10 +10,11 @@ import pytest
 from fixtures_tui import RecordingSource, ev, make_presets, make_runs, write_run
 
 from heur.core.events import apply_resumes, read_events
-from heur.tui import figures, heatmap
-from heur.tui.downsample import envelope, minmax, smooth
+from heur.figures import panels as figures
+from heur.figures.downsample import envelope, minmax, smooth
+from heur.figures.rundata import RunData, Table, decode
+from heur.tui import heatmap
 from heur.tui.feed import Feed
-from heur.tui.model import RunData, Table, decode
 from heur.tui.presets import scan_presets
 
 # --------------------------------------------------------------------------- decimation
@@ -403,8 +404,8 @@ def test_engine_field_names_for_ntk_and_adam_sharpness():
 def test_loss_axis_goes_log_by_itself_when_values_span_decades():
     import numpy as np
 
-    from heur.tui.figures import spans_decades
-    from heur.tui.plotting import Series
+    from heur.figures.figure import Series
+    from heur.figures.panels import spans_decades
 
     calm = Series(np.arange(3.0), np.array([2.3, 1.0, 0.1]))
     exploded = Series(np.arange(3.0), np.array([2.3, 1e6, float("nan")]))
@@ -414,7 +415,7 @@ def test_loss_axis_goes_log_by_itself_when_values_span_decades():
 
 
 def test_decade_ticks_cover_the_range_with_few_labels():
-    from heur.tui.plotting import decade_ticks
+    from heur.figures.figure import decade_ticks
 
     t = decade_ticks(3e-14, 2.5e8)
     assert len(t) <= 5 and t[0] <= 3e-14 and t[-1] * 10**6 >= 2.5e8
@@ -441,7 +442,7 @@ def test_a_queued_pipeline_run_shows_what_it_waits_for(tmp_path):
 
 
 def test_a_title_that_does_not_fit_is_shortened_never_its_state():
-    from heur.tui.plotting import Figure
+    from heur.figures.figure import Figure
 
     fig = Figure(title="loss: train ─  test •  catapult ▲", state=["log: auto", "cut > 2.3e+03: wild"])
     whole = "loss: train ─  test •  catapult ▲ (log: auto; cut > 2.3e+03: wild)"

@@ -23,10 +23,12 @@ from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widgets import Footer, Log, Static, TabbedContent, TabPane, Tree
 
-from . import distill, figures, heatmap
+from heur.figures import panels
+from heur.figures.panels import Shown, View
+from heur.figures.rundata import RunData
+
+from . import distill, heatmap
 from .feed import EventBatch, ExperimentRow, Feed
-from .figures import Shown, View
-from .model import RunData
 from .plotting import PlotView, rich_color
 from .presets import PresetInfo, scan_presets
 from .screens import ConfirmScreen, HelpScreen, InfoScreen, LaunchScreen
@@ -44,10 +46,10 @@ TABS = [
     ("config", "Cfg"),
 ]
 PLOT_TABS = {
-    "loss": figures.loss_figure,
-    "acc": figures.accuracy_figure,
-    "lr": figures.lr_figure,
-    "sharp": figures.sharpness_figure,
+    "loss": panels.loss_figure,
+    "acc": panels.accuracy_figure,
+    "lr": panels.lr_figure,
+    "sharp": panels.sharpness_figure,
 }
 SMOOTHING = (0.0, 0.6, 0.9, 0.99)
 
@@ -426,12 +428,12 @@ class HeurApp(App):
         return max(20, plot.size.width - 8)  # minus the y tick labels
 
     def _draw_catapult(self, shown: list[Shown], plot: PlotView) -> None:
-        rows = figures.catapult_rows(shown)
-        fig = figures.loss_figure(shown, self.view, self._plot_width(plot), test=False)
+        rows = panels.catapult_rows(shown)
+        fig = panels.loss_figure(shown, self.view, self._plot_width(plot), test=False)
         fig.title = "loss with catapult peaks ▲"
         plot.figure = fig if self.experiment else None
         t = Text()
-        for line in figures.regime_lines(shown):
+        for line in panels.regime_lines(shown):
             t.append(line + "\n")
         if rows:
             t.append(f"{'run':<14} {'start':>7} {'peak':>7} {'end':>7} {'ratio':>6}\n", style="bold")
@@ -452,8 +454,8 @@ class HeurApp(App):
             width = self._q(TabbedContent).size.width - 2
             box.update(distill.render(evs, flags, width, f"{run.name}: each layer's closeness to {evs[0].get('a')}"))
             return
-        live = figures.cca_matrix(d) if d is not None else None
-        final = figures.cca_final(d) if d is not None else None
+        live = panels.cca_matrix(d) if d is not None else None
+        final = panels.cca_final(d) if d is not None else None
         if live is None and final is None:
             box.update(Text("no CCA events yet — enable [probes.cca]", style="dim"))
             return
@@ -517,8 +519,8 @@ class HeurApp(App):
         self._invalidate()
 
     def action_cycle_xaxis(self) -> None:
-        i = figures.XAXES.index(self.view.xaxis)
-        self.view.xaxis = figures.XAXES[(i + 1) % len(figures.XAXES)]
+        i = panels.XAXES.index(self.view.xaxis)
+        self.view.xaxis = panels.XAXES[(i + 1) % len(panels.XAXES)]
         self._invalidate()
 
     def action_cycle_focus(self) -> None:

@@ -1,4 +1,5 @@
-"""The distillation panel: a compare run's per-layer closeness to the teacher as bars.
+"""The distillation panel in text: a compare run's per-layer closeness to the teacher as bars
+(the data: heur.figures.distill).
 
 A ``compare`` run (core.compare_task) writes one ``compare`` event per checkpoint it compares
 with its reference (the teacher): ``values`` holds, per layer of that model, its similarity to
@@ -12,40 +13,16 @@ fits 80 columns and grows with the terminal.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Optional
 
-import tomllib
 from rich.text import Text
 
-from heur.core.schema import columns
+from heur.figures.distill import deeper_gain, difference, is_distilled, latest_pairs
+from heur.figures.distill import num as _num
 
-columns("compare", "a", "b", "method", "layers_b", "values", "agreement")
+__all__ = ["is_distilled", "latest_pairs", "render"]
 
 POS, NEG = "green", "red"
-
-
-def latest_pairs(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The last ``compare`` event per compared checkpoint, in the run's order (a rerun replaces)."""
-    out: dict[str, dict] = {}
-    for e in events:
-        out[str(e.get("b"))] = e
-    return sorted(out.values(), key=lambda e: e.get("step") or 0)
-
-
-def is_distilled(exp_dir: Path, ref: str) -> Optional[bool]:
-    """Does ``@RUN`` of the experiment train with ``[distill]`` (None: not a run reference or unreadable)."""
-    if not isinstance(ref, str) or not ref.startswith("@"):
-        return None
-    run = ref[1:].split(":")[0]
-    try:
-        return "distill" in tomllib.loads((Path(exp_dir) / run / "config.toml").read_text())
-    except (OSError, tomllib.TOMLDecodeError):
-        return None
-
-
-def _num(v: Any) -> float:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else math.nan
 
 
 def _bar(v: float, cells: int) -> str:
@@ -92,7 +69,7 @@ def render(events: list[dict[str, Any]], distilled: list[Optional[bool]], width:
 
 
 def _difference(layers: list[str], dist: list, indep: list, name_w: int, cells: int) -> Text:
-    diff = [_num(a) - _num(b) for a, b in zip(dist, indep)]
+    diff = difference(dist, indep)
     finite = [abs(x) for x in diff if math.isfinite(x)]
     scale = max(finite, default=0.0) or 1.0
     half = max(4, (cells - 1) // 2)
@@ -107,7 +84,7 @@ def _difference(layers: list[str], dist: list, indep: list, name_w: int, cells: 
         out.append(f"{right:<{half}}", style=POS)
         out.append(f" {x:+6.3f}\n" if math.isfinite(x) else "      —\n")
     h = len(layers) // 2
-    if h and all(math.isfinite(x) for x in diff[:h] + diff[len(diff) - h :]):
-        gain = sum(diff[len(diff) - h :]) / h - sum(diff[:h]) / h
+    gain = deeper_gain(diff)
+    if gain is not None:
         out.append(f"deeper-half gain {gain:+.3f} (deeper {h} layers minus shallower {h}; the paper: > 0)\n")
     return out

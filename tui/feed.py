@@ -16,8 +16,7 @@ from typing import Any
 
 from heur.core.events import EventReader
 from heur.core.runs import FINAL_STATES
-
-from .model import Segment, decode
+from heur.figures.rundata import Segment, decode
 
 LOG_TAIL_BYTES = 64 * 1024
 LOG_TAIL_LINES = 400

@@ -1,7 +1,8 @@
 """The one place that talks to the plotting library (plotext 5 through textual-plotext).
 
-Everything else in the TUI describes a plot as plain data — a :class:`Figure` of
-:class:`Series` — and hands it to a :class:`PlotView`. Swapping plotext for something else
+Everything else describes a plot as plain data — a :class:`~heur.figures.figure.Figure` of
+:class:`~heur.figures.figure.Series` (``heur.figures``, shared with the reports) — and the TUI
+hands it to a :class:`PlotView`. Swapping plotext for something else
 means rewriting :meth:`PlotView.render` and nothing outside this module.
 """
 
@@ -9,84 +10,18 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 from rich.text import Text
 from textual_plotext import PlotextPlot
 
-# mid-luminance colours, distinguishable on dark and light backgrounds (RGB; Textual maps them
-# to the nearest of 256 colours on xterm-256color)
-PALETTE: list[tuple[int, int, int]] = [
-    (0, 130, 200),  # blue
-    (230, 25, 75),  # red
-    (60, 160, 75),  # green
-    (245, 130, 48),  # orange
-    (145, 30, 180),  # purple
-    (0, 128, 128),  # teal
-    (220, 50, 200),  # magenta
-    (150, 100, 40),  # brown
-]
-GREY = (128, 128, 128)
-
-
-def color(i: int) -> tuple[int, int, int]:
-    return PALETTE[i % len(PALETTE)]
+from heur.figures.figure import Figure, color, decade_ticks
 
 
 def rich_color(i: int) -> str:
     """The same colour as a Rich style string, for legends outside the plot."""
     r, g, b = color(i)
     return f"rgb({r},{g},{b})"
-
-
-@dataclass
-class Series:
-    """One curve (or set of marks) on a figure."""
-
-    x: np.ndarray
-    y: np.ndarray
-    label: str | None = None
-    color: tuple[int, int, int] | None = None
-    kind: str = "line"  # "line" | "scatter"
-    marker: str | None = None  # e.g. "braille", "dot", "x", "•"
-
-
-@dataclass
-class HLine:
-    y: float
-    label: str | None = None
-    color: tuple[int, int, int] = GREY
-
-
-@dataclass
-class Figure:
-    """A plot as plain data; ``empty`` is the message shown when there is nothing to draw."""
-
-    title: str = ""
-    xlabel: str = ""
-    ylabel: str = ""
-    series: list[Series] = field(default_factory=list)
-    hlines: list[HLine] = field(default_factory=list)
-    ylog: bool = False
-    empty: str = "no data yet"
-    state: list[str] = field(default_factory=list)  # "log", "smooth 0.6", "cut > 1e3: run": shown in the title
-
-    def title_for(self, width: int) -> str:
-        """The title with its state in ``width`` columns: whole if it fits; else the panel's name
-        (before the colon) with the state; the state is shortened last, never dropped."""
-        state = f" ({'; '.join(self.state)})" if self.state else ""
-        full = self.title + state
-        if len(full) <= width or not self.title:
-            return full
-        short = self.title.split(":", 1)[0] + state
-        return short if len(short) <= width else short[: max(1, width - 1)] + "…"
-
-    def has_data(self) -> bool:
-        return any(len(s.x) for s in self.series)
-
-    def points(self) -> int:
-        return sum(len(s.x) for s in self.series)
 
 
 class PlotView(PlotextPlot):
@@ -133,15 +68,6 @@ class PlotView(PlotextPlot):
         plt.theme(self._get_plotext_theme_name(self.app.theme))
         _draw(plt, fig, self.size.width)
         return super().render()
-
-
-def decade_ticks(lo: float, hi: float, most: int = 5) -> list[float]:
-    """Powers of ten covering [lo, hi] (lo > 0), at most ``most`` of them, evenly strided."""
-    if not (lo > 0 and hi >= lo and math.isfinite(hi)):
-        return []
-    e0, e1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
-    step = max(1, math.ceil((e1 - e0 + 1) / most))
-    return [10.0**e for e in range(e0, e1 + 1, step)]
 
 
 def _draw(plt, fig: Figure, width: int = 10_000) -> None:

@@ -169,3 +169,18 @@ class RunData:
     def last_step(self) -> int:
         t = self.tables["train"]
         return int(t["step"][-1]) if len(t) else 0
+
+
+def load_run(run_dir, name: str | None = None) -> RunData:
+    """A run directory's events as one :class:`RunData` (what is there so far; a torn last line
+    of a running run is left for later), ``resume`` cuts applied."""
+    from pathlib import Path
+
+    from heur.core.events import read_events
+
+    run_dir = Path(run_dir)
+    data = RunData(name or run_dir.name)
+    path = run_dir / "events.jsonl"
+    if path.is_file():
+        data.apply(decode(read_events(path)))
+    return data

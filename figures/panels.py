@@ -1,4 +1,4 @@
-"""Panels as data: build a :class:`~heur.tui.plotting.Figure` from the runs on screen.
+"""Panels as data: build a :class:`~heur.figures.figure.Figure` from the runs shown.
 
 Pure functions of (runs, view options, plot width): no widgets, no plotting library, so they
 are tested directly. Every series is decimated to about two points per column (min/max
@@ -15,8 +15,8 @@ import numpy as np
 from heur.core.schema import columns
 
 from .downsample import envelope, minmax, smooth
-from .model import RunData, Table
-from .plotting import GREY, Figure, HLine, Series, color
+from .figure import GREY, Figure, Heatmap, HLine, Series, color
+from .rundata import RunData, Table
 
 XAXES = ("step", "samples", "epoch")
 # the fields the panels read from the events kept whole (checked against core/schema.py)
@@ -31,6 +31,7 @@ class View:
     xaxis: str = "step"
     ylog: bool = False
     smoothing: float = 0.0
+    raw_behind: bool = False  # smoothed lines get their raw line, faint (Series.raw), behind them
 
 
 @dataclass
@@ -137,6 +138,12 @@ def loss_figure(runs: list[Shown], view: View, width: int, test: bool = True) ->
     )
     rng = _xrange(runs, ("train", "eval_test"), view)
     single = len(runs) == 1
+    if view.smoothing and view.raw_behind:
+        for r in runs:
+            raw = _series(r, "train", "loss", view, width, rng, label=None)
+            for s in raw:
+                s.raw = True
+            fig.series.extend(raw)
     for r in runs:
         ss = _series(
             r, "train", "loss", view, width, rng, label=r.name + (" train" if single else ""), smoothing=view.smoothing
@@ -417,3 +424,85 @@ def cca_final(run: RunData) -> tuple[list[str], list[float], np.ndarray, dict] |
         return None
     mat = np.array([[float(v) if isinstance(v, (int, float)) else np.nan for v in r] for r in rows])
     return layers, [float(x) for x in epochs], mat, e
+
+
+def cca_heatmaps(run: Shown) -> list[Heatmap]:
+    """The run's CCA heatmaps (layer × epoch): each layer against the previous snapshot (the live
+    one) and, once the run has completed, every snapshot against the final one."""
+    out = []
+    for m, vs in ((cca_matrix(run.data), "the previous snapshot"), (cca_final(run.data), "the final epoch")):
+        if m is None:
+            continue
+        layers, epochs, mat, last = m
+        out.append(
+            Heatmap(
+                title=f"{run.name}: {last.get('method', 'cca')} of each layer vs {vs}",
+                rows=layers,
+                cols=[f"{e:g}" for e in epochs],
+                values=mat,
+                xlabel="epoch",
+                ylabel="layer",
+                vmin=0.0,
+                vmax=1.0,
+                cbar=str(last.get("method", "cca")),
+            )
+        )
+    return out
+
+
+def _grid_label(v) -> str:
+    """A grid value as the preset writes it (1024, not 1.02e+03)."""
+    return f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+
+def grid_metric(rows: list[dict]) -> str:
+    """The final loss a grid's heatmap shows: the test loss, else the train loss."""
+    for k in ("test_loss", "train_loss", "train_loss_running"):
+        if any(r.get(k) is not None for r in rows):
+            return k
+    return "train_loss"
+
+
+def grid_heatmap(summary: dict) -> Heatmap | None:
+    """A one- or two-key ``[grid]`` as a heatmap of the final loss (log colour), diverged cells
+    marked DIV and runs without a value by their state; rows the first key, columns the second.
+    ``summary``: core.summary.collect's dict. None without a grid."""
+    grid = summary.get("grid") or {}
+    if len(grid) not in (1, 2):
+        return None
+    items = list(grid.items())
+    (ka, va), (kb, vb) = items if len(items) == 2 else (("", [None]), items[0])
+    rows = summary.get("runs") or []
+    metric = grid_metric(rows)
+
+    def index(values: list, v) -> int:  # a grid value as written (1 == 1.0)
+        return next((i for i, x in enumerate(values) if x == v), -1)
+
+    mat = np.full((len(va), len(vb)), np.nan)
+    marks = []
+    for r in rows:
+        p = r.get("params") or {}
+        i, j = (index(va, p.get(ka)) if ka else 0), index(vb, p.get(kb))
+        if i < 0 or j < 0:
+            continue
+        v = r.get(metric)
+        if r.get("state") == "diverged":
+            marks.append((i, j, "DIV"))
+        elif isinstance(v, (int, float)) and math.isfinite(v):
+            mat[i, j] = float(v)
+        else:
+            marks.append((i, j, str(r.get("state", ""))))
+    finite = mat[np.isfinite(mat)]
+    return Heatmap(
+        title=f"grid: final {metric.replace('_', ' ')}" + (f" ({len(marks)} without a value)" if marks else ""),
+        rows=[_grid_label(a) for a in va] if ka else [""],
+        cols=[_grid_label(b) for b in vb],
+        values=mat,
+        xlabel=kb,
+        ylabel=ka,
+        cbar=metric.replace("_", " "),
+        log=bool(finite.size) and bool((finite > 0).all()),
+        annotate=mat.size <= 100,
+        marks=marks,
+        empty="no grid point has finished yet",
+    )
