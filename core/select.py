@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Optional
 
 from .errors import ConfigError
 
-__all__ = ["match_runs", "check_closed"]
+__all__ = ["match_runs", "check_closed", "with_dependencies"]
 
 
 def match_runs(names: Iterable[str], patterns: list[str], key: str = "--only") -> list[str]:
@@ -49,3 +49,16 @@ def check_closed(
                 + f": add --only {dep}",
                 key=key,
             )
+
+
+def with_dependencies(selected: list[str], needs: Callable[[str], list[str]], order: list[str]) -> list[str]:
+    """``selected`` and every run they start from, directly or not, in ``order`` (the TUI's
+    relaunch of one run: the dialog says which runs come along)."""
+    keep: set[str] = set()
+    todo = list(selected)
+    while todo:
+        n = todo.pop()
+        if n not in keep:
+            keep.add(n)
+            todo.extend(needs(n))
+    return [n for n in order if n in keep]

@@ -27,7 +27,7 @@ from heur.figures import panels
 from heur.figures.panels import Shown, View
 from heur.figures.rundata import RunData
 
-from . import distill, heatmap
+from . import distill, heatmap, system
 from .feed import EventBatch, ExperimentRow, Feed
 from .plotting import PlotView, rich_color
 from .presets import PresetInfo, scan_presets
@@ -44,6 +44,7 @@ TABS = [
     ("cca", "CCA"),
     ("log", "Log"),
     ("config", "Cfg"),
+    ("sys", "Sys"),
 ]
 PLOT_TABS = {
     "loss": panels.loss_figure,
@@ -75,7 +76,7 @@ class HeurApp(App):
     #info { height: auto; max-height: 3; padding: 0 1; background: $boost; }
     TabbedContent { height: 1fr; }
     TabPane { padding: 0; }
-    #cat-text, #cca-text, #config-text { padding: 0 1; }
+    #cat-text, #cca-text, #config-text, #sys-text { padding: 0 1; }
     .hidden { display: none; }
     """
     BINDINGS = [
@@ -83,6 +84,8 @@ class HeurApp(App):
         Binding("question_mark", "help", "help", key_display="?"),
         Binding("n", "launch", "launch"),
         Binding("X", "stop", "stop"),
+        Binding("R", "resume", "resume", show=False),
+        Binding("N", "relaunch", "relaunch", show=False),
         Binding("l", "toggle_log", "log"),
         Binding("s", "cycle_smoothing", "smooth"),
         Binding("x", "cycle_xaxis", "x-axis"),
@@ -101,6 +104,7 @@ class HeurApp(App):
     STATUS_PERIOD = 1.5
     REDRAW_PERIOD = 0.25
     MAX_DUTY = 0.025  # share of a core that redrawing a live plot may take
+    SYSTEM_PERIOD = 1.0  # the system panel's sampling period while it is shown
 
     def __init__(
         self, runs_dir: str | Path = "runs", presets_dir: str | Path = "presets", source: Any = None, live: bool = True
@@ -133,6 +137,9 @@ class HeurApp(App):
         self.status_polls = 0
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self.sampler: Any = None  # core.system.Sampler, made when the system panel is first shown
+        self.system_sample: Any = None
+        self._deferred_toasts: list[tuple[str, dict]] = []
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -154,6 +161,9 @@ class HeurApp(App):
                                     yield Static("", id="cca-text")
                             elif tid == "log":
                                 yield Log(id="log-view", max_lines=2000)
+                            elif tid == "sys":
+                                with VerticalScroll():
+                                    yield Static("", id="sys-text")
                             else:
                                 with VerticalScroll():
                                     yield Static("", id="config-text")
@@ -173,6 +183,7 @@ class HeurApp(App):
         self._q("#plot-cat", PlotView).styles.height = 12
         self._update_info()
         self.set_interval(self.REDRAW_PERIOD, self._redraw)
+        self.set_interval(self.SYSTEM_PERIOD, self._sample_system)
         if self.live:
             self._reader()
 
@@ -468,6 +479,8 @@ class HeurApp(App):
                 if out:
                     out.append("\n\n")
                 out.append_text(heatmap.render(layers, epochs, mat, width, title))
+        if final is not None:
+            out.append("\n" + settle_text(final[0], final[1], final[2]))
         box.update(out)
 
     def _draw_config(self, run: Path | None) -> None:
@@ -490,6 +503,47 @@ class HeurApp(App):
                 word_wrap=True,
             )
         )
+
+    # ------------------------------------------------------------------ system panel
+    def _sample_system(self) -> None:
+        """(timer) One sample of CPU, memory and GPUs while the system panel is shown."""
+        try:
+            if self._q(TabbedContent).active != "sys":
+                return
+        except NoMatches:
+            return
+        if self.sampler is None:
+            from heur.core.system import Sampler
+
+            self.sampler = Sampler()
+        self.system_sample = self.sampler.sample()
+        self._q("#sys-text", Static).update(system.render(self.system_sample, self._q(TabbedContent).size.width - 2))
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "sys":
+            self._sample_system()  # at once, not a second later
+
+    # ------------------------------------------------------------------ toasts
+    def notify(self, message: str, **kw: Any) -> None:  # type: ignore[override]
+        """A toast, held back while a dialog is open (it would cover the dialog at 80×24) and
+        shown when the dialog closes."""
+        if self._main_screen is not None and self.screen is not self._main_screen:
+            self._deferred_toasts.append((message, kw))
+            return
+        super().notify(message, **kw)
+
+    def push_screen(self, screen: Any, *a: Any, **kw: Any) -> Any:  # type: ignore[override]
+        self.clear_notifications()  # a toast on screen when a dialog opens would cover it
+        return super().push_screen(screen, *a, **kw)
+
+    def _flush_toasts(self) -> None:
+        pending, self._deferred_toasts = self._deferred_toasts, []
+        for message, kw in pending:
+            self.notify(message, **kw)
+
+    def on_screen_resume(self, event: Any) -> None:
+        if self.screen is self._main_screen and self._deferred_toasts:
+            self.call_later(self._flush_toasts)
 
     # ------------------------------------------------------------------ actions
     def action_help(self) -> None:
@@ -584,6 +638,79 @@ class HeurApp(App):
 
         self.push_screen(ConfirmScreen(f"Stop {what}? It checkpoints and ends 'stopped'."), done)
 
+    def action_resume(self) -> None:
+        """Resume the highlighted run (failed and diverged ones too: you pointed at it) or the
+        unfinished runs of the highlighted experiment, as ``heur run --resume`` does."""
+        data = self._highlighted()
+        if isinstance(data, RunNode):
+            target, what, rerun = data.path, f"run {data.path.name}", True
+        elif isinstance(data, ExperimentNode):
+            target, what, rerun = data.path, f"the unfinished runs of {data.path.name}", False
+        else:
+            self.notify("highlight a run or an experiment to resume", severity="warning")
+            return
+
+        def done(ok: bool | None) -> None:
+            if ok:
+                self._resume(target, what, rerun)
+
+        self.push_screen(ConfirmScreen(f"Resume {what} from the last checkpoint?"), done)
+
+    @work(thread=True, group="resume")
+    def _resume(self, target: Path, what: str, rerun: bool) -> None:
+        try:  # may wait for a supervisor that is ending: off the UI thread
+            queued, left = self.source.resume(target, rerun)
+        except Exception as e:  # ConfigError: a live run, another supervisor
+            msg = getattr(e, "message", None) or str(e)
+            self.call_from_thread(self.notify, f"cannot resume {what}: {msg}", severity="error", timeout=8)
+            return
+        if queued:
+            note = f"resuming {', '.join(queued)}" + (
+                f"; left {', '.join(left)} (R on the run reruns it)" if left else ""
+            )
+            self.call_from_thread(self.notify, note)
+        else:
+            why = f"left {', '.join(left)}: highlight the run and press R" if left else "every run completed"
+            self.call_from_thread(self.notify, f"nothing to resume ({why})", severity="warning", timeout=8)
+        self.poll_now()
+
+    def action_relaunch(self) -> None:
+        """Launch the highlighted experiment's settings again as a new experiment (the highlighted
+        run alone, with the runs it starts from), overrides editable first."""
+        data = self._highlighted()
+        if isinstance(data, RunNode):
+            exp_dir, only = data.experiment, [data.path.name]
+        elif isinstance(data, ExperimentNode):
+            exp_dir, only = data.path, None
+        else:
+            self.notify("highlight a run or an experiment to launch again", severity="warning")
+            return
+        row = self.rows.get(exp_dir)
+        name = row.name if row else exp_dir.name
+        info = PresetInfo(
+            exp_dir / "experiment.toml",
+            f"{exp_dir.name}/experiment.toml",
+            name + (f" ({only[0]})" if only else ""),
+            "its settings again, as a new experiment"
+            + (f": run {only[0]} and the runs it starts from" if only else ""),
+        )
+
+        def done(new_dir: Path | None) -> None:
+            if new_dir is not None:
+                self.notify(f"launched {Path(new_dir).name}")
+                self._pending = (Path(new_dir), None)
+                self.poll_now()
+
+        self.push_screen(
+            LaunchScreen(
+                info,
+                lambda _p, ov: self.source.validate_again(exp_dir, ov, only),
+                lambda _p, ov: self.source.relaunch(exp_dir, ov, only),
+                title=f"Launch again: {name}",
+            ),
+            done,
+        )
+
     def action_mark(self) -> None:
         data = self._highlighted()
         if not isinstance(data, RunNode):
@@ -610,6 +737,21 @@ class HeurApp(App):
             return
         self.copy_to_clipboard(str(path))
         self.push_screen(InfoScreen("Directory:", str(path)))
+
+
+def settle_text(layers: list[str], epochs: list[float], mat: Any) -> str:
+    """When the deeper and the shallower layers settle (mean similarity to the final epoch at
+    0.9 or above from then on, core.probes.cca), as ``heur run``'s summary says it: "never" when
+    only the final epoch itself reaches it."""
+    from heur.core.probes.cca import SETTLE_THRESHOLD, layer_groups, settle_epoch
+
+    rows = [[None if v != v else float(v) for v in row] for row in mat.tolist()]
+    shallow, deep = layer_groups(layers)
+    parts = []
+    for name, group in (("deeper", deep), ("shallower", shallow)):
+        e = settle_epoch(list(epochs), rows, group)
+        parts.append(f"{name} layers settle: " + ("never" if e >= epochs[-1] else f"epoch {e:g}"))
+    return "; ".join(parts) + f"  (similarity to the final epoch ≥ {SETTLE_THRESHOLD:g} from then on)"
 
 
 def final_checkpoint(run: Path) -> Path:

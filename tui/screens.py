@@ -22,7 +22,7 @@ HELP_ROWS = [
     ("↑ ↓ / j k", "move in the sidebar (highlight shows the experiment or run)"),
     ("enter / space", "expand an experiment; on a preset: launch it"),
     ("tab / shift+tab", "move focus between sidebar and panels"),
-    ("1 … 8", "panels: loss, accuracy, lr, sharpness, catapult, CCA, log, config"),
+    ("1 … 9", "panels: loss, accuracy, lr, sharpness, catapult, CCA, log, config, system"),
     ("[ ]", "previous / next panel"),
     ("b", "hide / show the sidebar"),
     ("View", ""),
@@ -34,6 +34,8 @@ HELP_ROWS = [
     ("Runs", ""),
     ("n", "launch the highlighted preset (edit overrides first)"),
     ("X", "stop the highlighted run or experiment (asks first)"),
+    ("R", "resume it from its last checkpoint (a failed run too)"),
+    ("N", "launch its settings again as a new experiment"),
     ("m", "mark a run for comparison (two at most)"),
     ("c", "show (and copy) `heur compare` for the two marked runs"),
     ("p", "show (and copy) the highlighted run's directory"),
@@ -134,9 +136,14 @@ class LaunchScreen(ModalScreen[Path | None]):
     """
 
     def __init__(
-        self, preset: PresetInfo, validate: Callable[[Path, list[str]], Any], launch: Callable[[Path, list[str]], Path]
+        self,
+        preset: PresetInfo,
+        validate: Callable[[Path, list[str]], Any],
+        launch: Callable[[Path, list[str]], Path],
+        title: str | None = None,
     ):
         super().__init__()
+        self.title_text = title or f"Launch {preset.name}"
         self.preset = preset
         self._validate = validate
         self._launch = launch
@@ -147,7 +154,7 @@ class LaunchScreen(ModalScreen[Path | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(Text(f"Launch {self.preset.name}", style="bold"))
+            yield Static(Text(self.title_text, style="bold"))
             yield Static(Text(f"{self.preset.rel}  {self.preset.description}", style="dim"))
             yield Static(f"overrides, e.g.  {EXAMPLE}  (enter launches, esc cancels)")
             yield Input(placeholder="key=value key=value …", id="launch-overrides")
