@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.syntax import Syntax
 from rich.text import Text
 from textual import work
@@ -23,7 +24,7 @@ from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widgets import Footer, Log, Static, TabbedContent, TabPane, Tree
 
-from heur.figures import panels
+from heur.figures import groups, panels
 from heur.figures.panels import Shown, View
 from heur.figures.rundata import RunData
 
@@ -32,7 +33,7 @@ from .feed import EventBatch, ExperimentRow, Feed
 from .plotting import PlotView, rich_color
 from .presets import PresetInfo, scan_presets
 from .screens import ConfirmScreen, HelpScreen, InfoScreen, LaunchScreen
-from .sidebar import ExperimentNode, PresetNode, RunNode, Sidebar, badge, first_experiment
+from .sidebar import ExperimentNode, PresetNode, RunNode, Sidebar, _stamp, badge, experiment_badge, first_experiment
 from .source import RunSource
 
 TABS = [
@@ -46,6 +47,7 @@ TABS = [
     ("config", "Cfg"),
     ("sys", "Sys"),
 ]
+_CONSOLE = Console(width=400)  # measures how a legend wraps (rich Text.wrap needs a console)
 PLOT_TABS = {
     "loss": panels.loss_figure,
     "acc": panels.accuracy_figure,
@@ -86,6 +88,9 @@ class HeurApp(App):
         Binding("X", "stop", "stop"),
         Binding("R", "resume", "resume", show=False),
         Binding("N", "relaunch", "relaunch", show=False),
+        Binding("P", "pin", "pin", show=False),
+        Binding("g", "cycle_group", "group"),
+        Binding("L", "legend", "legend", show=False),
         Binding("l", "toggle_log", "log"),
         Binding("s", "cycle_smoothing", "smooth"),
         Binding("x", "cycle_xaxis", "x-axis"),
@@ -137,6 +142,10 @@ class HeurApp(App):
         self.status_polls = 0
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self.pins: list[Path] = []  # runs of any experiment overlaid on every experiment shown
+        self.group_key: str | None = None  # None, groups.SEED (all but the seed) or a dotted grid key
+        self.configs: dict[Path, dict[str, Any]] = {}  # run -> its flattened config (grouping)
+        self.grid_keys: list[str] = []  # the shown experiment's [grid] keys
         self.sampler: Any = None  # core.system.Sampler, made when the system panel is first shown
         self.system_sample: Any = None
         self._deferred_toasts: list[tuple[str, dict]] = []
@@ -309,23 +318,61 @@ class HeurApp(App):
         """Follow an experiment's runs, reading their events from the start."""
         row = self.rows.get(exp) if exp is not None else None
         paths = [p for p, _ in row.runs] if row else []
+        if exp != self.experiment:
+            self.group_key = None  # another experiment's grid keys
         self.experiment = exp if row else None
         self.run_paths = paths
-        self.data = {p: RunData(p.name) for p in paths}
+        followed = paths + [p for p in self.pins if p not in paths]
+        self.data = {p: RunData(p.name) for p in followed}
         self.logs = {}
         self.focus_run = run if run in paths else None
-        self.generation = self.feed.follow(paths)
+        self.configs = {p: c for p in followed if (c := read_flat_config(p)) is not None}
+        self.grid_keys = read_grid_keys(exp) if exp is not None else []
+        self.generation = self.feed.follow(followed)
         self._invalidate()
         self.poll_now()
 
+    def pinned_label(self, run: Path) -> str:
+        """A pinned run of another experiment: ``experiment HH:MM/run`` (of the shown one: its name)."""
+        if run.parent == self.experiment:
+            return run.name
+        row = self.rows.get(run.parent)
+        exp = f"{row.name} {_stamp(row.created)}" if row else run.parent.name
+        return f"{exp}/{run.name}"
+
     def shown_runs(self) -> list[Shown]:
+        """The experiment's runs (or the focused one), then the pinned runs of other experiments:
+        those stay on screen whatever is selected (a baseline), in colours after the experiment's."""
         out = []
         for i, p in enumerate(self.run_paths):
-            if self.focus_run is None or p == self.focus_run:
+            if self.focus_run is None or p == self.focus_run or p in self.pins:
                 d = self.data.get(p)
                 if d is not None:
                     out.append(Shown(p.name, d, i))
+        for k, p in enumerate(p for p in self.pins if p not in self.run_paths):
+            d = self.data.get(p)
+            if d is not None:
+                out.append(Shown(self.pinned_label(p), d, len(self.run_paths) + k))
         return out
+
+    def shown_groups(self, shown: list[Shown]) -> list[groups.Group] | None:
+        if self.group_key is None or len(shown) < 2:
+            return None
+        by_name = {s.name: s for s in shown}
+        configs = {}
+        for p, c in self.configs.items():
+            name = p.name if p.parent == self.experiment else self.pinned_label(p)
+            if name in by_name:
+                configs[name] = c
+        return groups.group_runs(shown, configs, self.group_key)
+
+    def build(self, tab: str, shown: list[Shown], width: int) -> Any:
+        """The figure of a plot panel: one line a run, or a mean ± sd band a group."""
+        gs = self.shown_groups(shown)
+        if gs is None:
+            return PLOT_TABS[tab](shown, self.view, width)
+        what = "seeds" if self.group_key == groups.SEED else f"runs of one {self.group_key}"
+        return groups.grouped_figure(PLOT_TABS[tab], gs, self.view, width, what)
 
     def focused_run(self) -> Path | None:
         if self.focus_run is not None:
@@ -337,25 +384,46 @@ class HeurApp(App):
         self._drawn.clear()
         self._update_info()
 
+    def legend_entries(self) -> list[tuple[int, str, Text]]:
+        """(colour index, name, state badge) of each line on the plots: a run, a pinned run (⊙) or
+        a group of runs (its size)."""
+        shown = self.shown_runs()
+        gs = self.shown_groups(shown)
+        if gs is not None:
+            out = []
+            for g in gs:
+                states = [self.statuses.get(self._path_of(m.name)) for m in g.members]
+                out.append((g.members[0].index, f"{g.label} ({len(g.members)})", experiment_badge(states)))
+            return out
+        return [
+            (
+                s.index,
+                ("⊙ " if self._path_of(s.name) in self.pins else "") + s.name,
+                badge(self.statuses.get(self._path_of(s.name))),
+            )
+            for s in shown
+        ]
+
+    def _path_of(self, name: str) -> Path | None:
+        for p in self.data:
+            if (p.name if p.parent == self.experiment else self.pinned_label(p)) == name:
+                return p
+        return None
+
     def _update_info(self) -> None:
-        """The legend: each shown run in its colour with its live state."""
+        """The legend: each line's colour, name and live state, in at most three lines; when they
+        do not fit, the names alone, then as many as fit and how many more (L lists them all)."""
         info = self._q("#info", Static)
         if self.experiment is None:
             info.update(Text("select an experiment (↑↓), launch a preset (n), help (?)", style="dim"))
             return
-        t = Text()
-        for i, p in enumerate(self.run_paths):
-            if self.focus_run is not None and p != self.focus_run:
-                continue
-            if t:
-                t.append("  ")
-            t.append("■ ", style=rich_color(i))
-            t.append(p.name + " ")
-            t.append_text(badge(self.statuses.get(p)))
         v = self.view
         opts = [f"x={v.xaxis}"] + (["log"] if v.ylog else []) + ([f"smooth={v.smoothing:g}"] if v.smoothing else [])
-        t.append("  · " + " ".join(opts), style="dim")
-        info.update(t)
+        if self.group_key is not None:
+            opts.append("group: " + ("all but seed" if self.group_key == groups.SEED else self.group_key))
+        tail = Text("  · " + " ".join(opts), style="dim")
+        width = max(20, (info.size.width or self.size.width - 32) - 2)
+        info.update(legend_text(self.legend_entries(), tail, width, lines=3))
 
     def _redraw(self) -> None:
         """(timer) Rebuild the visible panel if anything it shows changed."""
@@ -370,6 +438,7 @@ class HeurApp(App):
         shown = self.shown_runs()
         versions = tuple((s.name, s.data.version) for s in shown)
         key: tuple = (self.experiment, self.focus_run, versions, self.view.xaxis, self.view.ylog, self.view.smoothing)
+        key += (self.group_key, tuple(self.pins))
         if tab in PLOT_TABS:
             plot = self._q(f"#plot-{tab}", PlotView)
             key += (plot.size.width, plot.size.height)
@@ -383,7 +452,7 @@ class HeurApp(App):
                 return  # live data on a costly plot: redraw less often (CPU stays < MAX_DUTY)
 
             def draw() -> None:
-                plot.figure = PLOT_TABS[tab](shown, self.view, self._plot_width(plot)) if self.experiment else None
+                plot.figure = self.build(tab, shown, self._plot_width(plot)) if self.experiment else None
         elif tab == "cat":
             plot = self._q("#plot-cat", PlotView)
             key += (plot.size.width,)
@@ -711,6 +780,39 @@ class HeurApp(App):
             done,
         )
 
+    def action_pin(self) -> None:
+        """Pin the highlighted run: it stays on the plots whatever experiment is shown (a baseline
+        to compare with); again to unpin."""
+        data = self._highlighted()
+        if not isinstance(data, RunNode):
+            self.notify("highlight a run to pin it", severity="warning")
+            return
+        if data.path in self.pins:
+            self.pins.remove(data.path)
+        else:
+            self.pins.append(data.path)
+        self._q(Sidebar).set_pinned(self.pins)
+        self.notify(f"pinned: {', '.join(self.pinned_label(p) for p in self.pins) or 'none'}")
+        if self.experiment is not None:
+            self._show(self.experiment, self.focus_run)
+
+    def action_cycle_group(self) -> None:
+        """Lines → groups of seeds (everything but the seed equal) → by each grid key → lines."""
+        order: list[str | None] = [None, groups.SEED] + [k for k in self.grid_keys if k != groups.SEED]
+        i = order.index(self.group_key) if self.group_key in order else 0
+        self.group_key = order[(i + 1) % len(order)]
+        self._invalidate()
+
+    def action_legend(self) -> None:
+        t = Text()
+        for idx, name, state in self.legend_entries():
+            t.append("■ ", style=rich_color(idx))
+            t.append(name + " ")
+            t.append_text(state)
+            t.append("\n")
+        t.rstrip()
+        self.push_screen(InfoScreen("Legend", t if t else Text("nothing shown", style="dim"), copied=False))
+
     def action_mark(self) -> None:
         data = self._highlighted()
         if not isinstance(data, RunNode):
@@ -737,6 +839,59 @@ class HeurApp(App):
             return
         self.copy_to_clipboard(str(path))
         self.push_screen(InfoScreen("Directory:", str(path)))
+
+
+def legend_text(entries: list[tuple[int, str, Text]], tail: Text, width: int, lines: int = 3) -> Text:
+    """The legend in ``lines`` lines of ``width``: every entry with its state if that fits, else
+    the names alone, else the first ones and "+N more (L: all)"."""
+
+    def build(with_state: bool, upto: int) -> Text:
+        t = Text()
+        for idx, name, state in entries[:upto]:
+            if t:
+                t.append("  ")
+            t.append("■ ", style=rich_color(idx))
+            t.append(name)
+            if with_state:
+                t.append(" ")
+                t.append_text(state)
+        if upto < len(entries):
+            t.append(f"  +{len(entries) - upto} more (L: all)", style="bold")
+        t.append_text(tail)
+        return t
+
+    def fits(t: Text) -> bool:
+        return len(t.wrap(_CONSOLE, width)) <= lines
+
+    for with_state in (True, False):
+        t = build(with_state, len(entries))
+        if fits(t):
+            return t
+    k = len(entries)
+    while k > 1 and not fits(build(False, k)):
+        k -= 1
+    return build(False, k)
+
+
+def read_flat_config(run: Path) -> dict[str, Any] | None:
+    """A run's config.toml as dotted keys (None when unreadable), for grouping."""
+    import tomllib
+
+    try:
+        return groups.flatten(tomllib.loads((run / "config.toml").read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def read_grid_keys(exp: Path) -> list[str]:
+    """The dotted keys of an experiment's [grid] (its experiment.toml), in order."""
+    import tomllib
+
+    try:
+        grid = tomllib.loads((exp / "experiment.toml").read_text()).get("grid") or {}
+    except (OSError, ValueError):
+        return []
+    return [str(k) for k in grid]
 
 
 def settle_text(layers: list[str], epochs: list[float], mat: Any) -> str:
