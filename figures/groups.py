@@ -50,8 +50,11 @@ def _value(v: Any) -> str:
 
 @dataclass
 class Group:
+    """Runs drawn as one line; ``index``: its colour (the groups' order, so groups never share one)."""
+
     label: str
     members: list[Shown] = field(default_factory=list)
+    index: int = 0
 
 
 def group_runs(runs: list[Shown], configs: dict[str, dict[str, Any]], key: str) -> list[Group]:
@@ -77,7 +80,8 @@ def group_runs(runs: list[Shown], configs: dict[str, dict[str, Any]], key: str) 
         g.members.append(r)
     out = list(groups.values())
     seen: dict[str, int] = {}
-    for g in out:  # the same label twice (configs differ only in a key not shown): number them
+    for i, g in enumerate(out):
+        g.index = i  # the same label twice (configs differ only in a key not shown): number them
         seen[g.label] = seen.get(g.label, 0) + 1
         if seen[g.label] > 1:
             g.label += f" #{seen[g.label]}"
@@ -134,12 +138,11 @@ Builder = Callable[[list[Shown], View, int], Figure]
 
 def grouped_figure(build: Builder, groups: list[Group], view: View, width: int, what: str = "seeds") -> Figure:
     """The figure ``build`` draws for the groups' means, with each group's mean ± sd edges as
-    dotted lines in its colour (groups of one run: its line alone). Colours follow the group's
-    first member."""
+    dotted lines in its colour (groups of one run: its line alone)."""
     means, edges = [], []
     for g in groups:
         mean, hi, lo, n = stats(g.members)
-        idx = g.members[0].index
+        idx = g.index
         means.append(Shown(f"{g.label} (n={n})" if n > 1 else g.label, mean, idx))
         if n > 1:
             edges += [Shown(g.label, hi, idx), Shown(g.label, lo, idx)]

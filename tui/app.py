@@ -134,6 +134,7 @@ class HeurApp(App):
         self.generation = 0
         self._pending: tuple[Path, Path | None] | None = None
         self._opened = False  # the first status poll opens the most recent experiment
+        self._launched: Path | None = None  # an experiment launched here, shown once it is listed
         self._drawn: dict[str, Any] = {}
         self.redraws = 0
         self.reader_cpu = 0.0
@@ -256,6 +257,11 @@ class HeurApp(App):
                 self._show(None, None)
             elif [p for p, _ in row.runs] != self.run_paths:
                 self._show(self.experiment, self.focus_run)
+        if self._launched is not None and self._launched in self.rows:
+            # a launch from the TUI: show it with the cursor on it (a pending selection would be
+            # overwritten by the highlight the new node's insertion moves)
+            launched, self._launched = self._launched, None
+            self._open(launched)
         if self._pending is not None:
             self._apply_pending()
         if changed:
@@ -393,7 +399,7 @@ class HeurApp(App):
             out = []
             for g in gs:
                 states = [self.statuses.get(self._path_of(m.name)) for m in g.members]
-                out.append((g.members[0].index, f"{g.label} ({len(g.members)})", experiment_badge(states)))
+                out.append((g.index, f"{g.label} ({len(g.members)})", experiment_badge(states)))
             return out
         return [
             (
@@ -610,9 +616,14 @@ class HeurApp(App):
         for message, kw in pending:
             self.notify(message, **kw)
 
-    def on_screen_resume(self, event: Any) -> None:
+    def pop_screen(self) -> Any:  # type: ignore[override]
+        done = super().pop_screen()
+        self.call_after_refresh(self._flush_toasts_when_back)  # a dialog closed: its held-back toasts
+        return done
+
+    def _flush_toasts_when_back(self) -> None:
         if self.screen is self._main_screen and self._deferred_toasts:
-            self.call_later(self._flush_toasts)
+            self._flush_toasts()
 
     # ------------------------------------------------------------------ actions
     def action_help(self) -> None:
@@ -676,7 +687,7 @@ class HeurApp(App):
             if exp_dir is None:
                 return
             self.notify(f"launched {Path(exp_dir).name}")
-            self._pending = (Path(exp_dir), None)
+            self._launched = Path(exp_dir)
             self.poll_now()
 
         self.push_screen(LaunchScreen(data.info, self.source.validate, self.source.launch), done)
@@ -767,7 +778,7 @@ class HeurApp(App):
         def done(new_dir: Path | None) -> None:
             if new_dir is not None:
                 self.notify(f"launched {Path(new_dir).name}")
-                self._pending = (Path(new_dir), None)
+                self._launched = Path(new_dir)
                 self.poll_now()
 
         self.push_screen(
