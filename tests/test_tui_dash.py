@@ -177,6 +177,7 @@ async def test_a_pinned_baseline_stays_on_the_plots_of_another_experiment(runs_d
         assert app.pins == []
 
 
+@pytest.mark.slow
 @sync
 async def test_resume_and_launch_again_from_the_sidebar(tmp_path):
     """A run stopped after 2 of its 8 steps is resumed with R (its process really runs the other

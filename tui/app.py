@@ -401,14 +401,13 @@ class HeurApp(App):
                 states = [self.statuses.get(self._path_of(m.name)) for m in g.members]
                 out.append((g.index, f"{g.label} ({len(g.members)})", experiment_badge(states)))
             return out
-        return [
-            (
-                s.index,
-                ("⊙ " if self._path_of(s.name) in self.pins else "") + s.name,
-                badge(self.statuses.get(self._path_of(s.name))),
-            )
-            for s in shown
-        ]
+        entries = []
+        for s in shown:
+            path = self._path_of(s.name)
+            pinned = path in self.pins
+            entries.append((not pinned, (s.index, ("⊙ " if pinned else "") + s.name, badge(self.statuses.get(path)))))
+        # pinned runs first: a baseline stays in the legend when the others are cut to "+N more"
+        return [e for _, e in sorted(entries, key=lambda e: e[0])]
 
     def _path_of(self, name: str) -> Path | None:
         for p in self.data:
@@ -426,7 +425,7 @@ class HeurApp(App):
         v = self.view
         opts = [f"x={v.xaxis}"] + (["log"] if v.ylog else []) + ([f"smooth={v.smoothing:g}"] if v.smoothing else [])
         if self.group_key is not None:
-            opts.append("group: " + ("all but seed" if self.group_key == groups.SEED else self.group_key))
+            opts.append("group=" + ("seeds" if self.group_key == groups.SEED else self.group_key))
         tail = Text("  · " + " ".join(opts), style="dim")
         width = max(20, (info.size.width or self.size.width - 32) - 2)
         info.update(legend_text(self.legend_entries(), tail, width, lines=3))
