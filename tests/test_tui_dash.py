@@ -291,3 +291,39 @@ def test_the_cca_panel_says_never_as_the_summary_does(tmp_path):
     for group, key in (("deeper", "cca_deep_settle"), ("shallower", "cca_shallow_settle")):
         cell = summary_cell(result, key)
         assert f"{group} layers settle: " + ("never" if cell == "never" else f"epoch {result[key]:g}") in text
+
+
+def test_system_sampler_reads_each_gpu_through_nvml(monkeypatch):
+    """No GPU on this machine: NVML's calls answered by a stand-in with one device; the sampler
+    and the panel report its name, utilisation, memory and temperature."""
+    import sys
+    import types
+
+    from heur.core.system import Sampler
+    from heur.tui.system import render
+
+    nv = types.ModuleType("pynvml")
+    nv.NVML_TEMPERATURE_GPU = 0
+    nv.nvmlInit = lambda: None
+    nv.nvmlShutdown = lambda: None
+    nv.nvmlDeviceGetCount = lambda: 1
+    nv.nvmlDeviceGetHandleByIndex = lambda i: ("h", i)
+    nv.nvmlDeviceGetName = lambda h: b"NVIDIA H100 80GB HBM3"
+    nv.nvmlDeviceGetMemoryInfo = lambda h: types.SimpleNamespace(used=20 * 2**30, total=80 * 2**30, free=60 * 2**30)
+    nv.nvmlDeviceGetUtilizationRates = lambda h: types.SimpleNamespace(gpu=87, memory=40)
+    nv.nvmlDeviceGetTemperature = lambda h, kind: 61
+    monkeypatch.setitem(sys.modules, "pynvml", nv)
+    s = Sampler().sample()
+    (g,) = s.gpus
+    assert (g.index, g.name, g.util, g.mem_used, g.mem_total, g.temperature) == (
+        0,
+        "NVIDIA H100 80GB HBM3",
+        87.0,
+        20 * 2**30,
+        80 * 2**30,
+        61,
+    )
+    assert s.gpu_note == ""
+    text = render(s, 78).plain
+    assert "GPU 0 NVIDIA H100 80GB HBM3  61°C" in text and " 87%" in text and "20.0 / 80.0 GiB" in text
+    assert max(len(line) for line in text.splitlines()) <= 78
