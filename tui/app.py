@@ -251,6 +251,12 @@ class HeurApp(App):
             self._opened = True
             if self.experiment is None and self._pending is None:
                 self._open(first_experiment(msg.rows))
+        gone = [p for p in self.pins if p not in statuses]
+        if gone:  # a pinned run deleted (heur rm): unpin it
+            self.pins = [p for p in self.pins if p not in gone]
+            self._q(Sidebar).set_pinned(self.pins)
+            if self.experiment is not None and self.experiment in self.rows:
+                self._show(self.experiment, self.focus_run)
         if self.experiment is not None:
             row = self.rows.get(self.experiment)
             if row is None:  # deleted while shown
