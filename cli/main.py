@@ -15,7 +15,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _name in ("run", "runs", "schedule", "compare", "connect", "tui"):
+for _name in ("run", "runs", "schedule", "compare", "connect", "report", "tui"):
     importlib.import_module(f"heur.cli.cmd_{_name}").register(app)
 
 

@@ -30,6 +30,9 @@ def color(i: int) -> tuple[int, int, int]:
     return PALETTE[i % len(PALETTE)]
 
 
+KEY_STYLES = ("line", "dotted", "dashed", "dots", "triangles")
+
+
 @dataclass
 class Series:
     """One curve (or set of marks) on a figure.
@@ -66,6 +69,9 @@ class Figure:
     ylog: bool = False
     empty: str = "no data yet"
     state: list[str] = field(default_factory=list)  # "log", "smooth 0.6", "cut > 1e3: run": shown in the title
+    # what the marks mean when the series' own labels do not say it (several runs: the labels
+    # name the runs): (style, text), style one of KEY_STYLES; the TUI says it in the title
+    key: list[tuple[str, str]] = field(default_factory=list)
 
     def title_for(self, width: int) -> str:
         """The title with its state in ``width`` columns: whole if it fits; else the panel's name
@@ -84,8 +90,11 @@ class Figure:
         return sum(len(s.x) for s in self.series)
 
     def legend(self) -> list[str]:
-        """The legend entries, in order: each labelled series once (raw series never)."""
-        return list(dict.fromkeys(s.label for s in self.series if s.label and not s.raw))
+        """The legend entries, in order: each labelled series once (raw series never), the
+        labelled thresholds, then the key."""
+        labels = [s.label for s in self.series if s.label and not s.raw and len(s.x)]
+        labels += [h.label for h in self.hlines if h.label and h.y is not None and math.isfinite(h.y)]
+        return list(dict.fromkeys(labels)) + [text for _, text in self.key]
 
 
 @dataclass

@@ -166,6 +166,10 @@ def loss_figure(runs: list[Shown], view: View, width: int, test: bool = True) ->
         m = catapult_marks(r, view)
         if m is not None:
             fig.series.append(m)
+    if not single:
+        fig.key = [("line", "train")] + ([("dots", "test")] if test else [])
+    if any(s.marker == "▲" for s in fig.series):
+        fig.key.append(("triangles", "catapult peak"))
     _cut_implausible(fig, runs)
     if not view.ylog and spans_decades(fig.series):
         # a diverged run's loss would flatten every other curve to the floor: go log by itself
@@ -237,7 +241,12 @@ def catapult_marks(run: Shown, view: View) -> Series | None:
 
 
 def accuracy_figure(runs: list[Shown], view: View, width: int) -> Figure:
-    fig = Figure(title="accuracy: test ─  train •", xlabel=_xlabel(view), empty="no eval events yet")
+    fig = Figure(
+        title="accuracy: test ─  train •",
+        xlabel=_xlabel(view),
+        empty="no eval events yet",
+        key=[("line", "test"), ("dots", "train")],
+    )
     rng = _xrange(runs, ("eval_test", "eval_train"), view)
     for r in runs:
         ss = _series(r, "eval_test", "accuracy", view, width, rng, label=r.name)
@@ -326,6 +335,8 @@ def sharpness_figure(runs: list[Shown], view: View, width: int) -> Figure:
     edge_name = labels.pop() if len(labels) == 1 else "edge"
     lam = "λmax(P⁻¹H)" if "preconditioned_sharpness" in cols else "λmax"
     fig.title = f"sharpness: {lam} ─  {edge_name} •"
+    if not single:
+        fig.key = [("line", lam), ("dotted", edge_name)]
     fig.state = (["log"] if view.ylog else []) + ([f"edge cut > {cap:.3g}"] if cut else [])
     return fig
 

@@ -48,6 +48,7 @@ def _catapult(s: Scene) -> list[Drawable]:
         return []
     fig = panels.loss_figure(s.runs, s.view, s.width, test=False)
     fig.title = "loss with catapult peaks ▲"
+    fig.ylabel = "train loss"
     return [fig]
 
 

@@ -98,6 +98,7 @@ class HeurApp(App):
         Binding("m", "mark", "mark", show=False),
         Binding("c", "compare", "compare", show=False),
         Binding("p", "show_path", "path", show=False),
+        Binding("w", "report", "report", show=False),
         Binding("b", "toggle_sidebar", "sidebar", show=False),
         Binding("t", "toggle_theme", "theme", show=False),
         Binding("left_square_bracket", "prev_tab", "prev tab", show=False),
@@ -141,6 +142,7 @@ class HeurApp(App):
         self._main_screen = None
         self.config_text = ""
         self.status_polls = 0
+        self.last_report: Path | None = None  # the last report the w key wrote
         self._stop = threading.Event()
         self._wake = threading.Event()
         self.pins: list[Path] = []  # runs of any experiment overlaid on every experiment shown
@@ -846,6 +848,33 @@ class HeurApp(App):
         cmd = "heur compare " + " ".join(str(final_checkpoint(p)) for p in marked)
         self.copy_to_clipboard(cmd)
         self.push_screen(InfoScreen("Compare the two marked runs:", cmd))
+
+    def action_report(self) -> None:
+        """Write the report of the experiment on screen (heur report, with the view's x axis, log
+        scale and smoothing) in a thread; a toast gives the path, also copied to the clipboard."""
+        exp = self.experiment
+        if exp is None:
+            self.notify("open an experiment first", severity="warning")
+            return
+        self.notify(f"writing the report of {exp.name} …")
+        self._write_report(exp, View(self.view.xaxis, self.view.ylog, self.view.smoothing))
+
+    @work(thread=True, exclusive=True, group="report")
+    def _write_report(self, exp: Path, view: View) -> None:
+        from heur.core.errors import ConfigError
+        from heur.report.page import Options, write_report
+
+        try:
+            w = write_report(exp, None, Options(xaxis=view.xaxis, ylog=view.ylog, smoothing=view.smoothing))
+        except (ConfigError, OSError) as e:
+            self.call_from_thread(self.notify, f"no report: {e}", severity="error")
+            return
+        self.call_from_thread(self._report_written, w.html)
+
+    def _report_written(self, html: Path) -> None:
+        self.last_report = html
+        self.copy_to_clipboard(str(html))
+        self.notify(f"report written: {html}", timeout=12)
 
     def action_show_path(self) -> None:
         data = self._highlighted()

@@ -42,6 +42,7 @@ HELP_ROWS = [
     ("m", "mark a run for comparison (two at most)"),
     ("c", "show (and copy) `heur compare` for the two marked runs"),
     ("p", "show (and copy) the highlighted run's directory"),
+    ("w", "write the experiment's report (HTML + figures; heur report) and show its path"),
     ("?", "this help"),
     ("q", "quit (runs keep running)"),
 ]
