@@ -201,11 +201,14 @@ def watch(exp_dir: Path, poll: float = 0.25) -> int:
     console.print(f"[bold]{exp_dir}[/]: {len(run_dirs)} run(s)")
     console.print("[dim]Ctrl-C stops them (checkpointed, resumable); closing the terminal does not[/]")
     width = max([len(rd.name) for rd in run_dirs] + [4])
+    # at 80 columns the lr and a long bar do not fit beside the step counts: they go first
+    narrow = console.width < width + 75
+    fields = "{task.fields[state]} loss {task.fields[loss]:>8}" + ("" if narrow else " lr {task.fields[lr]:>8}")
     progress = Progress(
         TextColumn(f"{{task.fields[name]:<{width}}}"),
-        BarColumn(bar_width=16),
+        BarColumn(bar_width=10 if narrow else 16),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[state]} loss {task.fields[loss]:>8} lr {task.fields[lr]:>8}"),
+        TextColumn(fields),
         TimeRemainingColumn(),
         console=console,
         transient=False,
