@@ -154,4 +154,5 @@ def grouped_figure(build: Builder, groups: list[Group], view: View, width: int, 
                 s.label, s.marker = None, "·"  # a light dotted edge (plotext draws the character)
                 fig.series.append(s)
         fig.state.append(f"mean ± sd over {what}")
+        fig.key.append(("dotted", f"± sd over {what}"))  # what the dotted edges are (the report's legend)
     return fig

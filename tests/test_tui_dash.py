@@ -91,6 +91,11 @@ async def loaded(pilot, app: HeurApp, exp: Path) -> None:
     await until(pilot, lambda: all(len(d["train"]) for d in app.data.values()))
 
 
+def lines(fig) -> list[str]:
+    """The labelled lines of a figure, once each, in order."""
+    return list(dict.fromkeys(s.label for s in fig.series if s.label and not s.raw))
+
+
 def train_losses(rd: Path) -> dict[int, float]:
     return {e["step"]: e["loss"] for e in read_events(rd / "events.jsonl") if e["kind"] == "train"}
 
@@ -121,7 +126,8 @@ async def test_seeds_drawn_as_mean_and_sd_band_and_the_legend_of_20_runs(runs_di
         plot = app.query_one("#plot-loss", PlotView)
         await until(pilot, lambda: plot.figure is not None and "mean ± sd over seeds" in plot.figure.state)
         fig = plot.figure
-        assert fig.legend() == [f"lr={lr:g} (n=4)" for lr in LRS]
+        assert lines(fig) == [f"lr={lr:g} (n=4)" for lr in LRS]
+        assert ("dotted", "± sd over seeds") in fig.key
         await until(pilot, lambda: "lr=0.05 (4)" in info.render().plain and "more" not in info.render().plain)
         # the oracle: each group's mean and sample sd of the four seeds' logged losses, step by step
         for lr in LRS:
@@ -163,13 +169,13 @@ async def test_a_pinned_baseline_stays_on_the_plots_of_another_experiment(runs_d
         label = app.pinned_label(base_run)
         assert label.startswith("base ") and label.endswith("/base")
         plot = app.query_one("#plot-loss", PlotView)
-        await until(pilot, lambda: plot.figure is not None and label in plot.figure.legend())
+        await until(pilot, lambda: plot.figure is not None and label in lines(plot.figure))
         (line,) = [s for s in plot.figure.series if s.label == label]
         assert sorted(line.y.tolist()) == sorted(train_losses(base_run).values())
         assert len({s.color for s in plot.figure.series if s.kind == "line"}) == 8  # the palette's 8 colours
         # focus on one run of the experiment: the baseline stays beside it
         await pilot.press("r")
-        await until(pilot, lambda: sorted(plot.figure.legend()) == sorted([app.focus_run.name, label]))
+        await until(pilot, lambda: sorted(lines(plot.figure)) == sorted([app.focus_run.name, label]))
         assert "⊙ " + label in app.query_one("#info").render().plain
         # unpin from the sidebar
         await highlight(pilot, app, base_run)
