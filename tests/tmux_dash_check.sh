@@ -2,7 +2,8 @@
 # Drive `heur tui` in a real terminal (tmux, xterm-256color) at 80x24 and at 120x40 over runs
 # that really trained (tests/fixtures_tui/make_real.py), and read the screen as a person would:
 # the legend of 12 runs, seeds grouped as mean ± sd, a pinned baseline from another experiment,
-# round tick labels, the system panel, and a toast held back while a dialog is open.
+# round tick labels, a diverged run cut from the loss panel and named, the sharpness edge, the
+# system panel, and a toast held back while a dialog is open.
 #   tests/tmux_dash_check.sh          KEEP=1 tests/tmux_dash_check.sh (leave the session)
 set -eu
 
@@ -57,7 +58,7 @@ for SIZE in 80x24 120x40; do
     "cd '$WORK' && TERM=xterm-256color TZ=UTC '$HEUR' tui --runs-dir runs --presets-dir none; sleep 5"
 
   # opens on the most recent experiment: 12 runs overlaid, a legend that fits
-  wait_for "Experiments (2)"
+  wait_for "Experiments (3)"
   wait_for "lr=0.02_seed=0"
   wait_for "loss: train"
   ticks_ok
@@ -80,7 +81,12 @@ for SIZE in 80x24 120x40; do
   keys Enter; keys Down
   keys P
   wait_for "pinned: base"
-  keys Up; keys Up; sleep 0.5   # back on "many"
+  keys Up; keys Up; sleep 0.5   # "edge": the diverged run is cut from the loss panel, and named
+  wait_for "diverged edge"
+  wait_for "cut > "; wait_for ": wild)"
+  keys 4; wait_for "sharpness"; wait_for "2/η"   # the stability edge as a series
+  keys 1
+  keys Up; sleep 0.5   # back on "many"
   wait_for "⊙ base"
   keys r; wait_for "⊙ base"     # one run in focus: the baseline stays
 
