@@ -33,7 +33,7 @@ from .feed import EventBatch, ExperimentRow, Feed
 from .plotting import PlotView, rich_color
 from .presets import PresetInfo, scan_presets
 from .screens import ConfirmScreen, HelpScreen, InfoScreen, LaunchScreen
-from .sidebar import ExperimentNode, PresetNode, RunNode, Sidebar, _stamp, badge, experiment_badge, first_experiment
+from .sidebar import ExperimentNode, PresetNode, RunNode, Sidebar, badge, experiment_badge, first_experiment, stamp
 from .source import RunSource
 
 TABS = [
@@ -202,6 +202,14 @@ class HeurApp(App):
     def on_unmount(self) -> None:
         self._stop.set()
         self._wake.set()
+        if self.sampler is not None:
+            self.sampler.close()
+
+    def on_resize(self, event: Any) -> None:
+        try:  # the legend is laid out for the width: lay it out again
+            self._update_info()
+        except NoMatches:
+            pass
 
     # ------------------------------------------------------------------ reader thread
     @work(thread=True, exclusive=True, group="reader")
@@ -351,7 +359,7 @@ class HeurApp(App):
         if run.parent == self.experiment:
             return run.name
         row = self.rows.get(run.parent)
-        exp = f"{row.name} {_stamp(row.created)}" if row else run.parent.name
+        exp = f"{row.name} {stamp(row.created)}" if row else run.parent.name
         return f"{exp}/{run.name}"
 
     def shown_runs(self) -> list[Shown]:

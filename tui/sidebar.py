@@ -97,7 +97,7 @@ def experiment_badge(statuses: list[Any]) -> Text:
     return _styled("—", STATE_STYLE["?"])
 
 
-def _stamp(t: float, now: float | None = None) -> str:
+def stamp(t: float, now: float | None = None) -> str:
     """When an experiment started: ``14:05`` today, ``11-18 12:06`` on another day."""
     if not t:
         return ""
@@ -176,7 +176,7 @@ class Sidebar(Tree):
     def _exp_label(self, row: ExperimentRow) -> Text:
         """``14:05 completed warmup_lb``: the start time first, so that experiments of one preset
         stay distinguishable when the sidebar cuts the label."""
-        t = Text(_stamp(row.created) + " ", style="dim") if row.created else Text()
+        t = Text(stamp(row.created) + " ", style="dim") if row.created else Text()
         t.append_text(experiment_badge([s for _, s in row.runs]))
         t.append(" " + row.name)
         return t
