@@ -15,6 +15,13 @@ from .errors import exits_on_config_error, fail
 STATES = ("queued", "running", "completed", "diverged", "failed", "stopped", "skipped", "lost")
 
 
+def interactive() -> bool:
+    """Whether a person can answer a question: stdin is a terminal (not CI, not a pipe)."""
+    import sys
+
+    return sys.stdin.isatty()
+
+
 def _states(given: list[str]) -> set[str]:
     """The states ``--state`` names ('ended': every final state); exit 2 on an unknown one."""
     out: set[str] = set()
@@ -127,15 +134,13 @@ def register(app: typer.Typer) -> None:
         yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask (for scripts)."),
     ) -> None:
         """Delete a run or an experiment directory (asks first; refuses while a run of it is live)."""
-        import sys
-
         from heur.core import runs as R
 
         path = R.find_experiment(target, runs_dir)
         what = R.removal(path)  # refuses a live run, or a directory heur did not make
         print(f"{what.describe()}: {path}")
         if not yes:
-            if not sys.stdin.isatty():
+            if not interactive():
                 fail(f"{path}: not removed: no terminal to ask on (add --yes to remove without asking)")
             if not typer.confirm("remove it?", default=False):
                 print("left as it is")

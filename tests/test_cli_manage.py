@@ -225,3 +225,16 @@ def test_compare_notes_fold_one_message_over_layer_pairs():
         "svcca, pwcca: few samples (4 layer pairs: c1~f1, c1~f2, c2~f1, c2~f2)",
         "different architectures: no interpolation",
     ]
+
+
+def test_rm_asks_on_a_terminal_and_keeps_on_no(tmp_path, monkeypatch):
+    import heur.cli.cmd_runs as cmd
+
+    exp_dir = R.create_experiment(load_experiment_tiny(tmp_path), tmp_path / "runs")
+    monkeypatch.setattr(cmd, "interactive", lambda: True)  # as on a terminal
+    r = CliRunner().invoke(app, ["rm", str(exp_dir)], input="n\n")
+    assert r.exit_code == 1 and "remove it?" in r.stdout and "left as it is" in r.stdout
+    assert exp_dir.is_dir()
+    r = CliRunner().invoke(app, ["rm", str(exp_dir)], input="y\n")
+    assert r.exit_code == 0 and f"removed {exp_dir}" in r.stdout
+    assert not exp_dir.exists()
