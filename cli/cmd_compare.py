@@ -187,8 +187,12 @@ def _print(doc: dict[str, Any]) -> None:
             f"barrier in train loss: line {fmt(r.get('line_barrier_train_loss'))}, "
             f"curve {fmt(r.get('curve_barrier_train_loss'))}"
         )
-    for n in doc["notes"]:
-        con.print(f"[dim]note: {n}[/]")
+    from rich.markup import escape
+
+    from .common import wrapped
+
+    for n in doc["notes"]:  # folded with a hanging indent: a note reads as one item at 80 columns
+        con.print(escape(wrapped(f"note: {n}", hang="  ", width=con.width)), style="dim", soft_wrap=True)
 
 
 def _plot(it: dict[str, Any], con: Any) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Optional, Union
 
 import typer
 
-from .common import STATE_STYLE, RunsDirOption, fmt
+from .common import STATE_STYLE, RunsDirOption, fmt, wrapped
 from .errors import exits_on_config_error, fail
 
 if TYPE_CHECKING:
@@ -50,6 +50,12 @@ def register(app: typer.Typer) -> None:
             help="Processes per run (> 1: torchrun + DDP): sets launch.nproc.",
             show_default=False,
         ),
+        only: list[str] = typer.Option(
+            [],
+            "--only",
+            help="Only the runs with this name or shell pattern ('lr=*'); repeatable. "
+            "A run they start from must be selected too (or, with --resume, completed).",
+        ),
     ) -> None:
         """Train every run (variant x grid point) of a preset in its own process."""
         from heur.core import launch as L
@@ -63,7 +69,7 @@ def register(app: typer.Typer) -> None:
         if resume is not None:
             if preset is not None:
                 fail("give either PRESET or --resume RUN_DIR, not both")
-            plan = R.resume_plan(resume, rerun_failed)
+            plan = R.resume_plan(resume, rerun_failed, only)
             exp_dir = plan.exp_dir
             left = ", ".join(f"{rd.name} ({state})" for rd, state in plan.left)
             if not plan.queued:
@@ -73,20 +79,26 @@ def register(app: typer.Typer) -> None:
                     + ")"
                 )
             if left:
-                print(f"left {left} as they ended; --rerun-failed runs them again")
+                print(wrapped(f"left {left} as they ended; --rerun-failed runs them again"))
             R.start_supervisor(exp_dir, jobs, resume=True)
         else:
             if preset is None:
                 fail("missing PRESET (a preset TOML file, e.g. presets/warmup_lb.toml)")
             if dry_run:
-                exp = L.prepare(preset, set_)
+                exp = L.prepare(preset, set_, only)
                 _print_plan(exp)
                 _print_tree(exp)
                 return
-            exp_dir = L.launch(preset, set_, runs_dir, jobs)  # the TUI's launch path too
+            exp_dir = L.launch(preset, set_, runs_dir, jobs, only)  # the TUI's launch path too
         if detach:
             print(f"started {exp_dir}")
-            print(f"  watch: heur runs --runs-dir {exp_dir.parent}   |   heur tui   |   stop: heur stop {exp_dir}")
+            # one command a line: at 80 columns the three side by side wrapped mid-path
+            print(f"  watch: heur runs --runs-dir {exp_dir.parent}")
+            print(
+                "         heur tui"
+                + (f" --runs-dir {exp_dir.parent}" if exp_dir.parent != R.default_runs_dir() else "")
+            )
+            print(f"  stop:  heur stop {exp_dir}")
             return
         code = watch(exp_dir)
         raise typer.Exit(code)
@@ -96,13 +108,18 @@ def _print_plan(exp: Experiment) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from heur.core.plan import plan_run
+    from heur.core.plan import memory_estimate, plan_run
 
     t = Table(title=f"{exp.name}: {len(exp.runs)} run(s)")
     t.add_column("run", overflow="fold", ratio=3)  # the whole name: grid runs differ at the end
     for c in ("model", "data", "optim", "lr", "batch", "epochs"):
         t.add_column(c, no_wrap=True)
     t.add_column("steps", no_wrap=True)
+    # a second table for the sizes: beside the plan's columns they would not fit 80 columns
+    m = Table(title="size of each run (float32)")
+    m.add_column("run", overflow="fold", ratio=3)
+    for c in ("params", "weights", "grads", "optim", "activ.", "data", "total"):
+        m.add_column(c, justify="right", no_wrap=True)
     for name, cfg in exp.runs.items():
         if cfg.task == "compare":  # no training: what it compares, and how
             cc = cfg.compare
@@ -120,7 +137,37 @@ def _print_plan(exp: Experiment) -> None:
             fmt(p.epochs),
             f"{p.total_steps} ({p.steps_per_epoch}/ep)",
         )
-    Console().print(t)
+        e = memory_estimate(cfg, p)
+        if e is not None:
+            parts = (e.weights, e.grads, e.optimizer, e.activations, e.data, e.total)
+            m.add_row(name, count(e.params), *(size(v) for v in parts))
+    con = Console()
+    con.print(t)
+    if m.row_count:
+        con.print(m)
+        con.print(
+            "[dim]optim: its state (momentum, Adam's moments); activ.: every layer's output for one "
+            "batch; data: the training set, kept on the device. The test set, probes and the "
+            "allocator come on top.[/]"
+        )
+
+
+def count(n: int) -> str:
+    """A parameter count: 15,245,130 -> 15.2M, 2,410 -> 2.4k."""
+    for unit, k in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= k:
+            return f"{n / k:.3g}{unit}"
+    return str(n)
+
+
+def size(b: int) -> str:
+    """Bytes in binary units, short: 0 -> 0, 1536 -> 1.5K, 8.5e6 -> 8.1M."""
+    v = float(b)
+    for unit in ("", "K", "M", "G"):
+        if v < 1000 or unit == "G":
+            return f"{v:.3g}{unit}" if unit else str(int(v))
+        v /= 1024
+    return f"{v:.3g}T"
 
 
 def _print_tree(exp: Experiment) -> None:
@@ -169,11 +216,14 @@ def watch(exp_dir: Path, poll: float = 0.25) -> int:
     console.print(f"[bold]{exp_dir}[/]: {len(run_dirs)} run(s)")
     console.print("[dim]Ctrl-C stops them (checkpointed, resumable); closing the terminal does not[/]")
     width = max([len(rd.name) for rd in run_dirs] + [4])
+    # at 80 columns the lr and a long bar do not fit beside the step counts: they go first
+    narrow = console.width < width + 75
+    fields = "{task.fields[state]} loss {task.fields[loss]:>8}" + ("" if narrow else " lr {task.fields[lr]:>8}")
     progress = Progress(
         TextColumn(f"{{task.fields[name]:<{width}}}"),
-        BarColumn(bar_width=16),
+        BarColumn(bar_width=10 if narrow else 16),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[state]} loss {task.fields[loss]:>8} lr {task.fields[lr]:>8}"),
+        TextColumn(fields),
         TimeRemainingColumn(),
         console=console,
         transient=False,
@@ -217,12 +267,13 @@ def watch(exp_dir: Path, poll: float = 0.25) -> int:
     return 1 if any(r["state"] in ("failed", "lost", "skipped") for r in summary["runs"]) else 0
 
 
-_HIDDEN = {"run", "state", "reason", "step", "total_steps", "train_loss_running", "sharpness_step"}
+_HIDDEN = {"run", "state", "reason", "step", "total_steps", "train_loss_running", "sharpness_step", "cca_last_epoch"}
 _HEADERS = {"train_accuracy": "train acc", "test_accuracy": "test acc", "wall_time": "time s"}
 
 
 def print_summary(summary: dict, console: Optional[Console] = None) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console()
@@ -241,11 +292,11 @@ def print_summary(summary: dict, console: Optional[Console] = None) -> None:
             t.add_column(_HEADERS.get(k, k.replace("_", " ")), justify="right")
         for r in rows:
             style = STATE_STYLE.get(r["state"], "")
-            t.add_row(r["run"], f"[{style}]{r['state']}[/]", *(fmt(r.get(k), 3) for k in cols))
+            t.add_row(r["run"], f"[{style}]{r['state']}[/]", *(summary_cell(r, k) for k in cols))
         console.print(t)
     for r in rows:
         if r["state"] in ("failed", "diverged", "lost", "stopped", "skipped") and r.get("reason"):
-            console.print(f"  {r['run']}: {r['state']}: {r['reason']}")
+            console.print(escape(wrapped(f"{r['run']}: {r['state']}: {r['reason']}", "  ", width=console.width)))
     grid = summary.get("grid") or {}
     if len(grid) == 2:
         print_grid_heatmap(summary, console)
@@ -254,6 +305,16 @@ def print_summary(summary: dict, console: Optional[Console] = None) -> None:
     print_planes(summary, console)
     print_verdicts(summary.get("verdicts") or [], console)
     console.print(f"summary.json: {Path(summary['path']) / 'summary.json'}")
+
+
+def summary_cell(row: dict, key: str) -> str:
+    """A summary value as printed: a CCA settle epoch equal to the last snapshot's means the
+    layers never settled before the end (their similarity to the end is 1 only at the end)."""
+    v = row.get(key)
+    last = row.get("cca_last_epoch")
+    if key.endswith("_settle") and isinstance(v, (int, float)) and isinstance(last, (int, float)) and v >= last:
+        return "never"
+    return fmt(v, 3)
 
 
 def _column_chunks(rows: list[dict], extra: list[str], width: int) -> list[list[str]]:
@@ -281,8 +342,9 @@ def print_verdicts(rows: list[dict], console: Console) -> None:
     console.print("[bold]verdict[/]")
     for v in rows:
         style = {True: "green", False: "red"}.get(v.get("ok"), "")
-        text = escape(v["text"])
-        console.print(f"  [{style}]{text}[/]" if style else f"  {text}", soft_wrap=True)
+        # folded here, with a hanging indent, so a long verdict reads as one item at 80 columns
+        text = escape(wrapped(v["text"], "  ", width=console.width))
+        console.print(f"[{style}]{text}[/]" if style else text, soft_wrap=True)
 
 
 def _label(v: GridValue) -> str:

@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 import typer
 
+from heur.cli.common import wrapped
 from heur.cli.errors import exits_on_config_error
 from heur.core.errors import ConfigError
 
@@ -143,7 +144,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"expected step or epoch, got {xaxis!r}", key="--x")
         schedules, notes = run_schedules(preset, list(set_ or []))
         for note in notes:
-            print(f"heur: note: {note}", file=sys.stderr)
+            print(wrapped(f"heur: note: {note}", hang="  "), file=sys.stderr)
         if as_json:
             payload = {
                 "runs": {

@@ -39,3 +39,15 @@ STATE_STYLE = {
     "skipped": "dim yellow",
     "lost": "red",
 }
+
+
+def wrapped(text: str, indent: str = "", hang: str = "    ", width: int | None = None) -> str:
+    """``text`` folded at word boundaries to the terminal's width (80 when it is not a terminal),
+    continuation lines indented by ``hang``: every line heur prints fits the terminal."""
+    import shutil
+    import textwrap
+
+    width = width or shutil.get_terminal_size((80, 24)).columns
+    return textwrap.fill(
+        text, width=max(40, width), initial_indent=indent, subsequent_indent=indent + hang, break_on_hyphens=False
+    )

@@ -26,6 +26,7 @@ MeasurementErrors (ValueErrors) and left to the caller.
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
@@ -228,8 +229,43 @@ def compare(
         doc["interpolation"] = None
         if interpolate:
             notes.append("different architectures: no interpolation")
-    doc["notes"] = notes
+    doc["notes"] = fold_notes(notes)
     return doc
+
+
+def fold_notes(notes: list[str], shown: int = 4) -> list[str]:
+    """One note per message instead of one per layer and method: a cross-architecture compare of
+    4 × 4 layers gave the same warning 16 times for each method. ``"conv1~fc1 pwcca: msg"`` notes
+    with the same message become ``"svcca, pwcca: msg (16 layer pairs: conv1~fc1, …)"``; other
+    notes stay as they are."""
+    groups: dict[str, tuple[list[str], list[str]]] = {}  # message -> (methods, labels)
+    order: list[Any] = []
+    for n in notes:
+        m = re.fullmatch(r"(\S+) (svcca|pwcca|cka): (.*)", n, flags=re.S)
+        if m is None:
+            order.append(n)
+            continue
+        label, method, msg = m.groups()
+        if msg not in groups:
+            groups[msg] = ([], [])
+            order.append((msg,))
+        methods, labels = groups[msg]
+        methods.append(method) if method not in methods else None
+        labels.append(label) if label not in labels else None
+    out = []
+    for item in order:
+        if isinstance(item, str):
+            out.append(item)
+            continue
+        methods, labels = groups[item[0]]
+        how = ", ".join(methods)
+        if len(labels) == 1:
+            out.append(f"{labels[0]} {how}: {item[0]}")
+            continue
+        what = "layer pairs" if any("~" in lb for lb in labels) else "layers"
+        names = ", ".join(labels[:shown]) + (f", … ({len(labels) - shown} more)" if len(labels) > shown else "")
+        out.append(f"{how}: {item[0]} ({len(labels)} {what}: {names})")
+    return out
 
 
 def _reporting(ts: list[float], progress: Optional[Callable[[int, int], None]]) -> Iterator[float]:

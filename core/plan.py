@@ -10,6 +10,7 @@ core.data fails at the start of a run, not as a silently mis-scheduled one.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -71,4 +72,73 @@ def plan_run(cfg: Any) -> RunPlan:
         base_lr=base_lr,
         blocks=tuple(getattr(model, "heur_blocks", ())),
         model=model,
+    )
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes a run's training holds on its device, from its plan alone (float32 throughout):
+    ``weights`` (parameters and buffers), ``grads``, ``optimizer`` (SGD with momentum one buffer a
+    parameter, Adam-family two), ``activations`` (every module's output for one batch, what
+    autograd keeps for the backward pass, measured by a forward pass on the meta device) and
+    ``data`` (the training set, which heur keeps on the device). A lower bound: the allocator's
+    slack, the test set, probes (Hessian-vector products, snapshots) and a distillation teacher
+    come on top."""
+
+    params: int
+    weights: int
+    grads: int
+    optimizer: int
+    activations: int
+    data: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.grads + self.optimizer + self.activations + self.data
+
+
+def memory_estimate(cfg: Any, plan: Optional[RunPlan] = None) -> Optional[MemoryEstimate]:
+    """The :class:`MemoryEstimate` of a resolved ``RunConfig`` (None when the model cannot be built
+    on the meta device). No memory is allocated: the model and the batch live on ``meta``."""
+    import torch
+
+    plan = plan or plan_run(cfg)
+    model = plan.model
+    if model is None:
+        return None
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    buffers = sum(b.numel() for b in model.buffers())
+    slots = 0
+    if cfg.task == "train" or cfg.task == "curve":
+        name = getattr(cfg.optim, "name", "sgd")
+        slots = 2 if name in ("adam", "adamw", "gi_adam") else 1 if (getattr(cfg.optim, "momentum", 0) or 0) > 0 else 0
+    acts = 0
+    batch = plan.batch_size if cfg.task in ("train", "curve") else min(plan.batch_size, 1000)
+
+    def hook(_m: Any, _i: Any, out: Any) -> None:
+        nonlocal acts
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                acts += t.numel()
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        with torch.no_grad():
+            model(torch.empty((batch, *plan.input_shape), device="meta"))
+    except Exception:  # a model whose forward the meta device cannot run: weights only
+        acts = 0
+    finally:
+        for h in handles:
+            h.remove()
+    f32 = 4
+    n_in = int(math.prod(plan.input_shape))
+    return MemoryEstimate(
+        params=params,
+        weights=(params + buffers) * f32,
+        grads=trainable * f32 if cfg.task in ("train", "curve") else 0,
+        optimizer=slots * trainable * f32,
+        activations=acts * f32,
+        data=plan.train_size * n_in * f32,
     )

@@ -591,9 +591,11 @@ def _wait_for_idle_supervisor(exp_dir: Path, timeout: float = 30.0) -> None:
         time.sleep(0.1)
 
 
-def resume_plan(target: Path, rerun_failed: bool = False) -> ResumePlan:
+def resume_plan(target: Path, rerun_failed: bool = False, only: Optional[list[str]] = None) -> ResumePlan:
     """:func:`queue_resume` with the runs it left: ConfigError while a run of it is running or
-    its supervisor lives (one supervisor per experiment)."""
+    its supervisor lives (one supervisor per experiment). ``only``: names or patterns of the
+    experiment's runs to consider (:mod:`core.select`: a run they start from must be among them
+    or completed)."""
     target = Path(target)
     if (target / "config.toml").is_file():
         exp_dir, candidates = target.parent, [target]
@@ -601,6 +603,16 @@ def resume_plan(target: Path, rerun_failed: bool = False) -> ResumePlan:
         exp_dir, candidates = target, run_dirs(target)
     else:
         raise ConfigError("not a run or experiment directory (no config.toml / experiment.toml)", file=str(target))
+    if only:
+        from .select import check_closed, match_runs
+
+        picked = set(match_runs([rd.name for rd in candidates], only))
+        candidates = [rd for rd in candidates if rd.name in picked]
+        check_closed(
+            [rd.name for rd in candidates],
+            lambda n: read_status(exp_dir / n).needs,
+            lambda n: read_status(exp_dir / n).state == "completed",
+        )
     _wait_for_idle_supervisor(exp_dir)
     plan = ResumePlan(exp_dir)
     for rd in candidates:
@@ -619,6 +631,83 @@ def resume_plan(target: Path, rerun_failed: bool = False) -> ResumePlan:
         write_json_atomic(rd / "status.json", d)
         plan.queued.append(rd)
     return plan
+
+
+# --------------------------------------------------------------------------- removing
+
+
+@dataclass
+class Removal:
+    """What ``heur rm`` is about to delete: a run or an experiment directory, and how much."""
+
+    path: Path
+    kind: str  # "run" | "experiment"
+    runs: int
+    bytes: int
+
+    def describe(self) -> str:
+        mb = self.bytes / 2**20
+        n = f"{self.runs} run{'s' if self.runs != 1 else ''}, " if self.kind == "experiment" else ""
+        return f"{self.kind} {self.path.name} ({n}{mb:.3g} MiB)"
+
+
+def _live(exp_dir: Path, runs: list[Path]) -> Optional[str]:
+    """Why removing would pull the floor from under a process: a running run, or a supervisor
+    that lives (it would start queued runs into a deleted directory)."""
+    for rd in runs:
+        st = read_status(rd)
+        if st.state == "running":
+            return f"run {rd.name} is running (pid {st.pid}): heur stop {rd} first"
+    sup = _read_json(exp_dir / "supervisor.json")
+    if sup.get("pid") and pid_alive(sup.get("pid"), sup.get("pid_start")):
+        if any(read_status(rd).state == "queued" for rd in run_dirs(exp_dir)):
+            return f"its supervisor (pid {sup['pid']}) will start queued runs: heur stop {exp_dir} first"
+    return None
+
+
+def removal(target: Path | str) -> Removal:
+    """Check that ``target`` is a run or experiment directory heur made and that nothing of it is
+    live; ConfigError otherwise (nothing is deleted here: :func:`remove` does it)."""
+    target = Path(target)
+    if (target / "experiment.toml").is_file():
+        kind, exp_dir, runs = "experiment", target, run_dirs(target)
+    elif (target / "config.toml").is_file() and (target.parent / "experiment.toml").is_file():
+        kind, exp_dir, runs = "run", target.parent, [target]
+    else:
+        raise ConfigError("not a run or experiment directory (no config.toml / experiment.toml)", file=str(target))
+    why = _live(exp_dir, runs)
+    if why:
+        raise ConfigError(f"not removed: {why}", file=str(target))
+    size = 0
+    for f in target.rglob("*"):
+        try:
+            if f.is_file() and not f.is_symlink():
+                size += f.stat().st_size
+        except OSError:
+            pass
+    return Removal(target, kind, len(runs), size)
+
+
+def remove(what: Removal) -> None:
+    """Delete what :func:`removal` described, after checking again that nothing of it went live
+    in the meantime; a run leaves its experiment's list of runs too."""
+    import shutil
+
+    again = removal(what.path)  # a run started while the user read the prompt: refused
+    shutil.rmtree(again.path)
+    if again.kind == "run":
+        toml_path = again.path.parent / "experiment.toml"
+        try:
+            raw = tomllib.loads(toml_path.read_text())
+        except (OSError, tomllib.TOMLDecodeError):
+            return
+        meta = raw.get("heur") or {}
+        if again.path.name in (meta.get("runs") or []):
+            meta["runs"] = [n for n in meta["runs"] if n != again.path.name]
+            from .atomic import replace_atomic
+
+            text = dumps_toml(raw)
+            replace_atomic(toml_path, lambda tmp: tmp.write_text(text))
 
 
 # --------------------------------------------------------------------------- stopping

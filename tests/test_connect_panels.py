@@ -163,7 +163,7 @@ def test_the_tui_conn_tab_at_80x24(exp_dir, tmp_path):
             await goto(pilot, app, lambda d: isinstance(d, ExperimentNode) and d.path == conn)
             await until(lambda: app.experiment == conn)
             await until(lambda: all(d.events for d in app.data.values()))
-            await pilot.press("9")
+            await pilot.press("0")
             await until(lambda: app.query_one("#tabs").active == "conn")
             plot = app.query_one("#plot-curve-loss", PlotView)
             await until(lambda: plot.figure is not None and plot.figure.has_data())
@@ -173,7 +173,7 @@ def test_the_tui_conn_tab_at_80x24(exp_dir, tmp_path):
             await goto(pilot, app, lambda d: isinstance(d, ExperimentNode) and d.path == plain)
             await until(lambda: app.experiment == plain)
             assert app.query_one("#tabs").active == "loss" and not app.conn_shown
-            await pilot.press("9")
+            await pilot.press("0")
             await pilot.pause(0.1)
             assert app.query_one("#tabs").active == "loss"
 

@@ -145,11 +145,12 @@ def test_dry_run_at_80_columns_shows_whole_run_names(tmp_path):
     assert res.exit_code == 0, res.output
     assert max(len(line) for line in res.output.splitlines()) <= 80
     assert "…" not in res.output
-    cells = ["".join(row) for row in _run_cells(res.output)]
+    plan_table, size_table = res.output.split("size of each run")  # the sizes come in a table of their own
     from heur.core.config import load_experiment
 
     names = list(load_experiment(ROOT / "presets/warmup_sharpness.toml").runs)
-    assert cells == names
+    assert ["".join(row) for row in _run_cells(plan_table)] == names
+    assert ["".join(row) for row in _run_cells(size_table)] == names
     assert "/λ0" in res.output
 
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.syntax import Syntax
 from rich.text import Text
 from textual import work
@@ -23,16 +24,16 @@ from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widgets import Footer, Log, Static, TabbedContent, TabPane, Tree
 
-from heur.figures import connect, panels
+from heur.figures import connect, groups, panels
 from heur.figures.panels import Shown, View
 from heur.figures.rundata import RunData
 
-from . import distill, heatmap
+from . import distill, heatmap, system
 from .feed import EventBatch, ExperimentRow, Feed
 from .plotting import PlotView, rich_color
 from .presets import PresetInfo, scan_presets
 from .screens import ConfirmScreen, HelpScreen, InfoScreen, LaunchScreen
-from .sidebar import ExperimentNode, PresetNode, RunNode, Sidebar, badge, first_experiment
+from .sidebar import ExperimentNode, PresetNode, RunNode, Sidebar, badge, experiment_badge, first_experiment, stamp
 from .source import RunSource
 
 TABS = [
@@ -44,9 +45,11 @@ TABS = [
     ("cca", "CCA"),
     ("log", "Log"),
     ("config", "Cfg"),
+    ("sys", "Sys"),
     ("conn", "Conn"),  # curve and plane runs only (shown when the experiment has one)
 ]
 CONN_TASKS = ("curve", "plane")
+_CONSOLE = Console(width=400)  # measures how a legend wraps (rich Text.wrap needs a console)
 PLOT_TABS = {
     "loss": panels.loss_figure,
     "acc": panels.accuracy_figure,
@@ -87,7 +90,7 @@ class HeurApp(App):
     #info { height: auto; max-height: 3; padding: 0 1; background: $boost; }
     TabbedContent { height: 1fr; }
     TabPane { padding: 0; }
-    #cat-text, #cca-text, #config-text, #plane-text { padding: 0 1; }
+    #cat-text, #cca-text, #config-text, #sys-text, #plane-text { padding: 0 1; }
     .conn-plot { height: 14; }
     .hidden { display: none; }
     """
@@ -96,6 +99,11 @@ class HeurApp(App):
         Binding("question_mark", "help", "help", key_display="?"),
         Binding("n", "launch", "launch"),
         Binding("X", "stop", "stop"),
+        Binding("R", "resume", "resume", show=False),
+        Binding("N", "relaunch", "relaunch", show=False),
+        Binding("P", "pin", "pin", show=False),
+        Binding("g", "cycle_group", "group"),
+        Binding("L", "legend", "legend", show=False),
         Binding("l", "toggle_log", "log"),
         Binding("s", "cycle_smoothing", "smooth"),
         Binding("x", "cycle_xaxis", "x-axis"),
@@ -108,13 +116,14 @@ class HeurApp(App):
         Binding("t", "toggle_theme", "theme", show=False),
         Binding("left_square_bracket", "prev_tab", "prev tab", show=False),
         Binding("right_square_bracket", "next_tab", "next tab", show=False),
-        *[Binding(str(i + 1), f"tab('{tid}')", label, show=False) for i, (tid, label) in enumerate(TABS)],
+        *[Binding(str((i + 1) % 10), f"tab('{tid}')", label, show=False) for i, (tid, label) in enumerate(TABS)],
     ]
 
     EVENT_PERIOD = 0.25
     STATUS_PERIOD = 1.5
     REDRAW_PERIOD = 0.25
     MAX_DUTY = 0.025  # share of a core that redrawing a live plot may take
+    SYSTEM_PERIOD = 1.0  # the system panel's sampling period while it is shown
 
     def __init__(
         self, runs_dir: str | Path = "runs", presets_dir: str | Path = "presets", source: Any = None, live: bool = True
@@ -139,6 +148,7 @@ class HeurApp(App):
         self.generation = 0
         self._pending: tuple[Path, Path | None] | None = None
         self._opened = False  # the first status poll opens the most recent experiment
+        self._launched: Path | None = None  # an experiment launched here, shown once it is listed
         self._drawn: dict[str, Any] = {}
         self.redraws = 0
         self.reader_cpu = 0.0
@@ -149,6 +159,13 @@ class HeurApp(App):
         self.conn_shown = False
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self.pins: list[Path] = []  # runs of any experiment overlaid on every experiment shown
+        self.group_key: str | None = None  # None, groups.SEED (all but the seed) or a dotted grid key
+        self.configs: dict[Path, dict[str, Any]] = {}  # run -> its flattened config (grouping)
+        self.grid_keys: list[str] = []  # the shown experiment's [grid] keys
+        self.sampler: Any = None  # core.system.Sampler, made when the system panel is first shown
+        self.system_sample: Any = None
+        self._deferred_toasts: list[tuple[str, dict]] = []
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -175,6 +192,9 @@ class HeurApp(App):
                                     yield PlotView(id="plot-curve-loss", classes="conn-plot")
                                     yield PlotView(id="plot-curve-err", classes="conn-plot")
                                     yield Static("", id="plane-text")
+                            elif tid == "sys":
+                                with VerticalScroll():
+                                    yield Static("", id="sys-text")
                             else:
                                 with VerticalScroll():
                                     yield Static("", id="config-text")
@@ -195,12 +215,21 @@ class HeurApp(App):
         self._q(TabbedContent).hide_tab("conn")
         self._update_info()
         self.set_interval(self.REDRAW_PERIOD, self._redraw)
+        self.set_interval(self.SYSTEM_PERIOD, self._sample_system)
         if self.live:
             self._reader()
 
     def on_unmount(self) -> None:
         self._stop.set()
         self._wake.set()
+        if self.sampler is not None:
+            self.sampler.close()
+
+    def on_resize(self, event: Any) -> None:
+        try:  # the legend is laid out for the width: lay it out again
+            self._update_info()
+        except NoMatches:
+            pass
 
     # ------------------------------------------------------------------ reader thread
     @work(thread=True, exclusive=True, group="reader")
@@ -252,12 +281,23 @@ class HeurApp(App):
             self._opened = True
             if self.experiment is None and self._pending is None:
                 self._open(first_experiment(msg.rows))
+        gone = [p for p in self.pins if p not in statuses]
+        if gone:  # a pinned run deleted (heur rm): unpin it
+            self.pins = [p for p in self.pins if p not in gone]
+            self._q(Sidebar).set_pinned(self.pins)
+            if self.experiment is not None and self.experiment in self.rows:
+                self._show(self.experiment, self.focus_run)
         if self.experiment is not None:
             row = self.rows.get(self.experiment)
             if row is None:  # deleted while shown
                 self._show(None, None)
             elif [p for p, _ in row.runs] != self.run_paths:
                 self._show(self.experiment, self.focus_run)
+        if self._launched is not None and self._launched in self.rows:
+            # a launch from the TUI: show it with the cursor on it (a pending selection would be
+            # overwritten by the highlight the new node's insertion moves)
+            launched, self._launched = self._launched, None
+            self._open(launched)
         if self._pending is not None:
             self._apply_pending()
         if changed:
@@ -320,12 +360,17 @@ class HeurApp(App):
         """Follow an experiment's runs, reading their events from the start."""
         row = self.rows.get(exp) if exp is not None else None
         paths = [p for p, _ in row.runs] if row else []
+        if exp != self.experiment:
+            self.group_key = None  # another experiment's grid keys
         self.experiment = exp if row else None
         self.run_paths = paths
-        self.data = {p: RunData(p.name) for p in paths}
+        followed = paths + [p for p in self.pins if p not in paths]
+        self.data = {p: RunData(p.name) for p in followed}
         self.logs = {}
         self.focus_run = run if run in paths else None
-        self.generation = self.feed.follow(paths)
+        self.configs = {p: c for p in followed if (c := read_flat_config(p)) is not None}
+        self.grid_keys = read_grid_keys(exp) if exp is not None else []
+        self.generation = self.feed.follow(followed)
         self._show_conn_tab(any(_task(p) in CONN_TASKS for p in paths))
         self._invalidate()
         self.poll_now()
@@ -341,14 +386,47 @@ class HeurApp(App):
             tabs.hide_tab("conn")
         self.conn_shown = show
 
+    def pinned_label(self, run: Path) -> str:
+        """A pinned run of another experiment: ``experiment HH:MM/run`` (of the shown one: its name)."""
+        if run.parent == self.experiment:
+            return run.name
+        row = self.rows.get(run.parent)
+        exp = f"{row.name} {stamp(row.created)}" if row else run.parent.name
+        return f"{exp}/{run.name}"
+
     def shown_runs(self) -> list[Shown]:
+        """The experiment's runs (or the focused one), then the pinned runs of other experiments:
+        those stay on screen whatever is selected (a baseline), in colours after the experiment's."""
         out = []
         for i, p in enumerate(self.run_paths):
-            if self.focus_run is None or p == self.focus_run:
+            if self.focus_run is None or p == self.focus_run or p in self.pins:
                 d = self.data.get(p)
                 if d is not None:
                     out.append(Shown(p.name, d, i))
+        for k, p in enumerate(p for p in self.pins if p not in self.run_paths):
+            d = self.data.get(p)
+            if d is not None:
+                out.append(Shown(self.pinned_label(p), d, len(self.run_paths) + k))
         return out
+
+    def shown_groups(self, shown: list[Shown]) -> list[groups.Group] | None:
+        if self.group_key is None or len(shown) < 2:
+            return None
+        by_name = {s.name: s for s in shown}
+        configs = {}
+        for p, c in self.configs.items():
+            name = p.name if p.parent == self.experiment else self.pinned_label(p)
+            if name in by_name:
+                configs[name] = c
+        return groups.group_runs(shown, configs, self.group_key)
+
+    def build(self, tab: str, shown: list[Shown], width: int) -> Any:
+        """The figure of a plot panel: one line a run, or a mean ± sd band a group."""
+        gs = self.shown_groups(shown)
+        if gs is None:
+            return PLOT_TABS[tab](shown, self.view, width)
+        what = "seeds" if self.group_key == groups.SEED else f"runs of one {self.group_key}"
+        return groups.grouped_figure(PLOT_TABS[tab], gs, self.view, width, what)
 
     def focused_run(self) -> Path | None:
         if self.focus_run is not None:
@@ -360,25 +438,45 @@ class HeurApp(App):
         self._drawn.clear()
         self._update_info()
 
+    def legend_entries(self) -> list[tuple[int, str, Text]]:
+        """(colour index, name, state badge) of each line on the plots: a run, a pinned run (⊙) or
+        a group of runs (its size)."""
+        shown = self.shown_runs()
+        gs = self.shown_groups(shown)
+        if gs is not None:
+            out = []
+            for g in gs:
+                states = [self.statuses.get(self._path_of(m.name)) for m in g.members]
+                out.append((g.index, f"{g.label} ({len(g.members)})", experiment_badge(states)))
+            return out
+        entries = []
+        for s in shown:
+            path = self._path_of(s.name)
+            pinned = path in self.pins
+            entries.append((not pinned, (s.index, ("⊙ " if pinned else "") + s.name, badge(self.statuses.get(path)))))
+        # pinned runs first: a baseline stays in the legend when the others are cut to "+N more"
+        return [e for _, e in sorted(entries, key=lambda e: e[0])]
+
+    def _path_of(self, name: str) -> Path | None:
+        for p in self.data:
+            if (p.name if p.parent == self.experiment else self.pinned_label(p)) == name:
+                return p
+        return None
+
     def _update_info(self) -> None:
-        """The legend: each shown run in its colour with its live state."""
+        """The legend: each line's colour, name and live state, in at most three lines; when they
+        do not fit, the names alone, then as many as fit and how many more (L lists them all)."""
         info = self._q("#info", Static)
         if self.experiment is None:
             info.update(Text("select an experiment (↑↓), launch a preset (n), help (?)", style="dim"))
             return
-        t = Text()
-        for i, p in enumerate(self.run_paths):
-            if self.focus_run is not None and p != self.focus_run:
-                continue
-            if t:
-                t.append("  ")
-            t.append("■ ", style=rich_color(i))
-            t.append(p.name + " ")
-            t.append_text(badge(self.statuses.get(p)))
         v = self.view
         opts = [f"x={v.xaxis}"] + (["log"] if v.ylog else []) + ([f"smooth={v.smoothing:g}"] if v.smoothing else [])
-        t.append("  · " + " ".join(opts), style="dim")
-        info.update(t)
+        if self.group_key is not None:
+            opts.append("group=" + ("seeds" if self.group_key == groups.SEED else self.group_key))
+        tail = Text("  · " + " ".join(opts), style="dim")
+        width = max(20, (info.size.width or self.size.width - 32) - 2)
+        info.update(legend_text(self.legend_entries(), tail, width, lines=3))
 
     def _redraw(self) -> None:
         """(timer) Rebuild the visible panel if anything it shows changed."""
@@ -393,6 +491,7 @@ class HeurApp(App):
         shown = self.shown_runs()
         versions = tuple((s.name, s.data.version) for s in shown)
         key: tuple = (self.experiment, self.focus_run, versions, self.view.xaxis, self.view.ylog, self.view.smoothing)
+        key += (self.group_key, tuple(self.pins))
         if tab in PLOT_TABS:
             plot = self._q(f"#plot-{tab}", PlotView)
             key += (plot.size.width, plot.size.height)
@@ -406,7 +505,7 @@ class HeurApp(App):
                 return  # live data on a costly plot: redraw less often (CPU stays < MAX_DUTY)
 
             def draw() -> None:
-                plot.figure = PLOT_TABS[tab](shown, self.view, self._plot_width(plot)) if self.experiment else None
+                plot.figure = self.build(tab, shown, self._plot_width(plot)) if self.experiment else None
         elif tab == "cat":
             plot = self._q("#plot-cat", PlotView)
             key += (plot.size.width,)
@@ -507,6 +606,8 @@ class HeurApp(App):
                 if out:
                     out.append("\n\n")
                 out.append_text(heatmap.render(layers, epochs, mat, width, title))
+        if final is not None:
+            out.append("\n" + settle_text(final[0], final[1], final[2]))
         box.update(out)
 
     def _draw_conn(self, shown: list[Shown]) -> None:
@@ -556,6 +657,52 @@ class HeurApp(App):
                 word_wrap=True,
             )
         )
+
+    # ------------------------------------------------------------------ system panel
+    def _sample_system(self) -> None:
+        """(timer) One sample of CPU, memory and GPUs while the system panel is shown."""
+        try:
+            if self._q(TabbedContent).active != "sys":
+                return
+        except NoMatches:
+            return
+        if self.sampler is None:
+            from heur.core.system import Sampler
+
+            self.sampler = Sampler()
+        self.system_sample = self.sampler.sample()
+        self._q("#sys-text", Static).update(system.render(self.system_sample, self._q(TabbedContent).size.width - 2))
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "sys":
+            self._sample_system()  # at once, not a second later
+
+    # ------------------------------------------------------------------ toasts
+    def notify(self, message: str, **kw: Any) -> None:  # type: ignore[override]
+        """A toast, held back while a dialog is open (it would cover the dialog at 80×24) and
+        shown when the dialog closes."""
+        if self._main_screen is not None and self.screen is not self._main_screen:
+            self._deferred_toasts.append((message, kw))
+            return
+        super().notify(message, **kw)
+
+    def push_screen(self, screen: Any, *a: Any, **kw: Any) -> Any:  # type: ignore[override]
+        self.clear_notifications()  # a toast on screen when a dialog opens would cover it
+        return super().push_screen(screen, *a, **kw)
+
+    def _flush_toasts(self) -> None:
+        pending, self._deferred_toasts = self._deferred_toasts, []
+        for message, kw in pending:
+            self.notify(message, **kw)
+
+    def pop_screen(self) -> Any:  # type: ignore[override]
+        done = super().pop_screen()
+        self.call_after_refresh(self._flush_toasts_when_back)  # a dialog closed: its held-back toasts
+        return done
+
+    def _flush_toasts_when_back(self) -> None:
+        if self.screen is self._main_screen and self._deferred_toasts:
+            self._flush_toasts()
 
     # ------------------------------------------------------------------ actions
     def action_help(self) -> None:
@@ -621,7 +768,7 @@ class HeurApp(App):
             if exp_dir is None:
                 return
             self.notify(f"launched {Path(exp_dir).name}")
-            self._pending = (Path(exp_dir), None)
+            self._launched = Path(exp_dir)
             self.poll_now()
 
         self.push_screen(LaunchScreen(data.info, self.source.validate, self.source.launch), done)
@@ -651,6 +798,112 @@ class HeurApp(App):
             self.poll_now()
 
         self.push_screen(ConfirmScreen(f"Stop {what}? It checkpoints and ends 'stopped'."), done)
+
+    def action_resume(self) -> None:
+        """Resume the highlighted run (failed and diverged ones too: you pointed at it) or the
+        unfinished runs of the highlighted experiment, as ``heur run --resume`` does."""
+        data = self._highlighted()
+        if isinstance(data, RunNode):
+            target, what, rerun = data.path, f"run {data.path.name}", True
+        elif isinstance(data, ExperimentNode):
+            target, what, rerun = data.path, f"the unfinished runs of {data.path.name}", False
+        else:
+            self.notify("highlight a run or an experiment to resume", severity="warning")
+            return
+
+        def done(ok: bool | None) -> None:
+            if ok:
+                self._resume(target, what, rerun)
+
+        self.push_screen(ConfirmScreen(f"Resume {what} from the last checkpoint?"), done)
+
+    @work(thread=True, group="resume")
+    def _resume(self, target: Path, what: str, rerun: bool) -> None:
+        try:  # may wait for a supervisor that is ending: off the UI thread
+            queued, left = self.source.resume(target, rerun)
+        except Exception as e:  # ConfigError: a live run, another supervisor
+            msg = getattr(e, "message", None) or str(e)
+            self.call_from_thread(self.notify, f"cannot resume {what}: {msg}", severity="error", timeout=8)
+            return
+        if queued:
+            note = f"resuming {', '.join(queued)}" + (
+                f"; left {', '.join(left)} (R on the run reruns it)" if left else ""
+            )
+            self.call_from_thread(self.notify, note)
+        else:
+            why = f"left {', '.join(left)}: highlight the run and press R" if left else "every run completed"
+            self.call_from_thread(self.notify, f"nothing to resume ({why})", severity="warning", timeout=8)
+        self.poll_now()
+
+    def action_relaunch(self) -> None:
+        """Launch the highlighted experiment's settings again as a new experiment (the highlighted
+        run alone, with the runs it starts from), overrides editable first."""
+        data = self._highlighted()
+        if isinstance(data, RunNode):
+            exp_dir, only = data.experiment, [data.path.name]
+        elif isinstance(data, ExperimentNode):
+            exp_dir, only = data.path, None
+        else:
+            self.notify("highlight a run or an experiment to launch again", severity="warning")
+            return
+        row = self.rows.get(exp_dir)
+        name = row.name if row else exp_dir.name
+        info = PresetInfo(
+            exp_dir / "experiment.toml",
+            f"{exp_dir.name}/experiment.toml",
+            name + (f" ({only[0]})" if only else ""),
+            "its settings again, as a new experiment"
+            + (f": run {only[0]} and the runs it starts from" if only else ""),
+        )
+
+        def done(new_dir: Path | None) -> None:
+            if new_dir is not None:
+                self.notify(f"launched {Path(new_dir).name}")
+                self._launched = Path(new_dir)
+                self.poll_now()
+
+        self.push_screen(
+            LaunchScreen(
+                info,
+                lambda _p, ov: self.source.validate_again(exp_dir, ov, only),
+                lambda _p, ov: self.source.relaunch(exp_dir, ov, only),
+                title=f"Launch again: {name}",
+            ),
+            done,
+        )
+
+    def action_pin(self) -> None:
+        """Pin the highlighted run: it stays on the plots whatever experiment is shown (a baseline
+        to compare with); again to unpin."""
+        data = self._highlighted()
+        if not isinstance(data, RunNode):
+            self.notify("highlight a run to pin it", severity="warning")
+            return
+        if data.path in self.pins:
+            self.pins.remove(data.path)
+        else:
+            self.pins.append(data.path)
+        self._q(Sidebar).set_pinned(self.pins)
+        self.notify(f"pinned: {', '.join(self.pinned_label(p) for p in self.pins) or 'none'}")
+        if self.experiment is not None:
+            self._show(self.experiment, self.focus_run)
+
+    def action_cycle_group(self) -> None:
+        """Lines → groups of seeds (everything but the seed equal) → by each grid key → lines."""
+        order: list[str | None] = [None, groups.SEED] + [k for k in self.grid_keys if k != groups.SEED]
+        i = order.index(self.group_key) if self.group_key in order else 0
+        self.group_key = order[(i + 1) % len(order)]
+        self._invalidate()
+
+    def action_legend(self) -> None:
+        t = Text()
+        for idx, name, state in self.legend_entries():
+            t.append("■ ", style=rich_color(idx))
+            t.append(name + " ")
+            t.append_text(state)
+            t.append("\n")
+        t.rstrip()
+        self.push_screen(InfoScreen("Legend", t if t else Text("nothing shown", style="dim"), copied=False))
 
     def action_mark(self) -> None:
         data = self._highlighted()
@@ -705,6 +958,74 @@ class HeurApp(App):
             return
         self.copy_to_clipboard(str(path))
         self.push_screen(InfoScreen("Directory:", str(path)))
+
+
+def legend_text(entries: list[tuple[int, str, Text]], tail: Text, width: int, lines: int = 3) -> Text:
+    """The legend in ``lines`` lines of ``width``: every entry with its state if that fits, else
+    the names alone, else the first ones and "+N more (L: all)"."""
+
+    def build(with_state: bool, upto: int) -> Text:
+        t = Text()
+        for idx, name, state in entries[:upto]:
+            if t:
+                t.append("  ")
+            t.append("■ ", style=rich_color(idx))
+            t.append(name)
+            if with_state:
+                t.append(" ")
+                t.append_text(state)
+        if upto < len(entries):
+            t.append(f"  +{len(entries) - upto} more (L: all)", style="bold")
+        t.append_text(tail)
+        return t
+
+    def fits(t: Text) -> bool:
+        return len(t.wrap(_CONSOLE, width)) <= lines
+
+    for with_state in (True, False):
+        t = build(with_state, len(entries))
+        if fits(t):
+            return t
+    k = len(entries)
+    while k > 1 and not fits(build(False, k)):
+        k -= 1
+    return build(False, k)
+
+
+def read_flat_config(run: Path) -> dict[str, Any] | None:
+    """A run's config.toml as dotted keys (None when unreadable), for grouping."""
+    import tomllib
+
+    try:
+        return groups.flatten(tomllib.loads((run / "config.toml").read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def read_grid_keys(exp: Path) -> list[str]:
+    """The dotted keys of an experiment's [grid] (its experiment.toml), in order."""
+    import tomllib
+
+    try:
+        grid = tomllib.loads((exp / "experiment.toml").read_text()).get("grid") or {}
+    except (OSError, ValueError):
+        return []
+    return [str(k) for k in grid]
+
+
+def settle_text(layers: list[str], epochs: list[float], mat: Any) -> str:
+    """When the deeper and the shallower layers settle (mean similarity to the final epoch at
+    0.9 or above from then on, core.probes.cca), as ``heur run``'s summary says it: "never" when
+    only the final epoch itself reaches it."""
+    from heur.core.probes.cca import SETTLE_THRESHOLD, layer_groups, settle_epoch
+
+    rows = [[None if v != v else float(v) for v in row] for row in mat.tolist()]
+    shallow, deep = layer_groups(layers)
+    parts = []
+    for name, group in (("deeper", deep), ("shallower", shallow)):
+        e = settle_epoch(list(epochs), rows, group)
+        parts.append(f"{name} layers settle: " + ("never" if e >= epochs[-1] else f"epoch {e:g}"))
+    return "; ".join(parts) + f"  (similarity to the final epoch ≥ {SETTLE_THRESHOLD:g} from then on)"
 
 
 def final_checkpoint(run: Path) -> Path:

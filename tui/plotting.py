@@ -66,11 +66,62 @@ class PlotView(PlotextPlot):
         plt.clear_figure()
         # the theme first: plotext resolves some colours (text backgrounds) when drawn
         plt.theme(self._get_plotext_theme_name(self.app.theme))
-        _draw(plt, fig, self.size.width)
+        _draw(plt, fig, self.size.width, self.size.height)
         return super().render()
 
 
-def _draw(plt, fig: Figure, width: int = 10_000) -> None:
+def nice_ticks(lo: float, hi: float, most: int) -> list[float]:
+    """At most ``most`` round ticks (1, 2, 2.5 or 5 × 10^k apart) inside [lo, hi]."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo or most < 2:
+        return [lo] if math.isfinite(lo) else []
+    raw = (hi - lo) / (most - 1)
+    mag = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw * (1 - 1e-9))
+    first = math.ceil(lo / step - 1e-9) * step
+    ticks = []
+    t = first
+    while t <= hi + step * 1e-9 and len(ticks) <= most:
+        ticks.append(0.0 if abs(t) < step * 1e-9 else t)
+        t = first + len(ticks) * step
+    return ticks
+
+
+def tick_labels(ticks: list[float]) -> list[str]:
+    """Short labels for evenly spaced ticks: as many decimals as the spacing needs, thousands as
+    ``k``/``M`` (``37.5k``), tiny values in powers of ten (``1.5e-4``)."""
+    if not ticks:
+        return []
+    step = abs(ticks[1] - ticks[0]) if len(ticks) > 1 else abs(ticks[0]) or 1.0
+    top = max(abs(t) for t in ticks)
+    if top >= 1e4:
+        div, unit = (1e6, "M") if top >= 1e6 else (1e3, "k")
+        dec = max(0, -math.floor(math.log10(step / div) + 1e-9))
+        return [_trim(f"{t / div:.{dec}f}") + unit if t else "0" for t in ticks]
+    if top < 1e-2 and top > 0:
+        return [f"{t:.2g}" for t in ticks]
+    dec = max(0, -math.floor(math.log10(step) + 1e-9))
+    return [f"{t:.{dec}f}" for t in ticks]
+
+
+def _trim(text: str) -> str:
+    """``2.50`` -> ``2.5``, ``3.0`` -> ``3``; ``50`` stays."""
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _fit_ticks(lo: float, hi: float, room: int, gap: int, most: int = 8) -> tuple[list[float], list[str]]:
+    """The most ticks (up to ``most``) whose labels, each with ``gap`` spaces, fit ``room``
+    columns (x) or rows (y, labels of height 1: ``gap`` rows apart)."""
+    for k in range(most, 1, -1):
+        ticks = nice_ticks(lo, hi, k)
+        labels = tick_labels(ticks)
+        need = sum(len(lb) + gap for lb in labels) if gap > 1 else len(ticks) * 2
+        if need <= room:
+            return ticks, labels
+    ticks = nice_ticks(lo, hi, 2)
+    return ticks, tick_labels(ticks)
+
+
+def _draw(plt, fig: Figure, width: int = 10_000, height: int = 40) -> None:
     """Translate a Figure into plotext calls (``width``: the widget's columns, for the title)."""
     if fig.title:
         plt.title(fig.title_for(width))
@@ -108,9 +159,22 @@ def _draw(plt, fig: Figure, width: int = 10_000) -> None:
             plt.scatter(x.tolist(), y.tolist(), marker=s.marker or "•", **kw)
         else:
             plt.plot(x.tolist(), y.tolist(), marker=s.marker or "braille", **kw)
+    # our own tick labels: plotext's collide at 80 columns ("0.00015.0") and carry long decimals
+    xt, xl = _fit_ticks(xmin, xmax, max(10, width - 12), gap=3)
+    if xt:
+        plt.xticks(xt, xl)
+    ys = np.concatenate([y for _, _, y in clean])
+    extra = [h.y for h in fig.hlines if h.y is not None and math.isfinite(h.y) and (h.y > 0 or not fig.ylog)]
+    ylo, yhi = (
+        float(min(ys.min(), *extra)) if extra else float(ys.min()),
+        float(max(ys.max(), *extra)) if extra else float(ys.max()),
+    )
     if fig.ylog:
         plt.yscale("log")
-        ys = np.concatenate([y for _, _, y in clean])
-        ticks = decade_ticks(float(ys.min()), float(ys.max()))
+        ticks = decade_ticks(ylo, yhi)
         if ticks:  # short labels: plotext's own log labels carry a dozen decimals
             plt.yticks(ticks, [f"{t:g}" for t in ticks])
+    elif yhi > ylo:
+        yt, yl = _fit_ticks(ylo, yhi, max(2, height - 6), gap=1, most=6)
+        if yt:
+            plt.yticks(yt, yl)

@@ -22,8 +22,8 @@ HELP_ROWS = [
     ("↑ ↓ / j k", "move in the sidebar (highlight shows the experiment or run)"),
     ("enter / space", "expand an experiment; on a preset: launch it"),
     ("tab / shift+tab", "move focus between sidebar and panels"),
-    ("1 … 8", "panels: loss, accuracy, lr, sharpness, catapult, CCA, log, config"),
-    ("9", "curve and plane runs: the curve beside the line, the plane's heatmap"),
+    ("1 … 9", "panels: loss, accuracy, lr, sharpness, catapult, CCA, log, config, system"),
+    ("0", "curve and plane runs: the curve beside the line, the plane's heatmap"),
     ("[ ]", "previous / next panel"),
     ("b", "hide / show the sidebar"),
     ("View", ""),
@@ -31,10 +31,15 @@ HELP_ROWS = [
     ("s", "smoothing: off → 0.6 → 0.9 → 0.99"),
     ("x", "x axis: step → examples seen → epoch"),
     ("r", "focus: all runs overlaid → one run → the next …"),
+    ("g", "group: lines → seeds as mean ± sd (all but the seed equal) → by each grid key"),
+    ("L", "the legend of every line (when they do not all fit above the plot)"),
     ("t", "dark / light colours"),
     ("Runs", ""),
     ("n", "launch the highlighted preset (edit overrides first)"),
     ("X", "stop the highlighted run or experiment (asks first)"),
+    ("R", "resume it from its last checkpoint (a failed run too)"),
+    ("N", "launch its settings again as a new experiment"),
+    ("P", "pin a run: it stays on the plots of every experiment (a baseline)"),
     ("m", "mark a run for comparison (two at most)"),
     ("c", "show (and copy) `heur compare` for the two marked runs"),
     ("p", "show (and copy) the highlighted run's directory"),
@@ -92,26 +97,33 @@ class ConfirmScreen(ModalScreen[bool]):
 
 
 class InfoScreen(ModalScreen[None]):
-    """Shows a text to copy (e.g. a command); it was also sent to the clipboard via OSC 52."""
+    """Shows a text to copy (e.g. a command; it was also sent to the clipboard via OSC 52) or to
+    read (the legend of every run): a long one scrolls."""
 
     BINDINGS = [Binding("escape,enter,q", "close", "close")]
     DEFAULT_CSS = """
     InfoScreen { align: center middle; }
-    InfoScreen > Vertical { width: 90%; height: auto; border: round $accent;
-        background: $surface; padding: 1 2; }
+    InfoScreen > Vertical { width: 90%; height: auto; max-height: 100%; border: round $accent;
+        background: $surface; padding: 0 1; }
+    InfoScreen VerticalScroll { height: auto; max-height: 100%; }
     InfoScreen #info-body { color: $text; }
     """
 
-    def __init__(self, title: str, body: str):
+    def __init__(self, title: str, body: str | Text, copied: bool = True):
         super().__init__()
         self.title_text = title
         self.body = body
+        self.copied = copied
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static(Text(self.title_text, style="bold"))
-            yield Static(Text(self.body), id="info-body")
-            yield Static(Text("copied to the clipboard if your terminal allows OSC 52 · esc closes", style="dim"))
+            with VerticalScroll():
+                yield Static(self.body if isinstance(self.body, Text) else Text(self.body), id="info-body")
+            hint = (
+                "copied to the clipboard if your terminal allows OSC 52 · esc closes" if self.copied else "esc closes"
+            )
+            yield Static(Text(hint, style="dim"))
 
     def action_close(self) -> None:
         self.dismiss(None)
@@ -136,9 +148,14 @@ class LaunchScreen(ModalScreen[Path | None]):
     """
 
     def __init__(
-        self, preset: PresetInfo, validate: Callable[[Path, list[str]], Any], launch: Callable[[Path, list[str]], Path]
+        self,
+        preset: PresetInfo,
+        validate: Callable[[Path, list[str]], Any],
+        launch: Callable[[Path, list[str]], Path],
+        title: str | None = None,
     ):
         super().__init__()
+        self.title_text = title or f"Launch {preset.name}"
         self.preset = preset
         self._validate = validate
         self._launch = launch
@@ -149,7 +166,7 @@ class LaunchScreen(ModalScreen[Path | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(Text(f"Launch {self.preset.name}", style="bold"))
+            yield Static(Text(self.title_text, style="bold"))
             yield Static(Text(f"{self.preset.rel}  {self.preset.description}", style="dim"))
             yield Static(f"overrides, e.g.  {EXAMPLE}  (enter launches, esc cancels)")
             yield Input(placeholder="key=value key=value …", id="launch-overrides")

@@ -97,7 +97,7 @@ def experiment_badge(statuses: list[Any]) -> Text:
     return _styled("—", STATE_STYLE["?"])
 
 
-def _stamp(t: float, now: float | None = None) -> str:
+def stamp(t: float, now: float | None = None) -> str:
     """When an experiment started: ``14:05`` today, ``11-18 12:06`` on another day."""
     if not t:
         return ""
@@ -132,6 +132,7 @@ class Sidebar(Tree):
         self._exp_nodes: dict[Path, TreeNode] = {}
         self._run_nodes: dict[Path, TreeNode] = {}
         self.marked: list[Path] = []
+        self.pinned: list[Path] = []
 
     # -- presets
     def set_presets(self, presets: list[PresetInfo], where: Path | None = None) -> None:
@@ -175,7 +176,7 @@ class Sidebar(Tree):
     def _exp_label(self, row: ExperimentRow) -> Text:
         """``14:05 completed warmup_lb``: the start time first, so that experiments of one preset
         stay distinguishable when the sidebar cuts the label."""
-        t = Text(_stamp(row.created) + " ", style="dim") if row.created else Text()
+        t = Text(stamp(row.created) + " ", style="dim") if row.created else Text()
         t.append_text(experiment_badge([s for _, s in row.runs]))
         t.append(" " + row.name)
         return t
@@ -196,10 +197,28 @@ class Sidebar(Tree):
 
     def _run_label(self, path: Path, status: Any) -> Text:
         t = Text("* " if path in self.marked else "")
+        if path in self.pinned:
+            t.append("⊙ ", style="bold")
         t.append_text(badge(status))
         t.append(" ")
         t.append(path.name)
         return t
+
+    def set_pinned(self, pins: list[Path]) -> None:
+        """Runs pinned to every plot: ``⊙`` before their name."""
+        changed = set(pins) ^ set(self.pinned)
+        self.pinned = list(pins)
+        for run in changed:
+            node = self._run_nodes.get(run)
+            if node is not None:
+                plain = node.label.plain
+                label = node.label.copy()
+                star = 2 if plain.startswith("* ") else 0
+                if run in self.pinned and plain[star : star + 2] != "⊙ ":
+                    label = label[:star] + Text("⊙ ", style="bold") + label[star:]
+                elif run not in self.pinned and plain[star : star + 2] == "⊙ ":
+                    label = label[:star] + label[star + 2 :]
+                node.set_label(label)
 
     def toggle_mark(self, run: Path) -> None:
         """Mark a run for ``heur compare`` (at most two: the oldest mark drops)."""

@@ -52,3 +52,24 @@ class RunSource:
         from heur.core import runs
 
         return runs.stop_experiment(exp_dir)
+
+    def resume(self, target: Path, rerun_failed: bool = False) -> tuple[list[str], list[str]]:
+        """Queue the unfinished runs of a run or experiment again and start its supervisor, as
+        ``heur run --resume`` does: (runs queued, "run (state)" left as they ended). Raises
+        ConfigError while a run of it is live. May wait for an ending supervisor: off the UI thread."""
+        from heur.core import runs
+
+        plan = runs.resume_plan(target, rerun_failed)
+        if plan.queued:
+            runs.start_supervisor(plan.exp_dir, None, resume=True)
+        return [p.name for p in plan.queued], [f"{p.name} ({st})" for p, st in plan.left]
+
+    def validate_again(self, exp_dir: Path, overrides: list[str], only: list[str] | None = None) -> Any:
+        from heur.core import launch
+
+        return launch.prepare_again(exp_dir, overrides, only)
+
+    def relaunch(self, exp_dir: Path, overrides: list[str], only: list[str] | None = None) -> Path:
+        from heur.core import launch
+
+        return launch.relaunch(exp_dir, overrides, self.runs_dir, None, only)

@@ -34,7 +34,8 @@ against: "final" (``values``: each layer at the first snapshot vs the final one;
 - ``cca_shallow_early``: the same for the shallower layers (conv1, conv2);
 - ``cca_deep_settle``: the first epoch from which the deeper layers' mean similarity to final
   stays >= 0.9 until the end (the last epoch itself = they never settled before the end);
-- ``cca_shallow_settle``: the same for the shallower layers.
+- ``cca_shallow_settle``: the same for the shallower layers;
+- ``cca_last_epoch``: the last snapshot's epoch (a settle epoch equal to it reads "never").
 
 A value that cannot be computed (constant or non-finite activations) is null. The probe's
 state is plain values (snapshot list, live values) and the probed layers' parameters at the last
@@ -153,6 +154,7 @@ def summary_fields(
         "cca_shallow_early": block_mean(shallow, early),
         "cca_deep_settle": settle_epoch(epochs, against_final, deep),
         "cca_shallow_settle": settle_epoch(epochs, against_final, shallow),
+        "cca_last_epoch": float(last),  # a settle epoch equal to it: the group never settled
     }
 
 
