@@ -8,24 +8,40 @@ creating training instability. Their control (as we read it; not checked against
 text here): large batch without warmup but with the fully connected stack frozen early trains
 about as well as with warmup.
 
-Roles, from each run's config: ``sb`` the smallest batch; among the larger batches ``lb_warmup``
-(a warmup, nothing frozen), ``lb_no_warmup`` (neither) and ``lb_freeze`` (no warmup, a
-``train.freeze``). Each run's ``<run>/cca.json`` gives, for the deeper and the shallower layers
-(core.probes.cca.layer_groups: the fc stack and ``out`` vs the conv blocks), the settle epoch —
-the first snapshot from which the group's mean similarity to the final one stays >= 0.9 — as a
-fraction of the run's training. A layer whose similarity is undefined at a snapshot (a dead layer:
-constant activations) is left out of its group's mean there.
+Runs are grouped by seed (a ``[grid]`` over ``seed``, or each run's own ``seed``); within a seed,
+roles from each run's config: ``sb`` the smallest batch (when there is a larger one); among the
+larger batches ``lb_warmup`` (a warmup, nothing frozen), ``lb_no_warmup`` (neither) and
+``lb_freeze`` (no warmup, a ``train.freeze``). Each run's ``<run>/cca.json`` gives, for the deeper
+and the shallower layers (core.probes.cca.layer_groups: the fc stack and ``out`` vs the conv
+blocks), the settle epoch — the first snapshot from which the group's mean similarity to the final
+one stays >= 0.9 — as a fraction of the run's training. A layer whose similarity is undefined at a
+snapshot (a dead layer: constant activations) is left out of its group's mean there.
+
+Per seed, the claim:
 
 - deeper layers: LB without warmup settles later than both LB + warmup and SB, by at least
   :data:`SETTLE_MARGIN` of training;
 - shallower layers: it does not (its lead over the later of the two is below the margin);
-- the finding reproduces when both hold; otherwise the verdict says that it does not at this size;
-- the control: the frozen-FC run closes at least :data:`FREEZE_SHARE` of the test-accuracy gap
-  between LB without and with warmup.
+- it holds on that seed when both do; a seed where one of the three runs has no CCA matrix (a
+  diverged run has none) cannot be checked, and its line says why.
+
+Over the seeds (one seed decides nothing at this size: at lr 0.32 a single LB run diverges or not
+by seed and by the CPU's floating-point order):
+
+- the finding reproduces when it holds in a strict majority of the seeds that could be checked,
+  at least :data:`MIN_SEEDS` of them; with fewer there is no verdict;
+- per condition: test accuracy mean ± sd (ddof = 1) over the seeds (a diverged run counts with its
+  accuracy where it stopped), how many diverged and how many collapsed (completed below
+  :data:`COLLAPSE_ACC`), and the settle fractions per seed with their median;
+- warmup beats no warmup in test accuracy: the per-seed differences' mean exceeds their sd;
+- the control: the frozen-FC runs' mean closes at least :data:`FREEZE_SHARE` of the gap between
+  the means of LB without and with warmup.
 
 Each run's line also gives the live units per layer at the end, where a collapse (a layer with
 under :data:`COLLAPSE_LIVE` of its units live) shows first, and the snapshot interval in which some
 layer's weights moved most relative to their norm, with every layer's relative change there.
+Lines are wrapped to 76 columns; the seed, condition and overall rows carry their figures under
+``data`` (in summary.json).
 """
 
 from __future__ import annotations
