@@ -267,7 +267,7 @@ def seed_claim(stats: dict[str, Optional[dict]], roles: dict[str, dict]) -> dict
             if r is None:
                 why.append(f"no {LABELS[k]} run")
             elif r.get("state") == "diverged":
-                why.append(f"{LABELS[k]} diverged ({r.get('reason') or 'no reason given'})")
+                why.append(f"{LABELS[k]} diverged: {r.get('reason') or 'no reason given'}")
             else:
                 why.append(f"no CCA matrix for {LABELS[k]}")
         return {"holds": None, "why": "; ".join(why)}

@@ -131,13 +131,15 @@ def test_a_seed_whose_warmup_run_diverged_cannot_be_checked():
     s["runs"][1].update(state="diverged", reason="loss 6.0e+09 at step 93", cca=None, test_accuracy=0.089)
     v = verdicts(s)
     _, x = one(v, "seed 0:")
-    assert x == "seed 0: cannot check, large batch + warmup diverged (loss 6.0e+09 at step 93)"
+    assert x == "seed 0: cannot check, large batch + warmup diverged: loss 6.0e+09 at step 93"
     _, x = one(v, "lb_warmup_seed=0:")
     assert "diverged (loss 6.0e+09 at step 93; test acc 0.089 where it stopped); no CCA matrix" in x
     r, x = final(v)  # seeds 1 (holds) and 2 (fails): 1 of 2 is no majority
     assert (
         r["ok"] is False
-        and "holds in 1 of 2 seeds with CCA matrices; cannot check seed 0 (large batch + warmup diverged" in x
+        and "holds in 1 of 2 seeds with CCA matrices; cannot check seed 0 (large batch + warmup diverged: "
+        "loss 6.0e+09 at step 93)"
+        in x
     )
     assert r["data"]["seeds_cannot_check"] == [0] and r["data"]["seeds_checked"] == [1, 2]
     _, x = one(v, "large batch + warmup (")
@@ -148,7 +150,7 @@ def test_a_seed_whose_warmup_run_diverged_cannot_be_checked():
     assert (
         r["ok"] is None
         and "cannot check, 1 seed(s) with CCA matrices" in x
-        and "seed 1 (large batch + warmup diverged (loss nan" in x
+        and "seed 1 (large batch + warmup diverged: loss nan at step 95)" in x
     )
 
 
