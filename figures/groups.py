@@ -10,13 +10,14 @@ the group's colour, the band edges as light dotted lines (marker "·") of the sa
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
 from .figure import Figure
-from .panels import Shown, View
+from .panels import LOSS_CAP, Shown, View
 from .rundata import COLUMNS, RunData
 
 SEED = "seed"  # the grouping key that means "everything but the seed"
@@ -46,6 +47,11 @@ def _short(key: str) -> str:
 
 def _value(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _without_seed(name: str) -> str:
+    """A grid run's name with its ``seed=N`` part taken out (``sb_seed=2`` -> ``sb``)."""
+    return re.sub(r"(^|_)seed=[^_]*", "", name).strip("_")
 
 
 @dataclass
@@ -79,6 +85,11 @@ def group_runs(runs: list[Shown], configs: dict[str, dict[str, Any]], key: str) 
         g = groups.setdefault(gid, Group(label))
         g.members.append(r)
     out = list(groups.values())
+    if key == SEED:
+        for g in out:  # the run names without their seed say it best ("lb_warmup_lr=0.16")
+            names = {_without_seed(r.name) for r in g.members}
+            if len(names) == 1 and len(g.members) > 1:
+                g.label = names.pop() or g.label
     seen: dict[str, int] = {}
     for i, g in enumerate(out):
         g.index = i  # the same label twice (configs differ only in a key not shown): number them
@@ -98,10 +109,24 @@ def _common_steps(tables: list[Any]) -> np.ndarray:
     return steps if steps is not None else np.empty(0)
 
 
-def stats(members: list[Shown]) -> tuple[RunData, RunData, RunData, int]:
+def _loss_cap(members: list[Shown]) -> float:
+    """The line panels' plausibility cap (panels.LOSS_CAP times the largest first train loss)."""
+    first = []
+    for m in members:
+        y = m.data["train"]["loss"] if len(m.data["train"]) else np.empty(0)
+        y = y[np.isfinite(y) & (y > 0)]
+        if y.size:
+            first.append(float(y[0]))
+    return LOSS_CAP * max(first) if first else np.inf
+
+
+def stats(members: list[Shown], cut: set[str] | None = None) -> tuple[RunData, RunData, RunData, int]:
     """(mean, mean + sd, mean − sd, n) of the members' columns, as three RunData; sd is the
-    sample standard deviation (ddof 1) over the members finite at a step (0 where only one is)."""
+    sample standard deviation (ddof 1) over the members finite at a step (0 where only one is).
+    A member's loss above the line panels' cap (a diverging run) is left out of the statistics
+    from that step on, as the line panels cut it; its name is added to ``cut``."""
     out = [RunData(name) for name in ("mean", "hi", "lo")]
+    cap = _loss_cap(members)
     for kind, cols in COLUMNS.items():
         tables = [m.data[kind] for m in members if len(m.data[kind])]
         if len(tables) != len(members):
@@ -118,6 +143,13 @@ def stats(members: list[Shown]) -> tuple[RunData, RunData, RunData, int]:
                 idx = first[np.searchsorted(s[first], steps)]
                 vals.append(y[idx])
             v = np.vstack(vals)
+            if c == "loss":
+                for i, row in enumerate(v):
+                    over = np.flatnonzero(~(np.abs(row) <= cap))  # above the cap, or no longer finite
+                    if over.size and np.isfinite(row[over[0]]):
+                        row[over[0] :] = np.nan  # diverging: nothing after it is a loss of that setting
+                        if cut is not None:
+                            cut.add(members[i].name)
             ok = np.isfinite(v)
             n = ok.sum(axis=0)
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -140,8 +172,9 @@ def grouped_figure(build: Builder, groups: list[Group], view: View, width: int, 
     """The figure ``build`` draws for the groups' means, with each group's mean ± sd edges as
     dotted lines in its colour (groups of one run: its line alone)."""
     means, edges = [], []
+    cut: set[str] = set()
     for g in groups:
-        mean, hi, lo, n = stats(g.members)
+        mean, hi, lo, n = stats(g.members, cut)
         idx = g.index
         means.append(Shown(f"{g.label} (n={n})" if n > 1 else g.label, mean, idx))
         if n > 1:
@@ -155,4 +188,6 @@ def grouped_figure(build: Builder, groups: list[Group], view: View, width: int, 
                 fig.series.append(s)
         fig.state.append(f"mean ± sd over {what}")
         fig.key.append(("dotted", f"± sd over {what}"))  # what the dotted edges are (the report's legend)
+    if cut:
+        fig.state.append(f"diverged, left out: {', '.join(sorted(cut))}")
     return fig

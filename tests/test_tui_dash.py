@@ -336,3 +336,55 @@ def test_system_sampler_reads_each_gpu_through_nvml(monkeypatch):
     text = render(s, 78).plain
     assert "GPU 0 NVIDIA H100 80GB HBM3  61°C" in text and " 87%" in text and "20.0 / 80.0 GiB" in text
     assert max(len(line) for line in text.splitlines()) <= 78
+
+
+def test_a_diverging_seed_is_left_out_of_its_groups_band_as_the_line_panels_cut_it():
+    """Three seeds of one setting, one diverging to 1e9 and then NaN: the group's mean and sd from
+    that step on are numpy's over the two others (the band no longer reaches -1e9), and the
+    figure's state names the run left out."""
+    from heur.figures.panels import Shown, View, loss_figure
+    from heur.figures.rundata import RunData, decode
+
+    steps = np.arange(0, 100, 10)
+    rng = np.random.default_rng(0)
+    losses = [2.3 * np.exp(-steps / 50) + 0.01 * rng.random(steps.size) for _ in range(3)]
+    losses[2] = losses[2].copy()
+    losses[2][6:8] = [5e3, 1e9]
+    losses[2][8:] = np.nan
+    members = []
+    for i, y in enumerate(losses):
+        d = RunData(f"s{i}")
+        evs = [{"kind": "start", "step": 0, "epoch": 0.0, "time": 0.0}]
+        evs += [
+            {"kind": "train", "step": int(s), "epoch": float(s), "time": 0.0, "loss": None if np.isnan(v) else float(v)}
+            for s, v in zip(steps, y)
+        ]
+        d.apply(decode(evs))
+        members.append(Shown(d.name, d, i))
+    cut: set[str] = set()
+    mean, hi, lo, n = groups.stats(members, cut)
+    assert n == 3 and cut == {"s2"}
+    m = mean["train"]["loss"]
+    np.testing.assert_allclose(m[:6], np.mean(losses, axis=0)[:6], rtol=1e-12)
+    np.testing.assert_allclose(m[6:], np.mean(losses[:2], axis=0)[6:], rtol=1e-12)
+    sd = np.std(losses[:2], axis=0, ddof=1)[6:]
+    np.testing.assert_allclose(hi["train"]["loss"][6:] - m[6:], sd, rtol=1e-9)
+    assert np.nanmin(lo["train"]["loss"]) > -1.0
+    g = groups.group_runs(members, {r.name: {"seed": i, "optim.lr": 0.1} for i, r in enumerate(members)}, groups.SEED)
+    fig = groups.grouped_figure(loss_figure, g, View(), 80)
+    assert any("left out: s2" in s for s in fig.state) and ("dotted", "± sd over seeds") in fig.key
+
+
+def test_seed_groups_are_named_by_the_run_name_without_its_seed():
+    from heur.figures.panels import Shown
+    from heur.figures.rundata import RunData
+
+    names = ["lb_warmup_seed=0_lr=0.16", "lb_warmup_seed=1_lr=0.16", "sb_seed=0", "sb_seed=1"]
+    runs = [Shown(n, RunData(n), i) for i, n in enumerate(names)]
+    warm = {"schedule.warmup.epochs": 30, "schedule.warmup.shape": "linear", "optim.lr": 0.16}
+    configs = {
+        n: ({**warm, "seed": i % 2} if n.startswith("lb") else {"optim.lr": 0.02, "seed": i % 2})
+        for i, n in enumerate(names)
+    }
+    labels = [g.label for g in groups.group_runs(runs, configs, groups.SEED)]
+    assert labels == ["lb_warmup_lr=0.16", "sb"]
