@@ -49,6 +49,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
+import numpy as np
 import torch
 
 from .errors import MeasurementError
@@ -208,17 +209,18 @@ def lanczos(
     Q[0] = _start(n, gen, like, v0)
     alphas: list[float] = []
     betas: list[float] = []
-    theta = torch.zeros(0, dtype=torch.float64)
+    theta = np.zeros(0)
     converged = False
     j = 0
     for j in range(m):
         w = op(Q[j])
         B = Q[: j + 1]
-        # alpha = (w, q_j) is the last coefficient of the first projection (q_j is in the basis)
+        # alpha = (w, q_j) is the last coefficient of the first projection (q_j is in the basis);
+        # classical Gram-Schmidt twice, in place
         c = B @ w
         a_t = c[j].clone()
-        w = w - B.t() @ c
-        w = w - B.t() @ (B @ w)
+        w = torch.addmv(w, B.t(), c, alpha=-1.0)  # a new tensor: op's result may be anyone's
+        w = w.addmv_(B.t(), B @ w, alpha=-1.0)
         # one host sync per product: alpha and beta together
         alpha, beta = torch.stack([a_t, torch.linalg.vector_norm(w)]).tolist()
         if not (math.isfinite(alpha) and math.isfinite(beta)):
@@ -233,19 +235,19 @@ def lanczos(
                 info={"non_finite": True},
             )
         alphas.append(alpha)
-        T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+        # the small tridiagonal eigenproblem on the host, in float64 (numpy: no per-op dispatch)
+        T = np.diag(alphas)
         if betas:
-            off = torch.tensor(betas, dtype=torch.float64)
-            T += torch.diag(off, 1) + torch.diag(off, -1)
-        theta, S = torch.linalg.eigh(T)
-        scale = max(float(theta.abs().max()), 1e-30)
+            T += np.diag(betas, 1) + np.diag(betas, -1)
+        theta, S = np.linalg.eigh(T)
+        scale = max(float(np.abs(theta).max()), 1e-30)
         exhausted = j + 1 >= n
         breakdown = beta <= 1e-10 * scale
         if j + 1 >= k:
             # the residual norm of each top-k Ritz pair, ||A y - theta y|| = beta |last component|:
             # some eigenvalue lies within it of theta (no gap estimate, which Ritz values
             # overstate while a close eigenvalue is still unresolved)
-            res = (beta * S[-1, -k:].abs()).tolist()
+            res = (beta * np.abs(S[-1, -k:])).tolist()
             th = theta[-k:].tolist()
             ok = all(r <= tol * max(abs(t), 1e-30) for r, t in zip(res, th))
             if ok or exhausted:
@@ -270,7 +272,7 @@ def lanczos(
             Q = grown
         Q[j + 1] = w
     vals = sorted(theta.tolist(), reverse=True)[:k]
-    top = Q[: S.shape[0]].t() @ S[:, -1].to(device=Q.device, dtype=Q.dtype)
+    top = Q[: S.shape[0]].t() @ torch.from_numpy(np.ascontiguousarray(S[:, -1])).to(device=Q.device, dtype=Q.dtype)
     return EigResult(
         values=vals, hvps=j + 1, iterations=j + 1, converged=converged, method="lanczos", vector=top / top.norm()
     )
