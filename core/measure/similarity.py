@@ -15,8 +15,9 @@ it runs on (timed once per process and dtype at the first large call: ``path_tim
 ``chosen_path``): scipy's OpenBLAS in the caller's thread, two single-threaded OpenBLAS workers
 (the two sides, then the two halves of XᵀY, side by side, each side's factorisation overlapping
 the other's product; only where BLAS runs two threads), or torch's CPU BLAS (MKL in the official
-wheels) on zero-copy views. The small factorisations go through scipy. CUDA tensors stay on their
-device and only the small Grams come back to the host.
+wheels) on zero-copy views. The small factorisations go through scipy, on one BLAS thread (two
+threads on a (512 × 512) Cholesky or eigendecomposition wait on each other, 10-100x the time on
+a busy machine). CUDA tensors stay on their device and only the small Grams come back to the host.
 
 Return types: :func:`cca` returns a 1-D float64 numpy array (always numpy, whatever the input);
 :func:`svcca`, :func:`pwcca`, :func:`linear_cka` return Python floats.
