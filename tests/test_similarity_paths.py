@@ -84,3 +84,24 @@ def test_float32_inputs_default_to_float32_products():
     np.testing.assert_allclose(
         cca(x32, y32, dtype=torch.float64), exact_cca(x32.astype(np.float64), y32.astype(np.float64)), atol=1e-10
     )
+
+
+def test_a_path_that_fails_is_left_out_of_the_calibration(monkeypatch):
+    from heur.core.measure import similarity as S
+
+    monkeypatch.setattr(S, "_PATH", None)
+    monkeypatch.setattr(S, "_CALIBRATION", {})
+    monkeypatch.setattr(S, "_CALIBRATION_SHAPE", (300, 24))
+    monkeypatch.setattr(S, "blas_threads", lambda: [1])
+    real = S._gram
+
+    def broken(a, b=None, path="numpy"):
+        if path == "torch":
+            raise RuntimeError("no such library here")
+        return real(a, b, path)
+
+    monkeypatch.setattr(S, "_gram", broken)
+    assert set(S.path_timings(np.float64)) == {"numpy"} and S.chosen_path(np.float64) == "numpy"
+    x, y = related(n=3000, px=200, py=200)
+    monkeypatch.setattr(S, "_CALIBRATE_MIN_FLOPS", 1.0)  # this call takes the calibrated path
+    np.testing.assert_allclose(cca(x, y), exact_cca(x, y), atol=1e-9)

@@ -399,6 +399,7 @@ def path_timings(dtype: Any = None) -> dict[str, float]:
     if key not in _CALIBRATION:
         cands = _candidates()
         times: dict[str, list[float]] = {k: [] for k in cands}
+        failed: set[str] = set()
         if len(cands) > 1:
             r = np.random.default_rng(0)
             n, p = _CALIBRATION_SHAPE
@@ -408,13 +409,23 @@ def path_timings(dtype: Any = None) -> dict[str, float]:
             try:
                 for i in range(3):  # in turns, so that load from other processes falls on all alike
                     for k in cands:
+                        if k in failed:
+                            continue
                         _CALIBRATING.path = k
                         t = time.perf_counter()
-                        cca(a, b, dtype=dt)
+                        try:
+                            cca(a, b, dtype=dt)
+                        except Exception:  # a library that cannot run here is not a candidate
+                            failed.add(k)
+                            continue
                         if i:  # the first round warms up (thread pools, first touches)
                             times[k].append(time.perf_counter() - t)
             finally:
                 _CALIBRATING.path = None
+        for k in failed:
+            times.pop(k, None)
+        if not times:
+            times = {"numpy": []}
         _CALIBRATION[key] = {k: (min(v) if v else 0.0) for k, v in times.items()}
     return dict(_CALIBRATION[key])
 
