@@ -1,22 +1,29 @@
-"""Benchmark: heur.core.measure.similarity.cca against the covariance method google/svcca uses.
+"""Benchmark: heur.core.measure.similarity.cca against its floor (the three Gram products alone) and
+against the covariance method google/svcca uses, in float64 and float32, side by side in one run.
 
-Same data for every method (y = x·A + noise, so the coefficients are non-trivial), each timed as
-the median of several repeats, side by side in one run. Prints the times, the ratios to the
-baseline and to the three Gram products alone (the floor of any method that forms them), and the
-largest coefficient difference to the baseline. "ours, float64" is what callers get (on two
-BLAS threads, the two-worker Gram pipeline); "in the caller's thread" is the same code with the
-workers turned off, for comparison. The baseline allocates two fresh 80 MB arrays per call
-(np.vstack, np.cov's centred copy): on a VM its time swings with the cost of first-touch page
-faults (230-680 ms per call on the 2-core EPYC), so the ratio to the three Gram products, which
-allocate nothing large, is the steadier figure.
+Same data for every method (y = x·A + noise, so the coefficients are non-trivial). Every method
+runs once per round, in turns (so that load from other processes falls on all alike), for
+``--repeats`` rounds; the figures are medians over rounds, and each ratio is the median of the
+per-round ratios (with its min-max spread over rounds), which is steadier than a ratio of medians
+on a shared machine. Printed first: the CPU, the BLAS libraries loaded (threadpoolctl, and torch's
+own), the kernel path heur's calibration chose for each dtype and the timings it chose by.
 
-    python bench/similarity.py [--n 10000] [--p 512] [--repeats 5] [--threads 1]
+Floors: XᵀX, YᵀY, XᵀY by numpy (its OpenBLAS; XᵀX is a symmetric rank-k update there) and by
+torch (its CPU BLAS, MKL in the official wheels; three general products) on the same memory; the
+floor of a dtype is the faster of the two in each round. The baseline ("google") is the
+covariance method of google/svcca's cca_core in float64: np.cov of the stacked activations,
+inverse square roots of the diagonal blocks by eigendecomposition, SVD of the whitened cross
+block. It allocates two fresh 80 MB arrays per call, so its time swings with the cost of
+first-touch page faults on a VM; the ratios to the floor are the steadier figures.
+
+    python bench/similarity.py [--n 10000] [--p 512] [--repeats 7] [--threads 0]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import platform
 import statistics
 import time
 
@@ -25,6 +32,38 @@ import torch
 
 import heur.core.measure.similarity as S
 from heur.core.measure.similarity import cca
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def blas_libraries() -> list[str]:
+    """The BLAS libraries in this process: threadpoolctl's view (numpy's and scipy's OpenBLAS,
+    with their threads and the kernel architecture) and torch's CPU BLAS."""
+    out = []
+    try:
+        from threadpoolctl import threadpool_info
+
+        for i in threadpool_info():
+            if i.get("user_api") == "blas":
+                out.append(
+                    f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}, "
+                    f"{i.get('num_threads')} threads): {os.path.basename(i.get('filepath', ''))}"
+                )
+    except Exception as e:  # threadpoolctl missing
+        out.append(f"threadpoolctl unavailable ({e})")
+    cfg = torch.__config__.show()
+    blas = next((ln.split("=", 1)[1].split(",")[0] for ln in cfg.split() if ln.startswith("BLAS_INFO=")), "?")
+    mkl = "MKL" if torch.backends.mkl.is_available() else "no MKL"
+    out.append(f"torch {torch.__version__}: BLAS_INFO={blas} ({mkl}), {torch.get_num_threads()} threads")
+    return out
 
 
 def covariance_baseline(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -42,49 +81,32 @@ def covariance_baseline(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.linalg.svd(arr, compute_uv=False)
 
 
-def one_thread(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """cca with the Gram pipeline kept in the caller's thread (no two-worker split)."""
-    old, S._WORKERS = S._WORKERS, False
-    try:
-        return cca(x, y)
-    finally:
-        S._WORKERS = old
-
-
-def three_grams(x: np.ndarray, y: np.ndarray):
+def three_grams(x, y):
     return x.T @ x, y.T @ y, x.T @ y
 
 
 def timed_side_by_side(fns: dict, repeats: int):
-    """Run every method once per round (interleaved, so that load from other processes falls on
-    all alike); return {name: (median wall s, median process-CPU s, value of the warm-up call)}.
-    With --threads 1 the CPU time is the cost of the work itself, steady on a shared machine."""
+    """Every method once per round, in turns; returns ({name: [wall s per round]}, {name: value of
+    the warm-up call})."""
     vals = {k: f() for k, f in fns.items()}  # warm-up, and the values compared
-    wall = {k: [] for k in fns}
-    cpu = {k: [] for k in fns}
+    wall: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for k, f in fns.items():
             # numpy and scipy each bundle an OpenBLAS whose idle workers spin for a while after a
             # call: let the previous method's threads go to sleep so they do not steal the cores
-            time.sleep(0.3)
-            c0, t0 = time.process_time(), time.perf_counter()
+            time.sleep(0.2)
+            t0 = time.perf_counter()
             f()
             wall[k].append(time.perf_counter() - t0)
-            cpu[k].append(time.process_time() - c0)
-    return {k: (statistics.median(wall[k]), statistics.median(cpu[k]), vals[k]) for k in fns}
+    return wall, vals
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--p", type=int, default=512)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="limit BLAS/torch threads (0: library default); 1 gives steadier figures on a busy machine",
-    )
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=0, help="limit BLAS/torch threads (0: library default)")
     a = ap.parse_args()
     if a.threads:
         from threadpoolctl import threadpool_limits
@@ -94,41 +116,67 @@ def main() -> None:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((a.n, a.p)) + 0.5
     y = x @ (rng.standard_normal((a.p, a.p)) / np.sqrt(a.p)) + 0.7 * rng.standard_normal((a.n, a.p)) - 0.3
-
     x32, y32 = x.astype(np.float32), y.astype(np.float32)
-    res = timed_side_by_side(
-        {
-            "base": lambda: covariance_baseline(x, y),
-            "grams": lambda: three_grams(x, y),
-            "ours": lambda: cca(x, y),
-            "seq": lambda: one_thread(x, y),
-            "f32": lambda: cca(x, y, dtype=torch.float32),
-            "f32in": lambda: cca(x32, y32, dtype=torch.float32),
-        },
-        a.repeats,
-    )
-    (tb, cb, rb), (tg, cg, _) = res["base"], res["grams"]
+    tx, ty, tx32, ty32 = (torch.from_numpy(v) for v in (x, y, x32, y32))
 
-    def line(label, key, grams=False):
-        t, c, r = res[key]
-        extra = f", {t / tg:.3f}x the Grams (CPU {c / cg:.3f}x)" if grams else ""
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} CPUs); load average {os.getloadavg()[0]:.1f} at the start")
+    print("BLAS: " + "; ".join(blas_libraries()))
+    t0 = time.perf_counter()
+    for dt in (np.float64, np.float32):
+        t = S.path_timings(dt)
         print(
-            f"  {label:<38}: {t * 1e3:7.1f} ms (CPU {c * 1e3:7.1f})  {tb / t:.2f}x faster than baseline "
-            f"(CPU {cb / c:.2f}x){extra}, max |diff| {np.abs(r - rb).max():.2e}"
+            f"heur's kernel path for {np.dtype(dt).name}: {S.chosen_path(dt)!r} (calibration, best of 2 runs on "
+            f"{S._CALIBRATION_SHAPE[0]} x {S._CALIBRATION_SHAPE[1]}: "
+            + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in t.items())
+            + ")"
         )
+    print(f"  (calibration of both dtypes took {time.perf_counter() - t0:.2f} s, once per process)")
+
+    fns = {
+        "google": lambda: covariance_baseline(x, y),
+        "grams64 numpy": lambda: three_grams(x, y),
+        "grams64 torch": lambda: three_grams(tx, ty),
+        "grams32 numpy": lambda: three_grams(x32, y32),
+        "grams32 torch": lambda: three_grams(tx32, ty32),
+        "heur f64": lambda: cca(x, y),
+        "heur f32 (dtype=float32, float64 arrays)": lambda: cca(x, y, dtype=torch.float32),
+        "heur f32 (float32 arrays)": lambda: cca(x32, y32),
+        "heur f32 (float32 tensors)": lambda: cca(tx32, ty32),
+    }
+    wall, vals = timed_side_by_side(fns, a.repeats)
+    rounds = range(a.repeats)
+    floor64 = [min(wall["grams64 numpy"][i], wall["grams64 torch"][i]) for i in rounds]
+    floor32 = [min(wall["grams32 numpy"][i], wall["grams32 torch"][i]) for i in rounds]
+    ref = vals["google"]
+
+    def ratio(num, den):
+        r = [n / d for n, d in zip(num, den)]
+        return statistics.median(r), min(r), max(r)
+
+    def fmt(r):
+        return f"{r[0]:5.2f}x ({r[1]:.2f}-{r[2]:.2f})"
 
     print(
-        f"cca on {a.n} samples x {a.p} features per side; median of {a.repeats} interleaved rounds, "
-        f"wall (and process CPU) time; threads {a.threads or 'default'} (torch {torch.get_num_threads()}); "
-        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+        f"\ncca on {a.n} samples x {a.p} features per side; {a.repeats} interleaved rounds, medians (spread over "
+        f"rounds); load average {os.getloadavg()[0]:.1f} at the end"
     )
-    print(f"  coefficients: max {rb.max():.4f}, mean {rb.mean():.4f}, min {rb.min():.4f}")
-    print(f"  {'baseline (np.cov + inverse sqrt + SVD)':<38}: {tb * 1e3:7.1f} ms (CPU {cb * 1e3:7.1f})")
-    print(f"  {'three Gram products alone (float64)':<38}: {tg * 1e3:7.1f} ms (CPU {cg * 1e3:7.1f})")
-    line("ours, float64", "ours", grams=True)
-    line("ours, float64, in the caller's thread", "seq", grams=True)
-    line("ours, dtype=float32 (float64 input)", "f32")
-    line("ours, dtype=float32 (float32 input)", "f32in")
+    print(f"  coefficients: max {ref.max():.4f}, mean {ref.mean():.4f}, min {ref.min():.4f}")
+    print(f"  {'method':<42} {'median ms':>9}  {'vs its floor':<20} {'google / this':<20} max |diff|")
+    for k in fns:
+        t = statistics.median(wall[k])
+        fl = floor32 if ("32" in k or "f32" in k) else floor64
+        vs_floor = fmt(ratio(wall[k], fl)) if not k.startswith("google") else ""
+        faster = fmt(ratio(wall["google"], wall[k])) if k != "google" else ""
+        diff = f"{np.abs(vals[k] - ref).max():.1e}" if k.startswith(("heur", "google")) else ""
+        print(f"  {k:<42} {t * 1e3:9.1f}  {vs_floor:<20} {faster:<20} {diff}")
+    print(
+        f"  floors (faster library per round): float64 {statistics.median(floor64) * 1e3:.1f} ms, float32 "
+        f"{statistics.median(floor32) * 1e3:.1f} ms; google / float32 floor {fmt(ratio(wall['google'], floor32))}"
+    )
+    print(
+        "  float32 tensors / float64 arrays: "
+        f"{fmt(ratio(wall['heur f32 (float32 tensors)'], wall['heur f64']))} the time"
+    )
 
 
 if __name__ == "__main__":

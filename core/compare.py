@@ -99,7 +99,8 @@ def _sim(x: Any, y: Any, method: str, conv: str, notes: list[str], label: str) -
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            v = similarity(x, y, method, conv=conv)
+            # float64 products (the measures' own default for float32 activations is float32)
+            v = similarity(x, y, method, conv=conv, dtype="float64")
         for w in caught:
             msg = f"{label} {method}: {w.message}"
             if msg not in notes:

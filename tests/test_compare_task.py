@@ -94,7 +94,10 @@ def test_the_matrix_equals_similarity_on_the_captured_activations(trained):
         acts_s, student = _acts(d, run, x)
         m = pair["matrix"]
         assert m["layers_a"] == ["conv1", "conv2", "fc1", "out"] == m["layers_b"]
-        want = [[similarity(acts_t[p], acts_s[q], "cka", conv="mean") for q in m["layers_b"]] for p in m["layers_a"]]
+        want = [
+            [similarity(acts_t[p], acts_s[q], "cka", conv="mean", dtype="float64") for q in m["layers_b"]]
+            for p in m["layers_a"]
+        ]
         np.testing.assert_allclose(np.array(m["cka"], dtype=float), np.array(want), rtol=1e-12, atol=1e-12)
         assert pair["closeness"] == [m["cka"][i][i] for i in range(4)]  # the layer of the same name
         with torch.no_grad():
@@ -114,7 +117,7 @@ def test_same_architecture_is_layer_i_vs_i_with_svcca_on_flattened_maps(trained)
     x = _probe(d, 100, seed=3)
     (a, _), (b, _) = _acts(d, "s1", x), _acts(d, "s2", x)
     for row in pair["layers"]:
-        want = similarity(a[row["layer"]], b[row["layer"]], "svcca", conv="flatten")
+        want = similarity(a[row["layer"]], b[row["layer"]], "svcca", conv="flatten", dtype="float64")
         assert row["svcca"] == pytest.approx(want, rel=1e-12, abs=1e-12)
     assert "pwcca" not in pair["layers"][0]  # only the measure asked for
 

@@ -11,6 +11,7 @@ from torch import nn
 from torch.func import functional_call
 
 from heur.core.measure.curvature import (
+    adam_sharpness,
     adam_threshold,
     gauss_newton_eigenvalues,
     hessian_eigenvalues,
@@ -376,6 +377,32 @@ def test_preconditioned_sharpness_after_t_steps_matches_the_applied_precondition
     # also the top eigenvalue of the non-symmetric P⁻¹H
     ev = torch.linalg.eigvals(torch.diag(1 / P) @ H).real.max().item()
     assert rel(r.values[0], ev) < 1e-6
+
+
+def test_adam_sharpness_pair_from_one_graph_matches_dense_oracles():
+    """Both eigenproblems the Adam-family probe measures, from one forward pass and gradient graph,
+    against the dense Hessian and P^-1/2 H P^-1/2 (batch norm in train mode: the shared forward
+    must leave the buffers as they were, and both values must be of the same loss)."""
+    torch.manual_seed(4)
+    model = mlp(bn=True)
+    x = torch.randn(16, 5, dtype=D)
+    y = torch.randn(16, 3, dtype=D)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2, betas=(0.8, 0.99), eps=1e-6)
+    for _ in range(2):
+        opt.zero_grad()
+        mse_mean(model(x), y).backward()
+        opt.step()
+    before = [b.clone() for b in model.buffers()]
+    P = torch.cat([opt.state[p]["exp_avg_sq"].reshape(-1) for p in model.parameters()])
+    P = (1 - 0.8**2) * ((P / (1 - 0.99**2)).sqrt() + 1e-6)
+    exact_p, H = _dense_top(model, x, y, P)
+    exact_h = torch.linalg.eigvalsh(H).flip(0)[:2].tolist()
+    h, p = adam_sharpness(model, mse_mean, x, y, opt, k=2, tol=1e-10, max_iter=300)
+    assert h.values == pytest.approx(exact_h, rel=1e-6) and p.values == pytest.approx(exact_p, rel=1e-6)
+    assert p.info["adam_step"] == 2 and h.info["loss"] == p.info["loss"]
+    assert all(torch.equal(a, b) for a, b in zip(before, model.buffers()))
+    none, p2 = adam_sharpness(model, mse_mean, x, y, opt, k=2, tol=1e-10, max_iter=300, plain=False)
+    assert none is None and p2.values == pytest.approx(exact_p, rel=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["adam", "adam_l2", "adamw", "gi_adam"])

@@ -22,13 +22,14 @@ from heur.core.measure.similarity import (
 )
 
 
-@pytest.fixture(autouse=True, params=[False, True], ids=["one-thread", "workers"])
+@pytest.fixture(autouse=True, params=["numpy", "workers", "torch"])
 def gram_path(request, monkeypatch):
-    """Every test runs on both paths of the Gram pipeline: in the caller's thread, and on the
-    two single-threaded BLAS workers (forced here even for small inputs)."""
+    """Every test runs on every kernel path of the Gram pipeline: scipy's BLAS in the caller's
+    thread, the two single-threaded BLAS workers, torch's CPU BLAS (forced here even for small
+    inputs, whatever the calibration would pick on this machine)."""
     from heur.core.measure import similarity as S
 
-    monkeypatch.setattr(S, "_WORKERS", request.param)
+    monkeypatch.setattr(S, "_PATH", request.param)
     return request.param
 
 
@@ -399,43 +400,23 @@ def test_cross_blocks_assemble_the_full_product():
     from heur.core.measure import similarity as S
 
     x, y = related(px=9)
-    sx, sy = S._side_numpy(x, np.dtype(np.float64)), S._side_numpy(y, np.dtype(np.float64))
-    full = (x - x.mean(0)).T @ (y - y.mean(0))
-    for numpy_blas in (False, True):
+    for path in S.PATHS:
+        sx, sy = S._side_numpy(x, np.dtype(np.float64), path), S._side_numpy(y, np.dtype(np.float64), path)
+        full = (x - x.mean(0)).T @ (y - y.mean(0))
         buf = np.full((9, y.shape[1]), np.nan)
         for r in (slice(0, 4), slice(4, 9)):
-            assert S._cross_block(sx, sy, r, buf[r], numpy_blas).base is buf
+            assert S._cross_block(sx, sy, r, buf[r], path).base is buf
         np.testing.assert_allclose(buf, full, rtol=1e-10, atol=1e-9 * np.abs(full).max())
 
 
-def test_workers_used_only_with_two_blas_threads_and_large_products(monkeypatch):
-    from heur.core.measure import similarity as S
-
-    monkeypatch.setattr(S, "_WORKERS", None)
-    big, small = np.zeros((10_000, 512)), np.zeros((400, 8))
-    monkeypatch.setattr(S, "blas_threads", lambda: [2, 2])
-    assert S._use_workers(big, big) and not S._use_workers(small, small)
-    monkeypatch.setattr(S, "blas_threads", lambda: [1, 1])
-    assert not S._use_workers(big, big)
-    monkeypatch.setattr(S, "blas_threads", lambda: [8, 2])
-    assert not S._use_workers(big, big)
-    monkeypatch.setattr(S, "blas_threads", lambda: [])
-    assert not S._use_workers(big, big)
-
-
-def test_workers_restore_blas_threads_even_on_error():
-    from heur.core.measure import similarity as S
+def test_small_factorisations_restore_blas_threads_even_on_error(gram_path):
     from heur.core.measure.blas import blas_threads
 
     before = blas_threads()
     x, y = related()
     y[3, 2] = np.nan
-    old = S._WORKERS
-    S._WORKERS = True
-    try:
-        with pytest.raises(SimilarityError, match="NaN"):
-            cca(x, y)
-        assert blas_threads() == before
-        assert cca(x, x[:, ::-1]) == pytest.approx(np.ones(8), abs=1e-9)
-    finally:
-        S._WORKERS = old
+    with pytest.raises(SimilarityError, match="NaN"):
+        cca(x, y)
+    assert blas_threads() == before
+    assert cca(x, x[:, ::-1]) == pytest.approx(np.ones(8), abs=1e-9)
+    assert blas_threads() == before

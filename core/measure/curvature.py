@@ -21,6 +21,8 @@ Public API
     preconditioner after t steps P_t = (1 - beta1^t) (sqrt(v_t / (1 - beta2^t)) + eps), the same t
     in both corrections (Cohen et al. 2022); before the first step, the first step's P_1 from
     the batch's gradient (Adam: v_0 = 0; GI-Adam: v_0 = g^2), so it is measurable at init.
+``adam_sharpness(...) -> (EigResult, EigResult)``
+    both of the above from one forward pass and gradient graph (the Adam-family probe's pair).
 ``adam_threshold(lr, beta1)`` = (2 + 2 beta1) / ((1 - beta1) lr), its stability threshold.
 
 Which loss is measured: by default the model is put in **train mode** for the measurement, so
@@ -47,6 +49,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
+import numpy as np
 import torch
 
 from .errors import MeasurementError
@@ -59,6 +62,7 @@ __all__ = [
     "gauss_newton_eigenvalues",
     "ntk_top_eigenvalue",
     "preconditioned_sharpness",
+    "adam_sharpness",
     "adam_threshold",
     "loss_normalisation",
     "lanczos",
@@ -205,16 +209,20 @@ def lanczos(
     Q[0] = _start(n, gen, like, v0)
     alphas: list[float] = []
     betas: list[float] = []
-    theta = torch.zeros(0, dtype=torch.float64)
+    theta = np.zeros(0)
     converged = False
     j = 0
     for j in range(m):
         w = op(Q[j])
-        alpha = float(torch.dot(w, Q[j]))
         B = Q[: j + 1]
-        for _ in range(2):
-            w = w - B.t() @ (B @ w)
-        beta = float(w.norm())
+        # alpha = (w, q_j) is the last coefficient of the first projection (q_j is in the basis);
+        # classical Gram-Schmidt twice, in place
+        c = B @ w
+        a_t = c[j].clone()
+        w = torch.addmv(w, B.t(), c, alpha=-1.0)  # a new tensor: op's result may be anyone's
+        w = w.addmv_(B.t(), B @ w, alpha=-1.0)
+        # one host sync per product: alpha and beta together
+        alpha, beta = torch.stack([a_t, torch.linalg.vector_norm(w)]).tolist()
         if not (math.isfinite(alpha) and math.isfinite(beta)):
             # a non-finite operator (a diverging run's curvature): no eigenvalue, not an error
             nan = float("nan")
@@ -227,19 +235,19 @@ def lanczos(
                 info={"non_finite": True},
             )
         alphas.append(alpha)
-        T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+        # the small tridiagonal eigenproblem on the host, in float64 (numpy: no per-op dispatch)
+        T = np.diag(alphas)
         if betas:
-            off = torch.tensor(betas, dtype=torch.float64)
-            T += torch.diag(off, 1) + torch.diag(off, -1)
-        theta, S = torch.linalg.eigh(T)
-        scale = max(float(theta.abs().max()), 1e-30)
+            T += np.diag(betas, 1) + np.diag(betas, -1)
+        theta, S = np.linalg.eigh(T)
+        scale = max(float(np.abs(theta).max()), 1e-30)
         exhausted = j + 1 >= n
         breakdown = beta <= 1e-10 * scale
         if j + 1 >= k:
             # the residual norm of each top-k Ritz pair, ||A y - theta y|| = beta |last component|:
             # some eigenvalue lies within it of theta (no gap estimate, which Ritz values
             # overstate while a close eigenvalue is still unresolved)
-            res = (beta * S[-1, -k:].abs()).tolist()
+            res = (beta * np.abs(S[-1, -k:])).tolist()
             th = theta[-k:].tolist()
             ok = all(r <= tol * max(abs(t), 1e-30) for r, t in zip(res, th))
             if ok or exhausted:
@@ -264,7 +272,7 @@ def lanczos(
             Q = grown
         Q[j + 1] = w
     vals = sorted(theta.tolist(), reverse=True)[:k]
-    top = Q[: S.shape[0]].t() @ S[:, -1].to(device=Q.device, dtype=Q.dtype)
+    top = Q[: S.shape[0]].t() @ torch.from_numpy(np.ascontiguousarray(S[:, -1])).to(device=Q.device, dtype=Q.dtype)
     return EigResult(
         values=vals, hvps=j + 1, iterations=j + 1, converged=converged, method="lanczos", vector=top / top.norm()
     )
@@ -598,17 +606,49 @@ def preconditioned_sharpness(
     from this batch's gradient), computed as the eigenvalues of the symmetric
     ``P^{-1/2} H P^{-1/2}`` (same spectrum). Compare the top one with :func:`adam_threshold`.
     ``info["adam_step"]`` is that t, ``info["at_init"]`` whether P was predicted."""
+    kw = dict(k=k, method=method, tol=tol, max_iter=max_iter, seed=seed, eval_mode=eval_mode)
+    return adam_sharpness(model, loss_fn, inputs, targets, optimizer, plain=False, pv0=v0, **kw)[1]
+
+
+def adam_sharpness(
+    model: torch.nn.Module,
+    loss_fn: Callable,
+    inputs: torch.Tensor,
+    targets: Any,
+    optimizer: torch.optim.Optimizer,
+    k: int = 1,
+    method: str = "lanczos",
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    seed: int = 0,
+    eval_mode: bool = False,
+    v0: Optional[torch.Tensor] = None,
+    pv0: Optional[torch.Tensor] = None,
+    plain: bool = True,
+) -> tuple[Optional[EigResult], EigResult]:
+    """(the Hessian's top-k, as :func:`hessian_eigenvalues_with_info`, or None without ``plain``;
+    the preconditioned top-k, as :func:`preconditioned_sharpness`) from one forward pass and one
+    gradient graph: what the sharpness probe measures for the Adam family, at the fixed cost of
+    one measurement. ``v0`` and ``pv0`` warm-start each."""
     params = _params(model)
+    n = sum(p.numel() for p in params)
     with _Guard(model, eval_mode):
         hop, loss_value, grads = _hessian_operator(model, loss_fn, inputs, targets, params)
+        like = params[0].detach()
+        res = None
+        if plain:
+            res = _solve(hop, n, like, k, method, tol, max_iter, seed, v0)
+            res.info.update(
+                loss=loss_value, mode="eval" if eval_mode else "train", params=n, samples=int(inputs.shape[0])
+            )
         P, t = adam_preconditioner(optimizer, params, grads)
         d = P.rsqrt()
-        res = _solve(lambda v: d * hop(d * v), P.numel(), params[0].detach(), k, method, tol, max_iter, seed, v0)
-    res.info.update(
+        pres = _solve(lambda v: d * hop(d * v), n, like, k, method, tol, max_iter, seed, pv0)
+    pres.info.update(
         loss=loss_value,
         mode="eval" if eval_mode else "train",
         preconditioner="(1-beta1^t)(sqrt(v_t/(1-beta2^t))+eps)",
         adam_step=t,
         at_init=not any("exp_avg_sq" in optimizer.state.get(p, {}) for p in params),
     )
-    return res
+    return res, pres

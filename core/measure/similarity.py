@@ -4,17 +4,20 @@ Inputs ``x`` (n_samples, n_features_x) and ``y`` (n_samples, n_features_y): nump
 tensors on any device. heur takes (samples, features); google/svcca takes (neurons, datapoints).
 
 How it is computed (one pipeline, ``_pair``, used by every function here): centre the columns,
-form the three Gram products XᵀX, YᵀY, XᵀY once, in ``dtype`` (float64 unless told otherwise),
-then do every further step on those small (features × features) matrices in float64. The big
-products are the whole cost; nothing of size (n × n) is ever formed. Where the Gram dtype equals
-the input dtype, centring is done on the Grams (XᵀX − n·μμᵀ) so that the data are read once and
-never copied; a column whose mean dwarfs its spread (where that correction would lose digits)
-makes that side be recomputed from explicitly centred data. On CPU the products go through
-numpy's matmul (its OpenBLAS; it releases the GIL) and the small factorisations through scipy's;
-torch's bundled MKL runs these float64 products about 2x slower than OpenBLAS here and is not used
-on CPU. With two BLAS threads, the two sides (then the two halves of XᵀY) run on two
-single-threaded workers, each side's factorisation overlapping the other's product. CUDA tensors
-stay on their device and only the small Grams come back to the host.
+form the three Gram products XᵀX, YᵀY, XᵀY once, in ``dtype`` (by default float32 where both inputs
+are float32, numpy or torch, else float64), then do every further step on those small (features ×
+features) matrices in float64. The big products are the whole cost; nothing of size (n × n) is
+ever formed. Where the Gram dtype equals the input dtype, centring is done on the Grams
+(XᵀX − n·μμᵀ) so that the data are read once and never copied; a column whose mean dwarfs its
+spread (where that correction would lose digits) makes that side be recomputed from explicitly
+centred data. On CPU the products go through one of three kernel paths, the fastest on the machine
+it runs on (timed once per process and dtype at the first large call: ``path_timings``,
+``chosen_path``): scipy's OpenBLAS in the caller's thread, two single-threaded OpenBLAS workers
+(the two sides, then the two halves of XᵀY, side by side, each side's factorisation overlapping
+the other's product; only where BLAS runs two threads), or torch's CPU BLAS (MKL in the official
+wheels) on zero-copy views. The small factorisations go through scipy, on one BLAS thread (two
+threads on a (512 × 512) Cholesky or eigendecomposition wait on each other, 10-100x the time on
+a busy machine). CUDA tensors stay on their device and only the small Grams come back to the host.
 
 Return types: :func:`cca` returns a 1-D float64 numpy array (always numpy, whatever the input);
 :func:`svcca`, :func:`pwcca`, :func:`linear_cka` return Python floats.
@@ -57,6 +60,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -252,37 +256,55 @@ def _center_cast(a: np.ndarray, mean: np.ndarray, dt: np.dtype) -> np.ndarray:
 _MEAN_RATIO_MAX = {np.dtype(np.float64): 1e5, np.dtype(np.float32): 1e2}
 
 
-def _side_numpy(a: np.ndarray, dt: np.dtype, numpy_blas: bool = False) -> _Side:
+def _side_numpy(a: np.ndarray, dt: np.dtype, path: str = "numpy") -> _Side:
     """Where the products' dtype is the input's, the data are read once and never copied: the
     Gram is centred afterwards (XᵀX − n·μμᵀ), unless a column's mean dwarfs its spread (where
-    that loses digits); then, and where the dtype differs, an explicitly centred copy is made."""
+    that loses digits); then, and where the dtype differs, an explicitly centred copy is made.
+    ``path``: the kernel path of the products (:func:`_gram`)."""
     n = a.shape[0]
     eps, eps_in = float(np.finfo(dt).eps), float(np.finfo(a.dtype).eps)
     if a.dtype != np.float64:
         m = a.mean(axis=0, dtype=np.float64)
-    elif numpy_blas:
+    elif path != "numpy":
         m = (np.ones(n) @ a) / n  # a BLAS gemv: half the time of a.mean(0)
     else:
         fa, ta = _fview(a)
         m = sla.blas.dgemv(1.0 / n, fa, np.ones(n), trans=0 if ta else 1)
     if a.dtype == dt:
-        c = _rank1_update(_gram(a, numpy_blas=numpy_blas), -n, m, m)
+        c = _rank1_update(_gram(a, path=path), -n, m, m)
         if _centring_ok(c, m, n, dt):
             return _Side(n, c, m, eps, eps_in, a, False)
     ac = _center_cast(a, m, dt)
-    return _Side(n, _gram(ac, numpy_blas=numpy_blas), m, eps, eps_in, ac, True)
+    return _Side(n, _gram(ac, path=path), m, eps, eps_in, ac, True)
 
 
-def _gram(a: np.ndarray, b: Optional[np.ndarray] = None, numpy_blas: bool = False) -> np.ndarray:
-    """aᵀa (symmetric) as a C-ordered float64 array, or aᵀb (in the products' dtype, any order).
+def _torch_view(a: np.ndarray) -> torch.Tensor:
+    if any(st < 0 for st in a.strides) or not a.dtype.isnative:  # torch cannot view these
+        a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("="))
+    with warnings.catch_warnings():  # a read-only array (np.load's mmap): torch only reads it
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(a)
 
-    ``numpy_blas`` (the two-worker path): numpy's matmul, which releases the GIL so that the two
-    sides run side by side; both libraries run one thread there. Otherwise scipy's BLAS, the
-    library that does the small factorisations afterwards: numpy and scipy each bundle their own
-    OpenBLAS, and a two-threaded numpy product followed by two-threaded scipy solves makes each
-    pool wait on the other's spinning threads (cca 2.6x slower end to end on 2 cores).
+
+def _gram(a: np.ndarray, b: Optional[np.ndarray] = None, path: str = "numpy") -> np.ndarray:
+    """aᵀa (symmetric) as a C-ordered float64 array, or aᵀb (in the products' dtype, any order),
+    by the kernel path ``path`` (see :func:`_path`):
+
+    - "numpy": scipy's BLAS (syrk for aᵀa: half the flops), the library that does the small
+      factorisations afterwards: numpy and scipy each bundle their own OpenBLAS, and a
+      two-threaded numpy product followed by two-threaded scipy solves makes each pool wait on
+      the other's spinning threads (cca 2.6x slower end to end on 2 cores);
+    - "workers": numpy's matmul, which releases the GIL so that the two sides run side by side
+      on two single-threaded workers;
+    - "torch": torch's CPU BLAS (MKL in the official wheels) on zero-copy views, on torch's
+      intra-op threads.
     """
-    if numpy_blas:
+    if path == "torch":
+        ta = _torch_view(a)
+        if b is not None:
+            return (ta.T @ _torch_view(b)).numpy()
+        return (ta.T @ ta).numpy().astype(np.float64, copy=False)
+    if path == "workers":
         if b is not None:
             return a.T @ b
         return (a.T @ a).astype(np.float64, copy=False)
@@ -317,53 +339,130 @@ def _centring_ok(c: np.ndarray, m: np.ndarray, n: int, dt: np.dtype) -> bool:
     return not bool(np.any(m * m > _MEAN_RATIO_MAX[dt] * var))
 
 
-def _cross_block(sx: _Side, sy: _Side, rows: slice, out: np.ndarray, numpy_blas: bool = False) -> np.ndarray:
+def _cross_block(sx: _Side, sy: _Side, rows: slice, out: np.ndarray, path: str = "numpy") -> np.ndarray:
     """Rows ``rows`` (x's neurons) of the centred XᵀY, written into ``out`` (a C-ordered float64
     view of the full product's buffer) and returned. A product with one explicitly centred side
-    needs no correction (its column sums are zero). ``numpy_blas``: as in :func:`_gram`."""
+    needs no correction (its column sums are zero). ``path``: as in :func:`_gram`."""
     a, b = sx.data[:, rows], sy.data
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
         out[...] = (a.T @ b).to(torch.float64).cpu().numpy()
         return out
-    if numpy_blas and a.dtype == np.float64 and b.dtype == np.float64:
+    if path == "workers" and a.dtype == np.float64 and b.dtype == np.float64:
         np.matmul(a.T, b, out=out)
     else:
-        out[...] = _gram(a, b, numpy_blas)
+        out[...] = _gram(a, b, path)
     if not (sx.centred or sy.centred):
         _rank1_update(out, -sx.n, sx.mean[rows], sy.mean)
     return out
 
 
-# Two single-threaded BLAS workers, one per side (then one per half of XᵀY), beat one
-# two-threaded call per product on two BLAS threads: OpenBLAS's symmetric rank-k update scales
-# poorly to two threads, and the per-side factorisations overlap the other side's product (cca on
-# 10,000 × 512 per side on a 2-core EPYC: 1.31x → 1.18x the cost of the three products alone,
-# bench/similarity.py).
-# Used where every BLAS library runs exactly two threads and the products are large; ``_WORKERS``
-# True/False forces it either way (tests).
-_WORKERS: Optional[bool] = None
-_WORKERS_MIN_FLOPS = 5e7
+# The kernel path of the Gram products of numpy (and CPU tensor) inputs, chosen on the machine it
+# runs on. Which BLAS is fastest depends on the CPU, the dtype and the load: on a 2-core AMD EPYC
+# two single-threaded OpenBLAS workers (one per side, then one per half of XᵀY, each side's
+# factorisation overlapping the other's product) beat one two-threaded call per product, whose
+# symmetric rank-k update scales poorly, while torch's MKL can win in float32, and the issue's
+# Intel Xeon ranked them otherwise. So the first large call per process and dtype times cca on a
+# (2048 × 256) pair by each path, in turns, and keeps the fastest (``path_timings()`` shows the
+# figures): "numpy" (scipy's OpenBLAS in the caller's thread), "workers" (where every BLAS
+# library runs exactly two threads) and "torch" (torch's CPU BLAS). Products smaller than the
+# calibration's own (a first call would pay more than double) take the workers where BLAS runs two threads, else the
+# caller's thread, as do small ones. ``_PATH`` forces a path (tests, benchmarks).
+PATHS = ("numpy", "workers", "torch")
+_PATH: Optional[str] = None
+_PATH_MIN_FLOPS = 5e7
+_CALIBRATE_MIN_FLOPS = 4e9  # about the calibration's own products (9 runs on 2048 x 256)
+_CALIBRATION: dict[tuple, dict[str, float]] = {}
+_CALIBRATION_SHAPE = (2048, 256)
+_CALIBRATING = threading.local()
 _POOL: Optional[ThreadPoolExecutor] = None
 _POOL_LOCK = threading.Lock()
 
 
-def _use_workers(x: Any, y: Any) -> bool:
-    if isinstance(x, torch.Tensor):  # products on the tensors' device
-        return False
-    if _WORKERS is not None:
-        return _WORKERS
-    n, px, py = x.shape[0], x.shape[1], y.shape[1]
-    if n * (px * px + py * py + px * py) < _WORKERS_MIN_FLOPS:
-        return False
+def _candidates() -> list[str]:
+    out = ["numpy"]
     threads = blas_threads()
-    return bool(threads) and all(t == 2 for t in threads)
+    if threads and all(t == 2 for t in threads):
+        out.append("workers")
+    out.append("torch")
+    return out
+
+
+def _calibration_key(dt: np.dtype) -> tuple:
+    return (dt.name, tuple(blas_threads()), torch.get_num_threads())
+
+
+def path_timings(dtype: Any = None) -> dict[str, float]:
+    """Seconds of the calibration cca by each kernel path on this machine (measured at the first
+    large call, or now), for ``dtype`` (float64 by default); the fastest is the one used."""
+    dt = _np_dtype(dtype)
+    key = _calibration_key(dt)
+    if key not in _CALIBRATION:
+        cands = _candidates()
+        times: dict[str, list[float]] = {k: [] for k in cands}
+        failed: set[str] = set()
+        if len(cands) > 1:
+            r = np.random.default_rng(0)
+            n, p = _CALIBRATION_SHAPE
+            a = r.standard_normal((n, p)).astype(dt)
+            b = (a @ r.standard_normal((p, p)).astype(dt) + r.standard_normal((n, p)).astype(dt)).astype(dt)
+            _CALIBRATING.path = None
+            try:
+                for i in range(3):  # in turns, so that load from other processes falls on all alike
+                    for k in cands:
+                        if k in failed:
+                            continue
+                        _CALIBRATING.path = k
+                        t = time.perf_counter()
+                        try:
+                            cca(a, b, dtype=dt)
+                        except Exception:  # a library that cannot run here is not a candidate
+                            failed.add(k)
+                            continue
+                        if i:  # the first round warms up (thread pools, first touches)
+                            times[k].append(time.perf_counter() - t)
+            finally:
+                _CALIBRATING.path = None
+        for k in failed:
+            times.pop(k, None)
+        if not times:
+            times = {"numpy": []}
+        _CALIBRATION[key] = {k: (min(v) if v else 0.0) for k, v in times.items()}
+    return dict(_CALIBRATION[key])
+
+
+def _path(x: Any, y: Any, dt: np.dtype) -> str:
+    """The kernel path for these inputs (see above): calibrated for products large enough to pay
+    for it; below that the two workers where BLAS runs two threads, else the caller's thread."""
+    if isinstance(x, torch.Tensor):  # products on the tensors' device
+        return "tensor"
+    forced = getattr(_CALIBRATING, "path", None) or _PATH
+    if forced is not None:
+        return forced
+    n, px, py = x.shape[0], x.shape[1], y.shape[1]
+    flops = n * (px * px + py * py + px * py)
+    if flops < _PATH_MIN_FLOPS:
+        return "numpy"
+    if flops < _CALIBRATE_MIN_FLOPS:
+        threads = blas_threads()
+        return "workers" if threads and all(t == 2 for t in threads) else "numpy"
+    t = path_timings(dt)
+    return min(t, key=t.get)
+
+
+def chosen_path(dtype: Any = None) -> str:
+    """The kernel path a large cca in ``dtype`` takes on this machine (calibrating if needed)."""
+    if _PATH is not None:
+        return _PATH
+    t = path_timings(dtype)
+    return min(t, key=t.get)
 
 
 @contextlib.contextmanager
-def _runner(workers: bool):
-    """A ``run(fn, items) -> [fn(item) ...]``: in this thread, or on two workers whose BLAS runs
-    single-threaded (one caller at a time; all items finish before an error is raised)."""
-    if not workers:
+def _runner(path: str):
+    """A ``run(fn, items) -> [fn(item) ...]``: in this thread, or ("workers") on two workers whose
+    BLAS runs single-threaded (one caller at a time; all items finish before an error is raised).
+    """
+    if path != "workers":
         yield lambda fn, items: [fn(i) for i in items]
         return
     global _POOL
@@ -379,6 +478,25 @@ def _runner(workers: bool):
         yield run
 
 
+def _small() -> Any:
+    """The context of the small (features × features) factorisations: one BLAS thread. Two
+    OpenBLAS threads on a (512 × 512) Cholesky or eigendecomposition wait on each other and on
+    the products' threads (on a busy 2-core machine 10-100x the single-threaded time)."""
+    return single_thread_blas()
+
+
+def _inputs_dtype(x: Any, y: Any, dtype: Any) -> np.dtype:
+    """The products' dtype: ``dtype``, else float32 where both inputs are float32 (numpy or
+    torch), else float64."""
+    if dtype is not None:
+        return _np_dtype(dtype)
+    f32 = all(
+        (a.dtype == torch.float32) if isinstance(a, torch.Tensor) else (np.asarray(a).dtype == np.float32)
+        for a in (x, y)
+    )
+    return np.dtype(np.float32 if f32 else np.float64)
+
+
 def _pair(
     x: Any, y: Any, dtype: Any, side_fn: Callable, cross_fn: Callable, check: Callable
 ) -> tuple[Any, Any, list, np.ndarray]:
@@ -388,28 +506,36 @@ def _pair(
     centred XᵀY (rows: a slice of x's neurons; one block unless on workers; each block a view of
     one (px × py) buffer, which cross_fn may overwrite).
     Returns (rx, ry, [cross_fn results in row order], the buffer) with rx = side_fn(sx)."""
-    dt = _np_dtype(dtype)
+    dt = _inputs_dtype(x, y, dtype)
     x, y = _host(x), _host(y)
     _check_2d(x, y)
     if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
         dev = x.device if isinstance(x, torch.Tensor) else y.device
         x, y = torch.as_tensor(x, device=dev), torch.as_tensor(y, device=dev)
-    workers = _use_workers(x, y)
+    path = _path(x, y, dt)
+    workers = path == "workers"
 
     def side(a):
-        s = _side_torch(a, dt) if isinstance(a, torch.Tensor) else _side_numpy(a, dt, workers)
+        s = _side_torch(a, dt) if isinstance(a, torch.Tensor) else _side_numpy(a, dt, path)
         # a NaN or inf anywhere in a column reaches that column's diagonal entry
         if not np.isfinite(np.diag(s.c)).all():
             raise SimilarityError("activations contain NaN or inf (a diverged model?)")
-        return s, side_fn(s)
+        with _small():
+            return s, side_fn(s)
 
     px = x.shape[1]
     full = np.empty((px, y.shape[1]))
-    with _runner(workers) as run:
+    with _runner(path) as run:
         (sx, rx), (sy, ry) = run(side, [x, y])
         check(sx, sy, rx, ry)
         blocks = [slice(0, px // 2), slice(px // 2, px)] if workers and px > 1 else [slice(0, px)]
-        parts = run(lambda rows: cross_fn(rows, _cross_block(sx, sy, rows, full[rows], workers), rx, ry), blocks)
+
+        def cross(rows):
+            block = _cross_block(sx, sy, rows, full[rows], path)
+            with _small():
+                return cross_fn(rows, block, rx, ry)
+
+        parts = run(cross, blocks)
     return rx, ry, parts, full
 
 
@@ -529,7 +655,8 @@ def _whitened(
     # the row blocks of Rxy Wy, already in place in ``full`` when no neuron was dropped
     in_place = wx.all and wy.all and all(np.may_share_memory(p, full) for p in parts)
     t = full if in_place else parts[0] if len(parts) == 1 else np.vstack(parts)
-    return wx.whiten(t), wx, wy
+    with _small():
+        return wx.whiten(t), wx, wy
 
 
 def _outside_stacklevel() -> int:
@@ -594,14 +721,17 @@ def cca(
     """Canonical correlations between x and y, descending, as a 1-D float64 numpy array of
     length min(rank_x, rank_y).
 
-    ``dtype``: precision of the Gram products (torch/numpy float64 or float32; default float64);
+    ``dtype``: precision of the Gram products (torch/numpy float64 or float32; default float32
+    where both inputs are float32, else float64; every later step is float64);
     ``epsilon``: ridge on the correlation matrices (allows few samples); ``rtol``: relative
     eigenvalue threshold of the numerical rank (default n_features · eps(dtype));
     ``conv``: how (N, C, H, W) inputs are compared (see the module doc).
     """
 
     def one(a, b):
-        return _rhos_only(_whitened(a, b, dtype, rtol, epsilon)[0])
+        m = _whitened(a, b, dtype, rtol, epsilon)[0]
+        with _small():
+            return _rhos_only(m)
 
     return _per_conv(one, x, y, conv, _avg_spectrum)
 
@@ -637,15 +767,18 @@ def svcca(
 
     def one(a, b):
         (_, _, lx), (_, _, ly), parts, _ = _pair(a, b, dtype, side, project, check)
-        eps64 = float(np.finfo(np.float64).eps)
-        wx, wy = (
-            _Whitener(_Side(a.shape[0], np.diag(lam), np.zeros(len(lam)), eps64, eps64), rtol, epsilon)
-            for lam in (lx, ly)
-        )
-        cxy = np.ascontiguousarray(sum(parts[1:], parts[0]))
-        return float(_rhos_only(wx.whiten(_whiten_rows(slice(0, len(lx)), cxy, wx, wy))).mean())
+        with _small():
+            return _svcca_tail(a.shape[0], lx, ly, parts, rtol, epsilon)
 
     return _per_conv(one, x, y, conv, _avg_scalar)
+
+
+def _svcca_tail(n: int, lx: np.ndarray, ly: np.ndarray, parts: list, rtol: Optional[float], epsilon: float) -> float:
+    """SVCCA's CCA between the kept directions, from their eigenvalues and the projected XᵀY."""
+    eps64 = float(np.finfo(np.float64).eps)
+    wx, wy = (_Whitener(_Side(n, np.diag(lam), np.zeros(len(lam)), eps64, eps64), rtol, epsilon) for lam in (lx, ly))
+    cxy = np.ascontiguousarray(sum(parts[1:], parts[0]))
+    return float(_rhos_only(wx.whiten(_whiten_rows(slice(0, len(lx)), cxy, wx, wy))).mean())
 
 
 def _top_directions(c: np.ndarray, keep: float, eps: float, rtol: Optional[float]):
@@ -679,19 +812,25 @@ def pwcca(
 
     def one(a, b):
         m, wx, wy = _whitened(a, b, dtype, rtol, epsilon)
-        u, s, vt = sla.svd(m, full_matrices=False, check_finite=False)
-        k = min(m.shape)
-        rho = np.clip(s[:k], 0.0, 1.0)
-        # the narrower side's directions: x's left, y's right singular vectors of M
-        w, dirs = (wy, vt[:k].T) if len(wy.keep) < len(wx.keep) else (wx, u[:, :k])
-        # Z_cᵀ h_i = C a_i = D R W d_i (D: neuron scales, R: correlation matrix); with a
-        # ridge W whitens R + εI, and the projections use the data's own R
-        rw = w.colour(dirs) if epsilon <= 0 else w.r @ w.solve(dirs)
-        proj = w.d[:, None] * rw
-        alpha = np.abs(proj).sum(axis=0)
-        return float(alpha @ rho / alpha.sum())
+        with _small():
+            return _pwcca_tail(m, wx, wy, epsilon)
 
     return _per_conv(one, x, y, conv, _avg_scalar)
+
+
+def _pwcca_tail(m: np.ndarray, wx: "_Whitener", wy: "_Whitener", epsilon: float) -> float:
+    """PWCCA's weighted mean from M = Wxᵀ Rxy Wy and both whiteners."""
+    u, s, vt = sla.svd(m, full_matrices=False, check_finite=False)
+    k = min(m.shape)
+    rho = np.clip(s[:k], 0.0, 1.0)
+    # the narrower side's directions: x's left, y's right singular vectors of M
+    w, dirs = (wy, vt[:k].T) if len(wy.keep) < len(wx.keep) else (wx, u[:, :k])
+    # Z_cᵀ h_i = C a_i = D R W d_i (D: neuron scales, R: correlation matrix); with a
+    # ridge W whitens R + εI, and the projections use the data's own R
+    rw = w.colour(dirs) if epsilon <= 0 else w.r @ w.solve(dirs)
+    proj = w.d[:, None] * rw
+    alpha = np.abs(proj).sum(axis=0)
+    return float(alpha @ rho / alpha.sum())
 
 
 def linear_cka(x: Any, y: Any, *, dtype: Any = None, conv: str = "mean") -> float:

@@ -306,11 +306,13 @@ class CcaProbe(Probe):
     def _sim(self, a: np.ndarray, b: np.ndarray) -> Optional[float]:
         from ..measure.similarity import similarity
 
-        a32, b32 = a.astype(np.float32), b.astype(np.float32)
+        # float64 products on the float16 snapshots (float32 products lose ~1e-5 on ReLU layers
+        # whose means dwarf their spread; the matrices are small, so float64 costs nothing)
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
         try:  # non-finite activations (a diverged run) raise SimilarityError, a ValueError
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                v = similarity(a32, b32, self.cfg.method, conv=self.cfg.conv)
+                v = similarity(a64, b64, self.cfg.method, conv=self.cfg.conv)
         except (ValueError, np.linalg.LinAlgError):
             return None
         return float(min(1.0, max(0.0, v))) if math.isfinite(v) else None

@@ -34,11 +34,11 @@ from ..errors import ConfigError
 from ..measure.catapult import phase_limits
 from ..measure.curvature import (
     EigResult,
+    adam_sharpness,
     adam_threshold,
     gauss_newton_eigenvalues,
     hessian_eigenvalues_with_info,
     loss_normalisation,
-    preconditioned_sharpness,
 )
 from . import Probe, TrainContext
 
@@ -181,7 +181,11 @@ class SharpnessProbe(Probe):
         x, y = self._xy(ctx)
         c = self.cfg
         kw = dict(k=c.k, method=c.method, tol=c.tol, max_iter=c.max_iter, seed=ctx.cfg.seed)
-        r = hessian_eigenvalues_with_info(ctx.model, ctx.loss_fn, x, y, v0=self._v, **kw)
+        adam = ctx.cfg.optim.name in ADAM_FAMILY
+        if adam:  # both operators from one forward pass and gradient graph
+            r, p = adam_sharpness(ctx.model, ctx.loss_fn, x, y, ctx.optimizer, v0=self._v, pv0=self._pv, **kw)
+        else:
+            r = hessian_eigenvalues_with_info(ctx.model, ctx.loss_fn, x, y, v0=self._v, **kw)
         self._v = r.vector
         lr = _current_lr(ctx)
         # lr 0 (a warmup from 0 at step 0): no edge, nothing is unstable
@@ -201,9 +205,8 @@ class SharpnessProbe(Probe):
             "batch_loss": r.info.get("loss"),
         }
         measured = r.top
-        if ctx.cfg.optim.name in ADAM_FAMILY:
+        if adam:
             # at step 0 the first step's preconditioner, from this batch's gradient (measurable at init)
-            p = preconditioned_sharpness(ctx.model, ctx.loss_fn, x, y, ctx.optimizer, v0=self._pv, **kw)
             self._pv = p.vector
             fields["preconditioned_sharpness"] = p.top
             fields["adam_step"] = p.info["adam_step"]
