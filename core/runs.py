@@ -237,7 +237,7 @@ def find_experiment(ref: str, runs_dir: Path | str | None = None) -> Path:
     runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
     if (runs_dir / ref).is_dir():
         return runs_dir / ref
-    raise ConfigError(f"no experiment or run named {ref!r} (looked in {runs_dir})", key="RUN")
+    raise ConfigError(f"no experiment or run named {ref!r} (looked in {runs_dir})", key="RUN_OR_EXPERIMENT")
 
 
 # --------------------------------------------------------------------------- status
