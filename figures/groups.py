@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .figure import Figure
-from .panels import LOSS_CAP, Shown, View
+from .panels import Shown, View, loss_cap
 from .rundata import COLUMNS, RunData
 
 SEED = "seed"  # the grouping key that means "everything but the seed"
@@ -109,24 +109,13 @@ def _common_steps(tables: list[Any]) -> np.ndarray:
     return steps if steps is not None else np.empty(0)
 
 
-def _loss_cap(members: list[Shown]) -> float:
-    """The line panels' plausibility cap (panels.LOSS_CAP times the largest first train loss)."""
-    first = []
-    for m in members:
-        y = m.data["train"]["loss"] if len(m.data["train"]) else np.empty(0)
-        y = y[np.isfinite(y) & (y > 0)]
-        if y.size:
-            first.append(float(y[0]))
-    return LOSS_CAP * max(first) if first else np.inf
-
-
 def stats(members: list[Shown], cut: set[str] | None = None) -> tuple[RunData, RunData, RunData, int]:
     """(mean, mean + sd, mean − sd, n) of the members' columns, as three RunData; sd is the
     sample standard deviation (ddof 1) over the members finite at a step (0 where only one is).
     A member's loss above the line panels' cap (a diverging run) is left out of the statistics
     from that step on, as the line panels cut it; its name is added to ``cut``."""
     out = [RunData(name) for name in ("mean", "hi", "lo")]
-    cap = _loss_cap(members)
+    cap = loss_cap(members)
     for kind, cols in COLUMNS.items():
         tables = [m.data[kind] for m in members if len(m.data[kind])]
         if len(tables) != len(members):

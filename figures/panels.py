@@ -182,19 +182,24 @@ def loss_figure(runs: list[Shown], view: View, width: int, test: bool = True) ->
 LOSS_CAP = 1e3  # loss points above this many times the largest initial loss are cut (a diverging run)
 
 
-def _cut_implausible(fig: Figure, runs: list[Shown]) -> None:
-    """Drop the loss points above LOSS_CAP times the largest first loss of the runs shown, and say
-    so in the title with the runs cut: a diverging run's 1e21 would otherwise squash every other
-    curve, even on a log axis. Catapult spikes (tens of times their base) stay whole."""
+def loss_cap(runs: list[Shown]) -> float:
+    """LOSS_CAP times the largest first (positive, finite) train loss of ``runs``; inf without one."""
     first = []
     for r in runs:
         y = r.data["train"]["loss"] if len(r.data["train"]) else np.empty(0)
         y = y[np.isfinite(y) & (y > 0)]
         if y.size:
             first.append(float(y[0]))
-    if not first:
+    return LOSS_CAP * max(first) if first else math.inf
+
+
+def _cut_implausible(fig: Figure, runs: list[Shown]) -> None:
+    """Drop the loss points above LOSS_CAP times the largest first loss of the runs shown, and say
+    so in the title with the runs cut: a diverging run's 1e21 would otherwise squash every other
+    curve, even on a log axis. Catapult spikes (tens of times their base) stay whole."""
+    cap = loss_cap(runs)
+    if not math.isfinite(cap):
         return
-    cap = LOSS_CAP * max(first)
     names = {r.color: r.name for r in runs}
     cut = []
     for s in fig.series:
