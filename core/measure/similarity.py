@@ -720,8 +720,8 @@ def _whitened(
                 m = wx.whiten(t[:, cols])
                 if not as_gram:
                     return m
-                fm, tm = _fview(m)
-                return sla.blas.dsyrk(1.0, fm.astype(np.float64, copy=False), trans=int(tm), lower=1)
+                m = m.astype(np.float64)
+                return m @ m.T  # numpy's syrk, which releases the GIL (scipy's holds it)
 
         out = run(block, split(t.shape[1]))
         if as_gram:
