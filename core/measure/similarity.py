@@ -6,18 +6,23 @@ tensors on any device. heur takes (samples, features); google/svcca takes (neuro
 How it is computed (one pipeline, ``_pair``, used by every function here): centre the columns,
 form the three Gram products XᵀX, YᵀY, XᵀY once, in ``dtype`` (by default float32 where both inputs
 are float32, numpy or torch, else float64), then do every further step on those small (features ×
-features) matrices in float64. The big products are the whole cost; nothing of size (n × n) is
-ever formed. Where the Gram dtype equals the input dtype, centring is done on the Grams
-(XᵀX − n·μμᵀ) so that the data are read once and never copied; a column whose mean dwarfs its
-spread (where that correction would lose digits) makes that side be recomputed from explicitly
-centred data. On CPU the products go through one of three kernel paths, the fastest on the machine
-it runs on (timed once per process and dtype at the first large call: ``path_timings``,
-``chosen_path``): scipy's OpenBLAS in the caller's thread, two single-threaded OpenBLAS workers
-(the two sides, then the two halves of XᵀY, side by side, each side's factorisation overlapping
-the other's product; only where BLAS runs two threads), or torch's CPU BLAS (MKL in the official
-wheels) on zero-copy views. The small factorisations go through scipy, on one BLAS thread (two
-threads on a (512 × 512) Cholesky or eigendecomposition wait on each other, 10-100x the time on
-a busy machine). CUDA tensors stay on their device and only the small Grams come back to the host.
+features) matrices: in float64, except that float32 products get a float32 Cholesky factor and
+float32 triangular solves (their rounding is of the order the float32 products already carry;
+the Gram of the whitened cross product, whose eigenvalues are ρ², stays float64, which keeps ρ
+near 0 exact to the products' accuracy). The big products are the whole cost; nothing of size
+(n × n) is ever formed. Where the Gram dtype equals the input dtype, centring is done on the Grams
+(XᵀX − n·μμᵀ) so that the data are read once and never copied (float64 data for float32
+products: a plain cast, then the same); a column whose mean dwarfs its spread (where that
+correction would lose digits) makes that side be recomputed from explicitly centred data. On
+CPU the products go through one of three kernel paths, the fastest on the machine it runs on
+(timed once per process and dtype at the first large call: ``path_timings``, ``chosen_path``):
+scipy's OpenBLAS in the caller's thread, two single-threaded OpenBLAS workers (the two sides,
+then the two halves of XᵀY, then the two column halves of the last whitening and of M Mᵀ, side
+by side, leaving only the final eigenvalues to one thread; only where BLAS runs two threads), or
+torch's CPU BLAS (MKL in the official wheels) on zero-copy views. The small factorisations go
+through scipy, on one BLAS thread (two threads on a (512 × 512) Cholesky or eigendecomposition
+wait on each other, 10-100x the time on a busy machine). CUDA tensors stay on their device and
+only the small Grams come back to the host.
 
 Return types: :func:`cca` returns a 1-D float64 numpy array (always numpy, whatever the input);
 :func:`svcca`, :func:`pwcca`, :func:`linear_cka` return Python floats.
@@ -812,7 +817,8 @@ def cca(
     length min(rank_x, rank_y).
 
     ``dtype``: precision of the Gram products (torch/numpy float64 or float32; default float32
-    where both inputs are float32, else float64; every later step is float64);
+    where both inputs are float32, else float64; the Cholesky factors and triangular solves
+    follow it, every other later step is float64);
     ``epsilon``: ridge on the correlation matrices (allows few samples); ``rtol``: relative
     eigenvalue threshold of the numerical rank (default n_features · eps(dtype));
     ``conv``: how (N, C, H, W) inputs are compared (see the module doc).
