@@ -127,7 +127,9 @@ def main() -> None:
     for dt in (np.float64, np.float32):
         t = S.path_timings(dt)
         print(
-            f"heur's kernel path for {np.dtype(dt).name}: {S.chosen_path(dt)!r} (calibration, best of 2 runs on "
+            f"heur's kernel path for {np.dtype(dt).name}: {S.chosen_path(dt)!r} "
+            + ("(forced by --path; " if a.path else "(")
+            + "calibration, the products alone, best of 2 runs on "
             f"{S._CALIBRATION_SHAPE[0]} x {S._CALIBRATION_SHAPE[1]}: "
             + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in t.items())
             + ")"
