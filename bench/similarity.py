@@ -16,7 +16,7 @@ inverse square roots of the diagonal blocks by eigendecomposition, SVD of the wh
 block. It allocates two fresh 80 MB arrays per call, so its time swings with the cost of
 first-touch page faults on a VM; the ratios to the floor are the steadier figures.
 
-    python bench/similarity.py [--n 10000] [--p 512] [--repeats 7] [--threads 0]
+    python bench/similarity.py [--n 10000] [--p 512] [--repeats 7] [--threads 0] [--path workers]
 """
 
 from __future__ import annotations
@@ -107,7 +107,9 @@ def main() -> None:
     ap.add_argument("--p", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=0, help="limit BLAS/torch threads (0: library default)")
+    ap.add_argument("--path", choices=S.PATHS, default=None, help="force heur's kernel path (default: calibrated)")
     a = ap.parse_args()
+    S._PATH = a.path
     if a.threads:
         from threadpoolctl import threadpool_limits
 
@@ -125,7 +127,9 @@ def main() -> None:
     for dt in (np.float64, np.float32):
         t = S.path_timings(dt)
         print(
-            f"heur's kernel path for {np.dtype(dt).name}: {S.chosen_path(dt)!r} (calibration, best of 2 runs on "
+            f"heur's kernel path for {np.dtype(dt).name}: {S.chosen_path(dt)!r} "
+            + ("(forced by --path; " if a.path else "(")
+            + "calibration, the products alone, best of 2 runs on "
             f"{S._CALIBRATION_SHAPE[0]} x {S._CALIBRATION_SHAPE[1]}: "
             + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in t.items())
             + ")"

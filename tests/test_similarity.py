@@ -143,6 +143,36 @@ def test_float32_products_close_to_float64():
     np.testing.assert_allclose(cca(xs, y), cca(x, y), atol=1e-9)
 
 
+def test_float32_tail_against_the_float64_oracle():
+    # float32 products take a float32 Cholesky and float32 triangular solves; the coefficients
+    # come from the float64 Gram of M (over 64 of them: the eigenvalue route, split over the
+    # workers on that path). Against QR + SVD in float64: correlated neurons (x's correlation
+    # matrix has condition 1e3, and is factorised in float32),
+    # the narrower side second (cca works on the narrower side's M Mᵀ), and correlations of zero,
+    # which a float32 Gram of M would get wrong (ρ² rounded by eps32: 1.6e-5 here)
+    from heur.core.measure import similarity as S
+
+    r = rng(7)
+    n, px, py = 3000, 100, 80
+    q = np.linalg.qr(r.standard_normal((px, px)))[0]
+    x = (r.standard_normal((n, px)) * np.geomspace(1, 0.03, px)) @ q + 0.5
+    y = x[:, :40] @ r.standard_normal((40, py)) * 0.2 + r.standard_normal((n, py))
+    xc, z = x - x.mean(0), r.standard_normal((n, 20))  # 20 directions uncorrelated with x: ρ = 0
+    zero = np.hstack([y[:, :70], z - xc @ np.linalg.lstsq(xc, z - z.mean(0), rcond=None)[0]])
+    for a, b in ((x, y), (y, x), (x, zero)):
+        _, _, s = qr_cca(a, b)
+        np.testing.assert_allclose(cca(a, b, dtype=torch.float32), s, atol=1e-5, rtol=0)
+        a32, b32 = a.astype(np.float32), b.astype(np.float32)
+        _, _, s32 = qr_cca(a32.astype(np.float64), b32.astype(np.float64))  # the oracle on the rounded data
+        np.testing.assert_allclose(cca(a32, b32), s32, atol=1e-5, rtol=0)
+        # float64 stays exact (at ρ = 0 to √eps64 of the Gram route, as before: 5e-9)
+        np.testing.assert_allclose(cca(a, b), s, atol=1e-8, rtol=0)
+    assert np.abs(qr_cca(x, zero)[2][-20:]).max() < 1e-12  # the zero correlations were tested
+    # the factor is in the products' dtype
+    for dt in (np.float32, np.float64):
+        assert S._Whitener(S._side_numpy(x, np.dtype(dt)), None, 0.0).chol.dtype == dt
+
+
 def test_large_mean_offset_keeps_precision():
     x, y = related()
     np.testing.assert_allclose(cca(x + 1e7, y - 3e6), textbook_cca(x, y), atol=1e-8)

@@ -105,3 +105,16 @@ def test_a_path_that_fails_is_left_out_of_the_calibration(monkeypatch):
     x, y = related(n=3000, px=200, py=200)
     monkeypatch.setattr(S, "_CALIBRATE_MIN_FLOPS", 1.0)  # this call takes the calibrated path
     np.testing.assert_allclose(cca(x, y), exact_cca(x, y), atol=1e-9)
+
+
+def test_float32_column_means_by_blocks_match_float64():
+    # float32 means summed in blocks of 32 rows (then float64) against the float64 mean of the same
+    # data: row counts that are and are not multiples of 32, a large offset, C and F order
+    from heur.core.measure import similarity as S
+
+    r = np.random.default_rng(3)
+    for n in (31, 64, 1000, 4099):
+        a = (r.standard_normal((n, 7)) * np.geomspace(1e-3, 1e3, 7) + 50.0).astype(np.float32)
+        ref = a.astype(np.float64).mean(0)
+        for arr in (a, np.asfortranarray(a)):
+            np.testing.assert_allclose(S._column_mean(arr), ref, rtol=1e-6, atol=0)

@@ -6,18 +6,23 @@ tensors on any device. heur takes (samples, features); google/svcca takes (neuro
 How it is computed (one pipeline, ``_pair``, used by every function here): centre the columns,
 form the three Gram products XᵀX, YᵀY, XᵀY once, in ``dtype`` (by default float32 where both inputs
 are float32, numpy or torch, else float64), then do every further step on those small (features ×
-features) matrices in float64. The big products are the whole cost; nothing of size (n × n) is
-ever formed. Where the Gram dtype equals the input dtype, centring is done on the Grams
-(XᵀX − n·μμᵀ) so that the data are read once and never copied; a column whose mean dwarfs its
-spread (where that correction would lose digits) makes that side be recomputed from explicitly
-centred data. On CPU the products go through one of three kernel paths, the fastest on the machine
-it runs on (timed once per process and dtype at the first large call: ``path_timings``,
-``chosen_path``): scipy's OpenBLAS in the caller's thread, two single-threaded OpenBLAS workers
-(the two sides, then the two halves of XᵀY, side by side, each side's factorisation overlapping
-the other's product; only where BLAS runs two threads), or torch's CPU BLAS (MKL in the official
-wheels) on zero-copy views. The small factorisations go through scipy, on one BLAS thread (two
-threads on a (512 × 512) Cholesky or eigendecomposition wait on each other, 10-100x the time on
-a busy machine). CUDA tensors stay on their device and only the small Grams come back to the host.
+features) matrices: in float64, except that float32 products get a float32 Cholesky factor and
+float32 triangular solves (their rounding is of the order the float32 products already carry;
+the Gram of the whitened cross product, whose eigenvalues are ρ², stays float64, which keeps ρ
+near 0 exact to the products' accuracy). The big products are the whole cost; nothing of size
+(n × n) is ever formed. Where the Gram dtype equals the input dtype, centring is done on the Grams
+(XᵀX − n·μμᵀ) so that the data are read once and never copied (float64 data for float32
+products: a plain cast, then the same); a column whose mean dwarfs its spread (where that
+correction would lose digits) makes that side be recomputed from explicitly centred data. On
+CPU the products go through one of three kernel paths, the fastest on the machine it runs on
+(timed once per process and dtype at the first large call: ``path_timings``, ``chosen_path``):
+scipy's OpenBLAS in the caller's thread, two single-threaded OpenBLAS workers (the two sides,
+then the two halves of XᵀY, then the two column halves of the last whitening and of M Mᵀ, side
+by side, leaving only the final eigenvalues to one thread; only where BLAS runs two threads), or
+torch's CPU BLAS (MKL in the official wheels) on zero-copy views. The small factorisations go
+through scipy, on one BLAS thread (two threads on a (512 × 512) Cholesky or eigendecomposition
+wait on each other, 10-100x the time on a busy machine). CUDA tensors stay on their device and
+only the small Grams come back to the host.
 
 Return types: :func:`cca` returns a 1-D float64 numpy array (always numpy, whatever the input);
 :func:`svcca`, :func:`pwcca`, :func:`linear_cka` return Python floats.
@@ -256,24 +261,44 @@ def _center_cast(a: np.ndarray, mean: np.ndarray, dt: np.dtype) -> np.ndarray:
 _MEAN_RATIO_MAX = {np.dtype(np.float64): 1e5, np.dtype(np.float32): 1e2}
 
 
+def _column_mean(a: np.ndarray, path: str = "numpy") -> np.ndarray:
+    """Column means of a (n × p) in float64. float64: a BLAS gemv (half the time of a.mean(0));
+    float32 in C order: float32 sums over blocks of 32 rows (no wider rounding than 32 terms'),
+    then float64 over the blocks: 3x faster than a.mean(0, dtype=float64), which casts every
+    element."""
+    n = a.shape[0]
+    if a.dtype == np.float64:
+        if path != "numpy":
+            return (np.ones(n) @ a) / n
+        fa, ta = _fview(a)
+        return sla.blas.dgemv(1.0 / n, fa, np.ones(n), trans=0 if ta else 1)
+    k = n // 32
+    if not a.flags.c_contiguous or k == 0:
+        return a.mean(axis=0, dtype=np.float64)
+    s = a[: k * 32].reshape(k, 32, a.shape[1]).sum(axis=1).sum(axis=0, dtype=np.float64)
+    if n > k * 32:
+        s += a[k * 32 :].sum(axis=0, dtype=np.float64)
+    return s / n
+
+
 def _side_numpy(a: np.ndarray, dt: np.dtype, path: str = "numpy") -> _Side:
     """Where the products' dtype is the input's, the data are read once and never copied: the
     Gram is centred afterwards (XᵀX − n·μμᵀ), unless a column's mean dwarfs its spread (where
-    that loses digits); then, and where the dtype differs, an explicitly centred copy is made.
+    that loses digits); then an explicitly centred copy is made. float64 data for float32
+    products are rounded by a plain cast (4x faster than centring into float32) and go the same
+    way, with the rounded data's mean; the explicit centring, where needed, starts from the
+    float64 data. Float32 data for float64 products are centred into a float64 copy.
     ``path``: the kernel path of the products (:func:`_gram`)."""
     n = a.shape[0]
     eps, eps_in = float(np.finfo(dt).eps), float(np.finfo(a.dtype).eps)
-    if a.dtype != np.float64:
-        m = a.mean(axis=0, dtype=np.float64)
-    elif path != "numpy":
-        m = (np.ones(n) @ a) / n  # a BLAS gemv: half the time of a.mean(0)
-    else:
-        fa, ta = _fview(a)
-        m = sla.blas.dgemv(1.0 / n, fa, np.ones(n), trans=0 if ta else 1)
-    if a.dtype == dt:
-        c = _rank1_update(_gram(a, path=path), -n, m, m)
+    src = a.astype(dt) if a.dtype.itemsize > dt.itemsize else a
+    m = _column_mean(src, path)
+    if src.dtype == dt:
+        c = _rank1_update(_gram(src, path=path), -n, m, m)
         if _centring_ok(c, m, n, dt):
-            return _Side(n, c, m, eps, eps_in, a, False)
+            return _Side(n, c, m, eps, eps_in, src, False)
+        if src is not a:
+            m = _column_mean(a, path)
     ac = _center_cast(a, m, dt)
     return _Side(n, _gram(ac, path=path), m, eps, eps_in, ac, True)
 
@@ -361,18 +386,20 @@ def _cross_block(sx: _Side, sy: _Side, rows: slice, out: np.ndarray, path: str =
 # two single-threaded OpenBLAS workers (one per side, then one per half of XᵀY, each side's
 # factorisation overlapping the other's product) beat one two-threaded call per product, whose
 # symmetric rank-k update scales poorly, while torch's MKL can win in float32, and the issue's
-# Intel Xeon ranked them otherwise. So the first large call per process and dtype times cca on a
-# (2048 × 256) pair by each path, in turns, and keeps the fastest (``path_timings()`` shows the
-# figures): "numpy" (scipy's OpenBLAS in the caller's thread), "workers" (where every BLAS
-# library runs exactly two threads) and "torch" (torch's CPU BLAS). Products smaller than the
-# calibration's own (a first call would pay more than double) take the workers where BLAS runs two threads, else the
-# caller's thread, as do small ones. ``_PATH`` forces a path (tests, benchmarks).
+# Intel Xeon ranked them otherwise. So the first large call per process and dtype times the
+# products (linear_cka: the rest is the same on every path) of an (8192 × 256) pair by each path,
+# and keeps the fastest (``path_timings()`` shows the figures): "numpy" (scipy's OpenBLAS in the
+# caller's thread), "workers" (where every BLAS library runs exactly two threads) and "torch"
+# (torch's CPU BLAS). A shorter pair misleads: at 2048 × 256 or 2048 × 512 scipy's two threads
+# tied with or beat the workers, which take 0.65-0.8x its time from 4096 samples on. Products
+# smaller than a quarter of the calibration's own take the workers where BLAS runs two threads,
+# else the caller's thread, as do small ones. ``_PATH`` forces a path (tests, benchmarks).
 PATHS = ("numpy", "workers", "torch")
 _PATH: Optional[str] = None
 _PATH_MIN_FLOPS = 5e7
-_CALIBRATE_MIN_FLOPS = 4e9  # about the calibration's own products (9 runs on 2048 x 256)
+_CALIBRATE_MIN_FLOPS = 4e9  # about a quarter of the calibration's own products (10 runs on 8192 x 256)
 _CALIBRATION: dict[tuple, dict[str, float]] = {}
-_CALIBRATION_SHAPE = (2048, 256)
+_CALIBRATION_SHAPE = (4096, 512)
 _CALIBRATING = threading.local()
 _POOL: Optional[ThreadPoolExecutor] = None
 _POOL_LOCK = threading.Lock()
@@ -404,22 +431,36 @@ def path_timings(dtype: Any = None) -> dict[str, float]:
             r = np.random.default_rng(0)
             n, p = _CALIBRATION_SHAPE
             a = r.standard_normal((n, p)).astype(dt)
-            b = (a @ r.standard_normal((p, p)).astype(dt) + r.standard_normal((n, p)).astype(dt)).astype(dt)
+            # y = x·A/√p + noise: well conditioned, so that the products and the Cholesky route are
+            # timed (an unscaled A makes y's correlation matrix near singular, and the eigh
+            # fallback, the same on every path, swamps the products)
+            mix = r.standard_normal((p, p)) / np.sqrt(p)
+            b = (a @ mix.astype(dt) + r.standard_normal((n, p)).astype(dt)).astype(dt)
             _CALIBRATING.path = None
             try:
-                for i in range(3):  # in turns, so that load from other processes falls on all alike
-                    for k in cands:
-                        if k in failed:
-                            continue
+                # path by path, two untimed runs then two timed ones: the untimed ones warm the
+                # path up (thread pools, first touches) and wait out the previous path's BLAS
+                # threads, which spin for a while after a call (the workers, timed straight after a
+                # two-threaded call, ran 1.5x their time, and the calibration picked the slower
+                # path); a path whose warm-up run takes over 3x the best time so far stops there.
+                # The products alone (linear_cka): the rest is the same on every path
+                for k in cands:
+                    last = 0.0
+                    for timed in (False, False, True, True):
+                        best = min((min(v) for v in times.values() if v), default=None)
+                        if not times[k] and best is not None and last > 3 * best:
+                            times[k].append(last)  # a warm-up run took over 3x the best path's time
+                            break
                         _CALIBRATING.path = k
                         t = time.perf_counter()
                         try:
-                            cca(a, b, dtype=dt)
+                            linear_cka(a, b, dtype=dt)
                         except Exception:  # a library that cannot run here is not a candidate
                             failed.add(k)
-                            continue
-                        if i:  # the first round warms up (thread pools, first touches)
-                            times[k].append(time.perf_counter() - t)
+                            break
+                        last = time.perf_counter() - t
+                        if timed:
+                            times[k].append(last)
             finally:
                 _CALIBRATING.path = None
         for k in failed:
@@ -498,14 +539,17 @@ def _inputs_dtype(x: Any, y: Any, dtype: Any) -> np.dtype:
 
 
 def _pair(
-    x: Any, y: Any, dtype: Any, side_fn: Callable, cross_fn: Callable, check: Callable
-) -> tuple[Any, Any, list, np.ndarray]:
+    x: Any, y: Any, dtype: Any, side_fn: Callable, cross_fn: Callable, check: Callable, tail: Optional[Callable] = None
+) -> tuple[Any, Any, Any, np.ndarray]:
     """The one pipeline every measure runs: each side's centred Gram, then ``side_fn(side)`` (on
     the side's worker, as soon as its Gram is ready), then ``check(sx, sy, rx, ry)`` (before the
     cross product is paid for), then ``cross_fn(rows, block, rx, ry)`` on row blocks of the
     centred XᵀY (rows: a slice of x's neurons; one block unless on workers; each block a view of
     one (px × py) buffer, which cross_fn may overwrite).
-    Returns (rx, ry, [cross_fn results in row order], the buffer) with rx = side_fn(sx)."""
+    Returns (rx, ry, [cross_fn results in row order], the buffer) with rx = side_fn(sx); with
+    ``tail``, ``tail(rx, ry, parts, buffer, run, split)`` in place of the parts, run where the
+    products ran (``run(fn, items)``: on the workers, if any; ``split(k)``: k columns as the
+    slices to hand to ``run``, two on the workers, else one)."""
     dt = _inputs_dtype(x, y, dtype)
     x, y = _host(x), _host(y)
     _check_2d(x, y)
@@ -536,6 +580,12 @@ def _pair(
                 return cross_fn(rows, block, rx, ry)
 
         parts = run(cross, blocks)
+        if tail is not None:
+
+            def split(k: int) -> list:
+                return [slice(0, k // 2), slice(k // 2, k)] if workers and k > 1 else [slice(0, k)]
+
+            parts = tail(rx, ry, parts, full, run, split)
     return rx, ry, parts, full
 
 
@@ -579,18 +629,26 @@ class _Whitener:
         if epsilon > 0:
             r = r + epsilon * np.eye(p)  # the ridged one, factorised below
         rtol = (max(p, 1) * s.eps) if rtol is None else rtol
+        # float32 products: the Cholesky factor and the triangular solves in float32 too
+        self.f32 = s.eps >= float(np.finfo(np.float32).eps)
         self.chol = None
         self.vecs = None
         if p == 0:
             self.rank = 0
             return
         # r symmetric: its F-ordered view; the strict upper triangle of the factor is left as it
-        # was (trsm reads the lower one; colour() masks it)
-        lfac, info = sla.lapack.dpotrf(r.T, lower=1, clean=0)
+        # was (trsm reads the lower one; colour() masks it). In the products' precision: a
+        # float32 Cholesky's backward error (a perturbation of R of order eps32) is that of the
+        # float32 products themselves, at half the time of float64's
+        if self.f32:
+            lfac, info = sla.lapack.spotrf(r.astype(np.float32).T, lower=1, clean=0, overwrite_a=1)
+        else:
+            lfac, info = sla.lapack.dpotrf(r.T, lower=1, clean=0)
         if info == 0:
             # reciprocal 1-norm condition of R from its factor; cond_2 ≤ p·cond_1, so accepting
             # rcond_1 > rtol keeps λ_min/λ_max above rtol/p (the eigh path's cut is rtol)
-            rc, _ = sla.lapack.dpocon(lfac, float(np.abs(r).sum(axis=0).max()), uplo="L")
+            pocon = sla.lapack.spocon if self.f32 else sla.lapack.dpocon
+            rc, _ = pocon(lfac, float(np.abs(r).sum(axis=0).max()), uplo="L")
             if rc > rtol:
                 self.chol = lfac
                 self.rank = p
@@ -606,24 +664,28 @@ class _Whitener:
         B may be overwritten."""
         if self.chol is not None:
             # BLAS trsm straight on b's memory (LAPACK's trtrs via solve_triangular copies and
-            # checks, at twice the cost); b is overwritten
-            if b.flags.f_contiguous:
-                return sla.blas.dtrsm(1.0, self.chol, b, lower=1, overwrite_b=1)
+            # checks, at twice the cost); b is overwritten. A float32 factor solves in float32
+            # (the result is float32 then)
+            dt = self.chol.dtype
+            trsm = sla.blas.strsm if dt == np.float32 else sla.blas.dtrsm
+            if b.flags.f_contiguous or b.dtype != dt and not b.flags.c_contiguous:
+                return trsm(1.0, self.chol, np.asarray(b, dtype=dt, order="F"), lower=1, overwrite_b=1)
             # C order: solve on the transpose, X Lᵀ = bᵀ, i.e. X = (L⁻¹ b)ᵀ
-            bt = np.ascontiguousarray(b).T
-            return sla.blas.dtrsm(1.0, self.chol, bt, side=1, lower=1, trans_a=1, overwrite_b=1).T
+            bt = np.ascontiguousarray(b, dtype=dt).T
+            return trsm(1.0, self.chol, bt, side=1, lower=1, trans_a=1, overwrite_b=1).T
         return (self.vecs.T @ b) / np.sqrt(self.lam)[:, None]
 
     def colour(self, u: np.ndarray) -> np.ndarray:
         """R W U."""
         if self.chol is not None:
-            return np.tril(self.chol) @ u
+            return np.tril(self.chol).astype(np.float64, copy=False) @ u
         return self.vecs @ (np.sqrt(self.lam)[:, None] * u)
 
     def solve(self, u: np.ndarray) -> np.ndarray:
         """W U (directions in the standardised neuron coordinates)."""
         if self.chol is not None:
-            return sla.solve_triangular(self.chol, u, lower=True, trans="T", check_finite=False)
+            chol = self.chol.astype(np.float64, copy=False)
+            return sla.solve_triangular(chol, u, lower=True, trans="T", check_finite=False)
         return self.vecs @ (u / np.sqrt(self.lam)[:, None])
 
 
@@ -640,23 +702,49 @@ def _whiten_rows(rows: slice, c: np.ndarray, wx: _Whitener, wy: _Whitener) -> np
 
 
 def _whitened(
-    x: Any, y: Any, dtype: Any, rtol: Optional[float], epsilon: float
-) -> tuple[np.ndarray, _Whitener, _Whitener]:
+    x: Any, y: Any, dtype: Any, rtol: Optional[float], epsilon: float, gram: bool = False, swapped: bool = False
+) -> tuple[np.ndarray, _Whitener, _Whitener, bool]:
     """M = Wxᵀ Rxy Wy (rank_x × rank_y), whose singular values are the canonical correlations,
-    and both sides' whiteners: the pipeline cca and pwcca share."""
-    wx, wy, parts, full = _pair(
+    and both sides' whiteners: the pipeline cca and pwcca share. With ``gram`` (values only),
+    M Mᵀ in float64 in place of M where rank_x ≤ rank_y and rank_x > 64 (:func:`_rhos_only`'s
+    eigenvalue route); the last item says which was returned. ``swapped``: the caller swapped
+    its x and y (errors name them in the caller's order).
+
+    The last whitening (Wxᵀ on every column of Rxy Wy) and M Mᵀ = Σ M_j M_jᵀ run on column blocks
+    M_j, one per worker where the products ran on two, so that only the final eigenvalue problem
+    is left to one thread."""
+
+    def tail(wx, wy, parts, full, run, split):
+        # the row blocks of Rxy Wy, already in place in ``full`` when no neuron was dropped
+        in_place = wx.all and wy.all and all(np.may_share_memory(p, full) for p in parts)
+        t = full if in_place else parts[0] if len(parts) == 1 else np.vstack(parts)
+        as_gram = gram and 64 < wx.rank <= t.shape[1]
+
+        def block(cols):
+            with _small():
+                m = wx.whiten(t[:, cols])
+                if not as_gram:
+                    return m
+                m = m.astype(np.float64)
+                return m @ m.T  # numpy's syrk, which releases the GIL (scipy's holds it)
+
+        out = run(block, split(t.shape[1]))
+        if as_gram:
+            return sum(out[1:], out[0]), True
+        return (out[0] if len(out) == 1 else np.hstack(out)), False
+
+    wx, wy, (m, is_gram), _ = _pair(
         x,
         y,
         dtype,
         lambda s: _Whitener(s, rtol, epsilon),
         _whiten_rows,
-        lambda sx, sy, wx, wy: _check_samples(sx.n, len(wx.keep), len(wy.keep), epsilon),
+        lambda sx, sy, wx, wy: _check_samples(
+            sx.n, *(len(w.keep) for w in ((wy, wx) if swapped else (wx, wy))), epsilon
+        ),
+        tail,
     )
-    # the row blocks of Rxy Wy, already in place in ``full`` when no neuron was dropped
-    in_place = wx.all and wy.all and all(np.may_share_memory(p, full) for p in parts)
-    t = full if in_place else parts[0] if len(parts) == 1 else np.vstack(parts)
-    with _small():
-        return wx.whiten(t), wx, wy
+    return m, wx, wy, is_gram
 
 
 def _outside_stacklevel() -> int:
@@ -692,17 +780,24 @@ def _check_samples(n: int, px: int, py: int, epsilon: float) -> None:
 
 
 def _rhos_only(m: np.ndarray) -> np.ndarray:
-    """Singular values of M, descending, via the eigenvalues of the smaller of MᵀM, MMᵀ."""
+    """Singular values of M, descending, via the eigenvalues of the smaller of MᵀM, MMᵀ (formed
+    in float64 whatever M's dtype: a float32 Gram would round ρ² by eps32, i.e. ρ near 0 by
+    √eps32 ≈ 3e-4)."""
+    m = np.asarray(m, dtype=np.float64)
     k = min(m.shape)
     if k <= 64:
         s = sla.svd(m, compute_uv=False, check_finite=False)
-    else:
-        # the smaller Gram of M, lower triangle only (all eigh reads), through scipy's BLAS
-        fm, tm = _fview(m)
-        g = sla.blas.dsyrk(1.0, fm, trans=int((m.shape[1] <= m.shape[0]) != tm), lower=1)
-        lam = sla.eigh(g, eigvals_only=True, lower=True, driver="evr", check_finite=False)
-        s = np.sqrt(np.clip(lam[::-1], 0.0, None))
-    return np.clip(s[:k], 0.0, 1.0)
+        return np.clip(s[:k], 0.0, 1.0)
+    # the smaller Gram of M, lower triangle only (all eigh reads), through scipy's BLAS
+    fm, tm = _fview(m)
+    return _rhos_of_gram(sla.blas.dsyrk(1.0, fm, trans=int((m.shape[1] <= m.shape[0]) != tm), lower=1))
+
+
+def _rhos_of_gram(g: np.ndarray) -> np.ndarray:
+    """Singular values of M, descending, from the eigenvalues of its Gram g = M Mᵀ (or MᵀM; the
+    lower triangle is read)."""
+    lam = sla.eigh(g, eigvals_only=True, lower=True, driver="evr", check_finite=False)
+    return np.clip(np.sqrt(np.clip(lam[::-1], 0.0, None)), 0.0, 1.0)
 
 
 def _fview(a: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -722,16 +817,20 @@ def cca(
     length min(rank_x, rank_y).
 
     ``dtype``: precision of the Gram products (torch/numpy float64 or float32; default float32
-    where both inputs are float32, else float64; every later step is float64);
+    where both inputs are float32, else float64; the Cholesky factors and triangular solves
+    follow it, every other later step is float64);
     ``epsilon``: ridge on the correlation matrices (allows few samples); ``rtol``: relative
     eigenvalue threshold of the numerical rank (default n_features · eps(dtype));
     ``conv``: how (N, C, H, W) inputs are compared (see the module doc).
     """
 
     def one(a, b):
-        m = _whitened(a, b, dtype, rtol, epsilon)[0]
+        swapped = b.shape[1] < a.shape[1]  # the same coefficients; the narrower side's M Mᵀ is the smaller
+        if swapped:
+            a, b = b, a
+        m, _, _, is_gram = _whitened(a, b, dtype, rtol, epsilon, gram=True, swapped=swapped)
         with _small():
-            return _rhos_only(m)
+            return _rhos_of_gram(m) if is_gram else _rhos_only(m)
 
     return _per_conv(one, x, y, conv, _avg_spectrum)
 
@@ -811,7 +910,7 @@ def pwcca(
     to a neuron (a ReLU unit's positive mean); on centred inputs the two agree."""
 
     def one(a, b):
-        m, wx, wy = _whitened(a, b, dtype, rtol, epsilon)
+        m, wx, wy, _ = _whitened(a, b, dtype, rtol, epsilon)
         with _small():
             return _pwcca_tail(m, wx, wy, epsilon)
 
@@ -820,7 +919,7 @@ def pwcca(
 
 def _pwcca_tail(m: np.ndarray, wx: "_Whitener", wy: "_Whitener", epsilon: float) -> float:
     """PWCCA's weighted mean from M = Wxᵀ Rxy Wy and both whiteners."""
-    u, s, vt = sla.svd(m, full_matrices=False, check_finite=False)
+    u, s, vt = sla.svd(np.asarray(m, dtype=np.float64), full_matrices=False, check_finite=False)
     k = min(m.shape)
     rho = np.clip(s[:k], 0.0, 1.0)
     # the narrower side's directions: x's left, y's right singular vectors of M
