@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
 
 import torch
+from machine import cpu_model  # bench/machine.py
 from torch import nn
 
 from heur.core.measure.curvature import _hessian_operator, _params, hessian_eigenvalues_with_info
@@ -74,16 +74,6 @@ def mlp(d_in: int = 192) -> nn.Module:
     return nn.Sequential(
         nn.Flatten(), nn.Linear(d_in, 256), nn.Tanh(), nn.Linear(256, 256), nn.Tanh(), nn.Linear(256, 10)
     )
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def pyhessian_top(model, loss_fn, x, y, tol, device):

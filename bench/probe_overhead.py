@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from machine import cpu_model  # bench/machine.py
 
 PRESETS = Path(__file__).resolve().parents[1] / "presets"
 # preset -> overrides picking one representative run of it (the first run otherwise)
@@ -40,16 +40,6 @@ RUNS = {
     "gi_adam": [],
 }
 GOAL = 0.15
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 class ProbeClock:

@@ -23,25 +23,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 
 import numpy as np
 import torch
+from machine import cpu_model  # bench/machine.py
 
 import heur.core.measure.similarity as S
 from heur.core.measure.similarity import cca
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def blas_libraries() -> list[str]:
