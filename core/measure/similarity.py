@@ -387,17 +387,17 @@ def _cross_block(sx: _Side, sy: _Side, rows: slice, out: np.ndarray, path: str =
 # factorisation overlapping the other's product) beat one two-threaded call per product, whose
 # symmetric rank-k update scales poorly, while torch's MKL can win in float32, and the issue's
 # Intel Xeon ranked them otherwise. So the first large call per process and dtype times the
-# products (linear_cka: the rest is the same on every path) of an (8192 × 256) pair by each path,
+# products (linear_cka: the rest is the same on every path) of a (4096 × 512) pair by each path,
 # and keeps the fastest (``path_timings()`` shows the figures): "numpy" (scipy's OpenBLAS in the
 # caller's thread), "workers" (where every BLAS library runs exactly two threads) and "torch"
 # (torch's CPU BLAS). A shorter pair misleads: at 2048 × 256 or 2048 × 512 scipy's two threads
 # tied with or beat the workers, which take 0.65-0.8x its time from 4096 samples on. Products
-# smaller than a quarter of the calibration's own take the workers where BLAS runs two threads,
+# smaller than a third of the calibration's own take the workers where BLAS runs two threads,
 # else the caller's thread, as do small ones. ``_PATH`` forces a path (tests, benchmarks).
 PATHS = ("numpy", "workers", "torch")
 _PATH: Optional[str] = None
 _PATH_MIN_FLOPS = 5e7
-_CALIBRATE_MIN_FLOPS = 4e9  # about a quarter of the calibration's own products (10 runs on 8192 x 256)
+_CALIBRATE_MIN_FLOPS = 4e9  # under a third of the calibration's products for one path (4 runs on 4096 x 512)
 _CALIBRATION: dict[tuple, dict[str, float]] = {}
 _CALIBRATION_SHAPE = (4096, 512)
 _CALIBRATING = threading.local()
