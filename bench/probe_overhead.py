@@ -85,7 +85,8 @@ def one_run(preset: str, overrides: list[str], root: Path) -> dict:
 
     exp = load_experiment(PRESETS / f"{preset}.toml", ['device="cpu"'] + [o for o in overrides if "variant=" not in o])
     variant = next((o.split("=", 1)[1].strip('"') for o in overrides if o.startswith("variant=")), None)
-    name = variant if variant in exp.runs else next(iter(exp.runs))
+    # the variant's run (its first seed where the preset runs several)
+    name = next((r for r in exp.runs if variant and (r == variant or r.startswith(variant + "_"))), next(iter(exp.runs)))
     exp.runs = {name: exp.runs[name]}
     (rd,) = R.run_dirs(R.create_experiment(exp, root))
     clock = ProbeClock()
@@ -97,9 +98,10 @@ def one_run(preset: str, overrides: list[str], root: Path) -> dict:
         cpu, wall = time.process_time() - c0, time.perf_counter() - t0
     finally:
         clock.restore()
-    hvps, measures = 0, 0
+    hvps, measures, steps = 0, 0, 0
     for line in (rd / "events.jsonl").read_text().splitlines():
         ev = json.loads(line)
+        steps = max(steps, int(ev.get("step") or 0))
         if ev.get("kind") == "sharpness":
             hvps += ev.get("hvps") or 0
             measures += 1
@@ -111,6 +113,7 @@ def one_run(preset: str, overrides: list[str], root: Path) -> dict:
         "probes": clock.seconds,
         "hvps": hvps,
         "measures": measures,
+        "steps": steps,
         "cfg": cfg,
     }
 
@@ -151,9 +154,19 @@ def main() -> None:
                 notes = f"{cfg.train.epochs} epochs"
             else:
                 settings = f"every {sec.every}, batch {sec.batch}, max_iter {sec.max_iter}, tol {sec.tol:g}"
+                # what a product costs in training steps (a measurement's set-up, one forward and
+                # gradient graph, counted as one product): the share is about
+                # (measurements + HVPs) x this / steps, so it shows how far the settings decide it
+                per = [
+                    (r["probes"][k] / (r["measures"] + r["hvps"]))
+                    / ((r["cpu"] - sum(r["probes"].values())) / r["steps"])
+                    for r in rs
+                    if r["steps"] and r["measures"]
+                ]
                 notes = (
                     f"{statistics.median(r['measures'] for r in rs):g} measurements, "
-                    f"{statistics.median(r['hvps'] for r in rs):g} HVPs"
+                    f"{statistics.median(r['hvps'] for r in rs):g} HVPs in {rs[0]['steps']} steps, "
+                    f"a product ~{statistics.median(per):.2f} steps"
                 )
             med = statistics.median(shares)
             mark = "ok" if med <= GOAL else "ABOVE"

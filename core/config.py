@@ -233,6 +233,11 @@ class SharpnessProbe(_Section):
     at_steps: list[int] = Field(
         default_factory=list, description="steps measured besides every `every` (the first ones)"
     )
+    plain: bool = Field(
+        default=True,
+        description="Adam family: also the Hessian's own top eigenvalue (false: only the preconditioned one, "
+        "which Adam's edge applies to; half the products)",
+    )
 
     @field_validator("at_steps")
     @classmethod

@@ -125,8 +125,8 @@ KINDS: dict[str, Kind] = {
             "sharpness",
             "[probes.sharpness]: top Hessian eigenvalues of the training loss",
             {
-                "lambda_max": "top eigenvalue",
-                "top_k": "the top k eigenvalues",
+                "lambda_max": "top eigenvalue (null: Adam family with probes.sharpness.plain = false)",
+                "top_k": "the top k eigenvalues (null as lambda_max)",
                 "lr": "learning rate",
                 "threshold": "the stability threshold (2/lr for SGD)",
                 "threshold_kind": "which formula",

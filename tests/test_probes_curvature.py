@@ -351,3 +351,79 @@ def test_sharpness_probe_measures_at_steps_and_at_the_end_of_warmup(tmp_path):
     out = probe.on_end(ctx)
     assert out["warmup_end_step"] == 4 and out["sharpness_warmup_end"] == pytest.approx(at_w, rel=1e-6)
     assert out["sharpness_warmup_end_threshold"] == pytest.approx(2 / 0.05)  # the base lr's edge
+
+
+def test_sharpness_probe_adam_preconditioned_only(tmp_path):
+    """probes.sharpness.plain = false: the Adam-family probe measures P^-1 H alone (the value its
+    edge applies to) with the products of that operator only; lambda_max is left empty."""
+    runs = {}
+    for plain in (True, False):
+        cfg = synth_cfg(sharpness={"every": 1, "batch": 32, "tol": 1e-6, "max_iter": 60, "plain": plain})
+        cfg.optim.name = "adam"
+        data = load_data(cfg, "cpu")
+        model = mlp()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        (tmp_path / str(plain)).mkdir(exist_ok=True)
+        ctx = make_ctx(tmp_path / str(plain), cfg, model, mse_mean_onehot, data, opt)
+        probe = SharpnessProbe(cfg.probes.sharpness)
+        probe.on_start(ctx)
+        sgd_steps(ctx, [probe], 2, data.x_train, data.y_train)
+        ctx.extra["state"] = "completed"
+        out = probe.on_end(ctx)
+        evs = [e for e in read_events(tmp_path / str(plain) / "events.jsonl") if e["kind"] == "sharpness"]
+        runs[plain] = (evs, out, ctx, model, opt)
+    (both, out_b, _, _, _), (pre, out_p, ctx, model, opt) = runs[True], runs[False]
+    xb, yb = probe_batch(ctx.data, 32, ctx.cfg.seed)
+    exact = preconditioned_sharpness(model, mse_mean_onehot, xb, yb, opt, tol=1e-8, max_iter=200).top
+    assert [e["lambda_max"] for e in pre] == [None, None, None] and all(e["top_k"] is None for e in pre)
+    assert pre[-1]["preconditioned_sharpness"] == pytest.approx(exact, rel=1e-4)
+    for a, b in zip(both, pre):  # the same trajectory (the probe does not touch the model)
+        assert b["preconditioned_sharpness"] == pytest.approx(a["preconditioned_sharpness"], rel=1e-4)
+        assert b["hvps"] < a["hvps"]
+    assert (
+        out_p["sharpness_final"] is None
+        and out_p["preconditioned_sharpness_final"] == pre[-1]["preconditioned_sharpness"]
+    )
+    assert "sharpness_history" not in ctx.extra or ctx.extra["sharpness_history"] == []
+    assert out_b["sharpness_final"] == both[-1]["lambda_max"] is not None
+
+
+def test_first_sharpness_measurement_starts_from_lambda0s_vector(tmp_path):
+    """The NTK probe hands its eigenvector on (ctx.lambda0_vector: unit, the dense Gauss-Newton
+    matrix's top eigenvector); the sharpness probe's first measurement starts from it, so a start
+    at the dense Hessian's top eigenvector converges in fewer products than a cold start."""
+    from torch.func import functional_call, hessian, jacrev
+
+    cfg = synth_cfg(ntk={"batch": 48}, sharpness={"every": 100, "batch": 48, "tol": 1e-4, "max_iter": 60})
+    data = load_data(cfg, "cpu")
+    model = mlp()
+    ctx = make_ctx(tmp_path, cfg, model, mse_mean_onehot, data, torch.optim.SGD(model.parameters(), lr=0.1))
+    NtkProbe(cfg.probes.ntk).on_start(ctx)
+    v = ctx.lambda0_vector
+    flat0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).double()
+
+    def unflat(w):
+        out, i = {}, 0
+        for k, p in model.named_parameters():
+            out[k] = w[i : i + p.numel()].view_as(p).to(p.dtype)
+            i += p.numel()
+        return out
+
+    xb, yb = probe_batch(data, 48, cfg.seed)
+    J = jacrev(lambda w: functional_call(model, unflat(w), (xb,)).reshape(-1))(flat0)  # (m*C, n)
+    G = 2.0 / (48 * 3) * (J.T @ J)  # torch's mse mean over m*C = 48*3 outputs: 2/(m*C) J^T J
+    lam, vecs = torch.linalg.eigh(G.double())
+    assert v.norm().item() == pytest.approx(1.0, abs=1e-5) and ctx.lambda0 == pytest.approx(lam[-1].item(), rel=1e-3)
+    assert abs(torch.dot(v.double(), vecs[:, -1])).item() > 0.99
+    H = hessian(lambda w: mse_mean_onehot(functional_call(model, unflat(w), (xb,)), yb))(flat0)
+    hl, hv = torch.linalg.eigh(H.double())
+    counts = {}
+    for name, warm in (("cold", None), ("exact", hv[:, -1].float())):
+        c2 = make_ctx(tmp_path, cfg, model, mse_mean_onehot, data, ctx.optimizer)
+        c2.events = EventWriter(tmp_path / f"{name}.jsonl")
+        c2.lambda0_vector = warm
+        SharpnessProbe(cfg.probes.sharpness).on_start(c2)
+        (ev,) = [e for e in read_events(tmp_path / f"{name}.jsonl") if e["kind"] == "sharpness"]
+        assert ev["lambda_max"] == pytest.approx(hl[-1].item(), rel=1e-3)
+        counts[name] = ev["hvps"]
+    assert counts["exact"] < counts["cold"]

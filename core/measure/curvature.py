@@ -151,10 +151,34 @@ def _randn(n: int, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
 
 WARM_NOISE = 0.05  # share of random direction mixed into a warm start (keeps every component > 0)
 
+# the last seeded start vector, reused: a probe measuring every few hundred steps asks for the same
+# vector each time (same seed, same size), and drawing it costs ~4 ms at 1M parameters
+_FIRST: dict[tuple, torch.Tensor] = {}
 
-def _start(n: int, gen: torch.Generator, like: torch.Tensor, v0: Optional[torch.Tensor]) -> torch.Tensor:
-    r = _randn(n, gen, like)
-    r = r / r.norm()
+
+def _first_randn(n: int, seed: int, like: torch.Tensor) -> torch.Tensor:
+    """The first ``_randn(n, _gen(seed), like)`` draw, unit norm (cached on the host, one entry,
+    so no accelerator memory is held between measurements)."""
+    key = (n, int(seed), like.dtype)
+    r = _FIRST.get(key)
+    if r is None:
+        r = _randn(n, _gen(seed), like.new_empty(0, device="cpu"))
+        r = r / r.norm()
+        _FIRST.clear()
+        _FIRST[key] = r
+    return r.to(like.device)
+
+
+def _start(
+    n: int, gen: Optional[torch.Generator], like: torch.Tensor, v0: Optional[torch.Tensor], seed: int = 0
+) -> torch.Tensor:
+    """A unit start vector: the seeded random one (``gen``'s next draw, or with ``gen`` None the
+    first draw of ``seed``'s generator, cached), or ``v0`` with a little of it mixed in."""
+    if gen is None:
+        r = _first_randn(n, seed, like)
+    else:
+        r = _randn(n, gen, like)
+        r = r / r.norm()
     if v0 is None:
         return r
     if v0.numel() != n:
@@ -202,11 +226,13 @@ def lanczos(
     if k > n:
         raise CurvatureError(f"k={k} eigenvalues asked of an operator of dimension {n}", arg="k")
     m = max(min(max_iter, n), k)
-    gen = _gen(seed)
-    # the basis grows in chunks, so a large max_iter does not reserve (max_iter x n) up front
-    # (uninitialised: only rows 0..j, all written, are ever read)
-    Q = torch.empty(min(m + 1, 8), n, dtype=like.dtype, device=like.device)
-    Q[0] = _start(n, gen, like, v0)
+    gen: Optional[torch.Generator] = None  # made (past the cached first draw) only on a breakdown
+    # the basis, uninitialised (only rows 0..j, all written, are ever read): on the host all of it
+    # at once (untouched pages cost nothing), on an accelerator in chunks, so a large max_iter does
+    # not reserve (max_iter x n) of its memory up front
+    rows = m + 1 if like.device.type == "cpu" else min(m + 1, 8)
+    Q = torch.empty(rows, n, dtype=like.dtype, device=like.device)
+    Q[0] = _start(n, None, like, v0, seed)
     alphas: list[float] = []
     betas: list[float] = []
     theta = np.zeros(0)
@@ -215,14 +241,24 @@ def lanczos(
     for j in range(m):
         w = op(Q[j])
         B = Q[: j + 1]
-        # alpha = (w, q_j) is the last coefficient of the first projection (q_j is in the basis);
-        # classical Gram-Schmidt twice, in place
+        # the three-term recurrence first, w - alpha q_j - beta q_{j-1} (a new tensor: op's result
+        # may be anyone's), then one classical Gram-Schmidt pass against the whole basis for the
+        # orthogonality the recurrence loses, and a second pass only where that one removed more
+        # than what it left (Daniel-Gragg-Kaufman-Stewart, eta = 1/sqrt 2). Each pass reads the
+        # basis twice: at a million parameters the basis outgrows the cache and these passes, not
+        # the arithmetic, are the solver's cost (two always-on passes took 10 ms a product)
+        a_t = torch.dot(Q[j], w)
+        if j:
+            w = torch.addmv(w, Q[j - 1 : j + 1].t(), torch.stack([w.new_tensor(betas[-1]), a_t]), alpha=-1.0)
+        else:
+            w = w - a_t * Q[0]
         c = B @ w
-        a_t = c[j].clone()
-        w = torch.addmv(w, B.t(), c, alpha=-1.0)  # a new tensor: op's result may be anyone's
-        w = w.addmv_(B.t(), B @ w, alpha=-1.0)
-        # one host sync per product: alpha and beta together
-        alpha, beta = torch.stack([a_t, torch.linalg.vector_norm(w)]).tolist()
+        w.addmv_(B.t(), c, alpha=-1.0)
+        # one host sync per product: alpha, the pass's correction and beta together
+        alpha, corr, beta = torch.stack([a_t, torch.linalg.vector_norm(c), torch.linalg.vector_norm(w)]).tolist()
+        if corr > beta:
+            w.addmv_(B.t(), B @ w, alpha=-1.0)
+            beta = float(torch.linalg.vector_norm(w))
         if not (math.isfinite(alpha) and math.isfinite(beta)):
             # a non-finite operator (a diverging run's curvature): no eigenvalue, not an error
             nan = float("nan")
@@ -257,20 +293,21 @@ def lanczos(
             break
         if breakdown:
             # restart in the orthogonal complement of the basis built so far
+            if gen is None:
+                gen = _gen(seed)
+                _randn(n, gen, like)  # the start vector's draw
             w = _randn(n, gen, like)
             for _ in range(2):
                 w = w - B.t() @ (B @ w)
             beta_next = 0.0
-            w = w / w.norm()
         else:
             beta_next = beta
-            w = w / beta
         betas.append(beta_next)
         if j + 1 >= Q.shape[0]:
             grown = torch.empty(min(m + 1, 2 * Q.shape[0]), n, dtype=Q.dtype, device=Q.device)
             grown[: Q.shape[0]] = Q
             Q = grown
-        Q[j + 1] = w
+        torch.div(w, w.norm() if breakdown else beta, out=Q[j + 1])  # normalised straight into the basis
     vals = sorted(theta.tolist(), reverse=True)[:k]
     top = Q[: S.shape[0]].t() @ torch.from_numpy(np.ascontiguousarray(S[:, -1])).to(device=Q.device, dtype=Q.dtype)
     return EigResult(

@@ -48,6 +48,7 @@ class TrainContext:
     epoch: float = 0.0
     lr: float = 0.0
     lambda0: Optional[float] = None  # NTK top eigenvalue at init, when measured
+    lambda0_vector: Any = None  # its eigenvector (flat): a warm start for the first Hessian measurement
     extra: dict[str, Any] = field(default_factory=dict)
 
     def emit(self, kind: str, **fields: Any) -> dict[str, Any]:

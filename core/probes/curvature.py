@@ -153,6 +153,13 @@ def measure_lambda0(model: torch.nn.Module, cfg: Any, data: Any) -> float:
 # --------------------------------------------------------------------------- probes
 
 
+def _warm_vector(ctx: TrainContext) -> Optional[torch.Tensor]:
+    """lambda0's eigenvector (the NTK's top, over the same parameters), if the run measured it."""
+    v = getattr(ctx, "lambda0_vector", None)
+    n = sum(q.numel() for q in ctx.model.parameters() if q.requires_grad)
+    return v if v is not None and v.numel() == n else None
+
+
 class SharpnessProbe(Probe):
     name = "sharpness"
 
@@ -182,36 +189,42 @@ class SharpnessProbe(Probe):
         c = self.cfg
         kw = dict(k=c.k, method=c.method, tol=c.tol, max_iter=c.max_iter, seed=ctx.cfg.seed)
         adam = ctx.cfg.optim.name in ADAM_FAMILY
+        # the first measurement starts from lambda0's eigenvector when the run measured it: at init
+        # the Gauss-Newton part dominates the Hessian (catapult_mlp: 4 products instead of 9)
+        v0 = self._v if self._v is not None else _warm_vector(ctx)
+        r: Optional[EigResult]
         if adam:  # both operators from one forward pass and gradient graph
-            r, p = adam_sharpness(ctx.model, ctx.loss_fn, x, y, ctx.optimizer, v0=self._v, pv0=self._pv, **kw)
+            r, p = adam_sharpness(ctx.model, ctx.loss_fn, x, y, ctx.optimizer, v0=v0, pv0=self._pv, plain=c.plain, **kw)
         else:
-            r = hessian_eigenvalues_with_info(ctx.model, ctx.loss_fn, x, y, v0=self._v, **kw)
-        self._v = r.vector
+            r = hessian_eigenvalues_with_info(ctx.model, ctx.loss_fn, x, y, v0=v0, **kw)
+        if r is not None:
+            self._v = r.vector
         lr = _current_lr(ctx)
         # lr 0 (a warmup from 0 at step 0): no edge, nothing is unstable
         thr, thr_kind = stability_threshold(ctx.cfg.optim, lr) if lr > 0 else (None, "lr = 0: no edge")
+        first = r if r is not None else p
         fields: dict[str, Any] = {
-            "lambda_max": r.top,
-            "top_k": r.values,
+            "lambda_max": r.top if r is not None else None,  # None: probes.sharpness.plain = false
+            "top_k": r.values if r is not None else None,
             "lr": lr,
             "threshold": thr,
             "threshold_kind": thr_kind,
-            "method": r.method,
+            "method": first.method,
             "normalisation": _normalisation(ctx.cfg),
             "mode": "train",
             "batch": int(x.shape[0]),
-            "hvps": r.hvps,
-            "converged": r.converged,
-            "batch_loss": r.info.get("loss"),
+            "hvps": r.hvps if r is not None else 0,
+            "converged": r.converged if r is not None else True,
+            "batch_loss": first.info.get("loss"),
         }
-        measured = r.top
+        measured = r.top if r is not None else None
         if adam:
             # at step 0 the first step's preconditioner, from this batch's gradient (measurable at init)
             self._pv = p.vector
             fields["preconditioned_sharpness"] = p.top
             fields["adam_step"] = p.info["adam_step"]
             fields["hvps"] += p.hvps
-            fields["converged"] = r.converged and p.converged
+            fields["converged"] = fields["converged"] and p.converged
             measured = p.top
             if thr is None:  # lr 0 at this step: the edge at the run's base (target) lr instead
                 base = _base_lr(ctx)
@@ -219,7 +232,8 @@ class SharpnessProbe(Probe):
                     fields["target_threshold"] = stability_threshold(ctx.cfg.optim, base)[0]
         fields["ratio"] = measured / thr if measured is not None and thr else None
         fields["seconds"] = time.perf_counter() - t0
-        self.history.append([int(ctx.step), float(r.top)])
+        if r is not None:
+            self.history.append([int(ctx.step), float(r.top)])
         if "preconditioned_sharpness" in fields:
             self.precond_history.append([int(ctx.step), fields["preconditioned_sharpness"], thr])
         ctx.extra["sharpness_history"] = self.history
@@ -315,7 +329,7 @@ class NtkProbe(Probe):
         else:
             r = self._measure(ctx)
             self.lambda0, source = r.top, "init"
-            ctx.lambda0 = self.lambda0
+            ctx.lambda0, ctx.lambda0_vector = self.lambda0, r.vector
         self.last = self.lambda0
         self._emit(ctx, self.lambda0, r, source)
 
