@@ -86,7 +86,8 @@ def one_run(preset: str, overrides: list[str], root: Path) -> dict:
     exp = load_experiment(PRESETS / f"{preset}.toml", ['device="cpu"'] + [o for o in overrides if "variant=" not in o])
     variant = next((o.split("=", 1)[1].strip('"') for o in overrides if o.startswith("variant=")), None)
     # the variant's run (its first seed where the preset runs several)
-    name = next((r for r in exp.runs if variant and (r == variant or r.startswith(variant + "_"))), next(iter(exp.runs)))
+    ours = [r for r in exp.runs if variant and (r == variant or r.startswith(variant + "_"))]
+    name = ours[0] if ours else next(iter(exp.runs))
     exp.runs = {name: exp.runs[name]}
     (rd,) = R.run_dirs(R.create_experiment(exp, root))
     clock = ProbeClock()
