@@ -344,6 +344,11 @@ def sharpness_figure(runs: list[Shown], view: View, width: int) -> Figure:
     if not single:
         fig.key = [("line", lam), ("dotted", edge_name)]
     fig.state = (["log"] if view.ylog else []) + ([f"edge cut > {cap:.3g}"] if cut else [])
+    if not view.ylog and spans_decades(fig.series):
+        # Adam's preconditioned sharpness falls by 1e6-1e8 over its first steps: linear, only the
+        # first points would show
+        fig.ylog = True
+        fig.state.insert(0, "log: auto")
     return fig
 
 

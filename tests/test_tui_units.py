@@ -401,6 +401,34 @@ def test_engine_field_names_for_ntk_and_adam_sharpness():
     assert "η·λ0 = 3" in figures.regime_lines(shown)[0]
 
 
+def test_sharpness_axis_goes_log_by_itself_for_an_adam_run_measured_preconditioned_only():
+    """probes.sharpness.plain = false: lambda_max is null, the panel draws lambda_max(P^-1 H),
+    which here falls from 1e9 to 50 (as gi_adam's does): a log axis, said in the title."""
+
+    evs = [
+        {
+            "kind": "sharpness",
+            "step": s,
+            "epoch": s / 20,
+            "lambda_max": None,
+            "top_k": None,
+            "lr": 0.1,
+            "threshold": 380.0,
+            "preconditioned_sharpness": v,
+        }
+        for s, v in ((0, 1e9), (1, 3e7), (20, 400.0), (50, 50.0))
+    ]
+    d = RunData("r")
+    d.apply(decode(evs))
+    fig = figures.sharpness_figure([figures.Shown("r", d, 0)], figures.View(), 40)
+    assert fig.series[0].y.tolist() == [1e9, 3e7, 400.0, 50.0] and "P⁻¹H" in fig.title
+    assert fig.ylog and fig.state[0] == "log: auto"
+    calm = [dict(e, preconditioned_sharpness=100.0 + e["step"]) for e in evs]
+    d2 = RunData("c")
+    d2.apply(decode(calm))
+    assert not figures.sharpness_figure([figures.Shown("c", d2, 0)], figures.View(), 40).ylog
+
+
 def test_loss_axis_goes_log_by_itself_when_values_span_decades():
     import numpy as np
 
