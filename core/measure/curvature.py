@@ -227,10 +227,10 @@ def lanczos(
         raise CurvatureError(f"k={k} eigenvalues asked of an operator of dimension {n}", arg="k")
     m = max(min(max_iter, n), k)
     gen: Optional[torch.Generator] = None  # made (past the cached first draw) only on a breakdown
-    # the basis, uninitialised (only rows 0..j, all written, are ever read): on the host all of it
-    # at once (untouched pages cost nothing), on an accelerator in chunks, so a large max_iter does
-    # not reserve (max_iter x n) of its memory up front
-    rows = m + 1 if like.device.type == "cpu" else min(m + 1, 8)
+    # the basis, uninitialised (only rows 0..j, all written, are ever read), grown by doubling: on
+    # the host up to 256 MB at once (untouched pages cost nothing; growing copies the basis), on an
+    # accelerator 8 rows, so a large max_iter does not reserve (max_iter x n) of its memory up front
+    rows = min(m + 1, max(8, (1 << 26) // n) if like.device.type == "cpu" else 8)
     Q = torch.empty(rows, n, dtype=like.dtype, device=like.device)
     Q[0] = _start(n, None, like, v0, seed)
     alphas: list[float] = []
