@@ -33,7 +33,7 @@ from machine import cpu_model  # bench/machine.py
 PRESETS = Path(__file__).resolve().parents[1] / "presets"
 # preset -> overrides picking one representative run of it (the first run otherwise)
 RUNS = {
-    "warmup_lb": ['variant="lb_warmup"'],
+    "warmup_lb": ['variant="lb_warmup_seed=1"'],  # its seed 0 diverges at step 93 on some CPUs
     "catapult_uv": ["optim.lr_ntk=3.0"],
     "catapult_mlp": ["optim.lr_ntk=8.0"],
     "warmup_sharpness": ["optim.lr_ntk=48.0", "schedule.warmup.steps=32"],
