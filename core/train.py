@@ -147,12 +147,12 @@ class Run:
         from .schedules import build_schedule
 
         self.lambda0: Optional[float] = None
-        self.lambda0_vector: Optional[torch.Tensor] = None
+        lambda0_vector: Optional[torch.Tensor] = None  # a warm start for the sharpness probe
         if cfg.optim.lr_ntk is not None:
             from .probes.curvature import measure_lambda0_info
 
             lam0 = measure_lambda0_info(self.model, cfg, self.data)
-            self.lambda0, self.lambda0_vector = float(lam0.top), lam0.vector
+            self.lambda0, lambda0_vector = float(lam0.top), lam0.vector
             if self.dist is not None:  # every rank measured it; rank 0's value for all
                 import torch.distributed as dist
 
@@ -185,7 +185,7 @@ class Run:
             steps_per_epoch=self.spe,
             total_steps=self.total,
             lambda0=self.lambda0,
-            lambda0_vector=self.lambda0_vector,
+            lambda0_vector=lambda0_vector,
         )
         self.params = [p for p in self.model.parameters() if p.requires_grad] + extra  # for the grad norm
         from .freeze import Freezer  # train.freeze: blocks out of autograd for the first steps

@@ -172,10 +172,7 @@ def loss_figure(runs: list[Shown], view: View, width: int, test: bool = True) ->
     if any(s.marker == "▲" for s in fig.series):
         fig.key.append(("triangles", "catapult peak"))
     _cut_implausible(fig, runs)
-    if not view.ylog and spans_decades(fig.series):
-        # a diverged run's loss would flatten every other curve to the floor: go log by itself
-        fig.ylog = True
-        fig.state.insert(0, "log: auto")
+    _auto_log(fig, view)  # a diverged run's loss would flatten every other curve to the floor
     return fig
 
 
@@ -211,6 +208,14 @@ def _cut_implausible(fig: Figure, runs: list[Shown]) -> None:
     if cut:
         who = ", ".join(dict.fromkeys(cut))
         fig.state.append(f"cut > {cap:.3g}: {who}")
+
+
+def _auto_log(fig: Figure, view: View) -> None:
+    """A log y axis, said in the title, when the view is linear but the figure's positive values
+    span more than four decades (on a linear axis all but the largest would lie on the floor)."""
+    if not view.ylog and spans_decades(fig.series):
+        fig.ylog = True
+        fig.state.insert(0, "log: auto")
 
 
 def spans_decades(series: list[Series], decades: float = 4.0) -> bool:
@@ -344,11 +349,7 @@ def sharpness_figure(runs: list[Shown], view: View, width: int) -> Figure:
     if not single:
         fig.key = [("line", lam), ("dotted", edge_name)]
     fig.state = (["log"] if view.ylog else []) + ([f"edge cut > {cap:.3g}"] if cut else [])
-    if not view.ylog and spans_decades(fig.series):
-        # Adam's preconditioned sharpness falls by 1e6-1e8 over its first steps: linear, only the
-        # first points would show
-        fig.ylog = True
-        fig.state.insert(0, "log: auto")
+    _auto_log(fig, view)  # Adam's preconditioned sharpness falls by 1e6-1e8 over its first steps
     return fig
 
 

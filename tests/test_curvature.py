@@ -7,8 +7,8 @@ import math
 
 import pytest
 import torch
+from dense_curvature import full_hessian, jacobian  # tests/dense_curvature.py
 from torch import nn
-from torch.func import functional_call
 
 from heur.core.measure.curvature import (
     adam_sharpness,
@@ -44,32 +44,6 @@ def mlp(bn: bool = False, din: int = 5, h: int = 6, out: int = 3) -> nn.Module:
         layers.append(nn.BatchNorm1d(h))
     layers += [nn.Tanh(), nn.Linear(h, out)]
     return nn.Sequential(*layers).to(D)
-
-
-def _flat_params(model):
-    """(all parameters as one detached vector, w -> {name: view of w}) for functional_call."""
-    named = [(n, p.shape) for n, p in model.named_parameters()]
-    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-
-    def unflatten(w):
-        params, i = {}, 0
-        for n, s in named:
-            k = int(torch.Size(s).numel())
-            params[n] = w[i : i + k].view(s)
-            i += k
-        return params
-
-    return flat, unflatten
-
-
-def full_hessian(model, loss_fn, x, y):
-    flat, unflatten = _flat_params(model)
-    buffers = {n: b.clone() for n, b in model.named_buffers()}
-
-    def f(w):
-        return loss_fn(functional_call(model, (unflatten(w), {k: v.clone() for k, v in buffers.items()}), (x,)), y)
-
-    return torch.autograd.functional.hessian(f, flat)
 
 
 def mse_mean(out, y):
@@ -276,21 +250,12 @@ def test_uv_lambda0_closed_form():
     assert rel(got_mean, 2 * exact) < 1e-8
 
 
-def _jacobian(model, x):
-    flat, unflatten = _flat_params(model)
-
-    def f(w):
-        return functional_call(model, unflatten(w), (x,)).reshape(-1)
-
-    return torch.autograd.functional.jacobian(f, flat)  # (m*C, P)
-
-
 @pytest.mark.parametrize("reduction,scale", [("half_sum", lambda m, C: 1 / m), ("mean", lambda m, C: 2 / (m * C))])
-def test_gauss_newton_mse_matches_explicit_jacobian(reduction, scale):
+def test_gauss_newton_mse_matches_explicitjacobian(reduction, scale):
     torch.manual_seed(7)
     model = mlp(h=8, out=3)
     x = torch.randn(10, 5, dtype=D)
-    J = _jacobian(model, x)
+    J = jacobian(model, x)
     G = scale(10, 3) * J.t() @ J
     exact = torch.linalg.eigvalsh(G).flip(0)[:3].tolist()
     r = gauss_newton_eigenvalues(model, x, loss="mse", reduction=reduction, k=3, tol=1e-10, max_iter=200)
@@ -309,7 +274,7 @@ def test_gauss_newton_cross_entropy_matches_explicit():
     torch.manual_seed(8)
     model = mlp(h=8, out=4)
     x = torch.randn(12, 5, dtype=D)
-    J = _jacobian(model, x).reshape(12, 4, -1)
+    J = jacobian(model, x).reshape(12, 4, -1)
     with torch.no_grad():
         p = torch.softmax(model(x), 1)
     G = sum(J[i].t() @ (torch.diag(p[i]) - torch.outer(p[i], p[i])) @ J[i] for i in range(12)) / 12

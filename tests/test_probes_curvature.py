@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from dense_curvature import full_hessian, jacobian  # tests/dense_curvature.py
 from torch import nn
 
 from heur.core.config import RunConfig
@@ -392,31 +393,19 @@ def test_first_sharpness_measurement_starts_from_lambda0s_vector(tmp_path):
     """The NTK probe hands its eigenvector on (ctx.lambda0_vector: unit, the dense Gauss-Newton
     matrix's top eigenvector); the sharpness probe's first measurement starts from it, so a start
     at the dense Hessian's top eigenvector converges in fewer products than a cold start."""
-    from torch.func import functional_call, hessian, jacrev
-
     cfg = synth_cfg(ntk={"batch": 48}, sharpness={"every": 100, "batch": 48, "tol": 1e-4, "max_iter": 60})
     data = load_data(cfg, "cpu")
     model = mlp()
     ctx = make_ctx(tmp_path, cfg, model, mse_mean_onehot, data, torch.optim.SGD(model.parameters(), lr=0.1))
     NtkProbe(cfg.probes.ntk).on_start(ctx)
     v = ctx.lambda0_vector
-    flat0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).double()
-
-    def unflat(w):
-        out, i = {}, 0
-        for k, p in model.named_parameters():
-            out[k] = w[i : i + p.numel()].view_as(p).to(p.dtype)
-            i += p.numel()
-        return out
-
     xb, yb = probe_batch(data, 48, cfg.seed)
-    J = jacrev(lambda w: functional_call(model, unflat(w), (xb,)).reshape(-1))(flat0)  # (m*C, n)
+    J = jacobian(model, xb)  # (m*C, n)
     G = 2.0 / (48 * 3) * (J.T @ J)  # torch's mse mean over m*C = 48*3 outputs: 2/(m*C) J^T J
     lam, vecs = torch.linalg.eigh(G.double())
     assert v.norm().item() == pytest.approx(1.0, abs=1e-5) and ctx.lambda0 == pytest.approx(lam[-1].item(), rel=1e-3)
     assert abs(torch.dot(v.double(), vecs[:, -1])).item() > 0.99
-    H = hessian(lambda w: mse_mean_onehot(functional_call(model, unflat(w), (xb,)), yb))(flat0)
-    hl, hv = torch.linalg.eigh(H.double())
+    hl, hv = torch.linalg.eigh(full_hessian(model, mse_mean_onehot, xb, yb).double())
     counts = {}
     for name, warm in (("cold", None), ("exact", hv[:, -1].float())):
         c2 = make_ctx(tmp_path, cfg, model, mse_mean_onehot, data, ctx.optimizer)
