@@ -22,6 +22,7 @@ from heur.core import launcher as L
 from heur.core import runs as R
 from heur.core.config import expand
 from heur.core.errors import ConfigError
+from heur.core.events import apply_resumes, read_events
 
 BASE = {
     "name": "ddp",
@@ -48,14 +49,7 @@ def _experiment(tmp_path: Path, name: str, nproc: int, **train) -> Path:
 
 def _losses(rd: Path) -> dict[int, float]:
     """Step -> logged train loss, the resumed process's points replacing the stopped one's."""
-    out: dict[int, float] = {}
-    for line in (rd / "events.jsonl").read_text().splitlines():
-        ev = json.loads(line)
-        if ev["kind"] == "resume":
-            out = {s: v for s, v in out.items() if s < ev["from_step"]}
-        if ev["kind"] == "train":
-            out[ev["step"]] = ev["loss"]
-    return out
+    return {e["step"]: e["loss"] for e in apply_resumes(read_events(rd / "events.jsonl")) if e["kind"] == "train"}
 
 
 def _kinds(rd: Path) -> list[str]:

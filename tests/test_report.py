@@ -325,29 +325,18 @@ def test_a_compare_run_gets_the_distillation_bars(tmp_path):
     """A compare run of one distilled and one independent student against their teacher: grouped
     bars of each layer's closeness (one legend entry a student) and the signed difference, whose
     bar heights are distilled − independent per layer (Gotmare et al.'s pane (c))."""
-    from fixtures_tui import T0, ev, write_experiment, write_status
+    from fixtures_tui import T0, write_distill_experiment
 
     from heur.core.schema import make
     from heur.report.render import draw
 
     layers, indep, dist = ["conv1", "conv2", "fc1", "out"], [0.9, 0.8, 0.5, 0.4], [0.88, 0.82, 0.7, 0.8]
-    exp = write_experiment(tmp_path / "runs", "distill", "20261202-120000", T0, ["indep", "distilled", "compare"])
-    for name, body in (("indep", ""), ("distilled", '[distill]\nteacher = "@teacher"\n')):
-        (exp / name).mkdir()
-        (exp / name / "config.toml").write_text(f'name = "{name}"\n{body}')
-        write_status(exp / name, state="completed")
-        (exp / name / "events.jsonl").write_text("")
-    rd = exp / "compare"
-    rd.mkdir()
-    (rd / "config.toml").write_text('name = "compare"\ntask = "compare"\n')
     common = {"a": "@teacher", "method": "cka", "layers_a": layers, "layers_b": layers, "matrix": None}
     events = [
         make("compare", 1, 0.0, T0, b="@indep", values=indep, agreement=0.95, **common),
         make("compare", 2, 0.0, T0, b="@distilled", values=dist, agreement=0.98, **common),
-        ev("end", 2, 0.0, T0, state="completed", reason="compared 2", result={}),
     ]
-    (rd / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
-    write_status(rd, state="completed", step=2, total_steps=2)
+    exp, _ = write_distill_experiment(tmp_path / "runs", events)
     r = cli("report", exp)
     assert r.exit_code == 0, r.output
     files = {p.stem for p in (exp / "report" / "figures").iterdir()}

@@ -22,6 +22,7 @@ from conftest import heur, train_in_process
 
 from heur.core import runs as R
 from heur.core import slurm_queue
+from heur.core.events import apply_resumes, read_events
 
 submitit = pytest.importorskip("submitit")
 
@@ -171,14 +172,8 @@ JOB = {
 
 
 def _losses(rd: Path) -> dict[int, float]:
-    out: dict[int, float] = {}
-    for line in (rd / "events.jsonl").read_text().splitlines():
-        ev = json.loads(line)
-        if ev["kind"] == "resume":
-            out = {s: v for s, v in out.items() if s < ev["from_step"]}
-        if ev["kind"] == "train":
-            out[ev["step"]] = ev["loss"]
-    return out
+    """Step -> logged train loss, the resumed process's points replacing the stopped one's."""
+    return {e["step"]: e["loss"] for e in apply_resumes(read_events(rd / "events.jsonl")) if e["kind"] == "train"}
 
 
 def _children(pid: int) -> list[int]:

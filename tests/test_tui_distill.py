@@ -3,9 +3,7 @@ independent difference, as text that fits 80 columns; shown in the CCA tab for a
 
 from __future__ import annotations
 
-import json
-
-from fixtures_tui import T0, ev, make_presets, write_experiment, write_status
+from fixtures_tui import T0, make_presets, write_distill_experiment
 from test_tui_app import RecordingSource, goto, sync, until
 
 from heur.core.schema import make
@@ -60,19 +58,7 @@ def test_is_distilled_reads_the_run_config(tmp_path):
 
 @sync
 async def test_the_cca_tab_shows_a_compare_runs_distillation_panel(tmp_path):
-    exp = write_experiment(tmp_path / "runs", "distill", "20261202-120000", T0, ["indep", "distilled", "compare"])
-    for name, body in (("indep", ""), ("distilled", '[distill]\nteacher = "@teacher"\n')):
-        (exp / name).mkdir()
-        (exp / name / "config.toml").write_text(f'name = "{name}"\n{body}')
-        write_status(exp / name, state="completed")
-        (exp / name / "events.jsonl").write_text("")
-    rd = exp / "compare"
-    rd.mkdir()
-    (rd / "config.toml").write_text('name = "compare"\ntask = "compare"\n')
-    lines = [json.dumps(e) for e in _events()]
-    lines.append(ev("end", 2, 0.0, T0, state="completed", reason="compared 2", result={}))
-    (rd / "events.jsonl").write_text("\n".join(lines) + "\n")
-    write_status(rd, state="completed", step=2, total_steps=2)
+    exp, rd = write_distill_experiment(tmp_path / "runs", _events())
     make_presets(tmp_path / "presets")
     app = HeurApp(tmp_path / "runs", tmp_path / "presets", source=RecordingSource(tmp_path / "runs"))
     app.EVENT_PERIOD, app.STATUS_PERIOD = 0.05, 0.2

@@ -190,6 +190,27 @@ def write_experiment(runs_dir: Path, name: str, stamp: str, created: float, runs
     return exp
 
 
+def write_distill_experiment(runs_dir: Path, compare_events: list[dict[str, Any]]) -> tuple[Path, Path]:
+    """(experiment, its compare run): an independent and a distilled student (``[distill]`` teacher
+    ``@teacher``), both completed, and a completed compare run whose events.jsonl holds
+    ``compare_events`` (event dicts) and its end event."""
+    exp = write_experiment(runs_dir, "distill", "20261202-120000", T0, ["indep", "distilled", "compare"])
+    for name, body in (("indep", ""), ("distilled", '[distill]\nteacher = "@teacher"\n')):
+        (exp / name).mkdir()
+        (exp / name / "config.toml").write_text(f'name = "{name}"\n{body}')
+        write_status(exp / name, state="completed")
+        (exp / name / "events.jsonl").write_text("")
+    rd = exp / "compare"
+    rd.mkdir()
+    (rd / "config.toml").write_text('name = "compare"\ntask = "compare"\n')
+    n = len(compare_events)
+    lines = [json.dumps(e) for e in compare_events]
+    lines.append(ev("end", n, 0.0, T0, state="completed", reason=f"compared {n}", result={}))
+    (rd / "events.jsonl").write_text("\n".join(lines) + "\n")
+    write_status(rd, state="completed", step=n, total_steps=n)
+    return exp, rd
+
+
 def make_runs(runs_dir: Path) -> dict[str, Path]:
     """Two experiments: a finished catapult sweep (two runs) and a warmup pair (one running)."""
     a = write_experiment(runs_dir, "catapult_mlp", "20261123-100000", T0, ["lr=0.5", "lr=1.5"])
