@@ -604,13 +604,17 @@ def validate_run(d: dict[str, Any], file: str | None = None) -> RunConfig:
         raise ConfigError(msg, file=file, key=key) from None
 
 
-def _load_toml(path: Path) -> dict[str, Any]:
+def load_toml(path: Path, what: str = "preset", missing: Optional[tuple[str, str]] = None) -> dict[str, Any]:
+    """The TOML file at ``path`` (a preset, an experiment record, a run's config: ``what``), or a
+    ConfigError naming the file (and the line where the TOML is malformed). ``missing``: the
+    message and the file it names when there is no such file (default "no such <what> file")."""
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError("no such preset file", file=str(path)) from None
+        msg, where = missing or (f"no such {what} file", str(path))
+        raise ConfigError(msg, file=where) from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read preset ({e.__class__.__name__})", file=str(path)) from None
+        raise ConfigError(f"cannot read {what} ({e.__class__.__name__})", file=str(path)) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -672,7 +676,7 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     """Read, expand and validate a preset. Raises :class:`ConfigError` on any problem."""
     path = Path(path)
     file = str(path)
-    raw = _load_toml(path)
+    raw = load_toml(path)
     try:
         return expand(raw, overrides or [], file=file)
     except ConfigError as e:

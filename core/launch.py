@@ -64,20 +64,16 @@ def prepare_again(
     """An earlier experiment's resolved preset (its ``experiment.toml``: the preset with the
     overrides it was launched with), with more ``overrides``, expanded and checked as
     :func:`prepare` does. ``only``: those runs and every run they start from."""
-    import tomllib
 
-    from .config import expand
+    from .config import expand, load_toml
     from .errors import ConfigError
     from .pipeline import dependencies
     from .select import with_dependencies
 
     path = Path(exp_dir) / "experiment.toml"
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError("not an experiment directory (no experiment.toml)", file=str(exp_dir)) from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"malformed TOML: {e}", file=str(path)) from None
+    raw = load_toml(
+        path, "experiment record", missing=("not an experiment directory (no experiment.toml)", str(exp_dir))
+    )
     raw.pop("heur", None)  # heur's own bookkeeping (source, created, runs), not preset keys
     try:
         exp = expand(raw, overrides or [], file=str(path))

@@ -36,7 +36,7 @@ import tomllib
 from . import slurm_queue
 from .atomic import write_json_atomic
 from .checkpoint import load_checkpoint
-from .config import Experiment, RunConfig, dumps_toml, validate_run
+from .config import Experiment, RunConfig, dumps_toml, load_toml, validate_run
 from .errors import ConfigError
 
 # a run is queued, running, or has ended in one of these
@@ -181,12 +181,7 @@ def create_experiment(exp: Experiment, runs_dir: Path | str | None = None) -> Pa
 
 def read_run_config(run_dir: Path | str) -> RunConfig:
     p = Path(run_dir) / "config.toml"
-    try:
-        raw = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError("not a run directory (no config.toml)", file=str(run_dir)) from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"malformed TOML: {e}", file=str(p)) from None
+    raw = load_toml(p, "run config", missing=("not a run directory (no config.toml)", str(run_dir)))
     return validate_run(raw, str(p))
 
 
