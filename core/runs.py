@@ -610,6 +610,7 @@ def resume_plan(target: Path, rerun_failed: bool = False, only: Optional[list[st
         )
     _wait_for_idle_supervisor(exp_dir)
     plan = ResumePlan(exp_dir)
+    again: list[tuple[Path, RunStatus]] = []
     for rd in candidates:
         st = read_status(rd)
         if st.state == "running":
@@ -619,6 +620,9 @@ def resume_plan(target: Path, rerun_failed: bool = False, only: Optional[list[st
         if st.state in ("failed", "diverged") and not rerun_failed:
             plan.left.append((rd, st.state))
             continue
+        read_run_config(rd)  # a config that no longer reads: exit 2 naming it, before any status changes
+        again.append((rd, st))
+    for rd, st in again:
         d = dict(st.raw)
         d.update(state="queued", pid=None, pid_start=None, reason="")
         for k in ("job_id", "submitted"):  # a SLURM run is submitted anew

@@ -157,6 +157,22 @@ def test_resume_says_what_it_left(tmp_path):
     ]
 
 
+def test_resume_refuses_a_run_whose_config_no_longer_reads(tmp_path):
+    """A stopped run whose config.toml was broken by hand: one line naming the file and the line,
+    exit 2, and no run's status changed (nothing is queued, not even the sound run beside it)."""
+    exp_dir, (a, b) = make(tmp_path)
+    for rd in (a, b):
+        d = json.loads((rd / "status.json").read_text())
+        d["state"] = "stopped"
+        (rd / "status.json").write_text(json.dumps(d))
+    (b / "config.toml").write_text('name = "b"\n[optim\n')
+    r = heur("run", "--resume", str(exp_dir), "--detach")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith(f"heur: error: {b / 'config.toml'}:2: malformed TOML")
+    assert R.read_status(a).state == "stopped" and R.read_status(b).state == "stopped"
+
+
 @pytest.mark.slow
 def test_ctrl_c_in_heur_run_stops_the_runs_and_exits_130(tiny_preset, tmp_path):
     runs = tmp_path / "runs"
